@@ -1,0 +1,7 @@
+"""`python -m daemon` is `mediasortd`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

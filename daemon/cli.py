@@ -1,0 +1,140 @@
+"""argv -> config -> service; errors -> exit codes. The only place that exits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from . import __version__, config, db, logs, report, service
+from .errors import EX_FAILED, EX_OK, MediasortError
+
+DESCRIPTION = """\
+mediasortd files photos and videos into a date-sorted library
+(YYYY-MM/YYYY-MM-DD HH.MM.SS.ext), recognises content it already has, records
+everything in a SQLite catalog, and never loses, overwrites or duplicates a file.
+
+The config file is --config PATH, else $MEDIASORTD_CONFIG, else
+/etc/mediasortd/config.toml (see config.example.toml)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mediasortd", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"mediasortd {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="config file (default: $MEDIASORTD_CONFIG or "
+                             f"{config.DEFAULT_PATH})")
+    p.add_argument("--config", metavar="PATH", help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("run", parents=[common], help="the daemon: watch the inbox and file "
+                   "what arrives (under systemd or in the foreground)")
+
+    imp = sub.add_parser("import", parents=[common],
+                         help="file the photos and videos under SRC... once, then exit",
+                         description="Import files or folders through the same crash-safe "
+                         "pipeline as the daemon. Sources stay where they are unless --move. "
+                         "Exit status 0 when every file was handled (filed, duplicate, "
+                         "rejected), 1 if any failed.")
+    imp.add_argument("sources", nargs="+", metavar="SRC", help="a file or a folder")
+    imp.add_argument("--move", action="store_true",
+                     help="remove each source once its bytes are safely in the library "
+                          "(duplicates and rejects go by on_duplicate and paths.rejected)")
+
+    st = sub.add_parser("status", parents=[common], help="counts by outcome, pending jobs, "
+                        "recent problems, library size")
+    st.add_argument("--json", action="store_true", help="print JSON")
+
+    ver = sub.add_parser("verify", parents=[common], help="check catalog vs library vs "
+                         "journal; exit 1 and list each problem if they disagree")
+    ver.add_argument("--deep", action="store_true", help="re-hash every library file")
+    ver.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+        logs.configure(cfg.log_level, cfg.log_format)
+        log = logs.get()
+        return COMMANDS[args.command](cfg, args, log)
+    except MediasortError as e:
+        print(f"mediasortd: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    summary = service.import_(cfg, args.sources, move=args.move, log=log)
+    parts = ", ".join(f"{n} {k}" for k, n in summary.counts.items() if n) or "nothing to do"
+    print(f"imported {summary.total} file(s): {parts}")
+    return EX_OK if summary.ok else EX_FAILED
+
+
+def cmd_run(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    return service.run(cfg, log=log)
+
+
+def cmd_status(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    conn = db.connect(cfg.catalog, readonly=True)
+    try:
+        info = report.status(cfg, conn)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EX_OK
+    o = info["outcomes"]
+    print(f"library  {info['library']}: {info['library_files']:,} files, "
+          f"{_size(info['library_bytes'])}"
+          + (f", {_size(info['library_free_bytes'])} free" if info["library_free_bytes"]
+             is not None else ""))
+    print(f"inbox    {info['inbox']}")
+    print(f"all time {o['filed']:,} filed, {o['duplicate']:,} duplicates, "
+          f"{o['rejected']:,} rejected, {o['failed']:,} failed, {o['vanished']:,} vanished")
+    t = info["today"]
+    print(f"today    {t['filed']:,} filed, {t['duplicate']:,} duplicates, "
+          f"{t['rejected']:,} rejected, {t['failed']:,} failed")
+    print(f"pending  {info['pending_jobs']:,} unfinished job(s)")
+    if info["recent_problems"]:
+        print("recent problems:")
+        for p in info["recent_problems"]:
+            print(f"  {p['outcome']:9} {p['source']}: {p['error']}")
+    return EX_OK
+
+
+def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    conn = db.connect(cfg.catalog, readonly=True)
+    try:
+        rep = report.verify(cfg, conn, deep=args.deep)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(rep.as_dict(), indent=2))
+    else:
+        for p in rep.problems:
+            print(f"{p.kind:14} {p.path}: {p.detail}")
+        print(f"{rep.checked:,} catalogued file(s) checked"
+              f"{' (re-hashed)' if args.deep else ''}: "
+              + ("consistent" if rep.ok else f"{len(rep.problems)} problem(s)"))
+    return EX_OK if rep.ok else EX_FAILED
+
+
+def _size(n: int) -> str:
+    f = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if f < 1024 or unit == "TiB":
+            return f"{f:.1f} {unit}" if unit != "B" else f"{n} B"
+        f /= 1024
+    return f"{n} B"
+
+
+COMMANDS = {"run": cmd_run, "import": cmd_import, "status": cmd_status, "verify": cmd_verify}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The catalog database: opening apsw connections with explicit pragmas, and migrations.
+
+One SQLite file holds the catalog and the journal. WAL with synchronous=FULL: a commit
+that returned is on disk. Every write transaction is BEGIN IMMEDIATE, so two writers
+(threads or processes) queue on the lock instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+
+from .errors import CatalogError
+
+BUSY_TIMEOUT_MS = 30_000
+
+MIGRATIONS: list[str] = [
+    # 1: the catalog (one row per library file) and the journal (one row per job)
+    """
+    CREATE TABLE files (
+        id            INTEGER PRIMARY KEY,
+        sha256        TEXT NOT NULL UNIQUE,
+        size          INTEGER NOT NULL,
+        path          TEXT NOT NULL UNIQUE,  -- relative to the library
+        captured      TEXT NOT NULL,         -- local wall time, ISO 8601 without zone
+        utc_offset    INTEGER,               -- seconds east of UTC, when known
+        date_source   TEXT NOT NULL,         -- tag or rule that gave the date
+        date_raw      TEXT,
+        confidence    TEXT,
+        original_name TEXT NOT NULL,
+        source_path   BLOB NOT NULL,
+        imported_at   TEXT NOT NULL,         -- UTC, ISO 8601
+        file_type     TEXT NOT NULL,
+        mime          TEXT,
+        kind          TEXT,
+        job_id        INTEGER,
+        missing_since TEXT                   -- set by verify --repair when the file is gone
+    );
+    CREATE INDEX files_captured ON files(captured);
+    CREATE INDEX files_original_name ON files(original_name);
+    CREATE TABLE jobs (
+        id           INTEGER PRIMARY KEY,
+        batch        TEXT NOT NULL,
+        source       BLOB NOT NULL,
+        dev          INTEGER NOT NULL,
+        ino          INTEGER NOT NULL,
+        size         INTEGER NOT NULL,
+        mtime_ns     INTEGER NOT NULL,
+        move         INTEGER NOT NULL,
+        step         TEXT NOT NULL,
+        staged       BLOB,
+        sha256       TEXT,
+        bytes        INTEGER,
+        dest         BLOB,     -- absolute: library file, quarantined copy or rejected entry
+        outcome      TEXT,
+        error        TEXT,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        duplicate_of INTEGER,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        finished_at  TEXT
+    );
+    -- a path has at most one unfinished job: recording it twice is impossible
+    CREATE UNIQUE INDEX jobs_active_source ON jobs(source) WHERE step != 'done';
+    CREATE INDEX jobs_source ON jobs(source, dev, ino);
+    CREATE INDEX jobs_finished ON jobs(finished_at);
+    CREATE INDEX jobs_sha256 ON jobs(sha256);
+    """,
+]
+
+
+def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
+    """Open the catalog (creating it with mode 0600 and migrating it unless readonly)."""
+    try:
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+        elif not path.exists():
+            raise CatalogError(f"{path}: no catalog yet (nothing has been imported)")
+        flags = apsw.SQLITE_OPEN_READONLY if readonly else (
+            apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+        conn = apsw.Connection(str(path), flags=flags)
+        conn.setbusytimeout(BUSY_TIMEOUT_MS)
+        if not readonly:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if not readonly:
+            migrate(conn)
+        elif user_version(conn) != len(MIGRATIONS):
+            raise CatalogError(f"{path}: catalog schema {user_version(conn)} is not "
+                               f"{len(MIGRATIONS)}; run a writing command first")
+        return conn
+    except apsw.Error as e:
+        raise CatalogError(f"{path}: cannot open the catalog: {e}") from None
+    except OSError as e:
+        raise CatalogError(f"{path}: cannot open the catalog: {e.strerror}") from None
+
+
+def user_version(conn: apsw.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+
+
+def migrate(conn: apsw.Connection) -> None:
+    with transaction(conn):
+        version = user_version(conn)
+        if version > len(MIGRATIONS):
+            raise CatalogError(f"catalog schema {version} is newer than this mediasortd "
+                               f"({len(MIGRATIONS)})")
+        for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+            conn.execute(sql)
+            conn.execute(f"PRAGMA user_version={i}")
+
+
+@contextlib.contextmanager
+def transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (BaseException too)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if not conn.getautocommit():
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,48 @@
+"""Error classes and the exit codes the CLI maps them to (level 0, no imports).
+
+Expected outcomes (a duplicate, a rejected file) are values in `model`, not these.
+These are for the things that stop a command: bad config, a broken catalog, a lock.
+"""
+
+from __future__ import annotations
+
+EX_OK = 0
+EX_FAILED = 1  # the command ran, but some file failed or the library is inconsistent
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+EX_CONFIG = 78  # the unit says RestartPreventExitStatus=78: restarting will not help
+
+
+class MediasortError(Exception):
+    """mediasortd failed."""
+
+    exit_code = EX_SOFTWARE
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(MediasortError):
+    """The configuration is invalid."""
+
+    exit_code = EX_CONFIG
+
+
+class CatalogError(MediasortError):
+    """The catalog database cannot be opened or is broken."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class LockedError(MediasortError):
+    """Another mediasortd process is writing to this library."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class ToolError(MediasortError):
+    """A helper program (ExifTool) is missing or broken."""
+
+    exit_code = EX_UNAVAILABLE

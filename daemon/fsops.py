@@ -1,0 +1,229 @@
+"""Durable file primitives: open a source safely, copy-and-hash, place without overwriting.
+
+Invariants: nothing here ever replaces an existing directory entry (link, renameat2
+RENAME_NOREPLACE); a source is opened only after lstat says it is a regular file, with
+O_NOFOLLOW|O_NONBLOCK, and is checked again on the open descriptor; every new file and
+every changed directory is fsynced before the caller is told it is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+
+from .model import Identity
+
+CHUNK = 1 << 20
+_libc = ctypes.CDLL(None, use_errno=True)
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """A source that is not a regular file we may read, and why (a value, not an error)."""
+
+    reason: str
+    missing: bool = False
+
+
+class SourceChanged(Exception):
+    """The source changed while it was being copied."""
+
+
+def identity(st: os.stat_result) -> Identity:
+    return Identity(dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable:
+    """Open a regular file for reading, without following links or blocking.
+
+    Returns the descriptor, or Unusable when the entry is missing, not a regular file,
+    or unreadable. `expected` (dev, ino) guards against the entry being swapped.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return Unusable("the file disappeared", missing=True)
+    except OSError as e:
+        return Unusable(f"cannot stat: {e.strerror}")
+    if not stat.S_ISREG(st.st_mode):
+        return Unusable(f"{kind_of(st.st_mode)}, not a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Unusable("the file disappeared", missing=True)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return Unusable("a symbolic link, not a regular file")
+        return Unusable(f"cannot open: {e.strerror}")
+    fst = os.fstat(fd)
+    if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        return Unusable("the entry was replaced while it was being opened")
+    if expected is not None and (fst.st_dev, fst.st_ino) != (expected.dev, expected.ino):
+        os.close(fd)
+        return Unusable("a different file now stands at this path", missing=True)
+    return fd
+
+
+def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
+    """Copy an open source into a new file `dst` (truncated if it exists), hashing in the
+    same single read; fsync it. Raises SourceChanged if the source changed meanwhile."""
+    before = os.fstat(src_fd)
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    size = 0
+    os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(out, mode)
+        while n := os.readv(src_fd, [buf]):
+            chunk = view[:n]
+            h.update(chunk)
+            written = 0
+            while written < n:
+                written += os.write(out, chunk[written:])
+            size += n
+        os.fsync(out)
+        os.posix_fadvise(out, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(out)
+    os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    after = os.fstat(src_fd)
+    if size != after.st_size or identity(before) != identity(after):
+        raise SourceChanged(f"size {before.st_size} -> {after.st_size} bytes while copying")
+    return h.hexdigest(), size
+
+
+def hash_file(path: bytes) -> tuple[str, int] | None:
+    """The sha256 and size of a file, or None if it cannot be read (no links followed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        h = hashlib.sha256()
+        size = 0
+        buf = bytearray(CHUNK)
+        while n := os.readv(fd, [buf]):
+            h.update(memoryview(buf)[:n])
+            size += n
+        return h.hexdigest(), size
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: bytes) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: bytes, mode: int) -> None:
+    """mkdir -p with `mode`, fsyncing the parent of every directory it creates."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    make_dirs(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    os.chmod(path, mode)
+    fsync_dir(parent)
+
+
+def link_noreplace(src: bytes, dst: bytes) -> bool:
+    """Give `src` a second name `dst`; False (and nothing done) when `dst` exists.
+
+    Falls back to a copy when they are on different filesystems. The caller fsyncs
+    the destination directory."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP):
+            raise
+    # Another filesystem: copy beside the destination, then link it into place.
+    tmp = os.path.join(os.path.dirname(dst), b".mediasortd-tmp-" + os.path.basename(src))
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        copy_and_hash(fd, tmp, stat.S_IMODE(os.fstat(fd).st_mode))
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, dst)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+
+
+def rename_noreplace(src: bytes, dst: bytes) -> bool:
+    """Move the entry `src` (any type, links not followed) to `dst`; False if `dst` exists.
+
+    Uses renameat2(RENAME_NOREPLACE); where the filesystem lacks it, link+unlink.
+    Raises OSError(EXDEV) across filesystems: the caller leaves such a source alone."""
+    if _libc.renameat2(_AT_FDCWD, src, _AT_FDCWD, dst, _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        return False
+    if err not in (errno.EINVAL, errno.ENOSYS):
+        raise OSError(err, os.strerror(err), src)
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    os.unlink(src)
+    return True
+
+
+def same_file(a: bytes, b: bytes) -> bool:
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def unlink_if(path: bytes, expected: Identity) -> bool:
+    """Remove `path` only if it is still the file `expected` describes; True if removed
+    (or already gone), False if something else stands there now."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    if identity(st) != expected:
+        return False
+    os.unlink(path)
+    return True
+
+
+def unlink_quiet(path: bytes) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,398 @@
+"""The step machine: take a path, resume a job, replay every unfinished job.
+
+The journal row is the truth. Each step does one durable effect, then advances the row
+in one commit; every step looks at the disk first, so running it twice is harmless.
+Taking a new file is "record a job, then resume it"; replay is "resume every unfinished
+job": one code path. Nothing is deleted except a source whose bytes are safely placed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import apsw
+
+from . import catalog, journal
+from .config import Config
+from .db import transaction
+from .fsops import (SourceChanged, Unusable, copy_and_hash, fsync_dir, hash_file, identity,
+                    link_noreplace, make_dirs, open_source, rename_noreplace, same_file,
+                    unlink_if, unlink_quiet)
+from .layout import library_path, numbered_name
+from .model import Job, MediaInfo, NotMedia, Outcome, Step
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Describer(Protocol):
+    """What ingest needs from metadata.Reader."""
+
+    def describe(self, path: bytes, original_name: str, mtime_ns: int) -> MediaInfo | NotMedia:
+        ...
+
+
+@dataclass(frozen=True)
+class Finished:
+    job: Job
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Not done yet: try the job again after `after` seconds."""
+
+    job: Job
+    after: float
+    reason: str
+    full: bool = False  # the library's filesystem is full
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Nothing to do: the path is gone, is a directory, or was already settled."""
+
+    path: bytes
+    reason: str
+
+
+Result = Finished | Retry | Skipped
+Hook = Callable[[Job], None]
+
+
+def display(path: bytes) -> str:
+    return path.decode("utf-8", "backslashreplace")
+
+
+def _no_hook(job: Job) -> None:
+    pass
+
+
+def kill_hook_from_env() -> Hook:
+    """Test seam for crash tests of the real command: MEDIASORTD_TEST_KILL_AT=STEP[:N]
+    SIGKILLs this process right after the N-th job (default 1st) reaches STEP."""
+    spec = os.environ.get("MEDIASORTD_TEST_KILL_AT")
+    if not spec:
+        return _no_hook
+    step, _, nth = spec.partition(":")
+    target = Step(step)
+    remaining = [int(nth or 1)]
+
+    def hook(job: Job) -> None:
+        if job.step is target:
+            remaining[0] -= 1
+            if remaining[0] <= 0:
+                os.kill(os.getpid(), 9)
+
+    return hook
+
+
+def sweep_staging(conn: apsw.Connection, staging: bytes, log: Any) -> None:
+    """Remove staging files that no unfinished job owns (run before workers start)."""
+    owned = journal.staged_paths(conn)
+    try:
+        names = os.listdir(staging)
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(staging, name)
+        if path not in owned:
+            unlink_quiet(path)
+            log.info("ingest.staging_removed", path=display(path))
+
+
+class Ingestor:
+    """One worker's view: its own catalog connection and its own metadata reader."""
+
+    def __init__(self, config: Config, conn: apsw.Connection, reader: Describer, *,
+                 batch: str, log: Any, hook: Hook = _no_hook,
+                 max_attempts: int | None = 5, clock: Callable[[], float] = time.monotonic):
+        self.cfg = config
+        self.conn = conn
+        self.reader = reader
+        self.batch = batch
+        self.log = log
+        self.hook = hook
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.library = os.fsencode(config.library)
+        self.staging = os.fsencode(config.staging)
+        self.steps: dict[Step, Callable[[Job], Job | Retry]] = {
+            Step.RECORDED: self._copy, Step.COPIED: self._decide,
+            Step.DECIDED: self._place, Step.PLACED: self._retire,
+        }
+
+    # -- entry points -------------------------------------------------------------------
+
+    def take(self, path: bytes, move: bool) -> Result:
+        """Record a job for `path` (or find the one already recorded) and run it."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return Skipped(path, "gone")
+        if os.path.isdir(path) and not os.path.islink(path):
+            return Skipped(path, "a directory")
+        ident = identity(st)
+        with transaction(self.conn):
+            job = journal.active_for(self.conn, path)
+            if job is None:
+                if move and journal.settled_for(self.conn, path, ident):
+                    return Skipped(path, "already handled and left in place")
+                make_dirs(self.staging, 0o700)
+                job = journal.record(self.conn, self.batch, path, ident, move, self.staging)
+        self.log.debug("ingest.recorded", job_id=job.id, source=display(path))
+        self.hook(job)
+        return self.resume(job)
+
+    def resume(self, job: Job) -> Result:
+        """Run a job's remaining steps; each step is committed before the next starts."""
+        started = self.clock()
+        while job.step is not Step.DONE:
+            try:
+                out = self.steps[job.step](job)
+            except Exception as e:  # noqa: BLE001 - a worker survives one bad file
+                out = self._trouble(job, e)
+            if isinstance(out, Retry):
+                self.log.info("ingest.deferred", job_id=job.id, source=display(job.source),
+                              reason=out.reason, retry_in=round(out.after, 1))
+                return out
+            job = out
+            self.hook(job)
+        result = Finished(job, (self.clock() - started) * 1000)
+        self._log_finished(result)
+        return result
+
+    def replay(self) -> list[Result]:
+        """Resume every unfinished job, then remove staging files that no job owns."""
+        results = [self.resume(job) for job in journal.unfinished(self.conn)]
+        self.sweep_staging()
+        return results
+
+    def sweep_staging(self) -> None:
+        sweep_staging(self.conn, self.staging, self.log)
+
+    # -- the steps ----------------------------------------------------------------------
+
+    def _copy(self, job: Job) -> Job | Retry:
+        """RECORDED -> COPIED: a fsynced private copy and its sha256, in one read."""
+        assert job.staged is not None
+        fd = open_source(job.source)
+        if isinstance(fd, Unusable):
+            return self._unusable(job, fd)
+        try:
+            ident = identity(os.fstat(fd))
+            try:
+                sha256, size = copy_and_hash(fd, job.staged, self.cfg.file_mode)
+            except SourceChanged as e:
+                unlink_quiet(job.staged)
+                return self._retry(job, f"the file changed while being copied ({e})", ident,
+                                   after=max(self.cfg.settle_seconds, 0.5))
+            except OSError as e:
+                unlink_quiet(job.staged)
+                if e.errno in FULL_ERRNOS:
+                    return self._retry(job, f"copy failed: {e.strerror}: the library is full",
+                                       None, full=True)
+                raise
+        finally:
+            os.close(fd)
+        fsync_dir(self.staging)
+        with transaction(self.conn):
+            journal.advance(self.conn, job.id, Step.COPIED, sha256=sha256, bytes=size,
+                            dev=ident.dev, ino=ident.ino, size=ident.size,
+                            mtime_ns=ident.mtime_ns, error=None)
+            return journal.get(self.conn, job.id)
+
+    def _unusable(self, job: Job, why: Unusable) -> Job:
+        """A source we cannot read: gone (vanished) or not a readable regular file
+        (rejected: the entry itself is moved to `rejected`, never opened)."""
+        with transaction(self.conn):
+            if why.missing:
+                journal.advance(self.conn, job.id, Step.DONE, outcome=Outcome.VANISHED,
+                                error=why.reason)
+            else:
+                dest = self._side_path(self.cfg.rejected, job) if job.move else None
+                journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.REJECTED,
+                                error=why.reason, dest=dest, sha256=None)
+            return journal.get(self.conn, job.id)
+
+    def _decide(self, job: Job) -> Job | Retry:
+        """COPIED -> DECIDED, in one transaction: duplicate, rejected, or a catalog row
+        with a reserved library name."""
+        assert job.staged is not None and job.sha256 is not None and job.size is not None
+        if not os.path.exists(job.staged):  # lost (power cut before the staging fsync)
+            with transaction(self.conn):
+                journal.advance(self.conn, job.id, Step.RECORDED)
+                return journal.get(self.conn, job.id)
+        name = os.path.basename(job.source)
+        info: MediaInfo | NotMedia = NotMedia("an empty file") if job.size == 0 else \
+            self.reader.describe(job.staged, os.fsdecode(name), job.identity.mtime_ns)
+        with transaction(self.conn):
+            existing = catalog.by_sha256(self.conn, job.sha256)
+            if existing is not None:
+                quarantine = job.move and self.cfg.on_duplicate == "quarantine"
+                journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.DUPLICATE,
+                                duplicate_of=existing.id,
+                                dest=self._side_path(self.cfg.duplicates, job)
+                                if quarantine else None)
+            elif isinstance(info, NotMedia):
+                journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.REJECTED,
+                                error=info.reason,
+                                dest=self._side_path(self.cfg.rejected, job) if job.move else None)
+            else:
+                rel = catalog.free_name(self.conn, self.library,
+                                        library_path(self.cfg.layout, info.captured, info.ext))
+                catalog.insert(self.conn, sha256=job.sha256, size=job.size, path=rel, info=info,
+                               original_name=display(name), source=job.source,
+                               imported_at=journal.now(), job_id=job.id)
+                journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.FILED,
+                                dest=os.path.join(self.library, os.fsencode(rel)))
+            return journal.get(self.conn, job.id)
+
+    def _place(self, job: Job) -> Job:
+        """DECIDED -> PLACED: the staged copy gets its final name without overwriting
+        anything (or is dropped, when nothing is to be kept); rejects that were never
+        copied are moved as they are."""
+        assert job.staged is not None
+        if job.outcome is Outcome.REJECTED and job.sha256 is None:
+            return self._move_entry(job)
+        if job.dest is None:
+            unlink_quiet(job.staged)
+        elif os.path.exists(job.staged):
+            dest = job.dest
+            make_dirs(os.path.dirname(dest), self.cfg.dir_mode)
+            while not same_file(job.staged, dest) and not link_noreplace(job.staged, dest):
+                dest = self._rename_dest(job, dest)  # a stranger took the name
+            fsync_dir(os.path.dirname(dest))
+            os.unlink(job.staged)
+        elif hash_file(job.dest) != (job.sha256, job.size):
+            # neither the staged copy nor a placed one survived: copy again from the source
+            with transaction(self.conn):
+                if (entry := catalog.by_job(self.conn, job.id)) is not None:
+                    catalog.delete(self.conn, entry.id)
+                journal.advance(self.conn, job.id, Step.RECORDED, outcome=None, dest=None)
+                return journal.get(self.conn, job.id)
+        with transaction(self.conn):
+            journal.advance(self.conn, job.id, Step.PLACED)
+            return journal.get(self.conn, job.id)
+
+    def _move_entry(self, job: Job) -> Job:
+        """Move a rejected entry (FIFO, symlink, unreadable file...) into `rejected` as it
+        is, or leave it alone where that is not safe."""
+        dest, note = job.dest, None
+        if dest is not None:
+            try:
+                st = os.lstat(job.source)
+            except FileNotFoundError:
+                st = None  # moved before a crash, or removed by someone
+            if st is not None and (st.st_dev, st.st_ino) != (job.identity.dev, job.identity.ino):
+                dest, note = None, "a different file now stands at the source; left alone"
+            elif st is not None:
+                make_dirs(os.path.dirname(dest), self.cfg.dir_mode)
+                try:
+                    while not rename_noreplace(job.source, dest):
+                        dest = self._rename_dest(job, dest)
+                    fsync_dir(os.path.dirname(dest))
+                    fsync_dir(os.path.dirname(job.source))
+                except OSError as e:
+                    dest, note = None, f"left in place: cannot move it: {e.strerror}"
+        with transaction(self.conn):
+            fields: dict[str, Any] = {"dest": dest}
+            if note:
+                fields["error"] = f"{job.error}; {note}"
+            journal.advance(self.conn, job.id, Step.PLACED, **fields)
+            return journal.get(self.conn, job.id)
+
+    def _retire(self, job: Job) -> Job:
+        """PLACED -> DONE: remove the source, but only if its bytes are safely placed
+        elsewhere and it is still the very file that was copied."""
+        error = job.error
+        keep = (not job.move or job.sha256 is None
+                or (job.outcome is Outcome.DUPLICATE and self.cfg.on_duplicate == "keep"))
+        if not keep:
+            try:
+                if unlink_if(job.source, job.identity):
+                    fsync_dir(os.path.dirname(job.source))
+                else:
+                    error = "the source changed after it was copied; left in place"
+            except OSError as e:
+                error = f"cannot remove the source: {e.strerror}; left in place"
+        with transaction(self.conn):
+            journal.advance(self.conn, job.id, Step.DONE, error=error)
+            return journal.get(self.conn, job.id)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _side_path(self, root: os.PathLike[str], job: Job) -> bytes:
+        """Where a duplicate or reject goes: its own name under `root`."""
+        return os.path.join(os.fsencode(root), numbered_name(os.path.basename(job.source), 0))
+
+    def _rename_dest(self, job: Job, dest: bytes) -> bytes:
+        """The next free name after `dest`, committed before it is used."""
+        with transaction(self.conn):
+            if job.outcome is Outcome.FILED:
+                entry = catalog.by_job(self.conn, job.id)
+                assert entry is not None
+                rel = catalog.free_name(self.conn, self.library, entry.path)
+                catalog.rename(self.conn, entry.id, rel)
+                new = os.path.join(self.library, os.fsencode(rel))
+            else:
+                base, n = os.path.basename(job.source), 1
+                while os.path.lexists(new := os.path.join(os.path.dirname(dest),
+                                                          numbered_name(base, n))):
+                    n += 1
+            journal.advance(self.conn, job.id, job.step, dest=new)
+        self.log.info("ingest.name_taken", job_id=job.id, taken=display(dest), dest=display(new))
+        return new
+
+    def _retry(self, job: Job, reason: str, ident: Any, *, after: float | None = None,
+               full: bool = False) -> Retry | Job:
+        with transaction(self.conn):
+            journal.note_attempt(self.conn, job.id, reason, ident)
+            job = journal.get(self.conn, job.id)
+        if not full and self.max_attempts is not None and job.attempts >= self.max_attempts:
+            return self._fail(job, f"{reason} (gave up after {job.attempts} attempts)")
+        if full and self.max_attempts is not None and job.attempts >= self.max_attempts * 2:
+            return self._fail(job, reason)
+        backoff = after if after is not None else min(60.0, 0.5 * 2 ** min(job.attempts, 7))
+        return Retry(job, backoff, reason, full)
+
+    def _trouble(self, job: Job, e: Exception) -> Job | Retry:
+        """An unexpected error in a step: retry a few times, then fail the job."""
+        if isinstance(e, apsw.BusyError):
+            return Retry(job, 1.0, f"the catalog is locked: {e}")
+        if isinstance(e, OSError):
+            where = display(e.filename) if isinstance(e.filename, bytes) else e.filename
+            reason = f"{job.step.value}: {e.strerror or e} ({where})"
+            return self._retry(job, reason, None, full=e.errno in FULL_ERRNOS)
+        self.log.exception("ingest.bug", job_id=job.id, source=display(job.source))
+        return self._fail(job, f"{job.step.value}: {type(e).__name__}: {e}")
+
+    def _fail(self, job: Job, error: str) -> Job:
+        """Give up on a job: undo whatever it reserved, leave the source untouched."""
+        with transaction(self.conn):
+            if job.step in (Step.RECORDED, Step.COPIED, Step.DECIDED):
+                entry = catalog.by_job(self.conn, job.id)
+                if entry is not None:
+                    catalog.delete(self.conn, entry.id)
+                if job.staged and job.dest and same_file(job.staged, job.dest):
+                    os.unlink(job.dest)
+                if job.staged:
+                    unlink_quiet(job.staged)
+                journal.advance(self.conn, job.id, Step.DONE, outcome=Outcome.FAILED,
+                                error=error, dest=None)
+            else:  # the bytes are placed; only retiring the source went wrong
+                journal.advance(self.conn, job.id, Step.DONE, error=error)
+            return journal.get(self.conn, job.id)
+
+    def _log_finished(self, result: Finished) -> None:
+        job = result.job
+        level = "warning" if job.outcome in (Outcome.FAILED, Outcome.REJECTED) else "info"
+        getattr(self.log, level)(
+            "ingest.finished", job_id=job.id, outcome=job.outcome.value if job.outcome else None,
+            source=display(job.source), dest=display(job.dest) if job.dest else None,
+            sha256=job.sha256, bytes=job.size, duration_ms=round(result.duration_ms, 1),
+            error=job.error, batch=job.batch)

@@ -1,0 +1,130 @@
+"""The journal table's SQL: one row per job, advanced one committed step at a time.
+
+A row whose step is not 'done' is unfinished work that replay resumes. With db.py and
+catalog.py, the only modules that touch apsw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import apsw
+
+from .model import Identity, Job, Outcome, Step
+
+_COLS = ("id, batch, source, dev, ino, size, mtime_ns, move, step, staged, sha256, bytes, "
+         "dest, outcome, error, attempts, duplicate_of")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    (id_, batch, source, dev, ino, size, mtime_ns, move, step, staged, sha256, nbytes,
+     dest, outcome, error, attempts, duplicate_of) = row
+    return Job(id=id_, batch=batch, source=bytes(source),
+               identity=Identity(dev, ino, size, mtime_ns), move=bool(move), step=Step(step),
+               staged=bytes(staged) if staged is not None else None, sha256=sha256,
+               size=nbytes, dest=bytes(dest) if dest is not None else None,
+               outcome=Outcome(outcome) if outcome else None, error=error,
+               attempts=attempts, duplicate_of=duplicate_of)
+
+
+def get(conn: apsw.Connection, job_id: int) -> Job:
+    rows = conn.execute(f"SELECT {_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchall()
+    return _job(rows[0])
+
+
+def active_for(conn: apsw.Connection, source: bytes) -> Job | None:
+    """The unfinished job for a source path, if there is one."""
+    rows = conn.execute(f"SELECT {_COLS} FROM jobs WHERE source = ? AND step != 'done'",
+                        (source,)).fetchall()
+    return _job(rows[0]) if rows else None
+
+
+def settled_for(conn: apsw.Connection, source: bytes, ident: Identity) -> Job | None:
+    """A finished job that left this very file (same identity) where it is, if any:
+    a kept duplicate or a reject that could not be moved. Such files are not taken again."""
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM jobs WHERE source = ? AND dev = ? AND ino = ? AND size = ? "
+        "AND mtime_ns = ? AND step = 'done' AND move = 1 ORDER BY id DESC LIMIT 1",
+        (source, ident.dev, ident.ino, ident.size, ident.mtime_ns)).fetchall()
+    return _job(rows[0]) if rows else None
+
+
+def record(conn: apsw.Connection, batch: str, source: bytes, ident: Identity, move: bool,
+           staged_dir: bytes) -> Job:
+    """Insert a new job at RECORDED (inside the caller's transaction)."""
+    t = now()
+    conn.execute(
+        "INSERT INTO jobs (batch, source, dev, ino, size, mtime_ns, move, step, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (batch, source, ident.dev, ident.ino, ident.size, ident.mtime_ns, int(move),
+         Step.RECORDED.value, t, t))
+    job_id = conn.last_insert_rowid()
+    staged = staged_dir + b"/job-%d" % job_id
+    conn.execute("UPDATE jobs SET staged = ? WHERE id = ?", (staged, job_id))
+    return get(conn, job_id)
+
+
+def advance(conn: apsw.Connection, job_id: int, step: Step, **fields: Any) -> None:
+    """Move a job to `step`, setting the given columns (inside the caller's transaction)."""
+    sets = ["step = ?", "updated_at = ?"]
+    args: list[Any] = [step.value, now()]
+    for name, value in fields.items():
+        sets.append(f"{name} = ?")
+        args.append(value.value if isinstance(value, Outcome) else value)
+    if step is Step.DONE:
+        sets.append("finished_at = ?")
+        args.append(args[1])
+    conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, job_id))
+
+
+def note_attempt(conn: apsw.Connection, job_id: int, error: str, ident: Identity | None) -> None:
+    """Count a failed attempt that will be retried (and the source's new identity)."""
+    if ident is None:
+        conn.execute("UPDATE jobs SET attempts = attempts + 1, error = ?, updated_at = ? "
+                     "WHERE id = ?", (error, now(), job_id))
+    else:
+        conn.execute("UPDATE jobs SET attempts = attempts + 1, error = ?, updated_at = ?, "
+                     "dev = ?, ino = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                     (error, now(), ident.dev, ident.ino, ident.size, ident.mtime_ns, job_id))
+
+
+def unfinished(conn: apsw.Connection) -> list[Job]:
+    return [_job(r) for r in conn.execute(
+        f"SELECT {_COLS} FROM jobs WHERE step != 'done' ORDER BY id").fetchall()]
+
+
+def staged_paths(conn: apsw.Connection) -> set[bytes]:
+    """Staging files that unfinished jobs own."""
+    return {bytes(r[0]) for r in conn.execute(
+        "SELECT staged FROM jobs WHERE step != 'done' AND staged IS NOT NULL")}
+
+
+def counts(conn: apsw.Connection, since: str | None = None) -> dict[str, int]:
+    sql = "SELECT outcome, count(*) FROM jobs WHERE step = 'done'"
+    args: tuple[Any, ...] = ()
+    if since:
+        sql += " AND finished_at >= ?"
+        args = (since,)
+    out = {o.value: 0 for o in Outcome}
+    for outcome, n in conn.execute(sql + " GROUP BY outcome", args):
+        out[outcome] = n
+    return out
+
+
+def pending(conn: apsw.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done'").fetchall()[0][0])
+
+
+def recent_problems(conn: apsw.Connection, limit: int = 10) -> Iterator[dict[str, Any]]:
+    for row in conn.execute(
+            "SELECT id, source, outcome, error, finished_at, step FROM jobs "
+            "WHERE outcome IN ('failed', 'rejected') OR (step != 'done' AND error IS NOT NULL)"
+            " ORDER BY updated_at DESC LIMIT ?", (limit,)):
+        yield {"job": row[0], "source": bytes(row[1]).decode("utf-8", "backslashreplace"),
+               "outcome": row[2] or f"waiting ({row[5]})", "error": row[3], "when": row[4]}

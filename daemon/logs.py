@@ -1,0 +1,86 @@
+"""The only structlog configuration: journald fields under systemd, colour on a terminal,
+JSON lines elsewhere. Events are dotted and past tense (`ingest.finished`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import structlog
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
+# syslog priorities for journald
+PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
+
+
+def under_journald() -> bool:
+    """True when stderr is the journal stream systemd gave us ($JOURNAL_STREAM)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if not stream:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
+def resolve_format(fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if under_journald():
+        return "journal"
+    return "console" if sys.stderr.isatty() else "json"
+
+
+class JournalRenderer:
+    """Send each event to journald with its keys as upper-case fields: EVENT, SOURCE,
+    DEST, SHA256, JOB_ID, OUTCOME, ERROR... so `journalctl SHA256=...` finds a file."""
+
+    def __init__(self) -> None:
+        from systemd import journal
+
+        self.send = journal.send
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
+        name = str(event.pop("event", ""))
+        level = str(event.pop("level", method))
+        event.pop("timestamp", None)
+        exc = event.pop("exception", None)
+        fields = {k.upper(): str(v) for k, v in event.items() if v is not None}
+        parts = [f"{k}={v}" for k, v in event.items()
+                 if v is not None and k in ("outcome", "source", "dest", "error", "reason")]
+        message = " ".join([name, *parts]) + (f"\n{exc}" if exc else "")
+        self.send(message, EVENT=name, PRIORITY=str(PRIORITY.get(level, 6)),
+                  SYSLOG_IDENTIFIER="mediasortd", **fields)
+        raise structlog.DropEvent
+
+
+def configure(level: str = "info", fmt: str = "auto") -> str:
+    """Configure structlog once for the process; returns the format actually used."""
+    fmt = resolve_format(fmt)
+    shared: list[Any] = [structlog.processors.add_log_level,
+                         structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    renderer: Any
+    if fmt == "journal":
+        renderer = JournalRenderer()
+        shared.append(structlog.processors.format_exc_info)
+    elif fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    else:
+        shared.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    return fmt
+
+
+def get(**bound: Any) -> Any:
+    return structlog.get_logger(**bound)

@@ -1,0 +1,185 @@
+"""Worker threads, each with its own catalog connection and ExifTool, fed by a bounded
+queue of hints ("look at this path"). The queue is never the truth, the journal is:
+a hint that is dropped is found again by the next scan.
+
+A path is never queued or worked on twice at once. Retries wait in a timer heap.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from . import db, journal
+from .config import Config
+from .ingest import Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
+
+
+class Closeable(Protocol):
+    def describe(self, path: bytes, original_name: str, mtime_ns: int) -> Any: ...
+    def close(self) -> None: ...
+
+
+class Pool:
+    def __init__(self, cfg: Config, *, move: bool, batch: str, log: Any,
+                 make_reader: Callable[[], Closeable], workers: int | None = None,
+                 queue_size: int | None = None, max_attempts: int | None = 5,
+                 hook: Hook = _no_hook, on_result: Callable[[Result], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.move = move
+        self.batch = batch
+        self.log = log
+        self.make_reader = make_reader
+        self.n_workers = workers or cfg.workers
+        self.hints: queue.Queue[bytes] = queue.Queue(maxsize=queue_size or cfg.queue_size)
+        self.max_attempts = max_attempts
+        self.hook = hook
+        self.on_result = on_result
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.in_flight: set[bytes] = set()  # queued, being worked on, or waiting to retry
+        self.delayed: list[tuple[float, int, int, bytes]] = []  # (due, seq, job id, path)
+        self.seq = itertools.count()
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.beats: dict[int, float] = {}
+        self.busy_since: dict[int, float] = {}
+        self.counts: Counter[str] = Counter()
+        self.library_full = False
+        self.errors: list[BaseException] = []
+
+    # -- feeding ------------------------------------------------------------------------
+
+    def offer(self, path: bytes) -> bool:
+        """Queue a hint without blocking; False when the queue is full (rescan later)."""
+        with self.lock:
+            if path in self.in_flight:
+                return True
+            try:
+                self.hints.put_nowait(path)
+            except queue.Full:
+                return False
+            self.in_flight.add(path)
+            return True
+
+    def put(self, path: bytes) -> None:
+        """Queue a hint, waiting for room (one-shot imports)."""
+        while not self.offer(path):
+            if self.stopping.is_set():
+                return
+            with self.idle:
+                self.idle.wait(0.05)
+
+    def replay(self, jobs: list[tuple[int, bytes]]) -> None:
+        """Resume unfinished jobs (job id, source path) ahead of any new hint."""
+        with self.idle:
+            for job_id, path in jobs:
+                self.in_flight.add(path)
+                heapq.heappush(self.delayed, (0.0, next(self.seq), job_id, path))
+
+    def queued(self) -> int:
+        return self.hints.qsize() + len(self.delayed)
+
+    def busy(self) -> bool:
+        with self.lock:
+            return bool(self.in_flight)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is queued, in hand, or waiting to retry."""
+        end = None if timeout is None else self.clock() + timeout
+        with self.idle:
+            while self.in_flight and not self.errors:
+                left = None if end is None else end - self.clock()
+                if left is not None and left <= 0:
+                    return False
+                self.idle.wait(0.1 if left is None else min(left, 0.1))
+        return not self.in_flight
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.n_workers):
+            t = threading.Thread(target=self._worker, args=(i,), name=f"worker-{i}", daemon=True)
+            self.beats[i] = self.clock()
+            t.start()
+            self.threads.append(t)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Let each worker finish the file in hand, then end. Unstarted hints are
+        dropped: the journal and the next scan hold the truth."""
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout)
+
+    def healthy(self, stall_seconds: float) -> bool:
+        """Every worker thread is alive and none has been stuck on one file too long."""
+        now = self.clock()
+        return (all(t.is_alive() for t in self.threads) and not self.errors
+                and all(now - since < stall_seconds for since in self.busy_since.values()))
+
+    # -- the worker ---------------------------------------------------------------------
+
+    def _next(self) -> tuple[bytes, int | None] | None:
+        with self.lock:
+            if self.delayed and self.delayed[0][0] <= self.clock():
+                _, _, job_id, path = heapq.heappop(self.delayed)
+                return path, job_id
+        try:
+            return self.hints.get(timeout=0.05), None
+        except queue.Empty:
+            return None
+
+    def _worker(self, i: int) -> None:
+        conn = db.connect(self.cfg.catalog)
+        reader = self.make_reader()
+        ingest = Ingestor(self.cfg, conn, reader, batch=self.batch, log=self.log,
+                          hook=self.hook, max_attempts=self.max_attempts, clock=self.clock)
+        try:
+            while not self.stopping.is_set():
+                self.beats[i] = self.clock()
+                item = self._next()
+                if item is None:
+                    continue
+                path, job_id = item
+                self.busy_since[i] = self.clock()
+                try:
+                    result = (ingest.resume(journal.get(conn, job_id)) if job_id is not None
+                              else ingest.take(path, self.move))
+                finally:
+                    self.busy_since.pop(i, None)
+                self._settle(path, result)
+        except BaseException as e:  # a broken catalog: the service stops with it
+            self.log.exception("pool.worker_died", worker=i)
+            with self.idle:
+                self.errors.append(e)
+                self.idle.notify_all()
+        finally:
+            reader.close()
+            conn.close()
+
+    def _settle(self, path: bytes, result: Result) -> None:
+        with self.idle:
+            if isinstance(result, Retry):
+                self.library_full = result.full
+                heapq.heappush(self.delayed, (self.clock() + result.after, next(self.seq),
+                                              result.job.id, path))
+            else:
+                self.in_flight.discard(path)
+                if isinstance(result, Finished):
+                    self.library_full = False
+                    assert result.job.outcome is not None
+                    self.counts[result.job.outcome.value] += 1
+                self.idle.notify_all()
+        if self.on_result is not None:
+            self.on_result(result)
+
+
+__all__ = ["Pool", "Finished", "Retry", "Skipped"]

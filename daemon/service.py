@@ -1,0 +1,341 @@
+"""Composition root for the commands that write: `import` and `run`.
+
+Both take the state lock, open and migrate the catalog, replay unfinished jobs, and only
+then take new work, through the same Pool and Ingestor. Signal handlers only set events.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from . import db, journal, logs, notify
+from .config import Config
+from .errors import LockedError, MediasortError
+from .ingest import Finished, Result, kill_hook_from_env, sweep_staging
+from .metadata import Reader
+from .model import Outcome
+from .pool import Pool
+from .watcher import Candidates, Watcher, prune_empty_dirs, scan
+
+
+def batch_id(kind: str) -> str:
+    return f"{kind}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
+
+
+class StateLock:
+    """An exclusive flock on {state_dir}/lock: one writing mediasortd per catalog."""
+
+    def __init__(self, cfg: Config) -> None:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.path = cfg.state_dir / "lock"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise LockedError(f"{self.path}: another mediasortd (pid {holder}) is using this "
+                              "catalog; stop it first, or drop the files into its inbox") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+def make_reader(cfg: Config) -> Callable[[], Reader]:
+    return lambda: Reader(timezone=cfg.timezone)
+
+
+def prepare(cfg: Config, log: Any) -> list[tuple[int, bytes]]:
+    """Make the library's folders, remove staging files no job owns, and return the
+    unfinished jobs for the pool to replay (before any new work is taken)."""
+    for path in (cfg.library, cfg.staging):
+        path.mkdir(parents=True, exist_ok=True, mode=0o700 if path == cfg.staging else 0o750)
+    conn = db.connect(cfg.catalog)
+    try:
+        sweep_staging(conn, os.fsencode(cfg.staging), log)
+        jobs = [(job.id, job.source) for job in journal.unfinished(conn)]
+    finally:
+        conn.close()
+    if jobs:
+        log.info("replay.started", jobs=len(jobs))
+    return jobs
+
+
+# -- import -------------------------------------------------------------------------------
+
+@dataclass
+class ImportSummary:
+    counts: dict[str, int]
+    total: int
+
+    @property
+    def ok(self) -> bool:
+        return self.counts.get(Outcome.FAILED.value, 0) == 0
+
+
+def walk(sources: list[str], skip: list[bytes]) -> Iterator[bytes]:
+    """Every non-directory entry under the sources (links not followed), absolute."""
+    for src in sources:
+        top = os.fsencode(os.path.abspath(src))
+        try:
+            st = os.lstat(top)
+        except OSError as e:
+            raise MediasortError(f"{src}: cannot read: {e.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            yield top
+            continue
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            if any(d == s or d.startswith(s + b"/") for s in skip):
+                continue
+            try:
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            except OSError:
+                continue
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                else:
+                    yield e.path
+
+
+class Progress:
+    """One status line on a terminal, redrawn in place; silent elsewhere."""
+
+    def __init__(self, total: int, out: TextIO = sys.stderr) -> None:
+        self.total = total
+        self.out = out
+        self.on = out.isatty()
+        self.done = 0
+        self.last = 0.0
+
+    def update(self, counts: dict[str, int], force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.on or (not force and now - self.last < 0.1):
+            return
+        self.last = now
+        width = 30
+        filled = int(width * self.done / self.total) if self.total else width
+        parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        self.out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] "
+                       f"{self.done}/{self.total} {parts}\x1b[K")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.on:
+            self.out.write("\n")
+
+
+def import_(cfg: Config, sources: list[str], *, move: bool, log: Any) -> ImportSummary:
+    hook = kill_hook_from_env()
+    lock = StateLock(cfg)
+    try:
+        unfinished = prepare(cfg, log)
+        skip = [os.fsencode(p) for p in (cfg.library, cfg.state_dir)]
+        paths = list(walk(sources, skip))
+        progress = Progress(len(paths))
+        counts = {o.value: 0 for o in Outcome}
+
+        def on_result(result: Result) -> None:
+            if isinstance(result, Finished) and result.job.outcome is not None:
+                counts[result.job.outcome.value] += 1
+                progress.done += 1
+                progress.update(counts)
+
+        batch = batch_id("import")
+        log.info("import.started", batch=batch, files=len(paths), move=move)
+        pool = Pool(cfg, move=move, batch=batch, log=log, make_reader=make_reader(cfg),
+                    hook=hook, on_result=on_result)
+        pool.start()
+        try:
+            pool.replay(unfinished)
+            for p in paths:
+                pool.put(p)
+            pool.wait_idle()
+        finally:
+            pool.stop()
+        if pool.errors:
+            raise pool.errors[0]
+        progress.update(counts, force=True)
+        progress.close()
+        log.info("import.finished", batch=batch, **counts)
+        return ImportSummary(counts, len(paths))
+    finally:
+        lock.release()
+
+
+
+
+# -- run ----------------------------------------------------------------------------------
+
+STALL_SECONDS = 600.0  # one file in hand longer than this: the worker counts as wedged
+
+
+class Daemon:
+    """`mediasortd run`: replay, then watch the inbox and file what settles there."""
+
+    def __init__(self, cfg: Config, log: Any, clock: Callable[[], float] = time.monotonic):
+        self.cfg = cfg
+        self.log = log
+        self.clock = clock
+        self.inbox = os.fsencode(cfg.inbox)
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.rescan_due = threading.Event()
+        self.candidates = Candidates(cfg.settle_seconds, capacity=max(10 * cfg.queue_size, 1000),
+                                     clock=clock)
+        self.base_counts: dict[str, int] = {}
+        self.finished_dirs: set[bytes] = set()
+        self.pool: Pool | None = None
+
+    def request_stop(self, signum: int = 0, frame: object = None) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    def run(self) -> int:
+        cfg, log = self.cfg, self.log
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.request_stop)
+        cfg.inbox.mkdir(parents=True, exist_ok=True, mode=0o750)
+        lock = StateLock(cfg)
+        watcher: Watcher | None = None
+        try:
+            unfinished = prepare(cfg, log)
+            conn = db.connect(cfg.catalog)
+            try:
+                self.base_counts = journal.counts(conn)
+            finally:
+                conn.close()
+            hook = kill_hook_from_env()
+            self.pool = pool = Pool(cfg, move=True, batch=batch_id("run"), log=log,
+                                    make_reader=make_reader(cfg), max_attempts=None, hook=hook,
+                                    on_result=self._on_result, clock=self.clock)
+            pool.start()
+            pool.replay(unfinished)
+            watcher = Watcher(self.inbox, on_file=self._on_file, on_dir=self._on_dir,
+                              on_overflow=self._on_overflow)
+            watcher.start()
+            self._rescan()
+            notify.send("READY=1", f"STATUS={self.status_line()}")
+            log.info("daemon.ready", inbox=str(cfg.inbox), library=str(cfg.library),
+                     workers=cfg.workers, replayed=len(unfinished))
+            self._serve(watcher, pool)
+        finally:
+            notify.send("STOPPING=1", "STATUS=stopping: finishing the files in hand")
+            log.info("daemon.stopping")
+            if watcher is not None:
+                watcher.stop()
+            if self.pool is not None:
+                self.pool.stop()
+            lock.release()
+        if self.pool is not None and self.pool.errors:
+            raise self.pool.errors[0]
+        log.info("daemon.stopped")
+        return 0
+
+    def _serve(self, watcher: Watcher, pool: Pool) -> None:
+        ping_every = notify.watchdog_interval()
+        tick = min(0.25, max(self.cfg.settle_seconds / 4, 0.02))
+        next_ping = next_status = self.clock()
+        next_rescan = self.clock() + self.cfg.rescan_seconds
+        last_status = ""
+        while not self.stop.is_set():
+            self.wake.wait(tick)
+            self.wake.clear()
+            now = self.clock()
+            if pool.errors:
+                self.log.error("daemon.worker_failed", error=str(pool.errors[0]))
+                return
+            for path in self.candidates.due():
+                if pool.offer(path):
+                    self.candidates.taken(path)
+                else:  # queue full: keep it and look again once workers catch up
+                    self.candidates.retry_later(path, 1.0)
+            if now >= next_rescan or (self.rescan_due.is_set() and pool.queued() == 0
+                                      and len(self.candidates) < self.candidates.capacity // 2):
+                self._rescan()
+                next_rescan = now + self.cfg.rescan_seconds
+            self._prune_dirs(now)
+            if ping_every is not None and now >= next_ping:
+                if watcher.alive() and pool.healthy(STALL_SECONDS):
+                    notify.send("WATCHDOG=1")
+                else:
+                    self.log.error("daemon.unhealthy", watcher_alive=watcher.alive())
+                next_ping = now + ping_every
+            if now >= next_status:
+                line = self.status_line()
+                if line != last_status:
+                    notify.send(f"STATUS={line}")
+                    last_status = line
+                next_status = now + 1.0
+
+    # -- event callbacks (observer and worker threads: they only record and wake) --------
+
+    def _on_file(self, path: bytes) -> None:
+        self.candidates.add(path)
+
+    def _on_dir(self, path: bytes) -> None:
+        self.rescan_due.set()  # a folder moved in brings files without events of their own
+
+    def _on_overflow(self) -> None:
+        self.log.warning("watcher.overflowed")
+        self.rescan_due.set()
+
+    def _on_result(self, result: Result) -> None:
+        if isinstance(result, Finished):
+            parent = os.path.dirname(result.job.source)
+            if parent != self.inbox:
+                with self.candidates.lock:
+                    self.finished_dirs.add(parent)
+
+    def _rescan(self) -> None:
+        self.rescan_due.clear()
+        self.candidates.overflowed.clear()
+        n = 0
+        for path in scan(self.inbox):
+            self.candidates.add(path)
+            n += 1
+            if self.candidates.overflowed.is_set():
+                self.rescan_due.set()  # more than fits: scan again once these are filed
+                break
+        self.log.debug("watcher.scanned", files=n)
+
+    def _prune_dirs(self, now: float) -> None:
+        with self.candidates.lock:
+            dirs, self.finished_dirs = self.finished_dirs, set()
+        quiet = max(self.cfg.settle_seconds, 1.0)
+        fresh = {f for d in dirs if (f := prune_empty_dirs(self.inbox, d, quiet, time.time()))}
+        if fresh:
+            with self.candidates.lock:
+                self.finished_dirs |= fresh
+
+    def status_line(self) -> str:
+        pool = self.pool
+        counts = dict(self.base_counts)
+        if pool is not None:
+            for k, n in pool.counts.items():
+                counts[k] = counts.get(k, 0) + n
+        queued = (pool.queued() if pool else 0) + len(self.candidates)
+        head = f"watching {self.cfg.inbox}"
+        if pool is not None and pool.library_full:
+            head = f"library full, waiting for space; {head}"
+        return (f"{head}: {queued:,} queued, {counts.get('filed', 0):,} filed, "
+                f"{counts.get('duplicate', 0):,} duplicates, {counts.get('rejected', 0):,} "
+                f"rejected, {counts.get('failed', 0):,} failed")
+
+
+def run(cfg: Config, *, log: Any) -> int:
+    return Daemon(cfg, log).run()

@@ -1,0 +1,249 @@
+"""The only watchdog import: inotify events and inbox scans become settled candidates.
+
+A file is a candidate on close-after-write, move-in or creation (hard links), and on
+every scan. It is handed on only once it is complete: size and mtime unchanged for
+settle_seconds and no process we can see has it open for writing. Partial names
+(`*.part`, dot-files, ...) wait until renamed. Memory is bounded: past `capacity`
+candidates, new ones are dropped and a rescan is requested instead.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent,
+                             FileCreatedEvent, FileMovedEvent, FileSystemEvent,
+                             FileSystemEventHandler)
+from watchdog.observers.inotify import InotifyObserver
+
+from .layout import is_partial
+
+
+@dataclass
+class _Seen:
+    size: int = -1
+    mtime_ns: int = -1
+    since: float = 0.0  # when (size, mtime) was last seen to change
+    version: int = 0  # bumped on every event; stale heap entries are skipped
+
+
+class Candidates:
+    """Paths waiting to settle, each looked at only when it could be due (a heap of
+    check times), so a burst of 20,000 files costs no polling. Thread-safe."""
+
+    def __init__(self, settle_seconds: float, capacity: int, clock: Callable[[], float]) -> None:
+        self.settle = settle_seconds
+        self.capacity = capacity
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.seen: dict[bytes, _Seen] = {}
+        self.heap: list[tuple[float, int, bytes]] = []
+        self.overflowed = threading.Event()  # dropped something: rescan when there is room
+
+    def add(self, path: bytes) -> None:
+        with self.lock:
+            seen = self.seen.get(path)
+            if seen is None:
+                if len(self.seen) >= self.capacity:
+                    self.overflowed.set()
+                    return
+                seen = self.seen[path] = _Seen()
+            seen.version += 1
+            heapq.heappush(self.heap, (self.clock(), seen.version, path))
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+    def due(self) -> list[bytes]:
+        """The candidates that have settled (and are no longer open for writing)."""
+        now = self.clock()
+        ready: list[bytes] = []
+        with self.lock:
+            while self.heap and self.heap[0][0] <= now:
+                _, version, path = heapq.heappop(self.heap)
+                seen = self.seen.get(path)
+                if seen is None or seen.version != version:
+                    continue
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    del self.seen[path]
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    del self.seen[path]
+                    continue
+                if (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                    seen.size, seen.mtime_ns, seen.since = st.st_size, st.st_mtime_ns, now
+                if now - seen.since >= self.settle:
+                    ready.append(path)
+                else:
+                    heapq.heappush(self.heap, (seen.since + self.settle, version, path))
+        if ready:
+            writing = open_for_writing()
+            busy = {p for p in ready if _devino(p) in writing}
+            for p in busy:  # still open: look again after another settle period
+                self._recheck(p, now, now + max(self.settle, 0.1))
+            ready = [p for p in ready if p not in busy]
+        return ready
+
+    def retry_later(self, path: bytes, delay: float) -> None:
+        """Keep a ready candidate (the queue was full) and offer it again later."""
+        self._recheck(path, None, self.clock() + delay)
+
+    def _recheck(self, path: bytes, since: float | None, at: float) -> None:
+        with self.lock:
+            if (seen := self.seen.get(path)) is not None:
+                if since is not None:
+                    seen.since = since
+                heapq.heappush(self.heap, (at, seen.version, path))
+
+    def taken(self, path: bytes) -> None:
+        with self.lock:
+            self.seen.pop(path, None)
+
+    def waiting(self) -> list[tuple[bytes, float]]:
+        """(path, seconds since it last changed) for every candidate."""
+        now = self.clock()
+        with self.lock:
+            return [(p, now - s.since) for p, s in self.seen.items()]
+
+
+def _devino(path: bytes) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def open_for_writing() -> set[tuple[int, int]]:
+    """(dev, ino) of every file some visible process has open for writing (/proc).
+    Under ProtectProc=invisible only our own user's processes are visible; the settle
+    time covers the rest."""
+    out: set[tuple[int, int]] = set()
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return out
+    me = str(os.getpid())
+    for pid in pids:
+        if pid == me:
+            continue
+        fddir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fddir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
+                    flags = int(f.read(64).split(b"flags:", 1)[1].split()[0], 8)
+                if flags & (os.O_WRONLY | os.O_RDWR):
+                    st = os.stat(f"{fddir}/{fd}")
+                    if stat.S_ISREG(st.st_mode):
+                        out.add((st.st_dev, st.st_ino))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def candidate_name(name: bytes) -> bool:
+    return not is_partial(os.fsdecode(name))
+
+
+def scan(inbox: bytes) -> Iterator[bytes]:
+    """Every candidate entry under the inbox (links not followed; hidden folders skipped)."""
+    stack = [inbox]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
+            if not candidate_name(e.name):
+                continue
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            else:
+                yield e.path
+
+
+def prune_empty_dirs(inbox: bytes, start: bytes, quiet_seconds: float,
+                     now: float) -> bytes | None:
+    """Remove `start` and its empty parents up to (never including) the inbox, when
+    nothing changed in them for `quiet_seconds` (a copy may still be creating them).
+    Returns the folder that was too fresh to judge (ask again later), else None."""
+    d = start
+    while d.startswith(inbox + b"/"):
+        try:
+            st = os.lstat(d)
+            if now - st.st_mtime < quiet_seconds:
+                return d
+            os.rmdir(d)
+        except OSError:
+            return None  # not empty, or gone: nothing more to do here
+        d = os.path.dirname(d)
+    return None
+
+
+class _Overflow(logging.Handler):
+    """watchdog only logs an inotify queue overflow; turn that log line into a rescan."""
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.on_overflow()
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, on_file: Callable[[bytes], None], on_dir: Callable[[bytes], None]):
+        self.on_file = on_file
+        self.on_dir = on_dir
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        path = event.dest_path if isinstance(event, (FileMovedEvent, DirMovedEvent)) \
+            else event.src_path
+        p = os.fsencode(path)
+        if not candidate_name(os.path.basename(p)):
+            return
+        if event.is_directory:
+            self.on_dir(p)
+        else:
+            self.on_file(p)
+
+
+class Watcher:
+    """An inotify observer on the inbox and every folder under it."""
+
+    EVENTS = [FileClosedEvent, FileMovedEvent, FileCreatedEvent, DirCreatedEvent, DirMovedEvent]
+
+    def __init__(self, inbox: bytes, on_file: Callable[[bytes], None],
+                 on_dir: Callable[[bytes], None], on_overflow: Callable[[], None]) -> None:
+        self.inbox = inbox
+        self.observer = InotifyObserver()
+        self.observer.schedule(_Handler(on_file, on_dir), os.fsdecode(inbox), recursive=True,
+                               event_filter=self.EVENTS)
+        self.overflow = _Overflow(on_overflow)
+
+    def start(self) -> None:
+        logging.getLogger("watchdog.observers").addHandler(self.overflow)
+        self.observer.start()
+
+    def alive(self) -> bool:
+        return self.observer.is_alive()
+
+    def stop(self) -> None:
+        self.observer.stop()
+        self.observer.join(10)
+        logging.getLogger("watchdog.observers").removeHandler(self.overflow)

@@ -1,0 +1,172 @@
+"""Shared test helpers: real media files, configs, the real CLI, and the one consistency
+check every crash test ends with."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from daemon import config, db, journal, report
+from daemon.model import Outcome, Step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def jpeg_bytes(when: datetime | None, seed: int, size: int = 16) -> bytes:
+    """A small real JPEG, distinct per seed, with EXIF DateTimeOriginal when `when`."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", (size, size), (rng.randrange(256), rng.randrange(256), seed % 256))
+    for _ in range(8):
+        img.putpixel((rng.randrange(size), rng.randrange(size)),
+                     (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    exif = Image.Exif()
+    if when is not None:
+        exif.get_ifd(0x8769)[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")
+    exif[0x010E] = f"mediasortd test image {seed}"  # ImageDescription: unique bytes
+    out = io.BytesIO()
+    img.save(out, "JPEG", exif=exif.tobytes(), quality=90)
+    return out.getvalue()
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_config(tmp: Path, **ingest: Any) -> tuple[config.Config, Path]:
+    """A config under `tmp` (inbox, library, state) and its TOML file for subprocesses."""
+    lines = ["[paths]", f'inbox = "{tmp}/inbox"', f'library = "{tmp}/library"',
+             f'state_dir = "{tmp}/state"', "[ingest]", "workers = 3", "settle_seconds = 0.2"]
+    for k, v in ingest.items():
+        lines.append(f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{k} = {v}")
+    lines += ["[logging]", 'format = "json"', 'level = "info"']
+    text = "\n".join(dict.fromkeys(lines)) + "\n"  # later keys win only if not duplicated
+    path = tmp / "config.toml"
+    path.write_text(_dedupe(text))
+    (tmp / "inbox").mkdir(exist_ok=True)
+    return config.load(str(path)), path
+
+
+def _dedupe(text: str) -> str:
+    """Let keyword overrides replace the defaults written above them."""
+    out: list[str] = []
+    section = ""
+    seen: dict[tuple[str, str], int] = {}
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line
+            out.append(line)
+            continue
+        key = line.split("=")[0].strip()
+        if (section, key) in seen:
+            out[seen[(section, key)]] = line
+            continue
+        seen[(section, key)] = len(out)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def cli(cfg_path: Path, *args: str, env: dict[str, str] | None = None,
+        check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real `mediasortd` in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg_path), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=check)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll `pred` until it is truthy, against a deadline (never a fixed sleep)."""
+    end = time.monotonic() + timeout
+    while True:
+        result = pred()
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def tree_hashes(root: Path, hidden: bool = False) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if not hidden and any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.is_file() and not p.is_symlink():
+            out[str(rel)] = sha(p.read_bytes())
+    return out
+
+
+def snapshot(cfg: config.Config) -> tuple[Any, ...]:
+    """Everything replay could change: every file under inbox and library, the tables."""
+    conn = db.connect(cfg.catalog)
+    try:
+        files = conn.execute("SELECT * FROM files ORDER BY id").fetchall()
+        jobs = conn.execute("SELECT id, step, outcome, dest, error FROM jobs ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return (tree_hashes(cfg.inbox, True), tree_hashes(cfg.library, True), files, jobs)
+
+
+def check_consistent(cfg: config.Config, inputs: dict[Path, bytes], *, move: bool) -> None:
+    """The one consistency check every crash test ends with.
+
+    - every catalog row's file exists with its hash; no library file lacks a row;
+    - staging is empty; no job is unfinished;
+    - every input is in exactly one place: the library (or, for a duplicate, the
+      library already had its bytes), quarantine, rejected, or still at its source;
+      nothing is in the library twice.
+    """
+    conn = db.connect(cfg.catalog)
+    try:
+        rep = report.verify(cfg, conn, deep=True)
+        assert rep.ok, rep.as_dict()
+        assert journal.unfinished(conn) == []
+        assert not cfg.staging.exists() or os.listdir(cfg.staging) == []
+        catalog_shas = {r[0]: r[1] for r in conn.execute("SELECT sha256, path FROM files")}
+        library = tree_hashes(cfg.library)
+        assert sorted(library.values()) == sorted(set(library.values())), "a file filed twice"
+        assert set(library.values()) == set(catalog_shas)
+        quarantined = tree_hashes(cfg.duplicates, True) if cfg.duplicates.exists() else {}
+        rejected = tree_hashes(cfg.rejected, True) if cfg.rejected.exists() else {}
+        for path, data in inputs.items():
+            h = sha(data)
+            at_source = path.exists() and not path.is_symlink() and sha(path.read_bytes()) == h
+            jobs = conn.execute(
+                "SELECT outcome, step FROM jobs WHERE source = ? ORDER BY id",
+                (os.fsencode(path),)).fetchall()
+            outcomes = {o for o, s in jobs if s == Step.DONE.value}
+            if not move:
+                assert at_source, f"{path}: an import without --move touched its source"
+                if Outcome.FILED.value in outcomes or Outcome.DUPLICATE.value in outcomes:
+                    assert h in catalog_shas, f"{path}: filed but not in the library"
+                continue
+            places = [at_source, h in catalog_shas and not at_source,
+                      h in quarantined.values() and not at_source and h not in catalog_shas,
+                      h in rejected.values() and not at_source]
+            if h in catalog_shas:
+                assert not at_source or outcomes & {Outcome.FAILED.value} or not outcomes, \
+                    f"{path}: in the library and still in the inbox ({outcomes})"
+            assert any(places), f"{path}: lost ({outcomes})"
+        n_quarantine_jobs = conn.execute(
+            "SELECT count(*) FROM jobs WHERE outcome = 'duplicate' AND dest IS NOT NULL"
+        ).fetchall()[0][0]
+        assert len(quarantined) == n_quarantine_jobs, "quarantine holds a copy no job made"
+    finally:
+        conn.close()

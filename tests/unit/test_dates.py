@@ -1,0 +1,327 @@
+"""decide(): the capture-date and file-type rules, on hand-built ExifTool tag dicts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from daemon.metadata import decide, resolve_timezone
+from daemon.model import MediaInfo, NotMedia
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NEW_YORK = ZoneInfo("America/New_York")
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+JULY = int(datetime(2021, 7, 1, 10, 0, tzinfo=UTC).timestamp()) * 10**9
+JPEG = {"File:FileType": "JPEG", "File:MIMEType": "image/jpeg", "File:FileTypeExtension": "jpg"}
+MOV = {"File:FileType": "MOV", "File:MIMEType": "video/quicktime", "File:FileTypeExtension": "mov"}
+
+
+def info(tags: dict[str, Any], name: str = "IMG_0001.JPG", tz: Any = BERLIN,
+         mtime_ns: int = JULY, now: datetime = NOW) -> MediaInfo:
+    got = decide({**JPEG, **tags} if "File:FileType" not in tags else tags, name, mtime_ns,
+                 tz, now)
+    assert isinstance(got, MediaInfo), got
+    return got
+
+
+def source(tags: dict[str, Any], name: str = "IMG_0001.JPG") -> tuple[datetime, str]:
+    got = info(tags, name)
+    return got.captured, got.date_source
+
+
+# --- the order of the sources ------------------------------------------------------------
+
+ALL = {
+    "Composite:SubSecDateTimeOriginal": "2021:01:01 01:01:01.5",
+    "ExifIFD:DateTimeOriginal": "2021:01:01 01:01:01",
+    "ExifIFD:CreateDate": "2021:02:02 02:02:02",
+    "Keys:CreationDate": "2021:03:03 03:03:03+02:00",
+    "QuickTime:CreateDate": "2021:04:04 04:04:04",
+    "Track1:MediaCreateDate": "2021:04:05 04:04:04",
+    "RIFF:DateTimeOriginal": "2021:05:05 05:05:05",
+    "Matroska:DateTimeOriginal": "2021:05:06 05:05:05Z",
+    "XMP-photoshop:DateCreated": "2021:06:06 06:06:06",
+    "Composite:DateTimeCreated": "2021:06:07 06:06:06",
+    "IFD0:ModifyDate": "2021:08:08 08:08:08",
+}
+ORDER = list(ALL) + ["filename", "IFD0:ModifyDate", "mtime"]
+
+
+@pytest.mark.parametrize("skip", range(len(ALL)))
+def test_each_source_wins_over_every_later_one(skip: int) -> None:
+    # Drop the first `skip` sources: the next one must win.
+    tags = dict(list(ALL.items())[skip:])
+    name = "IMG_20200101_123456.jpg"
+    expect = ORDER[skip] if ORDER[skip] != "IFD0:ModifyDate" else "filename"
+    assert info(tags, name).date_source == expect
+
+
+def test_then_file_name_then_modify_date_then_mtime() -> None:
+    modify = {"IFD0:ModifyDate": "2021:08:08 08:08:08"}
+    assert source(modify, "IMG_20200101_123456.jpg") == (datetime(2020, 1, 1, 12, 34, 56),
+                                                         "filename")
+    assert source(modify) == (datetime(2021, 8, 8, 8, 8, 8), "IFD0:ModifyDate")
+    last = info({})
+    assert (last.date_source, last.confidence, last.captured) == ("mtime", "low",
+                                                                 datetime(2021, 7, 1, 12))
+
+
+@pytest.mark.parametrize(("tag", "confidence"), [
+    ("ExifIFD:DateTimeOriginal", "high"), ("ExifIFD:CreateDate", "high"),
+    ("Keys:CreationDate", "high"), ("QuickTime:CreateDate", "high"),
+    ("XMP-xmp:CreateDate", "medium"), ("IPTC:DateCreated", "medium"),
+    ("IFD0:ModifyDate", "medium"),
+])
+def test_confidence_by_source(tag: str, confidence: str) -> None:
+    assert info({tag: "2021:01:01 10:00:00"}).confidence == confidence
+
+
+def test_track_dates_are_tried_in_track_order() -> None:
+    tags = {"Track2:MediaCreateDate": "2021:01:02 10:00:00",
+            "Track10:MediaCreateDate": "2021:01:03 10:00:00",
+            "Track1:MediaCreateDate": "0000:00:00 00:00:00",
+            "Track1:TrackCreateDate": "2021:01:04 10:00:00"}
+    assert info({**MOV, **tags}).date_source == "Track2:MediaCreateDate"
+
+
+# --- values that are not dates -----------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [
+    "0000:00:00 00:00:00", "    :  :     :  :  ", "", "   ", "garbage", "2021:13:01 00:00:00",
+    "2021:02:30 10:00:00", "2021:01:01 25:00:00", "1904:01:01 00:00:00", "1970:01:01 00:00:00",
+    "1970:01:01 00:00:05", "1825:12:31 23:59:59", "2099:01:01 00:00:00", "2021",
+    "2021:05", "2021:01:01 10:00:00+25:00", "0001:01:01 00:00:00", "9999:12:31 23:59:59-12:00",
+    "2021:01:01 10:00:00 extra",
+])
+def test_invalid_values_are_skipped(bad: str) -> None:
+    tags = {"ExifIFD:DateTimeOriginal": bad, "ExifIFD:CreateDate": "2020:02:02 02:02:02"}
+    assert source(tags) == (datetime(2020, 2, 2, 2, 2, 2), "ExifIFD:CreateDate")
+
+
+@pytest.mark.parametrize("weird", [None, 20210101, 3.5, True, ["2021:01:01 00:00:00"],
+                                   {"a": 1}, "2021:01:01 00:00:00\x00", "\u0662\u0660\u0662\u0661:01:01"])
+def test_odd_json_values_never_crash(weird: Any) -> None:
+    tags = {"ExifIFD:DateTimeOriginal": weird, "ExifIFD:OffsetTimeOriginal": weird,
+            "Keys:CreationDate": weird, "QuickTime:CreateDate": weird}
+    assert info(tags).date_source == "mtime"
+
+
+def test_future_means_after_now_plus_one_day() -> None:
+    soon = (NOW + timedelta(hours=23)).astimezone(BERLIN).strftime("%Y:%m:%d %H:%M:%S")
+    late = (NOW + timedelta(hours=25)).astimezone(BERLIN).strftime("%Y:%m:%d %H:%M:%S")
+    assert info({"ExifIFD:DateTimeOriginal": soon}).date_source == "ExifIFD:DateTimeOriginal"
+    assert info({"ExifIFD:DateTimeOriginal": late}).date_source == "mtime"
+    # A naive `now` is wall time in the configured zone.
+    naive = NOW.astimezone(BERLIN).replace(tzinfo=None)
+    assert info({"ExifIFD:DateTimeOriginal": late}, now=naive).date_source == "mtime"
+
+
+# --- zones -------------------------------------------------------------------------------
+
+def test_sub_seconds_and_offset_from_the_composite() -> None:
+    got = info({"Composite:SubSecDateTimeOriginal": "2021:03:04 05:06:07.1234567+09:00"})
+    assert (got.captured, got.utc_offset) == (datetime(2021, 3, 4, 5, 6, 7, 123456), 32400)
+    assert got.date_raw == "2021:03:04 05:06:07.1234567+09:00"
+
+
+@pytest.mark.parametrize(("tag", "offset_tag"), [
+    ("ExifIFD:DateTimeOriginal", "ExifIFD:OffsetTimeOriginal"),
+    ("ExifIFD:CreateDate", "ExifIFD:OffsetTimeDigitized"),
+    ("IFD0:ModifyDate", "ExifIFD:OffsetTime"),
+])
+def test_exif_offsets_are_recorded_and_wall_time_kept(tag: str, offset_tag: str) -> None:
+    got = info({tag: "2021:03:04 05:06:07", offset_tag: "-05:30"})
+    assert (got.captured, got.utc_offset) == (datetime(2021, 3, 4, 5, 6, 7), -19800)
+
+
+def test_no_offset_means_none() -> None:
+    got = info({"ExifIFD:DateTimeOriginal": "2021:03:04 05:06:07",
+                "ExifIFD:OffsetTimeOriginal": "   :  "})
+    assert got.utc_offset is None
+
+
+@pytest.mark.parametrize(("utc", "tz", "wall", "offset"), [
+    ("2021:07:01 10:00:00", BERLIN, datetime(2021, 7, 1, 12), 7200),
+    ("2021:01:15 10:00:00", BERLIN, datetime(2021, 1, 15, 11), 3600),
+    ("2021:07:01 10:00:00", NEW_YORK, datetime(2021, 7, 1, 6), -14400),
+    ("2021:01:15 10:00:00", NEW_YORK, datetime(2021, 1, 15, 5), -18000),
+    # Berlin springs forward at 01:00 UTC and falls back at 01:00 UTC.
+    ("2021:03:28 00:59:59", BERLIN, datetime(2021, 3, 28, 1, 59, 59), 3600),
+    ("2021:03:28 01:00:00", BERLIN, datetime(2021, 3, 28, 3, 0, 0), 7200),
+    ("2021:10:31 00:30:00", BERLIN, datetime(2021, 10, 31, 2, 30), 7200),
+    ("2021:10:31 01:30:00", BERLIN, datetime(2021, 10, 31, 2, 30), 3600),
+    ("2021:07:01 10:00:00", UTC, datetime(2021, 7, 1, 10), 0),
+])
+def test_quicktime_utc_to_local_wall_time(utc: str, tz: Any, wall: datetime,
+                                          offset: int) -> None:
+    got = info({**MOV, "QuickTime:CreateDate": utc}, "clip.mov", tz=tz)
+    assert (got.captured, got.utc_offset, got.date_raw) == (wall, offset, utc)
+
+
+def test_quicktime_utc_uses_offset_time_original_when_present() -> None:
+    got = info({**MOV, "QuickTime:CreateDate": "2021:07:01 10:00:00",
+                "ExifIFD:OffsetTimeOriginal": "+09:00"}, "clip.mov", tz=NEW_YORK)
+    assert (got.captured, got.utc_offset) == (datetime(2021, 7, 1, 19), 32400)
+
+
+def test_keys_creation_date_keeps_its_wall_time_and_zone() -> None:
+    got = info({**MOV, "Keys:CreationDate": "2021:03:04 05:06:07+09:00",
+                "QuickTime:CreateDate": "2021:03:03 20:06:07"}, "clip.mov", tz=NEW_YORK)
+    assert (got.captured, got.utc_offset, got.date_source) == (
+        datetime(2021, 3, 4, 5, 6, 7), 32400, "Keys:CreationDate")
+
+
+def test_a_z_value_is_utc_and_converted() -> None:
+    got = info({"Matroska:DateTimeOriginal": "2021:01:02 03:04:05Z"}, tz=NEW_YORK)
+    assert (got.captured, got.utc_offset) == (datetime(2021, 1, 1, 22, 4, 5), -18000)
+    xmp = info({"XMP-xmp:CreateDate": "2021:01:02 03:04:05+00:00"}, tz=NEW_YORK)
+    assert (xmp.captured, xmp.utc_offset) == (datetime(2021, 1, 2, 3, 4, 5), 0)  # kept
+
+
+def test_iptc_date_and_time_and_date_only() -> None:
+    both = info({"IPTC:DateCreated": "2021:05:06", "IPTC:TimeCreated": "07:08:12+02:00",
+                 "Composite:DateTimeCreated": "2021:05:06 07:08:12+02:00"})
+    assert (both.captured, both.utc_offset, both.date_source) == (
+        datetime(2021, 5, 6, 7, 8, 12), 7200, "Composite:DateTimeCreated")
+    assert source({"IPTC:DateCreated": "2021:05:06"}) == (datetime(2021, 5, 6),
+                                                          "IPTC:DateCreated")
+
+
+def test_mtime_in_the_configured_zone() -> None:
+    winter = int(datetime(2021, 1, 15, 10, tzinfo=UTC).timestamp()) * 10**9 + 123_456_789
+    got = info({}, "x.jpg", tz=NEW_YORK, mtime_ns=winter)
+    assert (got.captured, got.utc_offset) == (datetime(2021, 1, 15, 5, 0, 0, 123456), -18000)
+    assert got.date_raw == str(winter)
+    old = info({}, "x.jpg", tz=UTC, mtime_ns=-10**18)  # 1938: still the last resort
+    assert old.captured.year == 1938
+    absurd = info({}, "x.jpg", tz=UTC, mtime_ns=10**30)  # no datetime can hold it: now
+    assert (absurd.captured, absurd.date_source) == (datetime(2024, 6, 1, 12), "mtime")
+
+
+def test_local_timezone_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    assert resolve_timezone("local").utcoffset(datetime(2021, 1, 1)) == timedelta(hours=9)
+    monkeypatch.setenv("TZ", ":Europe/Berlin")
+    assert resolve_timezone("local").utcoffset(datetime(2021, 7, 1)) == timedelta(hours=2)
+    monkeypatch.delenv("TZ")
+    assert resolve_timezone("local").utcoffset(datetime(2021, 7, 1)) is not None
+    assert resolve_timezone("America/New_York") == NEW_YORK
+
+
+# --- dates in file names -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "captured"), [
+    ("IMG_20200101_123456.jpg", datetime(2020, 1, 1, 12, 34, 56)),
+    ("20200101_123456.jpg", datetime(2020, 1, 1, 12, 34, 56)),
+    ("VID_20200101_123456_001.mp4", datetime(2020, 1, 1, 12, 34, 56)),
+    ("20200101123456.jpg", datetime(2020, 1, 1, 12, 34, 56)),
+    ("IMG_20200101_123456~2.jpg", datetime(2020, 1, 1, 12, 34, 56)),
+    ("Screenshot_20190521-104552.png", datetime(2019, 5, 21, 10, 45, 52)),
+    ("Screenshot_20190521-104552_Chrome.jpg", datetime(2019, 5, 21, 10, 45, 52)),
+    ("Screenshot 2019-05-21 at 10.45.52.png", datetime(2019, 5, 21, 10, 45, 52)),
+    ("Screen Shot 2019-05-21 at 10.45.52 PM.png", datetime(2019, 5, 21, 22, 45, 52)),
+    ("Screenshot 2023-01-02 at 12.05.07\u202fAM.png", datetime(2023, 1, 2, 0, 5, 7)),
+    ("Screenshot from 2021-01-01 12-30-00.png", datetime(2021, 1, 1, 12, 30)),
+    ("signal-2021-01-01-12-30-00.jpg", datetime(2021, 1, 1, 12, 30)),
+    ("signal-2021-01-01-12-30-00-123.jpg", datetime(2021, 1, 1, 12, 30, 0, 123000)),
+    ("signal-2021-01-01-123000.jpg", datetime(2021, 1, 1, 12, 30)),
+    ("2021-01-01 12.30.00.jpg", datetime(2021, 1, 1, 12, 30)),
+    ("2021_01_01_12_30_00.jpg", datetime(2021, 1, 1, 12, 30)),
+    ("VID-20200101-WA0001.mp4", datetime(2020, 1, 1)),
+    ("IMG-20200101-WA0001.jpg", datetime(2020, 1, 1)),
+    ("holiday 2021-01-01.jpg", datetime(2021, 1, 1)),
+    ("Screen Shot 2019-05-21 at 13.45.52 PM.png", datetime(2019, 5, 21)),  # bad time: date
+    ("FB_IMG_1609459200000.jpg", datetime(2021, 1, 1, 1, 0)),  # Unix ms, Berlin winter
+    ("PXL_20210701_103000123.jpg", datetime(2021, 7, 1, 12, 30, 0, 123000)),  # UTC name
+    ("PXL_20210701_103000123.MP.jpg", datetime(2021, 7, 1, 12, 30, 0, 123000)),
+])
+def test_dates_in_file_names(name: str, captured: datetime) -> None:
+    assert source({}, name) == (captured, "filename")
+
+
+@pytest.mark.parametrize("name", [
+    "IMG_1234.JPG", "DSC01234.JPG", "20201345_123456.jpg", "20200101_256000.jpg",
+    "18000101_120000.jpg", "20990101_120000.jpg", "123420200101_1234567.jpg",
+    "19700101_000000.jpg", "",
+    "photo\udcff.jpg",
+])
+def test_names_without_a_usable_date(name: str) -> None:
+    assert info({}, name).date_source == "mtime"
+
+
+def test_file_name_date_raw_is_the_matched_part() -> None:
+    assert info({}, "IMG_20200101_123456.jpg").date_raw == "20200101_123456"
+
+
+# --- file types and extensions ------------------------------------------------------------
+
+def kind(ftype: str, mime: str, name: str = "x.bin", ext: str | None = None,
+         error: str | None = None) -> MediaInfo | NotMedia:
+    tags: dict[str, Any] = {"File:FileType": ftype, "File:MIMEType": mime}
+    if ext:
+        tags["File:FileTypeExtension"] = ext
+    if error:
+        tags["ExifTool:Error"] = error
+    return decide(tags, name, JULY, BERLIN, NOW)
+
+
+@pytest.mark.parametrize(("ftype", "mime", "ext", "want_kind"), [
+    ("HEIC", "image/heic", "heic", "image"), ("AVIF", "image/avif", "avif", "image"),
+    ("JXL", "image/jxl", "jxl", "image"), ("DNG", "image/x-adobe-dng", "dng", "image"),
+    ("CR3", "image/x-canon-cr3", "cr3", "image"), ("ARQ", "application/unknown", "arq", "image"),
+    ("MP4", "video/mp4", "mp4", "video"), ("M2TS", "video/m2ts", "mts", "video"),
+    ("MXF", "application/mxf", "mxf", "video"), ("MKV", "video/x-matroska", "mkv", "video"),
+    ("3GP", "video/3gpp", "3gp", "video"),
+])
+def test_media_kinds(ftype: str, mime: str, ext: str, want_kind: str) -> None:
+    got = kind(ftype, mime, f"x.{ext}", ext)
+    assert isinstance(got, MediaInfo) and (got.kind, got.file_type, got.mime, got.ext) == (
+        want_kind, ftype, mime, f".{ext}")
+
+
+@pytest.mark.parametrize(("ftype", "mime", "reason"), [
+    ("TXT", "text/plain", "not a photo or video (ExifTool says: TXT, text/plain)"),
+    ("PDF", "application/pdf", "not a photo or video (ExifTool says: PDF, application/pdf)"),
+    ("ZIP", "application/zip", "not a photo or video (ExifTool says: ZIP, application/zip)"),
+    ("MP3", "audio/mpeg", "not a photo or video (ExifTool says: MP3, audio/mpeg)"),
+    ("SVG", "image/svg+xml", "not a photo or video (ExifTool says: SVG, image/svg+xml)"),
+    ("XMP", "", "not a photo or video (ExifTool says: XMP, no MIME type)"),
+])
+def test_not_media(ftype: str, mime: str, reason: str) -> None:
+    assert kind(ftype, mime) == NotMedia(reason)
+
+
+def test_exiftool_errors_are_not_media() -> None:
+    assert decide({"ExifTool:Error": "File format error"}, "a.jpg", JULY, BERLIN, NOW) == \
+        NotMedia("unrecognised file type (ExifTool says: File format error)")
+    assert decide({"ExifTool:Error": "File is empty"}, "a.jpg", JULY, BERLIN, NOW) == \
+        NotMedia("empty file")
+    assert decide({}, "a.jpg", JULY, BERLIN, NOW) == NotMedia("unrecognised file type")
+    assert kind("JPEG", "image/jpeg", "a.jpg", "jpg", error="Truncated JPEG") == \
+        NotMedia("unreadable JPEG file (ExifTool says: Truncated JPEG)")
+
+
+@pytest.mark.parametrize(("ftype", "ext", "name", "want"), [
+    ("JPEG", "jpg", "a.JPG", ".jpg"), ("JPEG", "jpg", "a.jpeg", ".jpeg"),
+    ("JPEG", "jpg", "a.jpe", ".jpe"), ("JPEG", "jpg", "a.png", ".jpg"),
+    ("JPEG", "jpg", "a", ".jpg"), ("JPEG", "jpg", ".jpg", ".jpg"), ("JPEG", "jpg", "a.", ".jpg"),
+    ("HEIC", "heic", "a.jpg", ".heic"), ("HEIC", "heic", "a.HEIF", ".heif"),
+    ("HEIC", "heic", "a.hif", ".hif"), ("TIFF", "tif", "a.tiff", ".tiff"),
+    ("M2TS", "mts", "a.m2ts", ".m2ts"), ("MPEG", "mpg", "a.mpeg", ".mpeg"),
+    ("MP4", "mp4", "a.m4v", ".mp4"), ("M4V", "m4v", "a.mp4", ".m4v"),
+    ("MOV", "mov", "a.mp4", ".mov"), ("JPEG", "jpg", "a.j/../pg", ".jpg"),
+    ("JPEG", "jpg", "a.averyverylongext", ".jpg"), ("PNG", "", "a.gif", ".png"),
+    ("JPEG", "JPG", "a.jpg", ".jpg"),
+])
+def test_library_extension(ftype: str, ext: str, name: str, want: str) -> None:
+    got = kind(ftype, "video/x" if ftype in ("M2TS", "MPEG", "MP4", "M4V", "MOV") else "image/x",
+               name, ext)
+    assert isinstance(got, MediaInfo) and got.ext == want
+
+
+def test_no_usable_extension_at_all() -> None:
+    assert kind("X/../Y", "image/x", "a") == NotMedia(
+        "no usable file extension for X/../Y content")
