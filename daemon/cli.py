@@ -9,6 +9,7 @@ from typing import Any
 
 from . import __version__, config, db, logs, report, service
 from .errors import EX_FAILED, EX_OK, MediasortError
+from .model import Outcome
 
 DESCRIPTION = """\
 mediasortd files photos and videos into a date-sorted library
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--move", action="store_true",
                      help="remove each source once its bytes are safely in the library "
                           "(duplicates and rejects go by on_duplicate and paths.rejected)")
+    imp.add_argument("--dry-run", action="store_true",
+                     help="say where each file would go; change nothing (no lock needed)")
 
     st = sub.add_parser("status", parents=[common], help="counts by outcome, pending jobs, "
                         "recent problems, library size")
@@ -70,6 +73,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    if args.dry_run:
+        counts = {o.value: 0 for o in Outcome}
+        for plan in service.dry_run(cfg, args.sources):
+            counts[plan.outcome] = counts.get(plan.outcome, 0) + 1
+            src = plan.source.decode("utf-8", "backslashreplace")
+            detail = {"filed": f"-> {plan.where} ({plan.reason})",
+                      "duplicate": f"(same content as {plan.where})"}.get(
+                          plan.outcome, f"({plan.reason})")
+            print(f"{plan.outcome:9} {src} {detail}")
+        parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing to do"
+        print(f"dry run, nothing changed: would import {sum(counts.values())} file(s): {parts}")
+        return EX_OK
     summary = service.import_(cfg, args.sources, move=args.move, log=log)
     parts = ", ".join(f"{n} {k}" for k, n in summary.counts.items() if n) or "nothing to do"
     print(f"imported {summary.total} file(s): {parts}")

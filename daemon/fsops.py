@@ -110,6 +110,17 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+def hash_fd(fd: int) -> tuple[str, int]:
+    """The sha256 and size of what an open descriptor reads (from its current offset)."""
+    h = hashlib.sha256()
+    size = 0
+    buf = bytearray(CHUNK)
+    while n := os.readv(fd, [buf]):
+        h.update(memoryview(buf)[:n])
+        size += n
+    return h.hexdigest(), size
+
+
 def hash_file(path: bytes) -> tuple[str, int] | None:
     """The sha256 and size of a file, or None if it cannot be read (no links followed)."""
     try:
@@ -119,13 +130,7 @@ def hash_file(path: bytes) -> tuple[str, int] | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        h = hashlib.sha256()
-        size = 0
-        buf = bytearray(CHUNK)
-        while n := os.readv(fd, [buf]):
-            h.update(memoryview(buf)[:n])
-            size += n
-        return h.hexdigest(), size
+        return hash_fd(fd)
     finally:
         os.close(fd)
 

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from . import db, journal, logs, notify
+from . import catalog, db, journal, logs, notify
 from .config import Config
 from .errors import LockedError, MediasortError
+from .fsops import Unusable, hash_fd, open_source
 from .ingest import Finished, Result, kill_hook_from_env, sweep_staging
+from .layout import library_path, numbered
 from .metadata import Reader
-from .model import Outcome
+from .model import NotMedia, Outcome
 from .pool import Pool
 from .watcher import Candidates, Watcher, prune_empty_dirs, scan
 
@@ -177,6 +179,65 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any) -> ImportS
         lock.release()
 
 
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `import --dry-run` predicts for one source."""
+
+    source: bytes
+    outcome: str
+    where: str  # the library path, or the file it duplicates, or ""
+    reason: str
+
+
+def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
+    """Where each file would go, reading only: no lock, no catalog writes, no copies.
+    ExifTool reads each source through our open descriptor (/proc/PID/fd/N), so what is
+    examined is what was opened, whatever its name."""
+    conn = db.connect(cfg.catalog, readonly=True) if cfg.catalog.exists() else None
+    reader = Reader(timezone=cfg.timezone)
+    seen: dict[str, str] = {}
+    taken: set[str] = set()
+    library = os.fsencode(cfg.library)
+    try:
+        skip = [os.fsencode(p) for p in (cfg.library, cfg.state_dir)]
+        for path in walk(sources, skip):
+            fd = open_source(path)
+            if isinstance(fd, Unusable):
+                yield Plan(path, "vanished" if fd.missing else "rejected", "", fd.reason)
+                continue
+            try:
+                sha256, size = hash_fd(fd)
+                existing = catalog.by_sha256(conn, sha256) if conn is not None else None
+                if existing is not None or sha256 in seen:
+                    yield Plan(path, "duplicate", existing.path if existing else seen[sha256],
+                               "")
+                    continue
+                name = os.fsdecode(os.path.basename(path))
+                info = NotMedia("an empty file") if size == 0 else reader.describe(
+                    f"/proc/{os.getpid()}/fd/{fd}".encode(), name, os.fstat(fd).st_mtime_ns)
+            finally:
+                os.close(fd)
+            if isinstance(info, NotMedia):
+                yield Plan(path, "rejected", "", info.reason)
+                continue
+            preferred = library_path(cfg.layout, info.captured, info.ext)
+            n = 0
+            while True:
+                rel = numbered(preferred, n)
+                in_catalog = conn is not None and catalog.by_path(conn, rel) is not None
+                if rel not in taken and not in_catalog and not os.path.lexists(
+                        os.path.join(library, os.fsencode(rel))):
+                    break
+                n += 1
+            taken.add(rel)
+            seen[sha256] = rel
+            yield Plan(path, "filed", rel, f"date from {info.date_source}")
+    finally:
+        reader.close()
+        if conn is not None:
+            conn.close()
 
 
 # -- run ----------------------------------------------------------------------------------

@@ -128,3 +128,19 @@ def test_import_move_killed_a_dozen_times_at_random(tmp_path: Path) -> None:
     expected = {f"2022-07/2022-07-01 {(BASE + timedelta(seconds=s)).strftime('%H.%M.%S')}"
                 f"{suffix}.jpg" for s in range(100) for suffix in ("", ".1")}
     assert set(names) == expected
+
+
+def test_dry_run_predicts_and_changes_nothing(tmp_path: Path) -> None:
+    cfg, cfg_path = make_config(tmp_path)
+    src = tmp_path / "card"
+    files = mixed(src, 4)
+    r = cli(cfg_path, "import", "--dry-run", str(src))
+    assert r.returncode == 0, r.stderr
+    assert "would import 7 file(s): " in r.stdout
+    assert "-> 2022-07/2022-07-01 08.00.00.1.jpg (date from" in r.stdout
+    assert "duplicate" in r.stdout and "rejected" in r.stdout
+    assert not cfg.catalog.exists() and not cfg.library.exists()
+    assert all(p.read_bytes() == d for p, d in files.items())
+    assert cli(cfg_path, "import", str(src)).returncode == 0
+    again = cli(cfg_path, "import", "--dry-run", str(src))
+    assert "would import 7 file(s): 5 duplicate, 2 rejected" in again.stdout
