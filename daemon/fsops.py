@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .model import Identity
@@ -82,23 +83,36 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
 
 def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
     """Copy an open source into a new file `dst` (truncated if it exists), hashing in the
-    same single read; fsync it. Raises SourceChanged if the source changed meanwhile."""
+    same single read; fsync it. Holes stay holes (a 10 GiB sparse file costs no disk),
+    memory stays one chunk. Raises SourceChanged if the source changed meanwhile."""
     before = os.fstat(src_fd)
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    size = 0
+    zeros = memoryview(bytes(CHUNK))
     os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    size = 0
     try:
         os.fchmod(out, mode)
-        while n := os.readv(src_fd, [buf]):
-            chunk = view[:n]
-            h.update(chunk)
-            written = 0
-            while written < n:
-                written += os.write(out, chunk[written:])
-            size += n
+        for offset, length, is_data in _regions(src_fd, before.st_size):
+            end = offset + length
+            while offset < end:
+                if is_data:
+                    n = os.preadv(src_fd, [view[:min(CHUNK, end - offset)]], offset)
+                    if n == 0:
+                        break  # shrank meanwhile: the identity check below says so
+                    chunk = view[:n]
+                    h.update(chunk)
+                    written = 0
+                    while written < n:
+                        written += os.pwrite(out, chunk[written:], offset + written)
+                else:
+                    n = min(CHUNK, end - offset)
+                    h.update(zeros[:n])
+                offset += n
+                size = offset
+        os.ftruncate(out, size)
         os.fsync(out)
         os.posix_fadvise(out, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
@@ -108,6 +122,29 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
     if size != after.st_size or identity(before) != identity(after):
         raise SourceChanged(f"size {before.st_size} -> {after.st_size} bytes while copying")
     return h.hexdigest(), size
+
+
+def _regions(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:
+    """(offset, length, is_data) covering [0, size): holes found with SEEK_HOLE."""
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole up to the end
+                data = size
+            else:  # no hole support here: it is all data
+                yield pos, size - pos, True
+                return
+        data = min(data, size)
+        if data > pos:
+            yield pos, data - pos, False
+            pos = data
+        if pos >= size:
+            return
+        hole = min(os.lseek(fd, pos, os.SEEK_HOLE), size)
+        yield pos, hole - pos, True
+        pos = hole
 
 
 def hash_fd(fd: int) -> tuple[str, int]:
