@@ -116,6 +116,9 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     print(f"today    {t['filed']:,} filed, {t['duplicate']:,} duplicates, "
           f"{t['rejected']:,} rejected, {t['failed']:,} failed")
     print(f"pending  {info['pending_jobs']:,} unfinished job(s)")
+    if info["library_full"]:
+        print("LIBRARY FULL: files are waiting for space on the library's filesystem; "
+              "they are filed by themselves once space is freed")
     if info["recent_problems"]:
         print("recent problems:")
         for p in info["recent_problems"]:

@@ -20,6 +20,7 @@ import apsw
 from . import catalog, journal
 from .config import Config
 from .db import transaction
+from .errors import ToolError
 from .fsops import (SourceChanged, Unusable, copy_and_hash, fsync_dir, hash_file, identity,
                     link_noreplace, make_dirs, open_source, rename_noreplace, same_file,
                     unlink_if, unlink_quiet)
@@ -194,7 +195,7 @@ class Ingestor:
             except OSError as e:
                 unlink_quiet(job.staged)
                 if e.errno in FULL_ERRNOS:
-                    return self._retry(job, f"copy failed: {e.strerror}: the library is full",
+                    return self._retry(job, f"copy failed: {e.strerror}: {journal.FULL_MARK}",
                                        None, full=True)
                 raise
         finally:
@@ -357,13 +358,18 @@ class Ingestor:
             return self._fail(job, f"{reason} (gave up after {job.attempts} attempts)")
         if full and self.max_attempts is not None and job.attempts >= self.max_attempts * 2:
             return self._fail(job, reason)
-        backoff = after if after is not None else min(60.0, 0.5 * 2 ** min(job.attempts, 7))
+        # a full library is checked often (space may be freed any moment); other trouble
+        # backs off further
+        cap = 5.0 if full else 60.0
+        backoff = after if after is not None else min(cap, 0.5 * 2 ** min(job.attempts, 7))
         return Retry(job, backoff, reason, full)
 
     def _trouble(self, job: Job, e: Exception) -> Job | Retry:
         """An unexpected error in a step: retry a few times, then fail the job."""
         if isinstance(e, apsw.BusyError):
             return Retry(job, 1.0, f"the catalog is locked: {e}")
+        if isinstance(e, ToolError):  # ExifTool missing or dying: not this file's fault
+            return self._retry(job, f"{job.step.value}: {e}", None)
         if isinstance(e, OSError):
             where = display(e.filename) if isinstance(e.filename, bytes) else e.filename
             reason = f"{job.step.value}: {e.strerror or e} ({where})"

@@ -121,6 +121,15 @@ def pending(conn: apsw.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done'").fetchall()[0][0])
 
 
+FULL_MARK = "the library is full"
+
+
+def waiting_for_space(conn: apsw.Connection) -> int:
+    """Unfinished jobs whose last attempt found the library's filesystem full."""
+    return int(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done' AND error LIKE ?",
+                            (f"%{FULL_MARK}%",)).fetchall()[0][0])
+
+
 def recent_problems(conn: apsw.Connection, limit: int = 10) -> Iterator[dict[str, Any]]:
     for row in conn.execute(
             "SELECT id, source, outcome, error, finished_at, step FROM jobs "

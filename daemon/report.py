@@ -52,6 +52,7 @@ def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
         "outcomes": journal.counts(conn),
         "today": journal.counts(conn, since=today),
         "pending_jobs": journal.pending(conn),
+        "library_full": journal.waiting_for_space(conn) > 0,
         "library_files": totals["files"], "library_bytes": totals["bytes"],
         "library_free_bytes": free,
         "recent_problems": list(journal.recent_problems(conn)),
