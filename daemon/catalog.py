@@ -61,7 +61,7 @@ def free_name(conn: apsw.Connection, library: bytes, preferred: str) -> str:
 
 
 def insert(conn: apsw.Connection, *, sha256: str, size: int, path: str, info: MediaInfo,
-           original_name: str, source: bytes, imported_at: str, job_id: int) -> int:
+           original_name: str, source: bytes, imported_at: str, job_id: int | None) -> int:
     conn.execute(
         "INSERT INTO files (sha256, size, path, captured, utc_offset, date_source, date_raw,"
         " confidence, original_name, source_path, imported_at, file_type, mime, kind, job_id)"

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from . import __version__, config, db, logs, report, service
+from . import __version__, config, db, logs, maintain, report, service
 from .errors import EX_FAILED, EX_OK, MediasortError
 from .model import Outcome
 
@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "journal; exit 1 and list each problem if they disagree")
     ver.add_argument("--deep", action="store_true", help="re-hash every library file")
     ver.add_argument("--json", action="store_true", help="print JSON")
+    ver.add_argument("--repair", action="store_true",
+                     help="fix what is found (implies --deep): finish unfinished jobs, remove "
+                          "staging leftovers, catalogue strays where they stand (duplicates "
+                          "of catalogued files go to quarantine, non-media to rejected), move "
+                          "rotten files to {rejected}/bitrot and mark their rows missing, mark "
+                          "rows whose file is gone; prints each action")
+
+    ado = sub.add_parser("adopt", parents=[common],
+                         help="catalogue an existing date-sorted library in place",
+                         description="Catalogue the files under PATH (the library or a folder "
+                         "in it) where they stand, without renaming them: for people coming "
+                         "from GoSort or another sorter. Duplicates of catalogued content go "
+                         "to paths.duplicates, non-media to paths.rejected; each is listed.")
+    ado.add_argument("path", metavar="PATH", help="the library, or a folder inside it")
     return p
 
 
@@ -127,6 +141,19 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 
 
 def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    if args.repair:
+        actions, left = maintain.repair(cfg, log)
+        if args.json:
+            print(json.dumps({"actions": [vars(a) for a in actions], **left.as_dict()},
+                             indent=2))
+        else:
+            for a in actions:
+                print(f"{a.kind:15} {a.path}: {a.detail}")
+            for p in left.problems:
+                print(f"{'still ' + p.kind:15} {p.path}: {p.detail}")
+            print(f"repaired {len(actions)} problem(s): "
+                  + ("consistent" if left.ok else f"{len(left.problems)} left"))
+        return EX_OK if left.ok else EX_FAILED
     conn = db.connect(cfg.catalog, readonly=True)
     try:
         rep = report.verify(cfg, conn, deep=args.deep)
@@ -143,6 +170,29 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     return EX_OK if rep.ok else EX_FAILED
 
 
+def cmd_adopt(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    progress: service.Progress | None = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal progress
+        if progress is None:
+            progress = service.Progress(total)
+        progress.done = done
+        progress.update({})
+
+    actions = maintain.adopt(cfg, args.path, log, on_progress)
+    if progress is not None:
+        progress.update({}, force=True)
+        progress.close()
+    for a in actions:
+        if a.kind != "catalogued":
+            print(f"{a.kind:12} {a.path}: {a.detail}")
+    counts = {k: sum(a.kind == k for a in actions) for k in ("catalogued", "quarantined",
+                                                              "rejected", "skipped")}
+    print("adopted: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    return EX_OK
+
+
 def _size(n: int) -> str:
     f = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -152,7 +202,8 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-COMMANDS = {"run": cmd_run, "import": cmd_import, "status": cmd_status, "verify": cmd_verify}
+COMMANDS = {"adopt": cmd_adopt, "run": cmd_run, "import": cmd_import, "status": cmd_status,
+            "verify": cmd_verify}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -233,6 +233,9 @@ class Ingestor:
             self.reader.describe(job.staged, os.fsdecode(name), job.identity.mtime_ns)
         with transaction(self.conn):
             existing = catalog.by_sha256(self.conn, job.sha256)
+            if existing is not None and existing.missing_since:
+                catalog.delete(self.conn, existing.id)  # lost from the library: file it anew
+                existing = None
             if existing is not None:
                 quarantine = job.move and self.cfg.on_duplicate == "quarantine"
                 journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.DUPLICATE,
