@@ -50,7 +50,8 @@ def settled_for(conn: apsw.Connection, source: bytes, ident: Identity) -> Job | 
     a kept duplicate or a reject that could not be moved. Such files are not taken again."""
     rows = conn.execute(
         f"SELECT {_COLS} FROM jobs WHERE source = ? AND dev = ? AND ino = ? AND size = ? "
-        "AND mtime_ns = ? AND step = 'done' AND move = 1 ORDER BY id DESC LIMIT 1",
+        "AND mtime_ns = ? AND step = 'done' AND move = 1 AND outcome NOT IN ('failed', "
+        "'vanished') ORDER BY id DESC LIMIT 1",
         (source, ident.dev, ident.ino, ident.size, ident.mtime_ns)).fetchall()
     return _job(rows[0]) if rows else None
 

@@ -209,3 +209,27 @@ def test_ten_gib_sparse_file_in_constant_memory(tmp_path: Path) -> None:
     assert placed.stat().st_size == 10 << 30
     assert placed.stat().st_blocks * 512 < 1 << 20, "the copy is not sparse"
     assert usage.ru_maxrss < 150_000, f"peak RSS {usage.ru_maxrss} KiB"
+
+
+def test_library_folder_unwritable_then_writable_again(nobody_dir: Path) -> None:
+    """As a normal user: the library refuses new folders; the import reports the files
+    as failed (exit 1) and leaves every source as it was; once writable, all is filed."""
+    cfg, cfg_path = make_config(nobody_dir)
+    files = {write(cfg.inbox / f"u{i}.jpg", jpeg_bytes(datetime(2021, 1, 1, 0, 0, i), 60 + i)):
+             jpeg_bytes(datetime(2021, 1, 1, 0, 0, i), 60 + i) for i in range(3)}
+    cfg.library.mkdir()
+    cfg.staging.mkdir(mode=0o700)
+    for p in [nobody_dir, *nobody_dir.rglob("*")]:
+        os.chown(p, 65534, 65534)
+    cfg.library.chmod(0o555)  # staging exists, but no new folder can be made for a date
+    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cli_argv(cfg_path),
+            "import", "--move", str(cfg.inbox)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "3 failed" in r.stdout
+    assert all(p.read_bytes() == d for p, d in files.items()), "a source was touched"
+    assert os.listdir(cfg.staging) == []
+    cfg.library.chmod(0o750)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "3 filed" in r.stdout, r.stdout + r.stderr
+    check_consistent(cfg, files, move=True)

@@ -1,0 +1,162 @@
+"""The source changes, grows, shrinks or disappears while it is being copied (for real:
+another thread writes to it during the copy). The job starts over later; what is filed is
+always a complete, consistent version; the source is never removed unless its bytes are
+safely placed."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from daemon import db, logs
+from daemon.ingest import Finished, Ingestor, Retry
+from daemon.metadata import Reader
+from daemon.model import Outcome
+from tests.helpers import check_consistent, jpeg_bytes, make_config, sha, write
+
+logs.configure("warning", "json")
+BIG = 256 << 20
+
+
+def big_photo(path: Path) -> bytes:
+    data = jpeg_bytes(datetime(2024, 1, 1, 12, 0, 0), 1)
+    with open(path, "wb") as f:
+        f.write(data)
+        block = b"\x5a" * (1 << 20)
+        for _ in range(BIG >> 20):
+            f.write(block)
+    return data
+
+
+def during_copy(staging: Path, action, stop: threading.Event) -> threading.Thread:
+    """Run `action` as soon as a staged copy is being written, until `stop`."""
+    def run() -> None:
+        while not stop.is_set():
+            if staging.exists() and any(p.stat().st_size > 0 for p in staging.iterdir()):
+                if action():
+                    return
+            time.sleep(0.001)  # a tight poll of the copy's progress, not a synchronisation
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def ingest_until_done(cfg, path: Path) -> tuple[Finished, int]:
+    conn = db.connect(cfg.catalog)
+    reader = Reader(timezone="UTC")
+    cfg.staging.mkdir(parents=True, exist_ok=True)
+    try:
+        ing = Ingestor(cfg, conn, reader, batch="t", log=logs.get())
+        result = ing.take(os.fsencode(path), True)
+        retries = 0
+        while isinstance(result, Retry):
+            retries += 1
+            assert os.listdir(cfg.staging) == [], "a partial copy was left in staging"
+            result = ing.resume(result.job)
+        assert isinstance(result, Finished)
+        return result, retries
+    finally:
+        reader.close()
+        conn.close()
+
+
+def test_source_grows_during_copy(tmp_path: Path) -> None:
+    cfg, _ = make_config(tmp_path)
+    src = tmp_path / "inbox" / "growing.jpg"
+    big_photo(src)
+    stop = threading.Event()
+    appended = []
+
+    def grow() -> bool:
+        with open(src, "ab") as f:
+            f.write(b"more")
+        appended.append(1)
+        return len(appended) >= 3
+
+    t = during_copy(cfg.staging, grow, stop)
+    try:
+        result, retries = ingest_until_done(cfg, src)
+    finally:
+        stop.set()
+        t.join()
+    assert retries >= 1, "the change during the copy was not noticed"
+    final = result.job
+    assert final.outcome is Outcome.FILED and final.size == BIG + len(jpeg_bytes(
+        datetime(2024, 1, 1, 12, 0, 0), 1)) + 4 * len(appended)
+    [placed] = [p for p in cfg.library.rglob("*.jpg")]
+    assert placed.stat().st_size == final.size
+    assert not src.exists()
+
+
+def test_source_shrinks_during_copy(tmp_path: Path) -> None:
+    cfg, _ = make_config(tmp_path)
+    src = tmp_path / "inbox" / "shrinking.jpg"
+    head = big_photo(src)
+    stop = threading.Event()
+
+    def shrink() -> bool:
+        os.truncate(src, len(head))
+        return True
+
+    t = during_copy(cfg.staging, shrink, stop)
+    try:
+        result, retries = ingest_until_done(cfg, src)
+    finally:
+        stop.set()
+        t.join()
+    assert retries >= 1
+    assert result.job.outcome is Outcome.FILED and result.job.sha256 == sha(head)
+
+
+def test_source_deleted_during_copy_is_filed_whole(tmp_path: Path) -> None:
+    """Deleted while we read it: the open descriptor still reads every byte, so the
+    complete file is filed; nothing half-copied, nothing lost."""
+    cfg, _ = make_config(tmp_path)
+    src = tmp_path / "inbox" / "deleted.jpg"
+    big_photo(src)
+    expected = sha(src.read_bytes())
+    stop = threading.Event()
+
+    def delete() -> bool:
+        src.unlink()
+        return True
+
+    t = during_copy(cfg.staging, delete, stop)
+    try:
+        result, _ = ingest_until_done(cfg, src)
+    finally:
+        stop.set()
+        t.join()
+    assert result.job.outcome is Outcome.FILED and result.job.sha256 == expected
+    check_consistent(cfg, {}, move=True)
+
+
+def test_source_replaced_by_another_file_is_not_removed(tmp_path: Path) -> None:
+    """After the copy, a different file takes the source's name: it is left alone (and
+    would be taken as a new job), never deleted in place of the one we filed."""
+    cfg, _ = make_config(tmp_path)
+    src = write(tmp_path / "inbox" / "a.jpg", jpeg_bytes(datetime(2024, 1, 1), 5))
+    newer = jpeg_bytes(datetime(2024, 1, 2), 6)
+    from daemon.model import Step
+
+    def swap(job) -> None:
+        if job.step is Step.PLACED:
+            tmp = src.with_name("a.new")
+            tmp.write_bytes(newer)
+            os.rename(tmp, src)
+
+    conn = db.connect(cfg.catalog)
+    reader = Reader(timezone="UTC")
+    cfg.staging.mkdir(parents=True, exist_ok=True)
+    try:
+        ing = Ingestor(cfg, conn, reader, batch="t", log=logs.get(), hook=swap)
+        result = ing.take(os.fsencode(src), True)
+    finally:
+        reader.close()
+        conn.close()
+    assert isinstance(result, Finished) and result.job.outcome is Outcome.FILED
+    assert src.read_bytes() == newer
+    assert "left in place" in (result.job.error or "")
