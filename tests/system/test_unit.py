@@ -1,0 +1,726 @@
+"""The real unit under the real systemd: packaging/systemd/mediasortd.service, installed by
+packaging/install.sh into a systemd-nspawn container that tests/system/sdbox.sh boots.
+
+One container per session. On the host we build a wheelhouse from this checkout (pip's
+cache makes rebuilds fast) and copy it, with packaging/ and config.example.toml, into the
+container's tmpfs overlay through /proc/<leader>/root: the checkout may be anywhere (under
+/root, which the unit's ProtectHome= hides, or under /tmp, which the container does not
+share), and the container has no network. Inside, `install.sh --wheelhouse` installs as on
+a real machine, and test_installed_defaults_work runs the result as installed. The other
+tests use an inbox and library in sdbox's shared folder (a bind mount, so files the host
+writes there cause inotify events inside): a drop-in (test.conf) runs the unit with
+/etc/mediasortd/test.toml, makes those folders writable, and shortens the watchdog and
+the restart delay.
+
+Nothing here sleeps to synchronise: every wait polls a condition against a deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SDBOX = HERE / "sdbox.sh"
+UNIT_FILE = REPO / "packaging" / "systemd" / "mediasortd.service"
+UNIT = "mediasortd.service"
+INSTALL_DIR = "/var/tmp/mediasortd-install"  # inside the container: its tmpfs overlay
+PROBE_DIR = "/opt/mediasortd-probe"  # not /tmp or /var/tmp: PrivateTmp= hides those
+TEST_DROPIN = f"/etc/systemd/system/{UNIT}.d/test.conf"
+WATCHDOG_SEC = 3
+LIBRARY_NAME = re.compile(r"^\d{4}-\d{2}/\d{4}-\d{2}-\d{2} \d{2}\.\d{2}\.\d{2}\.jpg$")
+
+T = TypeVar("T")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def wait_for(pred: Callable[[], T], timeout: float, what: str | Callable[[], str]) -> T:
+    """Poll pred until it returns something truthy; fail with `what` at the deadline
+    (a callable `what` describes the state at that moment)."""
+    end = time.monotonic() + timeout
+    while True:
+        result = pred()
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}"
+            )
+        time.sleep(0.05)
+
+
+def run(
+    cmd: list[str], *, check: bool = True, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(
+        cmd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and p.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {p.returncode}\n--- stdout\n{p.stdout}--- stderr\n{p.stderr}"
+        )
+    return p
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_jpeg(n: int, taken: datetime) -> bytes:
+    """A small real JPEG with DateTimeOriginal=taken; the content differs for each n."""
+    from PIL import Image
+
+    im = Image.new("RGB", (8, 8), (n % 256, (n // 256) % 256, 99))
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = taken.strftime("%Y:%m:%d %H:%M:%S")  # DateTimeOriginal
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif, quality=90, comment=f"mediasortd test file {n}")
+    return buf.getvalue()
+
+
+def library_name(taken: datetime) -> str:
+    return taken.strftime("%Y-%m/%Y-%m-%d %H.%M.%S.jpg")
+
+
+def files_under(top: Path, skip_dot_dirs: bool = False) -> list[Path]:
+    """The files below top (while the daemon works there: entries may vanish meanwhile)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        if skip_dot_dirs and dirpath == str(top):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath, f) for f in filenames]
+    return found
+
+
+def library_files(library: Path) -> list[Path]:
+    """The filed files: everything except the dot folders (.staging, .duplicates, ...)."""
+    return files_under(library, skip_dot_dirs=True)
+
+
+def set_toml_keys(text: str, updates: dict[str, dict[str, Any]]) -> str:
+    """Set keys in a TOML document's tables, keeping everything else (and its comments)."""
+    todo = {s: dict(kv) for s, kv in updates.items()}
+    out: list[str] = []
+    section = None
+
+    def flush() -> None:
+        for k, v in todo.pop(section or "", {}).items():
+            out.append(f"{k} = {json.dumps(v)}")
+
+    for line in text.splitlines():
+        if m := re.match(r"\s*\[([^\]]+)\]", line):
+            flush()
+            section = m.group(1).strip()
+        elif (m := re.match(r"\s*([A-Za-z_]+)\s*=", line)) and m.group(1) in todo.get(
+            section or "", {}
+        ):
+            line = f"{m.group(1)} = {json.dumps(todo[section or ''].pop(m.group(1)))}"
+        out.append(line)
+    flush()
+    for s, kv in todo.items():
+        out += ["", f"[{s}]", *(f"{k} = {json.dumps(v)}" for k, v in kv.items())]
+    return "\n".join(out) + "\n"
+
+
+def unit_sandbox_properties(unit_file: Path, overrides: dict[str, str]) -> list[str]:
+    """The unit's [Service] settings that shape the sandbox, as `systemd-run -p` values."""
+    skip = {
+        "ExecStart",
+        "Type",
+        "TimeoutStartSec",
+        "TimeoutStopSec",
+        "WatchdogSec",
+        "Restart",
+        "RestartSec",
+        "RestartPreventExitStatus",
+        "Environment",
+        "ConfigurationDirectory",
+        "ConfigurationDirectoryMode",
+        *overrides,
+    }
+    props, section = [], None
+    for line in unit_file.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and line and not line.startswith("#"):
+            key = line.split("=", 1)[0]
+            if key not in skip:
+                props.append(line)
+    return props + [f"{k}={v}" for k, v in overrides.items()]
+
+
+# -- the container ---------------------------------------------------------------------------
+
+
+@dataclass
+class Box:
+    name: str
+    leader: str
+    share: Path
+    env: dict[str, str]
+
+    @property
+    def root(self) -> Path:
+        """The container's / seen from the host (writes land in its tmpfs overlay)."""
+        return Path("/proc") / self.leader / "root"
+
+    def sx(
+        self, *cmd: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the container."""
+        return run([str(SDBOX), "exec", *cmd], check=check, timeout=timeout, env=self.env)
+
+    def prop(self, name: str) -> str:
+        return self.sx("systemctl", "show", "-p", name, "--value", UNIT).stdout.strip()
+
+    def journal(self, *match: str) -> list[dict[str, Any]]:
+        out = self.sx(
+            "journalctl", "-u", UNIT, "-o", "json", "--no-pager", *match, check=False
+        ).stdout
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def _report(config: pytest.Config, line: str) -> None:
+    """Show a line (timings) in pytest's output, outside output capturing."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[test_unit] {line}")
+
+
+@pytest.fixture(scope="session")
+def box(pytestconfig: pytest.Config) -> Iterator[Box]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: boots a systemd container with systemd-nspawn")
+    name = "mediasortd-test-" + os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    env = {**os.environ, "SDBOX_NAME": name, "SDBOX_SKIP_APT": "1"}
+    env.pop("SDBOX_STATE", None)
+    env.pop("SDBOX_SHARE", None)
+    check = run([str(SDBOX), "check"], check=False, env=env)
+    if check.returncode != 0:
+        pytest.skip(
+            "this machine cannot boot a systemd container: "
+            + "; ".join((check.stdout + check.stderr).split("\n")).strip("; ")
+        )
+    state = Path("/var/lib/sdbox") / name
+    if state.exists():  # left by a session that was killed: start from a fresh container
+        run([str(SDBOX), "down"], env=env, timeout=120)
+    t0 = time.monotonic()
+    try:
+        leader = run([str(SDBOX), "up"], env=env, timeout=120).stdout.strip()
+        share = Path(run([str(SDBOX), "share"], env=env).stdout.strip())
+        _report(pytestconfig, f"container {name} booted in {time.monotonic() - t0:.2f} s")
+        yield Box(name, leader, share, env)
+    finally:
+        t1 = time.monotonic()
+        down = run([str(SDBOX), "down"], check=False, env=env, timeout=120)
+        _report(pytestconfig, f"container {name} down in {time.monotonic() - t1:.2f} s")
+        leftovers = [
+            str(p)
+            for p in (
+                state,
+                Path("/run/systemd/machines") / name,
+                Path("/sys/fs/cgroup/systemd") / f"sdbox-{name}",
+                Path("/sys/fs/cgroup/unified") / f"sdbox-{name}",
+                Path("/sys/fs/cgroup") / f"sdbox-{name}",
+            )
+            if p.exists()
+        ]
+        with open("/proc/self/mountinfo") as f:
+            leftovers += [line.split()[4] for line in f if f"/sdbox/{name}" in line]
+        assert down.returncode == 0 and not leftovers, (
+            f"teardown left {leftovers}; sdbox down: {down.stdout}{down.stderr}"
+        )
+
+
+@dataclass
+class Installed:
+    box: Box
+    install_seconds: float
+
+
+@pytest.fixture(scope="session")
+def installed(
+    box: Box, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Installed:
+    """mediasortd installed by packaging/install.sh, with its defaults, and enabled."""
+    t0 = time.monotonic()
+    wheelhouse = tmp_path_factory.mktemp("wheelhouse")
+    run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
+        + ["-w", str(wheelhouse), str(REPO)],
+        timeout=600,
+    )
+    t1 = time.monotonic()
+
+    dest = box.root / INSTALL_DIR.lstrip("/")
+    shutil.copytree(wheelhouse, dest / "wheelhouse")
+    shutil.copytree(REPO / "packaging", dest / "src" / "packaging")
+    for name in ("config.example.toml", "README.md"):
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, dest / "src" / name)
+    out = box.sx(
+        f"{INSTALL_DIR}/src/packaging/install.sh",
+        "--no-apt",
+        "--wheelhouse",
+        f"{INSTALL_DIR}/wheelhouse",
+        timeout=300,
+    )
+    assert "systemctl enable --now mediasortd" in out.stdout, out.stdout + out.stderr
+    t2 = time.monotonic()
+    # Enabled, as install.sh tells people to do: an enabled unit is not garbage-collected
+    # when it stops, so `systemctl show` still has its Result and exit status.
+    box.sx("systemctl", "enable", "--quiet", UNIT)
+    _report(
+        pytestconfig,
+        f"wheelhouse built in {t1 - t0:.2f} s, install.sh in the container took {t2 - t1:.2f} s",
+    )
+    return Installed(box, t2 - t1)
+
+
+@dataclass
+class Configured:
+    box: Box
+    inbox: Path  # the same path on the host and in the container
+    library: Path
+
+
+@pytest.fixture(scope="session")
+def configured(installed: Installed) -> Configured:
+    """The service pointed at the shared inbox and library by a drop-in (test.conf): its
+    own config (the installed one with other [paths] and a short settle time), a short
+    watchdog and restart delay, no start rate limit."""
+    box = installed.box
+    uid = int(box.sx("id", "-u", "mediasortd").stdout)
+    inbox, library = box.share / "inbox", box.share / "library"
+    for path, mode in ((inbox, 0o2770), (library, 0o2750)):
+        path.mkdir(exist_ok=True)
+        os.chown(path, uid, uid)
+        path.chmod(mode)
+    installed_config = (box.root / "etc/mediasortd/config.toml").read_text()
+    (box.root / "etc/mediasortd/test.toml").write_text(
+        set_toml_keys(
+            installed_config,
+            {
+                # Its own catalog: test_installed_defaults_work files into another library.
+                "paths": {
+                    "inbox": str(inbox),
+                    "library": str(library),
+                    "state_dir": "/var/lib/mediasortd/test",
+                },
+                "ingest": {"settle_seconds": 0.5},
+            },
+        )
+    )
+    dropin = box.root / TEST_DROPIN.lstrip("/")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text(f"""\
+# Written by tests/system/test_unit.py
+[Unit]
+StartLimitIntervalSec=0
+
+[Service]
+ExecStart=
+ExecStart=/opt/mediasortd/bin/mediasortd --config /etc/mediasortd/test.toml run
+ReadWritePaths=
+ReadWritePaths={inbox} {library}
+WatchdogSec={WATCHDOG_SEC}s
+TimeoutStartSec=30s
+TimeoutStopSec=30s
+RestartSec=100ms
+""")
+    box.sx("systemctl", "daemon-reload")
+    return Configured(box, inbox, library)
+
+
+@pytest.fixture
+def service(configured: Configured) -> Configured:
+    """The configured service, started if it is not running."""
+    box = configured.box
+    assert (box.root / TEST_DROPIN.lstrip("/")).exists(), "the test drop-in is gone"
+    if box.sx("systemctl", "is-active", UNIT, check=False).stdout.strip() != "active":
+        box.sx("systemctl", "reset-failed", UNIT, check=False)
+        start = box.sx("systemctl", "start", UNIT, check=False, timeout=60)
+        assert start.returncode == 0, (
+            f"systemctl start failed: {start.stderr}\n"
+            + box.sx("systemctl", "status", UNIT, "--no-pager", "-n", "30", check=False).stdout
+        )
+    return configured
+
+
+def drop(inbox: Path, files: dict[str, bytes]) -> None:
+    """Drop files into the inbox the way a copy does: written, then closed."""
+    for name, data in files.items():
+        (inbox / name).write_bytes(data)
+
+
+# -- tests -----------------------------------------------------------------------------------
+
+
+def test_security_exposure_is_at_most_2() -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    out = run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT_FILE)]
+    ).stdout
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert m, out
+    assert float(m.group(1)) <= 2.0, out
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_sandbox_allows_what_the_daemon_does(installed: Installed) -> None:
+    """sandbox_probe.py, run with the unit's sandboxing, does every kind of system call the
+    daemon makes (SQLite WAL, inotify, ExifTool, fsync, link, renameat2, fadvise...)."""
+    box = installed.box
+    probe_dir = box.root / PROBE_DIR.lstrip("/")
+    probe_dir.mkdir(exist_ok=True)
+    shutil.copy2(HERE / "sandbox_probe.py", probe_dir / "sandbox_probe.py")
+    (probe_dir / "sample.jpg").write_bytes(make_jpeg(1, datetime(2021, 3, 4, 5, 6, 7)))
+    inbox, library = box.share / "probe-inbox", box.share / "probe-library"
+    uid = int(box.sx("id", "-u", "mediasortd").stdout)
+    for d in (inbox, library):
+        d.mkdir(exist_ok=True)
+        os.chown(d, uid, uid)
+    props = unit_sandbox_properties(
+        UNIT_FILE, {"ReadWritePaths": f"{inbox} {library}", "StateDirectory": "mediasortd-probe"}
+    )
+    p = box.sx(
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "-p",
+        "Type=notify",
+        *(a for prop in props for a in ("-p", prop)),
+        "/opt/mediasortd/bin/python",
+        f"{PROBE_DIR}/sandbox_probe.py",
+        str(inbox),
+        str(library),
+        "/var/lib/mediasortd-probe",
+        f"{PROBE_DIR}/sample.jpg",
+        check=False,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"probe failed under the unit's sandbox:\n{p.stdout}{p.stderr}"
+    assert "FAIL" not in p.stdout
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_installed_defaults_work(installed: Installed) -> None:
+    """As install.sh leaves it (config, /srv/media folders, unit without drop-ins), the
+    service starts, files a photo, and stops cleanly."""
+    box = installed.box
+    dropin = box.root / TEST_DROPIN.lstrip("/")
+    aside = dropin.with_name("test.conf.off")
+    verify = box.sx("systemd-analyze", "verify", f"/etc/systemd/system/{UNIT}")
+    assert not (verify.stdout + verify.stderr).strip(), verify.stdout + verify.stderr
+    box.sx("systemctl", "stop", UNIT)
+    if dropin.exists():
+        dropin.rename(aside)
+    try:
+        box.sx("systemctl", "daemon-reload")
+        box.sx("systemctl", "reset-failed", UNIT, check=False)
+        start = box.sx("systemctl", "start", UNIT, check=False, timeout=60)
+        status = box.sx("systemctl", "status", UNIT, "--no-pager", "-n", "20", check=False).stdout
+        assert start.returncode == 0, f"{start.stderr}\n{status}"
+        assert box.prop("StatusText").startswith("watching /srv/media/inbox: "), status
+
+        taken = datetime(2018, 2, 3, 4, 5, 6)
+        data = make_jpeg(7, taken)
+        source = box.root / "srv/media/inbox/defaults.jpg"  # through the container's mounts
+        source.write_bytes(data)
+        filed = box.root / "srv/media/library" / library_name(taken)
+        wait_for(filed.exists, 20, lambda: f"{filed} (library: {files_under(filed.parents[1])})")
+        assert sha256(filed) == hashlib.sha256(data).hexdigest()
+        wait_for(lambda: not source.exists(), 10, f"{source} to leave the inbox")
+        state = box.root / "var/lib/mediasortd"
+        assert (state / "catalog.db").is_file()
+        assert (state.stat().st_uid, state.stat().st_mode & 0o7777) == (
+            int(box.sx("id", "-u", "mediasortd").stdout),
+            0o750,
+        )
+        box.sx("systemctl", "stop", UNIT, timeout=60)
+        assert (box.prop("Result"), box.prop("ExecMainStatus")) == ("success", "0")
+    finally:
+        box.sx("systemctl", "stop", UNIT, check=False)
+        if aside.exists():
+            aside.rename(dropin)
+        box.sx("systemctl", "daemon-reload")
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_start_returns_after_ready_with_status(configured: Configured) -> None:
+    box = configured.box
+    box.sx("systemctl", "stop", UNIT)
+    start = box.sx("systemctl", "start", UNIT, check=False, timeout=60)
+    # Type=notify: `start` returns once READY=1 arrived, so it is "active", not "activating".
+    state = box.sx("systemctl", "is-active", UNIT, check=False).stdout.strip()
+    status = box.sx("systemctl", "status", UNIT, "--no-pager", "-n", "20", check=False).stdout
+    assert (start.returncode, state) == (0, "active"), f"{start.stderr}\n{status}"
+    assert f'Status: "watching {configured.inbox}: ' in status, status
+    text = box.prop("StatusText")
+    assert re.fullmatch(
+        rf"watching {re.escape(str(configured.inbox))}: [\d,]+ queued, [\d,]+ filed, "
+        r"[\d,]+ duplicates, [\d,]+ rejected, [\d,]+ failed",
+        text,
+    ), text
+    assert box.prop("NotifyAccess") == "main"
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_watchdog_timestamp_advances(service: Configured) -> None:
+    box = service.box
+    assert box.prop("WatchdogUSec") == f"{WATCHDOG_SEC}s"
+    first = int(box.prop("WatchdogTimestampMonotonic"))
+    wait_for(
+        lambda: int(box.prop("WatchdogTimestampMonotonic")) > first,
+        WATCHDOG_SEC + 2,
+        "a WATCHDOG=1 ping (WatchdogTimestampMonotonic to advance)",
+    )
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_dropped_files_are_filed_and_logged(service: Configured) -> None:
+    box, inbox, library = service.box, service.inbox, service.library
+    taken = [datetime(2019, 5, 17, 10, 30, s) for s in (1, 2, 3)]
+    files = {f"filing-{i}.jpg": make_jpeg(1000 + i, t) for i, t in enumerate(taken)}
+    drop(inbox, files)
+    want = {
+        library_name(t): hashlib.sha256(data).hexdigest() for t, data in zip(taken, files.values())
+    }
+    wait_for(
+        lambda: all((library / n).exists() for n in want),
+        30,
+        lambda: (
+            f"{sorted(want)} in the library; it has "
+            f"{[str(p.relative_to(library)) for p in files_under(library)][:20]}, the inbox "
+            f"{[p.name for p in files_under(inbox)]}"
+        ),
+    )
+    wait_for(lambda: not any((inbox / n).exists() for n in files), 10, "an empty inbox")
+    for name, digest in want.items():
+        assert LIBRARY_NAME.match(name)
+        assert sha256(library / name) == digest, name
+
+    # The story of one file, from journald (which ingests asynchronously: poll).
+    name, digest = next(iter(want.items()))
+    fields = ("EVENT", "SOURCE", "DEST", "SHA256", "JOB_ID", "OUTCOME")
+
+    def finished() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in box.journal()
+            if e.get("EVENT") == "ingest.finished" and e.get("SHA256") == digest
+        ]
+
+    entries = wait_for(finished, 10, f"an ingest.finished journal entry with SHA256={digest}")
+    entry = entries[-1]
+    missing = [f for f in fields if not entry.get(f)]
+    assert not missing, f"missing fields {missing} in {json.dumps(entry, indent=1)}"
+    assert entry["DEST"] == str(library / name), entry
+    assert entry["SOURCE"] == str(inbox / "filing-0.jpg"), entry
+    assert entry["SYSLOG_IDENTIFIER"] == "mediasortd", entry
+    story = box.journal(f"SHA256={digest}")
+    assert story and all(e.get("SHA256") == digest for e in story), story
+    assert "ingest.finished" in [e.get("EVENT") for e in story], story
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_sigkill_mid_batch_restarts_and_replays(
+    service: Configured, pytestconfig: pytest.Config
+) -> None:
+    box, inbox, library = service.box, service.inbox, service.library
+    n = 200
+    start = datetime(2020, 1, 1, 8, 0, 0)
+    files = {f"batch-{i:03d}.jpg": make_jpeg(i, start + timedelta(seconds=i)) for i in range(n)}
+    digests = {hashlib.sha256(d).hexdigest() for d in files.values()}
+    assert len(digests) == n
+    restarts, pid = int(box.prop("NRestarts")), box.prop("MainPID")
+    before = len(library_files(library))
+
+    t0 = time.monotonic()
+    drop(inbox, files)
+    wait_for(lambda: len(library_files(library)) > before, 30, "the first file of the batch filed")
+    box.sx("systemctl", "kill", "-s", "KILL", UNIT)
+    filed_at_kill = len(library_files(library)) - before
+    assert filed_at_kill < n, (
+        f"all {n} files were filed before the SIGKILL: the kill did not hit a busy batch"
+    )
+
+    wait_for(lambda: int(box.prop("NRestarts")) > restarts, 20, "an automatic restart")
+    wait_for(
+        lambda: box.prop("ActiveState") == "active" and box.prop("MainPID") not in ("0", pid),
+        30,
+        "the restarted service to be active with a new MainPID",
+    )
+
+    def done() -> bool:
+        return not files_under(inbox) and len(library_files(library)) - before >= n
+
+    wait_for(
+        done,
+        60,
+        lambda: (
+            f"all {n} files filed (the inbox has {len(files_under(inbox))}, "
+            f"the library {len(library_files(library)) - before} of them)"
+        ),
+    )
+    new_pid = box.prop("MainPID")
+    replays = wait_for(
+        lambda: [
+            e
+            for e in box.journal()
+            if e.get("EVENT") == "replay.started" and e.get("_PID") == new_pid
+        ],
+        10,
+        f"a replay.started journal entry from the restarted daemon (pid {new_pid})",
+    )
+    _report(
+        pytestconfig,
+        f"SIGKILL after {filed_at_kill}/{n} files; the restarted daemon replayed "
+        f"{replays[0].get('JOBS', '?')} jobs; all filed after {time.monotonic() - t0:.1f} s",
+    )
+    got: dict[str, list[str]] = {}
+    for p in library_files(library):
+        got.setdefault(sha256(p), []).append(str(p.relative_to(library)))
+    assert not [h for h in digests if h not in got], "files lost"
+    twice = {h: got[h] for h in digests if len(got[h]) > 1}
+    assert not twice, f"filed more than once: {twice}"
+    assert not files_under(library / ".staging"), files_under(library / ".staging")
+    elsewhere = [
+        p
+        for p in files_under(library / ".duplicates") + files_under(library / ".rejected")
+        if sha256(p) in digests
+    ]
+    assert not elsewhere, f"batch files quarantined after the crash: {elsewhere}"
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_status_json_agrees_with_the_library(service: Configured) -> None:
+    """`mediasortd status --json`, as an admin runs it (root) next to the service."""
+    box, library = service.box, service.library
+
+    def status() -> dict[str, Any]:
+        out = box.sx(
+            "/opt/mediasortd/bin/mediasortd",
+            "--config",
+            "/etc/mediasortd/test.toml",
+            "status",
+            "--json",
+        ).stdout
+        return dict(json.loads(out))
+
+    info = wait_for(
+        lambda: (
+            (st := status())["pending_jobs"] == 0
+            and st["library_files"] == len(library_files(library))
+            and st
+        ),
+        20,
+        lambda: f"status --json to agree with {len(library_files(library))} files: {status()}",
+    )
+    assert info["library"] == str(library)
+    assert info["outcomes"]["filed"] >= info["library_files"], info
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_config_error_exits_78_and_is_not_restarted(configured: Configured) -> None:
+    box = configured.box
+    bad = box.root / "etc/mediasortd/bad.toml"
+    bad.write_text("[paths]\ninbox = 'relative/path'\n")
+    # Drop-ins apply in the order of their names: after test.conf, which sets ExecStart= too.
+    dropin = box.root / "run/systemd/system" / f"{UNIT}.d" / "zz-bad-config.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text(
+        "[Service]\nExecStart=\nExecStart=/opt/mediasortd/bin/mediasortd "
+        "--config /etc/mediasortd/bad.toml run\n"
+    )
+    try:
+        box.sx("systemctl", "stop", UNIT)
+        box.sx("systemctl", "daemon-reload")
+        assert box.sx("systemctl", "start", UNIT, check=False).returncode != 0
+        # "failed", not "activating (auto-restart)": RestartPreventExitStatus=78 held.
+        wait_for(lambda: box.prop("ActiveState") == "failed", 10, "the unit to fail")
+        assert box.prop("ExecMainStatus") == "78"
+        assert box.prop("NRestarts") == "0"  # counts automatic restarts since `start`
+    finally:
+        dropin.unlink()
+        bad.unlink()
+        box.sx("systemctl", "daemon-reload")
+        box.sx("systemctl", "reset-failed", UNIT, check=False)
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_stop_is_clean(service: Configured) -> None:
+    box = service.box
+    box.sx("systemctl", "stop", UNIT, timeout=60)
+    assert box.prop("ActiveState") == "inactive"
+    assert (box.prop("Result"), box.prop("ExecMainCode"), box.prop("ExecMainStatus")) == (
+        "success",
+        "1",
+        "0",
+    )
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_install_again_without_systemd_keeps_config(installed: Installed) -> None:
+    """install.sh is idempotent, and works where systemd is not PID 1 (an image build, a
+    chroot, this CI VM): an empty /run/systemd in a private mount namespace looks like that."""
+    box = installed.box
+    config = box.root / "etc/mediasortd/config.toml"
+    before = config.read_text()
+    out = box.sx(
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount -t tmpfs none /run/systemd && exec "$@"',
+        "sh",
+        f"{INSTALL_DIR}/src/packaging/install.sh",
+        "--no-apt",
+        "--wheelhouse",
+        f"{INSTALL_DIR}/wheelhouse",
+        timeout=300,
+    )
+    assert "keeping the existing /etc/mediasortd/config.toml" in out.stderr, out.stderr
+    assert "skipped `systemctl daemon-reload`" in out.stderr, out.stderr
+    assert config.read_text() == before
+    assert (box.root / "etc/systemd/system" / UNIT).read_text() == UNIT_FILE.read_text()
