@@ -8,11 +8,15 @@ job": one code path. Nothing is deleted except a source whose bytes are safely p
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import os
+import zoneinfo
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 
 import apsw
@@ -24,10 +28,12 @@ from .errors import ToolError
 from .fsops import (SourceChanged, Unusable, copy_and_hash, fsync_dir, hash_file, identity,
                     link_noreplace, make_dirs, open_source, rename_noreplace, same_file,
                     unlink_if, unlink_quiet)
+from .companions import Companion, companion_of, library_name, matches_stem, takeout_names
 from .layout import library_path, numbered_name
 from .model import Job, MediaInfo, NotMedia, Outcome, Step
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+COMPANION_WAIT_LIMIT = 600.0  # a partner still in the inbox is waited for this long at most
 
 
 class Describer(Protocol):
@@ -63,6 +69,18 @@ class Skipped:
 
 Result = Finished | Retry | Skipped
 Hook = Callable[[Job], None]
+
+
+def _as_companion(partner: catalog.Entry, companion: Companion | None,
+                  kind: str) -> MediaInfo:
+    """A companion is dated by its partner (the still of a Live Photo, the photo of a
+    sidecar)."""
+    suffix = companion.suffix.decode() if companion is not None else ""
+    return MediaInfo(kind=kind, file_type=suffix.rpartition(".")[2].upper(), mime="",
+                     ext=suffix.rpartition(".")[2], captured=datetime.fromisoformat(
+                         partner.captured), utc_offset=None,
+                     date_source=f"partner:{partner.path}", date_raw=partner.captured,
+                     confidence="high")
 
 
 def display(path: bytes) -> str:
@@ -111,7 +129,8 @@ class Ingestor:
 
     def __init__(self, config: Config, conn: apsw.Connection, reader: Describer, *,
                  batch: str, log: Any, hook: Hook = _no_hook,
-                 max_attempts: int | None = 5, clock: Callable[[], float] = time.monotonic):
+                 max_attempts: int | None = 5, clock: Callable[[], float] = time.monotonic,
+                 companion_grace: float = 0.0):
         self.cfg = config
         self.conn = conn
         self.reader = reader
@@ -120,6 +139,9 @@ class Ingestor:
         self.hook = hook
         self.max_attempts = max_attempts
         self.clock = clock
+        self.companion_grace = companion_grace
+        self.tz: tzinfo | None = (None if config.timezone == "local"
+                                  else zoneinfo.ZoneInfo(config.timezone))
         self.library = os.fsencode(config.library)
         self.staging = os.fsencode(config.staging)
         self.steps: dict[Step, Callable[[Job], Job | Retry]] = {
@@ -229,8 +251,25 @@ class Ingestor:
                 journal.advance(self.conn, job.id, Step.RECORDED)
                 return journal.get(self.conn, job.id)
         name = os.path.basename(job.source)
-        info: MediaInfo | NotMedia = NotMedia("an empty file") if job.size == 0 else \
-            self.reader.describe(job.staged, os.fsdecode(name), job.identity.mtime_ns)
+        companion = companion_of(name)
+        partner: catalog.Entry | None = None
+        if companion is not None:
+            found = self._partner(job, companion)
+            if isinstance(found, Retry):
+                return found
+            partner = found
+        info: MediaInfo | NotMedia
+        if job.size == 0:
+            info = NotMedia("an empty file")
+        elif companion is not None and companion.kind == "sidecar" and partner is not None:
+            info = _as_companion(partner, companion, "sidecar")
+        else:
+            info = self.reader.describe(job.staged, os.fsdecode(name), job.identity.mtime_ns)
+            if isinstance(info, MediaInfo) and partner is not None:
+                info = dataclasses.replace(_as_companion(partner, companion, info.kind),
+                                           file_type=info.file_type, mime=info.mime)
+            elif isinstance(info, MediaInfo) and info.confidence != "high":
+                info = self._takeout_date(job, info)
         with transaction(self.conn):
             existing = catalog.by_sha256(self.conn, job.sha256)
             if existing is not None and existing.missing_since:
@@ -242,13 +281,19 @@ class Ingestor:
                                 duplicate_of=existing.id,
                                 dest=self._side_path(self.cfg.duplicates, job)
                                 if quarantine else None)
-            elif isinstance(info, NotMedia):
+            elif isinstance(info, NotMedia) or (companion is not None and partner is None
+                                                and companion.kind == "sidecar"):
+                reason = info.reason if isinstance(info, NotMedia) else ""
+                if companion is not None and companion.kind == "sidecar" and job.size:
+                    reason = "a sidecar whose photo is not in the library"
                 journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.REJECTED,
-                                error=info.reason,
+                                error=reason,
                                 dest=self._side_path(self.cfg.rejected, job) if job.move else None)
             else:
-                rel = catalog.free_name(self.conn, self.library,
-                                        library_path(self.cfg.layout, info.captured, info.ext))
+                preferred = (library_name(partner.path, companion)
+                             if partner is not None and companion is not None
+                             else library_path(self.cfg.layout, info.captured, info.ext))
+                rel = catalog.free_name(self.conn, self.library, preferred)
                 catalog.insert(self.conn, sha256=job.sha256, size=job.size, path=rel, info=info,
                                original_name=display(name), source=job.source,
                                imported_at=journal.now(), job_id=job.id)
@@ -327,6 +372,65 @@ class Ingestor:
         with transaction(self.conn):
             journal.advance(self.conn, job.id, Step.DONE, error=error)
             return journal.get(self.conn, job.id)
+
+    # -- companions ---------------------------------------------------------------------
+
+    def _partner(self, job: Job, companion: Companion) -> catalog.Entry | None | Retry:
+        """The catalog row of the photo this file travels with; None when there is none to
+        wait for; Retry while the partner is still on its way (in the inbox, or in hand)."""
+        folder = os.path.dirname(job.source)
+        jobs = journal.latest_for(self.conn, [os.path.join(folder, n) for n in companion.names])
+        on_disk = [n for n in companion.names if os.path.lexists(os.path.join(folder, n))]
+        if companion.stem is not None:
+            under = journal.latest_under(self.conn, os.path.join(folder, companion.stem + b"."))
+            jobs.update({k: v for k, v in under.items()
+                         if matches_stem(companion, os.path.basename(k))})
+            try:
+                on_disk += [n for n in os.listdir(folder) if matches_stem(companion, n)]
+            except OSError:
+                pass
+        for source, other in sorted(jobs.items(), key=lambda kv: -kv[1].id):
+            if other.step is Step.DONE and other.outcome is Outcome.FILED:
+                entry = catalog.by_job(self.conn, other.id)
+            elif other.step is Step.DONE and other.outcome is Outcome.DUPLICATE:
+                entry = catalog.by_id(self.conn, other.duplicate_of or -1)
+            else:
+                entry = None
+            if entry is not None and not entry.missing_since:
+                return entry
+        waited = journal.age(self.conn, job.id)
+        on_its_way = any(j.step is not Step.DONE for j in jobs.values()) or any(
+            os.path.join(folder, n) not in jobs for n in on_disk)
+        grace = self.companion_grace if companion.kind == "sidecar" else 0.0
+        if (on_its_way and waited < max(grace, COMPANION_WAIT_LIMIT)) or waited < grace:
+            return Retry(job, 1.0, "waiting for the photo it belongs with")
+        return None
+
+    def _takeout_date(self, job: Job, info: MediaInfo) -> MediaInfo:
+        """A Google Takeout JSON beside the photo dates it when the photo has no date of
+        its own (photoTakenTime, UTC seconds)."""
+        folder = os.path.dirname(job.source)
+        for name in takeout_names(os.path.basename(job.source)):
+            fd = open_source(os.path.join(folder, name))
+            if isinstance(fd, Unusable):
+                continue
+            try:
+                raw = os.read(fd, 1 << 20)
+            finally:
+                os.close(fd)
+            try:
+                stamp = int(json.loads(raw)["photoTakenTime"]["timestamp"])
+                when = datetime.fromtimestamp(stamp, UTC).astimezone(self.tz)
+            except (ValueError, KeyError, TypeError, OverflowError, OSError):
+                continue
+            if not 1826 <= when.year or when > datetime.now(UTC) + timedelta(days=1):
+                continue
+            offset = when.utcoffset()
+            return dataclasses.replace(
+                info, captured=when.replace(tzinfo=None), date_raw=str(stamp),
+                utc_offset=int(offset.total_seconds()) if offset is not None else None,
+                date_source="Takeout:photoTakenTime", confidence="medium")
+        return info
 
     # -- helpers ------------------------------------------------------------------------
 

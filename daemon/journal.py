@@ -56,6 +56,34 @@ def settled_for(conn: apsw.Connection, source: bytes, ident: Identity) -> Job | 
     return _job(rows[0]) if rows else None
 
 
+def latest_for(conn: apsw.Connection, sources: list[bytes]) -> dict[bytes, Job]:
+    """The newest job of each of these source paths."""
+    out: dict[bytes, Job] = {}
+    for source in sources:
+        rows = conn.execute(f"SELECT {_COLS} FROM jobs WHERE source = ? ORDER BY id DESC "
+                            "LIMIT 1", (source,)).fetchall()
+        if rows:
+            out[source] = _job(rows[0])
+    return out
+
+
+def latest_under(conn: apsw.Connection, prefix: bytes) -> dict[bytes, Job]:
+    """The newest job of each source path that starts with `prefix` (non-empty)."""
+    upper = prefix[:-1] + bytes([prefix[-1] + 1]) if prefix[-1] < 255 else prefix + b"\xff"
+    out: dict[bytes, Job] = {}
+    for row in conn.execute(f"SELECT {_COLS} FROM jobs WHERE source >= ? AND source < ? "
+                            "ORDER BY id", (prefix, upper)):
+        job = _job(row)
+        out[job.source] = job
+    return out
+
+
+def age(conn: apsw.Connection, job_id: int) -> float:
+    """Seconds since the job was recorded."""
+    created = conn.execute("SELECT created_at FROM jobs WHERE id = ?", (job_id,)).fetchall()
+    return (datetime.now(UTC) - datetime.fromisoformat(created[0][0])).total_seconds()
+
+
 def record(conn: apsw.Connection, batch: str, source: bytes, ident: Identity, move: bool,
            staged_dir: bytes) -> Job:
     """Insert a new job at RECORDED (inside the caller's transaction)."""

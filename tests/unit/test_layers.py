@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "daemon"
 
 LEVELS = {
     "errors": 0, "model": 0,
-    "config": 1, "layout": 0,
+    "config": 1, "layout": 0, "companions": 0,
     "db": 2, "journal": 2, "catalog": 2, "query": 2, "undolog": 2,
     "fsops": 2, "exiftool": 2, "metadata": 3, "watcher": 2, "notify": 2, "logs": 2,
     "ingest": 3, "report": 3, "lookup": 3, "undo": 3,
