@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from . import __version__, config, db, logs, maintain, report, service
-from .errors import EX_FAILED, EX_OK, MediasortError
+from . import __version__, config, db, logs, lookup, maintain, query, report, service, show
+from .errors import EX_FAILED, EX_OK, MediasortError, UsageError
 from .model import Outcome
 
 DESCRIPTION = """\
@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--dry-run", action="store_true",
                      help="say where each file would go; change nothing (no lock needed)")
 
-    st = sub.add_parser("status", parents=[common], help="counts by outcome, pending jobs, "
-                        "recent problems, library size")
+    st = sub.add_parser("status", parents=[common], help="a dashboard: what is happening "
+                        "now, today's and all-time counts, the last problems, disk space, the "
+                        "oldest file waiting in the inbox and why")
     st.add_argument("--json", action="store_true", help="print JSON")
 
     ver = sub.add_parser("verify", parents=[common], help="check catalog vs library vs "
@@ -69,7 +70,76 @@ def build_parser() -> argparse.ArgumentParser:
                          "from GoSort or another sorter. Duplicates of catalogued content go "
                          "to paths.duplicates, non-media to paths.rejected; each is listed.")
     ado.add_argument("path", metavar="PATH", help="the library, or a folder inside it")
+    _answer_parsers(sub, common)
     return p
+
+
+WHEN_HELP = ("WHEN: 2h, 30m, 7d, 1w, today, yesterday, 2024-06-03, '2024-06-03 14:00' "
+             "(local time)")
+
+
+def _answer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """find, history, undo: the catalog and the journal answer people's questions."""
+    fnd = sub.add_parser(
+        "find", parents=[common], help="where did my photo go? look up files by content, "
+        "name, date or sha256", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Each WHAT is one of:\n"
+        "  a file          hashed, then looked up: is its content in the library, where, and\n"
+        "                  which imports met it (duplicates, rejects)\n"
+        "  a date          2024-06-03 or 2024-06: files captured then\n"
+        "  a sha256 prefix at least 6 hex digits\n"
+        "  a source path   has a '/' and no longer exists: files that came from there\n"
+        "                  (a glob: '/srv/inbox/phone/*')\n"
+        "  a name or glob  an original name, IMG_1234.JPG or 'IMG_12*' (quote it),\n"
+        "                  case-insensitive\n"
+        "Each answer shows the library path, the original name and source, when it was\n"
+        "filed (batch and job), the capture date and the tag or rule it came from; for\n"
+        "duplicates and rejects the quarantine path and the reason. Exit status 0 when\n"
+        "every WHAT found something, 1 otherwise.")
+    fnd.add_argument("what", nargs="+", metavar="WHAT")
+    fnd.add_argument("--limit", type=int, default=50, metavar="N",
+                     help="answers per WHAT (default 50)")
+    fnd.add_argument("--json", action="store_true", help="print JSON")
+
+    his = sub.add_parser(
+        "history", parents=[common], help="what happened to each file, newest first",
+        description="The per-file audit trail from the journal, newest first, grouped by "
+        "batch (an import run, a daemon burst, an undo): filed, duplicate, rejected, failed, "
+        "vanished, pending, undone, not-undone, with the reasons. " + WHEN_HELP)
+    his.add_argument("--since", metavar="WHEN", help="only what happened since WHEN")
+    his.add_argument("--outcome", action="append", metavar="OUTCOME",
+                     help="only these outcomes (repeat, or comma-separated): "
+                          + ", ".join(query.HISTORY_OUTCOMES))
+    his.add_argument("--batch", action="append", metavar="BATCH", help="only this batch")
+    his.add_argument("--limit", type=int, default=100, metavar="N",
+                     help="at most N rows (default 100; 0: all)")
+    his.add_argument("--json", action="store_true", help="print JSON")
+
+    und = sub.add_parser(
+        "undo", parents=[common], help="put the files of an import or a daemon burst back "
+        "where they came from", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Undo every file of BATCH (an import run or a daemon burst, as shown by\n"
+        "`mediasortd history`; a unique prefix will do), or of everything finished since\n"
+        "WHEN. Each file's library copy is moved back to where it came from and its catalog\n"
+        "row removed; quarantined duplicates and rejected files go back too.\n"
+        "\n"
+        "- An import done without --move left its sources: their library copies and rows\n"
+        "  are just removed (if a source is gone since, the file is put back instead).\n"
+        "- Nothing at the source is ever overwritten: if a different file stands there now,\n"
+        "  the restored one is put beside it as NAME.1.EXT.\n"
+        "- Files the daemon took from the inbox are not put back into it (it would file\n"
+        "  them again): they go to {library}/.undone/BATCH/ with their path in the inbox.\n"
+        "- A file whose source folder is gone, or that cannot be written there, stays in\n"
+        "  the library and is reported; run undo again once that is fixed.\n"
+        "\n"
+        "Undo is journalled and crash-safe like an import: if it is interrupted, the next\n"
+        "undo, import or daemon start finishes it. It needs the daemon stopped (the lock).\n"
+        "Exit status 0 when every file was undone, 1 when some were left (each listed).\n"
+        + WHEN_HELP)
+    und.add_argument("batches", nargs="*", metavar="BATCH")
+    und.add_argument("--since", metavar="WHEN", help="undo everything finished since WHEN")
+    und.add_argument("--dry-run", action="store_true",
+                     help="say what would be put back where; change nothing (no lock needed)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,25 +188,7 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return EX_OK
-    o = info["outcomes"]
-    print(f"library  {info['library']}: {info['library_files']:,} files, "
-          f"{_size(info['library_bytes'])}"
-          + (f", {_size(info['library_free_bytes'])} free" if info["library_free_bytes"]
-             is not None else ""))
-    print(f"inbox    {info['inbox']}")
-    print(f"all time {o['filed']:,} filed, {o['duplicate']:,} duplicates, "
-          f"{o['rejected']:,} rejected, {o['failed']:,} failed, {o['vanished']:,} vanished")
-    t = info["today"]
-    print(f"today    {t['filed']:,} filed, {t['duplicate']:,} duplicates, "
-          f"{t['rejected']:,} rejected, {t['failed']:,} failed")
-    print(f"pending  {info['pending_jobs']:,} unfinished job(s)")
-    if info["library_full"]:
-        print("LIBRARY FULL: files are waiting for space on the library's filesystem; "
-              "they are filed by themselves once space is freed")
-    if info["recent_problems"]:
-        print("recent problems:")
-        for p in info["recent_problems"]:
-            print(f"  {p['outcome']:9} {p['source']}: {p['error']}")
+    print("\n".join(show.status(info)))
     return EX_OK
 
 
@@ -202,8 +254,72 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def cmd_find(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    conn = db.connect(cfg.catalog, readonly=True)
+    try:
+        found = [lookup.find(cfg, conn, what, limit=max(1, args.limit)) for what in args.what]
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps([f.as_dict() for f in found], indent=2))
+    else:
+        for f in found:
+            print("\n".join(show.find(f)))
+    return EX_OK if all(f.results for f in found) else EX_FAILED
+
+
+def _when(text: str | None) -> str | None:
+    try:
+        return query.parse_when(text) if text is not None else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_history(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    outcomes = [o.strip() for arg in args.outcome or () for o in arg.split(",") if o.strip()]
+    conn = db.connect(cfg.catalog, readonly=True)
+    try:
+        rows = lookup.history(conn, since=_when(args.since), outcomes=outcomes or None,
+                              batches=args.batch, limit=max(0, args.limit))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print("\n".join(show.history(rows, str(cfg.library))))
+    return EX_OK
+
+
+def cmd_undo(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    if bool(args.batches) == (args.since is not None):
+        raise UsageError("undo: give BATCH... or --since WHEN (one of them)")
+    summary = service.undo(cfg, batches=args.batches or None, since=_when(args.since),
+                           dry_run=args.dry_run, log=log)
+    what = ", ".join(summary.undoing) if isinstance(summary.undoing, list) else summary.undoing
+    if summary.resumed:
+        print(f"finished an interrupted undo: {show.undo_counts(summary.resumed)}")
+    if summary.preview is not None:
+        for line in show.undo_preview(summary.preview):
+            print(line)
+        print(f"dry run, nothing changed: undo {what}: would undo {len(summary.preview)} "
+              "file(s)")
+    else:
+        for item in summary.items:
+            print(show.undo_item(item, summary.sources[item.job_id]))
+        print(f"undo {what} ({summary.batch}): {len(summary.items)} file(s): "
+              f"{show.undo_counts(summary.items)}")
+    if summary.already_undone:
+        print(f"{summary.already_undone} file(s) of it were undone before")
+    if summary.unfinished_jobs:
+        print(f"{summary.unfinished_jobs} job(s) of it are unfinished and were not undone: "
+              "let the daemon or an import finish them, then undo again")
+    return EX_OK if summary.ok else EX_FAILED
+
+
 COMMANDS = {"adopt": cmd_adopt, "run": cmd_run, "import": cmd_import, "status": cmd_status,
-            "verify": cmd_verify}
+            "verify": cmd_verify, "find": cmd_find, "history": cmd_history, "undo": cmd_undo}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,6 +34,7 @@ class Config:
     queue_size: int = 1000
     settle_seconds: float = 2.0
     rescan_seconds: float = 300.0
+    companion_grace_seconds: float = 60.0
     on_duplicate: str = "quarantine"
     timezone: str = "local"
     layout: str = DEFAULT_LAYOUT
@@ -41,6 +42,9 @@ class Config:
     dir_mode: int = 0o750
     log_level: str = "info"
     log_format: str = "auto"
+    batch_idle_seconds: float = 60.0  # the daemon starts a new batch after this much quiet
+    metrics_textfile: Path | None = None  # Prometheus textfile; None: no metrics
+    metrics_interval: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -63,11 +67,15 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "workers": ("workers", "int"), "queue_size": ("queue_size", "int"),
         "settle_seconds": ("settle_seconds", "float"),
         "rescan_seconds": ("rescan_seconds", "float"),
+        "companion_grace_seconds": ("companion_grace_seconds", "float"),
         "on_duplicate": ("on_duplicate", "str"), "timezone": ("timezone", "str"),
         "layout": ("layout", "str"), "file_mode": ("file_mode", "mode"),
         "dir_mode": ("dir_mode", "mode"),
+        "batch_idle_seconds": ("batch_idle_seconds", "float"),
     },
     "logging": {"level": ("log_level", "str"), "format": ("log_format", "str")},
+    "metrics": {"textfile": ("metrics_textfile", "optional path"),
+                "interval_seconds": ("metrics_interval", "float")},
 }
 
 
@@ -101,6 +109,11 @@ def parse(data: dict[str, Any], source: str) -> Config:
         ("ingest.queue_size", values.get("queue_size", 1000) >= 1, "must be at least 1"),
         ("ingest.settle_seconds", values.get("settle_seconds", 0) >= 0, "must not be negative"),
         ("ingest.rescan_seconds", values.get("rescan_seconds", 1) > 0, "must be positive"),
+        ("ingest.companion_grace_seconds", values.get("companion_grace_seconds", 0) >= 0,
+         "must not be negative"),
+        ("ingest.batch_idle_seconds", values.get("batch_idle_seconds", 1) > 0,
+         "must be positive"),
+        ("metrics.interval_seconds", values.get("metrics_interval", 1) > 0, "must be positive"),
         ("ingest.on_duplicate", values.get("on_duplicate", "quarantine") in ON_DUPLICATE,
          f"must be one of {', '.join(ON_DUPLICATE)}"),
         ("logging.format", values.get("log_format", "auto") in LOG_FORMATS,
@@ -129,6 +142,10 @@ def parse(data: dict[str, Any], source: str) -> Config:
 
 
 def _convert(value: Any, kind: str, fail: Any) -> Any:
+    if kind == "optional path":  # "" means none
+        if value == "":
+            return None
+        kind = "path"
     if kind == "path":
         if not isinstance(value, str) or not value:
             raise fail("must be a non-empty string")

@@ -70,6 +70,35 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_finished ON jobs(finished_at);
     CREATE INDEX jobs_sha256 ON jobs(sha256);
     """,
+    # 2: the undo journal (one row per file of an `undo`, advanced like a job) and the
+    # indexes `find` and `history` search by
+    """
+    CREATE TABLE undos (
+        id          INTEGER PRIMARY KEY,
+        batch       TEXT NOT NULL,     -- the undo run: undo-<UTC time>-<pid>
+        job_id      INTEGER NOT NULL,  -- the ingest job being undone
+        file_id     INTEGER,           -- the catalog row to delete (filed jobs)
+        origin      BLOB,              -- where the bytes are: library, quarantine or rejected
+        keep_origin INTEGER NOT NULL,  -- 1: origin is another row's file; copy, never remove
+        target      BLOB NOT NULL,     -- where they go back: the source, or {library}/.undone
+        sha256      TEXT,
+        size        INTEGER,
+        mtime_ns    INTEGER,           -- the source's mtime, given back
+        step        TEXT NOT NULL,     -- recorded | restored | done
+        dest        BLOB,              -- where they went: target or target.N
+        outcome     TEXT,              -- restored | removed | untouched | kept
+        error       TEXT,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        finished_at TEXT
+    );
+    -- a job has at most one unfinished undo
+    CREATE UNIQUE INDEX undos_active_job ON undos(job_id) WHERE step != 'done';
+    CREATE INDEX undos_job ON undos(job_id);
+    CREATE INDEX undos_finished ON undos(finished_at);
+    CREATE INDEX jobs_batch ON jobs(batch);
+    CREATE INDEX files_job ON files(job_id);
+    """,
 ]
 
 

@@ -24,6 +24,12 @@ class MediasortError(Exception):
         super().__init__(message or (self.__doc__ or "").strip())
 
 
+class UsageError(MediasortError):
+    """The command line asks for something that cannot be done (a bad time, no such batch)."""
+
+    exit_code = EX_USAGE
+
+
 class ConfigError(MediasortError):
     """The configuration is invalid."""
 

@@ -77,3 +77,40 @@ class NotMedia:
     """A file that is not a photo or video we can file, and why."""
 
     reason: str
+
+
+class UndoStep(enum.StrEnum):
+    """Where one file's undo is (the `undos` table). Each step is durable before it is
+    committed, like an ingest job's."""
+
+    RECORDED = "recorded"  # the intent is committed; nothing has been touched
+    RESTORED = "restored"  # the bytes are back at `dest` (or were still there), fsynced
+    DONE = "done"  # the library or quarantine copy and its catalog row are gone
+
+
+class UndoOutcome(enum.StrEnum):
+    RESTORED = "restored"  # put back where it came from (or beside it, or under .undone)
+    REMOVED = "removed"  # the source still held the bytes: only our copy was removed
+    UNTOUCHED = "untouched"  # the import left nothing behind for this file: nothing to do
+    KEPT = "kept"  # could not be undone safely: left where it is, `error` says why
+
+
+@dataclass(frozen=True)
+class UndoItem:
+    """One file of an undo: put the bytes at `origin` back at `target` (never over
+    anything), then remove `origin` (unless `keep_origin`) and catalog row `file_id`."""
+
+    id: int
+    batch: str  # this undo run: undo-<UTC time>-<pid>
+    job_id: int  # the ingest job being undone
+    file_id: int | None  # the catalog row to delete (a filed job)
+    origin: bytes | None  # where the bytes are now: library file, quarantined/rejected copy
+    keep_origin: bool  # origin is another catalog row's file: copy it, never remove it
+    target: bytes  # where they go back: the source path, or under {library}/.undone
+    sha256: str | None
+    size: int | None
+    mtime_ns: int | None  # the source's mtime, given back to the restored file
+    step: UndoStep
+    dest: bytes | None  # where they actually went: target or target.N
+    outcome: UndoOutcome | None
+    error: str | None

@@ -31,6 +31,7 @@ class Pool:
                  make_reader: Callable[[], Closeable], workers: int | None = None,
                  queue_size: int | None = None, max_attempts: int | None = 5,
                  hook: Hook = _no_hook, on_result: Callable[[Result], None] | None = None,
+                 companion_grace: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.move = move
@@ -42,6 +43,7 @@ class Pool:
         self.max_attempts = max_attempts
         self.hook = hook
         self.on_result = on_result
+        self.companion_grace = companion_grace
         self.clock = clock
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
@@ -141,7 +143,8 @@ class Pool:
         conn = db.connect(self.cfg.catalog)
         reader = self.make_reader()
         ingest = Ingestor(self.cfg, conn, reader, batch=self.batch, log=self.log,
-                          hook=self.hook, max_attempts=self.max_attempts, clock=self.clock)
+                          hook=self.hook, max_attempts=self.max_attempts, clock=self.clock,
+                          companion_grace=self.companion_grace)
         try:
             while not self.stopping.is_set():
                 self.beats[i] = self.clock()
@@ -150,6 +153,7 @@ class Pool:
                     continue
                 path, job_id = item
                 self.busy_since[i] = self.clock()
+                ingest.batch = self.batch  # the daemon starts a new batch per burst
                 try:
                     result = (ingest.resume(journal.get(conn, job_id)) if job_id is not None
                               else ingest.take(path, self.move))

@@ -1,20 +1,27 @@
-"""Read-only views of a library: `status` (counts, pending, problems, space) and `verify`
-(catalog vs library vs journal). They never change anything; `verify` lists each problem.
+"""Read-only views of a library: `status` (what is happening now, counts, problems, space,
+the oldest file still waiting in the inbox and why) and `verify` (catalog vs library vs
+journal). They never change anything; `verify` lists each problem.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import apsw
 
-from . import catalog, journal
+from . import catalog, journal, query, undolog
 from .config import Config
 from .fsops import hash_file
+from .watcher import open_for_writing, scan
+
+INBOX_SCAN_LIMIT = 5000  # status looks at this many inbox files at most
+WRITING_COMMANDS = ("run", "import", "undo")
 
 
 @dataclass
@@ -40,13 +47,22 @@ class Report:
 
 def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
     totals = catalog.totals(conn)
+    free: int | None
+    size: int | None
     try:
         vfs = os.statvfs(cfg.library)
-        free = vfs.f_bavail * vfs.f_frsize
+        free, size = vfs.f_bavail * vfs.f_frsize, vfs.f_blocks * vfs.f_frsize
     except OSError:
-        free = None
-    today = journal.now()[:10]
+        free = size = None
+    today = query.parse_when("today")  # local midnight
+    holder = writer(cfg)
     return {
+        "now": {"writer": holder, "in_progress": journal.pending(conn),
+                "last_finished": query.last_finished(conn),
+                "last_filed": query.last_finished(conn, "filed"),
+                "batch": query.latest_batch(conn)},
+        "inbox_waiting": inbox_waiting(cfg, conn, holder),
+        "library_fs_bytes": size,
         "inbox": str(cfg.inbox), "library": str(cfg.library),
         "catalog": str(cfg.catalog),
         "outcomes": journal.counts(conn),
@@ -57,6 +73,108 @@ def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
         "library_free_bytes": free,
         "recent_problems": list(journal.recent_problems(conn)),
     }
+
+
+def writer(cfg: Config) -> dict[str, Any] | None:
+    """The mediasortd process holding the state lock, if any: {pid, command}. Read from
+    /proc/locks (the lock is never taken, so a daemon starting meanwhile is not refused);
+    where that is hidden, the pid written in the lock file, if that process lives."""
+    lock = cfg.state_dir / "lock"
+    try:
+        st = os.stat(lock)
+    except OSError:
+        return None
+    pid = _flock_holder(st)
+    if pid is None and not os.path.exists("/proc/locks"):
+        text = lock.read_text(errors="replace").strip()
+        pid = int(text) if text.isdigit() and os.path.exists(f"/proc/{text}") else None
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        args = []
+    return {"pid": pid, "command": next((a for a in args if a in WRITING_COMMANDS), "?")}
+
+
+def _flock_holder(st: os.stat_result) -> int | None:
+    """The pid holding a flock on the file `st` describes, from /proc/locks lines like
+    `1: FLOCK  ADVISORY  WRITE 4242 fe:01:1234 0 EOF` (device in hex, inode in decimal)."""
+    try:
+        with open("/proc/locks") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK" or "->" in parts:
+            continue
+        try:
+            major, minor, ino = parts[5].split(":")
+            if (int(ino), int(major, 16), int(minor, 16)) == (
+                    st.st_ino, os.major(st.st_dev), os.minor(st.st_dev)):
+                return int(parts[4])
+        except ValueError:
+            continue
+    return None
+
+
+def inbox_waiting(cfg: Config, conn: apsw.Connection,
+                  holder: dict[str, Any] | None) -> dict[str, Any]:
+    """Files in the inbox the daemon would take (partial and hidden names aside): how many
+    wait, how many were handled and left in place on purpose, and the oldest waiting one
+    (by ctime: when it arrived, even if moved in with an old mtime) and why it waits."""
+    waiting: list[tuple[float, bytes, os.stat_result, dict[str, Any] | None]] = []
+    left = 0
+    complete = True
+    for n, path in enumerate(scan(os.fsencode(cfg.inbox))):
+        if n >= INBOX_SCAN_LIMIT:
+            complete = False
+            break
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        job = query.latest_job_for(conn, path)
+        if job and job["step"] == "done" and job["move"] and job["outcome"] in (
+                "duplicate", "rejected") and (job["dev"], job["ino"], job["size"],
+                                              job["mtime_ns"]) == (
+                st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+            left += 1  # a kept duplicate, or a reject that could not be moved
+            continue
+        waiting.append((st.st_ctime, path, st, job))
+    out: dict[str, Any] = {"inbox": str(cfg.inbox), "files": len(waiting),
+                           "left_in_place": left, "complete": complete, "oldest": None}
+    if waiting:
+        ctime, path, st, job = min(waiting, key=lambda w: w[0])
+        out["oldest"] = {"path": path.decode("utf-8", "backslashreplace"),
+                         "since": query.utc_iso(datetime.fromtimestamp(ctime, UTC)),
+                         "waiting_seconds": max(0.0, time.time() - ctime),
+                         "why": _why_waiting(cfg, st, job, holder)}
+    return out
+
+
+def _why_waiting(cfg: Config, st: os.stat_result, job: dict[str, Any] | None,
+                 holder: dict[str, Any] | None) -> str:
+    if job and job["step"] != "done":
+        if job["reason"]:
+            return (f"job {job['job']} is retrying at step {job['step']} (attempt "
+                    f"{job['attempts']}): {job['reason']}")
+        return f"job {job['job']} is in progress (step {job['step']})"
+    if holder is None or holder["command"] != "run":
+        return ("the daemon is not running" + (f" (an {holder['command']} is, pid "
+                                              f"{holder['pid']})" if holder else ""))
+    quiet = time.time() - st.st_mtime
+    if quiet < cfg.settle_seconds:
+        return (f"still changing: modified {quiet:.1f} s ago; taken once unchanged for "
+                f"{cfg.settle_seconds:g} s")
+    if (st.st_dev, st.st_ino) in open_for_writing():
+        return "a process has it open for writing; taken once it is closed"
+    if job and job["outcome"] == "failed":
+        return (f"failed at {query.local_time(job['when'])}: {job['reason']}; tried again "
+                f"at the next rescan (every {cfg.rescan_seconds:g} s) or restart")
+    return "queued: the daemon has not reached it yet"
 
 
 def library_files(library: bytes) -> Iterator[bytes]:
@@ -87,6 +205,10 @@ def verify(cfg: Config, conn: apsw.Connection, deep: bool = False) -> Report:
         report.problems.append(Problem("unfinished", job.source.decode("utf-8", "replace"),
                                        f"job {job.id} stopped at step {job.step.value}"))
     pending = {j.id for j in unfinished}
+    for item in undolog.unfinished(conn):
+        report.problems.append(Problem("unfinished", os.fsdecode(item.origin or item.target),
+                                       f"undo of job {item.job_id} stopped at step "
+                                       f"{item.step.value}"))
     for name in _listdir(os.fsencode(cfg.staging)):
         report.problems.append(Problem("staging", os.fsdecode(
             os.path.join(os.fsencode(cfg.staging), name)), "leftover in staging"))

@@ -1,7 +1,8 @@
-"""Composition root for the commands that write: `import` and `run`.
+"""Composition root for the commands that write: `import`, `run` and `undo`.
 
-Both take the state lock, open and migrate the catalog, replay unfinished jobs, and only
-then take new work, through the same Pool and Ingestor. Signal handlers only set events.
+All take the state lock, open and migrate the catalog, finish an interrupted undo, replay
+unfinished jobs, and only then take new work, through the same Pool and Ingestor. Signal
+handlers only set events.
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from . import catalog, db, journal, logs, notify
+from . import catalog, db, journal, logs, notify, query, undolog
 from .config import Config
-from .errors import LockedError, MediasortError
+from .errors import LockedError, MediasortError, UsageError
 from .fsops import Unusable, hash_fd, open_source
-from .ingest import Finished, Result, kill_hook_from_env, sweep_staging
+from .ingest import Finished, Result, Skipped, kill_hook_from_env, sweep_staging
 from .layout import library_path, numbered
 from .metadata import Reader
-from .model import NotMedia, Outcome
+from .metrics import Gauges, Metrics, write_textfile
+from .model import Job, NotMedia, Outcome, UndoItem, UndoOutcome
 from .pool import Pool
+from .undo import Undoer
+from .undo import kill_hook_from_env as undo_kill_hook_from_env
 from .watcher import Candidates, Watcher, prune_empty_dirs, scan
 
 
@@ -67,6 +71,7 @@ def prepare(cfg: Config, log: Any) -> list[tuple[int, bytes]]:
     conn = db.connect(cfg.catalog)
     try:
         sweep_staging(conn, os.fsencode(cfg.staging), log)
+        Undoer(cfg, conn, log).replay()  # an interrupted `undo` is finished first
         jobs = [(job.id, job.source) for job in journal.unfinished(conn)]
     finally:
         conn.close()
@@ -154,8 +159,12 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any) -> ImportS
         def on_result(result: Result) -> None:
             if isinstance(result, Finished) and result.job.outcome is not None:
                 counts[result.job.outcome.value] += 1
-                progress.done += 1
-                progress.update(counts)
+            elif isinstance(result, Skipped):
+                counts["skipped"] = counts.get("skipped", 0) + 1
+            else:
+                return
+            progress.done += 1
+            progress.update(counts)
 
         batch = batch_id("import")
         log.info("import.started", batch=batch, files=len(paths), move=move)
@@ -177,6 +186,63 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any) -> ImportS
         return ImportSummary(counts, len(paths))
     finally:
         lock.release()
+
+
+# -- undo ---------------------------------------------------------------------------------
+
+@dataclass
+class UndoSummary:
+    batch: str  # this undo's own batch id
+    undoing: list[str] | str  # the batches undone, or "since WHEN"
+    items: list[UndoItem]
+    resumed: list[UndoItem]  # an interrupted undo, finished first
+    unfinished_jobs: int = 0  # jobs of these batches still in progress: not undone
+    already_undone: int = 0  # files of these batches undone by an earlier undo
+    preview: list[tuple[Job, UndoItem]] | None = None  # --dry-run
+    sources: dict[int, str] = field(default_factory=dict)  # job id -> its source, for people
+
+    @property
+    def ok(self) -> bool:
+        return all(i.outcome is not UndoOutcome.KEPT for i in self.items + self.resumed)
+
+
+def undo(cfg: Config, *, batches: list[str] | None, since: str | None, dry_run: bool,
+         log: Any) -> UndoSummary:
+    """Put the files of these batches (or of every job finished since `since`) back where
+    they came from: crash-safe, journalled in `undos`, resumed by the next undo, import
+    or run. --dry-run reads only and needs no lock."""
+    lock = None if dry_run else StateLock(cfg)
+    try:
+        conn = db.connect(cfg.catalog, readonly=dry_run)
+        try:
+            undoer = Undoer(cfg, conn, log, hook=undo_kill_hook_from_env())
+            resumed = undolog.unfinished(conn) if dry_run else undoer.replay()
+            if batches is not None:
+                batches, problems = undolog.resolve_batches(conn, batches)
+                if problems:
+                    raise UsageError("; ".join(problems))
+            ids = undolog.undoable_jobs(conn, batches, since)
+            summary = UndoSummary("dry-run", batches or f"since {since}", [], resumed,
+                                  unfinished_jobs=undolog.unfinished_jobs(conn, batches)
+                                  if batches else 0,
+                                  already_undone=undolog.already_undone(conn, batches, since))
+            if dry_run:
+                summary.preview = undoer.preview(ids)
+                return summary
+            summary.batch = batch_id("undo")
+            log.info("undo.started", batch=summary.batch, undoing=summary.undoing,
+                     files=len(ids))
+            summary.items = [undoer.run(item) for item in undoer.plan(ids, summary.batch)]
+            summary.sources = {i.job_id: journal.get(conn, i.job_id).source.decode(
+                "utf-8", "backslashreplace") for i in summary.items}
+            log.info("undo.completed", batch=summary.batch, **{
+                o.value: sum(i.outcome is o for i in summary.items) for o in UndoOutcome})
+            return summary
+        finally:
+            conn.close()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 
@@ -261,6 +327,13 @@ class Daemon:
         self.base_counts: dict[str, int] = {}
         self.finished_dirs: set[bytes] = set()
         self.pool: Pool | None = None
+        self.last_busy = clock()  # the last moment a file was queued or in hand
+        self.batch = ""
+        self.batch_seq = 1
+        self.readers: list[Reader] = []  # every worker's, for their ExifTool restarts
+        self.metrics: Metrics | None = None
+        self.metrics_conn: Any = None
+        self.metrics_error = ""
 
     def request_stop(self, signum: int = 0, frame: object = None) -> None:
         self.stop.set()
@@ -275,15 +348,20 @@ class Daemon:
         watcher: Watcher | None = None
         try:
             unfinished = prepare(cfg, log)
-            conn = db.connect(cfg.catalog)
+            conn: Any = db.connect(cfg.catalog)
             try:
                 self.base_counts = journal.counts(conn)
+                if cfg.metrics_textfile is not None:
+                    self.metrics = Metrics(self.base_counts, query.filed_bytes(conn), time.time())
+                    self.metrics_conn, conn = conn, None  # kept open for the gauges
             finally:
-                conn.close()
+                if conn is not None:
+                    conn.close()
             hook = kill_hook_from_env()
-            self.pool = pool = Pool(cfg, move=True, batch=batch_id("run"), log=log,
-                                    make_reader=make_reader(cfg), max_attempts=None, hook=hook,
-                                    on_result=self._on_result, clock=self.clock)
+            self.pool = pool = Pool(cfg, move=True, batch=self._new_batch(), log=log,
+                                    make_reader=self._make_reader, max_attempts=None, hook=hook,
+                                    on_result=self._on_result, clock=self.clock,
+                                    companion_grace=cfg.companion_grace_seconds)
             pool.start()
             pool.replay(unfinished)
             watcher = Watcher(self.inbox, on_file=self._on_file, on_dir=self._on_dir,
@@ -292,7 +370,8 @@ class Daemon:
             self._rescan()
             notify.send("READY=1", f"STATUS={self.status_line()}")
             log.info("daemon.ready", inbox=str(cfg.inbox), library=str(cfg.library),
-                     workers=cfg.workers, replayed=len(unfinished))
+                     workers=cfg.workers, replayed=len(unfinished), batch=self.batch)
+            self._write_metrics()
             self._serve(watcher, pool)
         finally:
             notify.send("STOPPING=1", "STATUS=stopping: finishing the files in hand")
@@ -301,6 +380,9 @@ class Daemon:
                 watcher.stop()
             if self.pool is not None:
                 self.pool.stop()
+            if self.metrics_conn is not None:
+                self._write_metrics()
+                self.metrics_conn.close()
             lock.release()
         if self.pool is not None and self.pool.errors:
             raise self.pool.errors[0]
@@ -312,6 +394,7 @@ class Daemon:
         tick = min(0.25, max(self.cfg.settle_seconds / 4, 0.02))
         next_ping = next_status = self.clock()
         next_rescan = self.clock() + self.cfg.rescan_seconds
+        next_metrics = self.clock() + self.cfg.metrics_interval
         last_status = ""
         while not self.stop.is_set():
             self.wake.wait(tick)
@@ -320,7 +403,11 @@ class Daemon:
             if pool.errors:
                 self.log.error("daemon.worker_failed", error=str(pool.errors[0]))
                 return
-            for path in self.candidates.due():
+            due = self.candidates.due()
+            if due and not pool.busy() and now - self.last_busy >= self.cfg.batch_idle_seconds:
+                pool.batch = self._new_batch()  # a new burst after a quiet inbox
+                self.log.info("daemon.batch_started", batch=pool.batch)
+            for path in due:
                 if pool.offer(path):
                     self.candidates.taken(path)
                 else:  # queue full: keep it and look again once workers catch up
@@ -330,6 +417,11 @@ class Daemon:
                 self._rescan()
                 next_rescan = now + self.cfg.rescan_seconds
             self._prune_dirs(now)
+            if pool.busy():
+                self.last_busy = now
+            if self.metrics is not None and now >= next_metrics:
+                self._write_metrics()
+                next_metrics = now + self.cfg.metrics_interval
             if ping_every is not None and now >= next_ping:
                 if watcher.alive() and pool.healthy(STALL_SECONDS):
                     notify.send("WATCHDOG=1")
@@ -356,11 +448,54 @@ class Daemon:
         self.rescan_due.set()
 
     def _on_result(self, result: Result) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(result)
         if isinstance(result, Finished):
             parent = os.path.dirname(result.job.source)
             if parent != self.inbox:
                 with self.candidates.lock:
                     self.finished_dirs.add(parent)
+
+    def _new_batch(self) -> str:
+        """`run-<UTC time>-<pid>`, made unique within the second (`.2`, `.3`, ...)."""
+        new = batch_id("run")
+        if self.batch.split(".")[0] == new:  # a second burst within the same second
+            self.batch_seq += 1
+            new = f"{new}.{self.batch_seq}"
+        else:
+            self.batch_seq = 1
+        self.batch = new
+        return new
+
+    def _make_reader(self) -> Reader:
+        reader = Reader(timezone=self.cfg.timezone)
+        self.readers.append(reader)
+        return reader
+
+    def _write_metrics(self) -> None:
+        """Rewrite the metrics textfile; trouble is logged once and never stops the daemon."""
+        path, pool = self.cfg.metrics_textfile, self.pool
+        if self.metrics is None or path is None:
+            return
+        try:
+            try:
+                vfs = os.statvfs(self.cfg.library)
+                free: int | None = vfs.f_bavail * vfs.f_frsize
+            except OSError:
+                free = None
+            gauges = Gauges(queue_depth=pool.queued() if pool else 0,
+                            inbox_waiting=len(self.candidates),
+                            jobs_pending=query.pending_jobs(self.metrics_conn),
+                            library_full=bool(pool and pool.library_full),
+                            library_free_bytes=free,
+                            exiftool_restarts=sum(r.restarts for r in list(self.readers)),
+                            workers=self.cfg.workers)
+            write_textfile(path, self.metrics.render(gauges))
+            self.metrics_error = ""
+        except Exception as e:  # noqa: BLE001 - metrics must never stop the filing
+            if str(e) != self.metrics_error:
+                self.log.warning("metrics.write_failed", path=str(path), error=str(e))
+                self.metrics_error = str(e)
 
     def _rescan(self) -> None:
         self.rescan_due.clear()

@@ -164,9 +164,10 @@ def check_consistent(cfg: config.Config, inputs: dict[Path, bytes], *, move: boo
                 assert not at_source or outcomes & {Outcome.FAILED.value} or not outcomes, \
                     f"{path}: in the library and still in the inbox ({outcomes})"
             assert any(places), f"{path}: lost ({outcomes})"
-        n_quarantine_jobs = conn.execute(
-            "SELECT count(*) FROM jobs WHERE outcome = 'duplicate' AND dest IS NOT NULL"
-        ).fetchall()[0][0]
+        n_quarantine_jobs = conn.execute(  # less those whose copy an undo put back
+            "SELECT count(*) FROM jobs j WHERE outcome = 'duplicate' AND dest IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM undos u WHERE u.job_id = j.id AND u.step = 'done' "
+            "AND u.outcome IN ('restored', 'removed'))").fetchall()[0][0]
         assert len(quarantined) == n_quarantine_jobs, "quarantine holds a copy no job made"
     finally:
         conn.close()

@@ -1,0 +1,259 @@
+"""Read-only SQL for people's questions: find, history, the status dashboard, metrics
+(level 2; with db, journal, catalog and undolog, the only modules with SQL).
+
+Nothing here writes. Times in the catalog are UTC ISO 8601 strings (journal.now()), so a
+time filter is a string comparison; `parse_when` turns what a person types into one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import apsw
+
+_FILE_COLS = ("f.id, f.sha256, f.size, f.path, f.captured, f.utc_offset, f.date_source, "
+              "f.date_raw, f.confidence, f.original_name, f.source_path, f.imported_at, "
+              "f.file_type, f.kind, f.job_id, f.missing_since, j.batch, j.finished_at, j.step")
+_FILE_KEYS = ("file_id", "sha256", "size", "path", "captured", "utc_offset", "date_source",
+              "date_raw", "confidence", "original_name", "source", "filed_at", "file_type",
+              "kind", "job", "missing_since", "batch", "finished_at", "step")
+_JOB_COLS = ("j.id, j.batch, j.source, j.step, j.outcome, j.error, j.dest, j.sha256, j.bytes, "
+             "j.duplicate_of, j.created_at, j.finished_at, j.move, o.path, o.original_name")
+_JOB_KEYS = ("job", "batch", "source", "step", "outcome", "reason", "dest", "sha256", "size",
+             "duplicate_of", "created_at", "finished_at", "move", "original_path",
+             "original_original_name")
+# jobs that no current catalog row stands for: duplicates, rejects, failures, vanished
+# files, and filed files that were undone since
+_NOT_IN_CATALOG = "NOT EXISTS (SELECT 1 FROM files c WHERE c.job_id = j.id)"
+
+SHA_PREFIX = re.compile(r"^[0-9a-fA-F]{6,64}$")
+DATE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
+
+
+def _text(v: Any) -> Any:
+    if isinstance(v, bytes | memoryview):
+        return bytes(v).decode("utf-8", "backslashreplace")
+    return v
+
+
+def _scalar(conn: apsw.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:
+    return conn.execute(sql, args).fetchall()[0][0]
+
+
+def _rows(conn: apsw.Connection, sql: str, args: tuple[Any, ...],
+          keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [dict(zip(keys, map(_text, row), strict=True)) for row in conn.execute(sql, args)]
+
+
+# -- find -------------------------------------------------------------------------------
+
+def files_where(conn: apsw.Connection, where: str, args: tuple[Any, ...],
+                limit: int) -> list[dict[str, Any]]:
+    """Catalog rows (newest first) with the job that filed them."""
+    return _rows(conn, f"SELECT {_FILE_COLS} FROM files f LEFT JOIN jobs j ON j.id = f.job_id "
+                 f"WHERE {where} ORDER BY f.imported_at DESC, f.id DESC LIMIT ?",
+                 (*args, limit), _FILE_KEYS)
+
+
+def jobs_where(conn: apsw.Connection, where: str, args: tuple[Any, ...],
+               limit: int | None) -> list[dict[str, Any]]:
+    """Jobs that no catalog row stands for (newest first), with the row a duplicate
+    duplicated."""
+    sql = (f"SELECT {_JOB_COLS} FROM jobs j LEFT JOIN files o ON o.id = j.duplicate_of "
+           f"WHERE {_NOT_IN_CATALOG} AND ({where}) ORDER BY j.id DESC")
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return _rows(conn, sql, args, _JOB_KEYS)
+
+
+def find_sha256(conn: apsw.Connection, sha256: str, limit: int) -> list[dict[str, Any]]:
+    """Exact content: the catalog row and every other job that saw these bytes."""
+    return (files_where(conn, "f.sha256 = ?", (sha256,), limit)
+            + jobs_where(conn, "j.sha256 = ?", (sha256,), limit))
+
+
+def find_sha_prefix(conn: apsw.Connection, prefix: str, limit: int) -> list[dict[str, Any]]:
+    lo = prefix.lower()
+    hi = lo + "g"  # every hex string with this prefix sorts between lo and lo + 'g'
+    return (files_where(conn, "f.sha256 >= ? AND f.sha256 < ?", (lo, hi), limit)
+            + jobs_where(conn, "j.sha256 >= ? AND j.sha256 < ?", (lo, hi), limit))
+
+
+def find_date(conn: apsw.Connection, day_or_month: str, limit: int) -> list[dict[str, Any]]:
+    """Files captured on a day (2024-06-03) or in a month (2024-06), local wall time."""
+    return files_where(conn, "f.captured >= ? AND f.captured < ?",
+                       (day_or_month, day_or_month + "\x7f"), limit)
+
+
+def find_name(conn: apsw.Connection, pattern: str, limit: int) -> list[dict[str, Any]]:
+    """Original names matching a glob (`IMG_12*`), case-insensitively."""
+    pat = pattern.lower()
+    files = files_where(conn, "lower(f.original_name) GLOB ?", (pat,), limit)
+    jobs = [j for j in jobs_where(conn, "1", (), None)
+            if fnmatch.fnmatchcase(os.path.basename(j["source"]).lower(), pat)][:limit]
+    return files + jobs
+
+
+def find_source(conn: apsw.Connection, source: bytes, limit: int) -> list[dict[str, Any]]:
+    """Files and jobs that came from a path (a glob when it has * ? or [)."""
+    if not any(c in source for c in b"*?["):
+        return (files_where(conn, "f.source_path = ?", (source,), limit)
+                + jobs_where(conn, "j.source = ?", (source,), limit))
+    text = source.decode("utf-8", "backslashreplace")
+    files = [f for f in files_where(conn, "1", (), 1 << 62)
+             if fnmatch.fnmatchcase(f["source"], text)][:limit]
+    jobs = [j for j in jobs_where(conn, "1", (), None)
+            if fnmatch.fnmatchcase(j["source"], text)][:limit]
+    return files + jobs
+
+
+def undos_of(conn: apsw.Connection, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The latest undo of each of these jobs, if any."""
+    out: dict[int, dict[str, Any]] = {}
+    for i in range(0, len(job_ids), 500):
+        chunk = job_ids[i:i + 500]
+        for row in _rows(conn, "SELECT job_id, id, batch, step, outcome, dest, error, "
+                         "coalesce(finished_at, updated_at) FROM undos WHERE job_id IN "
+                         f"({', '.join('?' * len(chunk))}) ORDER BY id", tuple(chunk),
+                         ("job", "undo", "batch", "step", "outcome", "dest", "reason", "when")):
+            out[row.pop("job")] = row
+    return out
+
+
+def file_by_id(conn: apsw.Connection, file_id: int) -> dict[str, Any] | None:
+    rows = files_where(conn, "f.id = ?", (file_id,), 1)
+    return rows[0] if rows else None
+
+
+# -- history ----------------------------------------------------------------------------
+
+HISTORY_OUTCOMES = ("filed", "duplicate", "rejected", "failed", "vanished", "pending",
+                    "undone", "not-undone")
+
+
+def history(conn: apsw.Connection, *, since: str | None = None, outcomes: list[str] | None = None,
+            batches: list[str] | None = None, limit: int | None = 100) -> list[dict[str, Any]]:
+    """The journal, newest first: one row per job (what happened to a file) and one per
+    undone file. `outcome` is one of HISTORY_OUTCOMES."""
+    sql = """
+    SELECT * FROM (
+      SELECT 'ingest' AS kind, j.id AS job, NULL AS undo, j.batch AS batch,
+             CASE WHEN j.step != 'done' THEN 'pending' ELSE j.outcome END AS outcome,
+             j.step AS step, j.source AS source, j.dest AS dest, j.error AS reason,
+             j.sha256 AS sha256, j.bytes AS size, coalesce(j.finished_at, j.updated_at) AS at,
+             NULL AS action
+        FROM jobs j
+      UNION ALL
+      SELECT 'undo', u.job_id, u.id, u.batch,
+             CASE WHEN u.step != 'done' THEN 'pending' WHEN u.outcome = 'kept' THEN 'not-undone'
+                  ELSE 'undone' END,
+             u.step, j.source, u.dest, u.error, u.sha256, u.size,
+             coalesce(u.finished_at, u.updated_at), u.outcome
+        FROM undos u JOIN jobs j ON j.id = u.job_id
+    ) WHERE 1"""
+    args: list[Any] = []
+    if since is not None:
+        sql += " AND at >= ?"
+        args.append(since)
+    if outcomes:
+        sql += f" AND outcome IN ({', '.join('?' * len(outcomes))})"
+        args += outcomes
+    if batches:
+        sql += f" AND batch IN ({', '.join('?' * len(batches))})"
+        args += batches
+    sql += " ORDER BY at DESC, kind DESC, job DESC"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return _rows(conn, sql, tuple(args), ("kind", "job", "undo", "batch", "outcome", "step",
+                                          "source", "dest", "reason", "sha256", "size", "when",
+                                          "action"))
+
+
+# -- status and metrics -----------------------------------------------------------------
+
+def latest_batch(conn: apsw.Connection) -> dict[str, Any] | None:
+    """The batch of the newest job: its id, when it started, its counts."""
+    rows = conn.execute("SELECT batch FROM jobs ORDER BY id DESC LIMIT 1").fetchall()
+    if not rows:
+        return None
+    batch = rows[0][0]
+    started, last = conn.execute("SELECT min(created_at), max(finished_at) FROM jobs "
+                                 "WHERE batch = ?", (batch,)).fetchall()[0]
+    counts = {o: n for o, n in conn.execute(
+        "SELECT CASE WHEN step != 'done' THEN 'pending' ELSE outcome END, count(*) FROM jobs "
+        "WHERE batch = ? GROUP BY 1", (batch,))}
+    return {"batch": batch, "started": started, "last_finished": last, "counts": counts}
+
+
+def last_finished(conn: apsw.Connection, outcome: str | None = None) -> str | None:
+    when: str | None
+    if outcome is None:
+        when = _scalar(conn, "SELECT max(finished_at) FROM jobs")
+    else:
+        when = _scalar(conn, "SELECT max(finished_at) FROM jobs WHERE outcome = ?", (outcome,))
+    return when
+
+
+def latest_job_for(conn: apsw.Connection, source: bytes) -> dict[str, Any] | None:
+    """The newest job for a source path (why a file is still in the inbox)."""
+    rows = _rows(conn, "SELECT id, step, outcome, error, attempts, dev, ino, size, mtime_ns, "
+                 "move, coalesce(finished_at, updated_at) FROM jobs WHERE source = ? "
+                 "ORDER BY id DESC LIMIT 1", (source,),
+                 ("job", "step", "outcome", "reason", "attempts", "dev", "ino", "size",
+                  "mtime_ns", "move", "when"))
+    return rows[0] if rows else None
+
+
+def filed_bytes(conn: apsw.Connection) -> int:
+    """Bytes of every file ever filed (undone ones included: a counter never goes down)."""
+    return int(_scalar(conn, "SELECT coalesce(sum(bytes), 0) FROM jobs WHERE step = 'done' "
+                           "AND outcome = 'filed'"))
+
+
+def pending_jobs(conn: apsw.Connection) -> int:
+    return int(_scalar(conn, "SELECT count(*) FROM jobs WHERE step != 'done'"))
+
+
+# -- times ------------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"^(\d+)\s*(s|sec|m|min|h|d|w)$")
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def utc_iso(dt: datetime) -> str:
+    """The form journal.now() writes, so times compare as strings."""
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def parse_when(text: str, now: datetime | None = None) -> str:
+    """`2h`, `30m`, `7d`, `1w`, `today`, `yesterday`, `2024-06-03`, `2024-06-03 14:00`,
+    or any ISO 8601 time (local time unless it has a zone) -> a UTC ISO string.
+    Raises ValueError saying what is accepted."""
+    now = (now or datetime.now(UTC)).astimezone()
+    t = text.strip().lower()
+    if m := _RELATIVE.match(t):
+        return utc_iso(now - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)]))
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if t == "today":
+        return utc_iso(midnight)
+    if t == "yesterday":
+        return utc_iso(midnight - timedelta(days=1))
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r}: not a time; use e.g. 2h, 30m, 7d, today, yesterday, "
+                         "2024-06-03 or '2024-06-03 14:00'") from None
+    if dt.tzinfo is None:
+        dt = dt.astimezone()  # a naive time is local
+    return utc_iso(dt)
+
+
+def local_time(iso: str | None) -> str:
+    """A journal time as local wall time for people: `2024-06-04 11:12:01`."""
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,255 @@
+"""Text for people at a terminal: the answers of `find`, `history`, `undo` and `status`
+(level 5, pure: dicts and values in, lines out; times shown in local time).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from .lookup import Found
+from .model import Job, UndoItem, UndoOutcome
+from .query import local_time
+
+_FIND_KINDS = {"file": "this file's content", "date": "captured on", "sha256": "sha256 prefix",
+               "name": "original name", "source": "source path"}
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    f = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if f < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{f:.1f} {unit}"
+        f /= 1024
+    return f"{n} B"
+
+
+def ago(iso: str | None, now: float | None = None) -> str:
+    if not iso:
+        return "never"
+    secs = (now or time.time()) - datetime.fromisoformat(iso).timestamp()
+    return f"{local_time(iso)} ({duration(secs)} ago)"
+
+
+def duration(secs: float) -> str:
+    secs = max(0.0, secs)
+    for unit, n in (("d", 86400), ("h", 3600), ("min", 60)):
+        if secs >= n:
+            return f"{secs / n:.0f} {unit}"
+    return f"{secs:.0f} s"
+
+
+# -- find -------------------------------------------------------------------------------
+
+def find(found: Found) -> Iterator[str]:
+    head = f"{found.query}"
+    if found.kind in _FIND_KINDS and found.kind != "name":
+        head += f"  ({_FIND_KINDS[found.kind]}" + (f" {found.sha256[:16]}..." if found.sha256
+                                                   else "") + ")"
+    if found.note:
+        yield f"{head}: {found.note}"
+        return
+    if not found.results:
+        what = "never seen: not in the library, and no import or the daemon met it" \
+            if found.kind == "file" else "nothing found"
+        yield f"{head}: {what}"
+        return
+    n = len(found.results)
+    yield f"{head}: {n}{'+' if found.more else ''} found"
+    for a in found.results:
+        yield from _answer(a)
+    if found.more:
+        yield "  ... more; use --limit to see them"
+
+
+def _answer(a: dict[str, Any]) -> Iterator[str]:
+    outcome = a["outcome"]
+    undo = a.get("undo")
+    undone = undo is not None and undo["outcome"] in ("restored", "removed", "untouched")
+    label = outcome + (", then undone" if undone else "")
+    title = a["library_path"] if a["library_path"] else a["source"]
+    yield f"  {title}  [{label}]"
+    if outcome in ("filed", "pending") and a["library_path"]:
+        yield f"      from      {a['original_name']}  ({a['source']})"
+        if a["job"] is None:
+            yield (f"      filed     {local_time(a['filed_at'])}  catalogued where it stood "
+                   "(adopt or verify --repair)")
+        else:
+            yield (f"      filed     {local_time(a['filed_at'])}  batch {a['batch']}, "
+                   f"job {a['job']}")
+        offset = a.get("utc_offset")
+        zone = f" UTC{'+' if offset >= 0 else '-'}{abs(offset) // 3600:02d}:" \
+            f"{abs(offset) % 3600 // 60:02d}" if offset is not None else ""
+        raw = f" = {a['date_raw']!r}" if a.get("date_raw") else ""
+        conf = f", {a['confidence']} confidence" if a.get("confidence") else ""
+        yield f"      date      {a['captured']}{zone}  from {a['date_source']}{raw}{conf}"
+        if a.get("missing_since"):
+            yield f"      MISSING   from the library since {local_time(a['missing_since'])}"
+    else:
+        if outcome == "duplicate":
+            of = a["duplicate_of"] or f"catalog file #{a['duplicate_of_id']} (undone since)"
+            yield f"      same as   {of}"
+        if a["was_at"]:
+            yield f"      was at    {a['was_at']}"
+        if a["quarantine"]:
+            where = "rejected" if outcome == "rejected" else "quarantine"
+            yield f"      {where:<9} {a['quarantine']}"
+        elif outcome in ("duplicate", "rejected"):
+            yield "      left      at its source (or deleted, by on_duplicate)" \
+                if outcome == "duplicate" else "      left      at its source"
+        if a["reason"]:
+            yield f"      reason    {a['reason']}"
+        yield f"      seen      {local_time(a['filed_at'])}  batch {a['batch']}, job {a['job']}"
+    if a.get("sha256"):
+        yield f"      sha256    {a['sha256']}  ({size(a['size'])})"
+    if undo is not None:
+        if undone:
+            where = f" to {undo['dest']}" if undo["outcome"] == "restored" else ""
+            yield (f"      undone    {local_time(undo['when'])}: {undo['outcome']}{where}  "
+                   f"batch {undo['batch']}")
+        elif undo["outcome"] == "kept":
+            yield f"      not undone {local_time(undo['when'])}: {undo['reason']}"
+
+
+# -- history ----------------------------------------------------------------------------
+
+def history(rows: list[dict[str, Any]], library: str) -> Iterator[str]:
+    """Newest first, grouped by batch as they come."""
+    if not rows:
+        yield "nothing in the journal matches"
+        return
+    i = 0
+    while i < len(rows):
+        batch = rows[i]["batch"]
+        j = i
+        while j < len(rows) and rows[j]["batch"] == batch:
+            j += 1
+        group = rows[i:j]
+        counts: dict[str, int] = {}
+        for r in group:
+            counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+        yield f"batch {batch}: " + ", ".join(f"{n} {o}" for o, n in counts.items())
+        for r in group:
+            yield "  " + _history_line(r, library)
+        i = j
+
+
+def _history_line(r: dict[str, Any], library: str) -> str:
+    when = local_time(r["when"])
+    outcome = r["outcome"]
+    line = f"{when}  {outcome:10} {r['source']}"
+    dest = r["dest"]
+    if dest and dest.startswith(library.rstrip("/") + "/"):
+        dest = dest[len(library.rstrip("/")) + 1:]
+    if r["kind"] == "undo":
+        action = r["action"]
+        if action == "restored":
+            line += ": put back" if r["dest"] == r["source"] else f": put back as {r['dest']}"
+        elif action == "removed":
+            line += ": library copy removed (the source still had it)"
+        elif action == "untouched":
+            line += ": nothing to undo"
+    elif outcome in ("filed", "duplicate", "rejected") and dest:
+        line += f" -> {dest}"
+    if r["reason"]:
+        line += f": {r['reason']}"
+    return line + f"  [job {r['job']}]"
+
+
+# -- undo -------------------------------------------------------------------------------
+
+_UNDO_WORDS = {UndoOutcome.RESTORED: "put back", UndoOutcome.REMOVED: "library copy removed "
+               "(the source still had it)", UndoOutcome.UNTOUCHED: "nothing to undo",
+               UndoOutcome.KEPT: "NOT undone"}
+
+
+_WOULD = {UndoOutcome.RESTORED: "restore", UndoOutcome.REMOVED: "remove",
+          UndoOutcome.UNTOUCHED: "skip", UndoOutcome.KEPT: "keep"}
+
+
+def undo_item(item: UndoItem, source: str, dry_run: bool = False) -> str:
+    assert item.outcome is not None
+    word = f"would {_WOULD[item.outcome]}" if dry_run else item.outcome.value
+    width = 13 if dry_run else 9
+    line = f"{word:{width}} {source}"
+    if item.outcome is UndoOutcome.RESTORED and item.dest is not None:
+        dest = item.dest.decode("utf-8", "backslashreplace")
+        line += f" <- {item.origin.decode('utf-8', 'backslashreplace') if item.origin else '?'}"
+        if dest != source:
+            line += f" (put at {dest})"
+    elif item.outcome is UndoOutcome.REMOVED and item.origin is not None:
+        line += f" (removed {item.origin.decode('utf-8', 'backslashreplace')})"
+    if item.error:
+        line += f": {item.error}"
+    return line
+
+
+def undo_counts(items: list[UndoItem]) -> str:
+    parts = []
+    for o in UndoOutcome:
+        n = sum(i.outcome is o for i in items)
+        if n:
+            parts.append(f"{n} {_UNDO_WORDS[o]}")
+    return ", ".join(parts) or "nothing to undo"
+
+
+def undo_preview(preview: list[tuple[Job, UndoItem]]) -> Iterator[str]:
+    for job, item in preview:
+        yield undo_item(item, job.source.decode("utf-8", "backslashreplace"), dry_run=True)
+
+
+# -- status -----------------------------------------------------------------------------
+
+def status(info: dict[str, Any]) -> Iterator[str]:
+    now = info["now"]
+    w = now["writer"]
+    if w is None:
+        doing = "no mediasortd is running"
+    elif w["command"] == "run":
+        doing = f"the daemon is running (pid {w['pid']})"
+    else:
+        doing = f"a `mediasortd {w['command']}` is running (pid {w['pid']})"
+    pending = now["in_progress"]
+    if pending:
+        doing += (f"; {pending:,} job(s) in progress" if w else
+                  f"; {pending:,} unfinished job(s) resume when it starts")
+    else:
+        doing += "; nothing in progress"
+    yield f"now        {doing}"
+    yield f"last       filed {ago(now['last_filed'])}"
+    if info["library_full"]:
+        yield ("LIBRARY FULL: files are waiting for space on the library's filesystem; "
+               "they are filed by themselves once space is freed")
+    if b := now["batch"]:
+        c = b["counts"]
+        yield (f"batch      {b['batch']} (started {local_time(b['started'])}): "
+               + ", ".join(f"{n:,} {k}" for k, n in c.items()))
+    t, o = info["today"], info["outcomes"]
+    yield (f"today      {t['filed']:,} filed, {t['duplicate']:,} duplicates, "
+           f"{t['rejected']:,} rejected, {t['failed']:,} failed")
+    yield (f"all time   {o['filed']:,} filed, {o['duplicate']:,} duplicates, "
+           f"{o['rejected']:,} rejected, {o['failed']:,} failed, {o['vanished']:,} vanished")
+    yield (f"library    {info['library']}: {info['library_files']:,} files, "
+           f"{size(info['library_bytes'])}")
+    free, total = info["library_free_bytes"], info.get("library_fs_bytes")
+    if free is not None and total:
+        yield f"disk       {size(free)} free of {size(total)} ({100 * free / total:.0f}% free)"
+    inbox = info["inbox_waiting"]
+    count = f"{inbox['files']:,}{'' if inbox['complete'] else '+'}"
+    left = f", {inbox['left_in_place']:,} left in place on purpose" \
+        if inbox["left_in_place"] else ""
+    yield f"inbox      {info['inbox']}: {count} file(s) waiting{left}"
+    if old := inbox["oldest"]:
+        yield (f"oldest     {old['path']}, waiting since {local_time(old['since'])} "
+               f"({duration(old['waiting_seconds'])}): {old['why']}")
+    problems = info["recent_problems"][:5]
+    if problems:
+        yield "problems   (the latest first)"
+        for p in problems:
+            yield f"  {local_time(p['when'])}  {p['outcome']:9} {p['source']}: {p['error']}"
+    else:
+        yield "problems   none"

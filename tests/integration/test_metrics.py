@@ -1,0 +1,144 @@
+"""Metrics: real ingest results counted and rendered in Prometheus' text format, checked
+with prometheus_client's own parser; the real daemon writing its textfile atomically."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from daemon import config, db, logs
+from daemon.ingest import Ingestor, Result, Retry
+from daemon.metadata import Reader
+from daemon.metrics import BUCKETS, Gauges, Metrics, write_textfile
+from tests.helpers import jpeg_bytes, make_config, wait_for, write
+from tests.system.daemon_harness import Daemon
+
+logs.configure("warning", "json")
+WHEN = datetime(2024, 6, 3, 10, 11, 12)
+
+
+def families(text: str) -> dict[str, Any]:
+    """name -> family, parsed by Prometheus' reference parser for the text format."""
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def sample(fams: dict[str, Any], family: str, name: str | None = None, **labels: str) -> float:
+    for s in fams[family].samples:
+        if s.name == (name or family) and all(s.labels.get(k) == v for k, v in labels.items()):
+            return float(s.value)
+    raise KeyError((family, name, labels))
+
+
+def ingest(cfg: config.Config, paths: list[Path]) -> list[Result]:
+    conn = db.connect(cfg.catalog)
+    reader = Reader(timezone="UTC")
+    try:
+        ing = Ingestor(cfg, conn, reader, batch="t", log=logs.get())
+        return [ing.take(os.fsencode(p), True) for p in paths]
+    finally:
+        reader.close()
+        conn.close()
+
+
+def test_real_results_render_as_valid_prometheus_text(tmp_path: Path) -> None:
+    cfg, _ = make_config(tmp_path)
+    cfg.staging.mkdir(parents=True)
+    photos = [write(cfg.inbox / f"IMG_{i}.JPG", jpeg_bytes(WHEN, i)) for i in range(3)]
+    dup = write(cfg.inbox / "copy.JPG", jpeg_bytes(WHEN, 0))
+    text = write(cfg.inbox / "notes.txt", b"hello")
+    results = ingest(cfg, [*photos, dup, text])
+    # a real fault: staging is a file, so the copy fails (ENOTDIR) and is retried
+    cfg.staging.rmdir()
+    cfg.staging.write_bytes(b"")
+    [retry] = ingest(cfg, [write(cfg.inbox / "later.jpg", jpeg_bytes(WHEN, 9))])
+    assert isinstance(retry, Retry)
+
+    m = Metrics({"filed": 10, "rejected": 1}, 1000, start_time=1_700_000_000.5)
+    for r in [*results, retry]:
+        m.observe(r)
+    gauges = Gauges(queue_depth=4, inbox_waiting=2, jobs_pending=1, library_full=False,
+                    library_free_bytes=123_456, exiftool_restarts=1, workers=3)
+    out = tmp_path / "node" / "mediasortd.prom"
+    out.parent.mkdir()
+    os.umask(0o077)  # the unit's UMask is 0027; the node exporter must still read it
+    try:
+        write_textfile(out, m.render(gauges))
+    finally:
+        os.umask(0o022)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert os.listdir(out.parent) == ["mediasortd.prom"]  # no temporary left
+
+    fams = families(out.read_text())
+    assert fams["mediasortd_files"].type == "counter"
+    assert sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="filed") == 13
+    assert sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="duplicate") == 1
+    assert sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="rejected") == 2
+    filed_bytes = sum(r.job.size or 0 for r in results[:3])
+    assert sample(fams, "mediasortd_filed_bytes", "mediasortd_filed_bytes_total") == \
+        1000 + filed_bytes
+    assert sample(fams, "mediasortd_step_failures", "mediasortd_step_failures_total",
+                  step="copy") == 1
+    assert sample(fams, "mediasortd_exiftool_restarts",
+                  "mediasortd_exiftool_restarts_total") == 1
+    for name, value in (("mediasortd_queue_depth", 4), ("mediasortd_inbox_waiting", 2),
+                        ("mediasortd_jobs_pending", 1), ("mediasortd_library_full", 0),
+                        ("mediasortd_library_free_bytes", 123_456), ("mediasortd_workers", 3),
+                        ("mediasortd_start_time_seconds", 1_700_000_000.5)):
+        assert fams[name].type == "gauge" and sample(fams, name) == value
+    hist = fams["mediasortd_ingest_duration_seconds"]
+    assert hist.type == "histogram"
+    buckets = [s for s in hist.samples if s.name.endswith("_bucket")
+               and s.labels["outcome"] == "filed"]
+    assert [s.labels["le"] for s in buckets] == [*(str(float(b)) for b in BUCKETS), "+Inf"]
+    counts = [s.value for s in buckets]
+    assert counts == sorted(counts) and counts[-1] == 3  # cumulative, all three filed
+    assert sample(fams, "mediasortd_ingest_duration_seconds",
+                  "mediasortd_ingest_duration_seconds_count", outcome="filed") == 3
+    assert sample(fams, "mediasortd_ingest_duration_seconds",
+                  "mediasortd_ingest_duration_seconds_sum", outcome="filed") > 0
+
+
+def test_the_daemon_writes_its_textfile_atomically_every_interval(tmp_path: Path) -> None:
+    cfg, cfg_path = make_config(tmp_path, settle_seconds=0.2)
+    prom = tmp_path / "node" / "mediasortd.prom"
+    prom.parent.mkdir()
+    with open(cfg_path, "a") as f:
+        f.write(f'[metrics]\ntextfile = "{prom}"\ninterval_seconds = 0.1\n')
+    assert config.load(str(cfg_path)).metrics_textfile == prom
+    d = Daemon(tmp_path, cfg_path)
+    try:
+        d.ready()
+        fams = families(wait_for(lambda: prom.exists() and prom.read_text(), 10, "metrics"))
+        assert sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="filed") == 0
+        for i in range(3):
+            write(cfg.inbox / f"IMG_{i}.JPG", jpeg_bytes(WHEN, 40 + i))
+        write(cfg.inbox / "copy.JPG", jpeg_bytes(WHEN, 40))
+        write(cfg.inbox / "notes.txt", b"hello")
+
+        def counted() -> dict[str, Any] | None:
+            # every read sees a whole file (written to a temporary, renamed over it)
+            fams = families(prom.read_text())
+            filed = sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="filed")
+            return fams if filed == 3 and sample(
+                fams, "mediasortd_files", "mediasortd_files_total", outcome="rejected") == 1 \
+                and sample(fams, "mediasortd_jobs_pending") == 0 else None
+        fams = wait_for(counted, 20, "3 filed, 1 rejected in the metrics")
+        assert sample(fams, "mediasortd_files", "mediasortd_files_total",
+                      outcome="duplicate") == 1
+        assert sample(fams, "mediasortd_ingest_duration_seconds",
+                      "mediasortd_ingest_duration_seconds_count", outcome="filed") == 3
+        assert sample(fams, "mediasortd_library_free_bytes") > 0
+        assert sample(fams, "mediasortd_start_time_seconds") <= time.time()
+        seen = {prom.stat().st_ino}
+        wait_for(lambda: seen.add(prom.stat().st_ino) or len(seen) > 2, 10, "rewrites")
+        assert d.terminate() == 0
+    finally:
+        d.close()
+    assert sample(families(prom.read_text()), "mediasortd_queue_depth") == 0
+    assert sorted(os.listdir(prom.parent)) == ["mediasortd.prom"]
