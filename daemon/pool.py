@@ -80,12 +80,13 @@ class Pool:
             with self.idle:
                 self.idle.wait(0.05)
 
-    def replay(self, jobs: list[tuple[int, bytes]]) -> None:
-        """Resume unfinished jobs (job id, source path) ahead of any new hint."""
+    def replay(self, jobs: list[tuple[int, bytes, float]]) -> None:
+        """Resume waiting jobs (job id, source path, after seconds) ahead of new hints."""
         with self.idle:
-            for job_id, path in jobs:
+            for job_id, path, after in jobs:
                 self.in_flight.add(path)
-                heapq.heappush(self.delayed, (0.0, next(self.seq), job_id, path))
+                heapq.heappush(self.delayed, (self.clock() + after, next(self.seq), job_id,
+                                              path))
 
     def queued(self) -> int:
         return self.hints.qsize() + len(self.delayed)

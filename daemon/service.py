@@ -23,7 +23,7 @@ from . import catalog, db, journal, logs, notify, query, undolog
 from .config import Config
 from .errors import LockedError, MediasortError, UsageError
 from .fsops import Unusable, hash_fd, open_source
-from .ingest import Finished, Result, Skipped, kill_hook_from_env, sweep_staging
+from .ingest import Finished, Hook, Ingestor, Result, Retry, Skipped, kill_hook_from_env
 from .layout import library_path, numbered
 from .metadata import Reader
 from .metrics import Gauges, Metrics, write_textfile
@@ -63,21 +63,27 @@ def make_reader(cfg: Config) -> Callable[[], Reader]:
     return lambda: Reader(timezone=cfg.timezone)
 
 
-def prepare(cfg: Config, log: Any) -> list[tuple[int, bytes]]:
-    """Make the library's folders, remove staging files no job owns, and return the
-    unfinished jobs for the pool to replay (before any new work is taken)."""
+def prepare(cfg: Config, log: Any, hook: Hook,
+            companion_grace: float = 0.0) -> list[tuple[int, bytes, float]]:
+    """Make the library's folders, finish an interrupted undo, and replay every unfinished
+    job once, here, before any new work is taken (then remove staging files no job owns).
+    Returns the jobs that must wait (job id, source, seconds) for the pool to retry."""
     for path in (cfg.library, cfg.staging):
         path.mkdir(parents=True, exist_ok=True, mode=0o700 if path == cfg.staging else 0o750)
     conn = db.connect(cfg.catalog)
+    reader = Reader(timezone=cfg.timezone)
     try:
-        sweep_staging(conn, os.fsencode(cfg.staging), log)
         Undoer(cfg, conn, log).replay()  # an interrupted `undo` is finished first
-        jobs = [(job.id, job.source) for job in journal.unfinished(conn)]
+        ingest = Ingestor(cfg, conn, reader, batch=batch_id("replay"), log=log, hook=hook,
+                          companion_grace=companion_grace)
+        results = ingest.replay()
     finally:
+        reader.close()
         conn.close()
-    if jobs:
-        log.info("replay.started", jobs=len(jobs))
-    return jobs
+    waiting = [(r.job.id, r.job.source, r.after) for r in results if isinstance(r, Retry)]
+    if results:
+        log.info("replay.finished", jobs=len(results), waiting=len(waiting))
+    return waiting
 
 
 # -- import -------------------------------------------------------------------------------
@@ -150,7 +156,7 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any) -> ImportS
     hook = kill_hook_from_env()
     lock = StateLock(cfg)
     try:
-        unfinished = prepare(cfg, log)
+        unfinished = prepare(cfg, log, hook)
         skip = [os.fsencode(p) for p in (cfg.library, cfg.state_dir)]
         paths = list(walk(sources, skip))
         progress = Progress(len(paths))
@@ -347,7 +353,8 @@ class Daemon:
         lock = StateLock(cfg)
         watcher: Watcher | None = None
         try:
-            unfinished = prepare(cfg, log)
+            hook = kill_hook_from_env()
+            unfinished = prepare(cfg, log, hook, cfg.companion_grace_seconds)
             conn: Any = db.connect(cfg.catalog)
             try:
                 self.base_counts = journal.counts(conn)
@@ -357,7 +364,6 @@ class Daemon:
             finally:
                 if conn is not None:
                     conn.close()
-            hook = kill_hook_from_env()
             self.pool = pool = Pool(cfg, move=True, batch=self._new_batch(), log=log,
                                     make_reader=self._make_reader, max_attempts=None, hook=hook,
                                     on_result=self._on_result, clock=self.clock,
