@@ -204,3 +204,24 @@ def test_burst_of_files_queue_bounded_memory_flat(tmp_path: Path) -> None:
         assert d.terminate() == 0
     finally:
         d.close()
+
+
+def test_a_file_appended_to_forever_is_never_taken_and_status_says_why(setup) -> None:
+    cfg, start = setup
+    start()
+    from tests.helpers import cli
+    target = write(cfg.inbox / "growing.jpg", jpeg_bytes(BASE, 77))
+    said = ""
+    end = time.monotonic() + 3.0  # ten settle periods of steady growth
+    next_write = time.monotonic()
+    while time.monotonic() < end:
+        if time.monotonic() >= next_write:  # paced appends, as a recorder would
+            with open(target, "ab") as g:
+                g.write(b"\0")
+            next_write = time.monotonic() + 0.1
+        assert library_count(cfg) == 0, "taken while still growing"
+        if not said:
+            out = cli(cfg.source, "status").stdout
+            said = out if "still changing" in out else ""
+    assert "growing.jpg" in said and "still changing" in said, said
+    wait_for(lambda: library_count(cfg) == 1, 15, "filed once it stopped growing")
