@@ -31,22 +31,26 @@ class Entry:
     missing_since: str | None
 
 
+def _entry(row: Any) -> Entry:
+    return Entry(*row)
+
+
 _COLS = "id, sha256, size, path, captured, date_source, original_name, job_id, missing_since"
 
 
 def by_sha256(conn: apsw.Connection, sha256: str) -> Entry | None:
     rows = conn.execute(f"SELECT {_COLS} FROM files WHERE sha256 = ?", (sha256,)).fetchall()
-    return Entry(*rows[0]) if rows else None
+    return _entry(rows[0]) if rows else None
 
 
 def by_id(conn: apsw.Connection, file_id: int) -> Entry | None:
     rows = conn.execute(f"SELECT {_COLS} FROM files WHERE id = ?", (file_id,)).fetchall()
-    return Entry(*rows[0]) if rows else None
+    return _entry(rows[0]) if rows else None
 
 
 def by_path(conn: apsw.Connection, path: str) -> Entry | None:
     rows = conn.execute(f"SELECT {_COLS} FROM files WHERE path = ?", (path,)).fetchall()
-    return Entry(*rows[0]) if rows else None
+    return _entry(rows[0]) if rows else None
 
 
 def free_name(conn: apsw.Connection, library: bytes, preferred: str) -> str:
@@ -78,7 +82,7 @@ def rename(conn: apsw.Connection, file_id: int, path: str) -> None:
 
 def by_job(conn: apsw.Connection, job_id: int) -> Entry | None:
     rows = conn.execute(f"SELECT {_COLS} FROM files WHERE job_id = ?", (job_id,)).fetchall()
-    return Entry(*rows[0]) if rows else None
+    return _entry(rows[0]) if rows else None
 
 
 def delete(conn: apsw.Connection, file_id: int) -> None:
@@ -87,7 +91,7 @@ def delete(conn: apsw.Connection, file_id: int) -> None:
 
 def all_entries(conn: apsw.Connection) -> Iterator[Entry]:
     for row in conn.execute(f"SELECT {_COLS} FROM files ORDER BY id"):
-        yield Entry(*row)
+        yield _entry(row)
 
 
 def totals(conn: apsw.Connection) -> dict[str, Any]:

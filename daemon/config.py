@@ -136,8 +136,8 @@ def parse(data: dict[str, Any], source: str) -> Config:
             zoneinfo.ZoneInfo(tz)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise fail("ingest.timezone", f"{tz!r} is not 'local' or a known IANA zone") from None
-    if "layout" in values and (why := validate_layout(values["layout"])):
-        raise fail("ingest.layout", why)
+    if "layout" in values and (problem := validate_layout(values["layout"])):
+        raise fail("ingest.layout", problem)
     return Config(source=source, **values)
 
 

@@ -11,6 +11,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
 
@@ -107,8 +108,14 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
     try:
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-            os.close(fd)
+            if not path.exists():  # a new catalog: make its name durable before any commit
+                fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+                os.close(fd)
+                dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(dirfd)
+                finally:
+                    os.close(dirfd)
         elif not path.exists():
             raise CatalogError(f"{path}: no catalog yet (nothing has been imported)")
         flags = apsw.SQLITE_OPEN_READONLY if readonly else (
@@ -132,7 +139,7 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
 
 
 def user_version(conn: apsw.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+    return int(_first(conn.execute("PRAGMA user_version").fetchall()))
 
 
 def migrate(conn: apsw.Connection) -> None:
@@ -157,3 +164,8 @@ def transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _first(rows: list[Any]) -> Any:
+    """The first column of the first row of a query's rows."""
+    return rows[0][0]

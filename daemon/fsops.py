@@ -53,7 +53,7 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
     """Open a regular file for reading, without following links or blocking.
 
     Returns the descriptor, or Unusable when the entry is missing, not a regular file,
-    or unreadable. `expected` (dev, ino) guards against the entry being swapped.
+    or unreadable. `expected` (its inode) guards against the entry being swapped.
     """
     try:
         st = os.lstat(path)
@@ -75,7 +75,7 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
     if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)
         return Unusable("the entry was replaced while it was being opened")
-    if expected is not None and (fst.st_dev, fst.st_ino) != (expected.dev, expected.ino):
+    if expected is not None and fst.st_ino != expected.ino:
         os.close(fd)
         return Unusable("a different file now stands at this path", missing=True)
     return fd
@@ -258,7 +258,7 @@ def unlink_if(path: bytes, expected: Identity) -> bool:
         st = os.lstat(path)
     except FileNotFoundError:
         return True
-    if identity(st) != expected:
+    if not identity(st).same_file(expected):
         return False
     os.unlink(path)
     return True

@@ -337,7 +337,7 @@ class Ingestor:
                 st = os.lstat(job.source)
             except FileNotFoundError:
                 st = None  # moved before a crash, or removed by someone
-            if st is not None and (st.st_dev, st.st_ino) != (job.identity.dev, job.identity.ino):
+            if st is not None and st.st_ino != job.identity.ino:  # not st_dev: see Identity
                 dest, note = None, "a different file now stands at the source; left alone"
             elif st is not None:
                 make_dirs(os.path.dirname(dest), self.cfg.dir_mode)

@@ -49,10 +49,10 @@ def settled_for(conn: apsw.Connection, source: bytes, ident: Identity) -> Job | 
     """A finished job that left this very file (same identity) where it is, if any:
     a kept duplicate or a reject that could not be moved. Such files are not taken again."""
     rows = conn.execute(
-        f"SELECT {_COLS} FROM jobs WHERE source = ? AND dev = ? AND ino = ? AND size = ? "
+        f"SELECT {_COLS} FROM jobs WHERE source = ? AND ino = ? AND size = ? "
         "AND mtime_ns = ? AND step = 'done' AND move = 1 AND outcome NOT IN ('failed', "
         "'vanished') ORDER BY id DESC LIMIT 1",
-        (source, ident.dev, ident.ino, ident.size, ident.mtime_ns)).fetchall()
+        (source, ident.ino, ident.size, ident.mtime_ns)).fetchall()
     return _job(rows[0]) if rows else None
 
 
@@ -81,7 +81,7 @@ def latest_under(conn: apsw.Connection, prefix: bytes) -> dict[bytes, Job]:
 def age(conn: apsw.Connection, job_id: int) -> float:
     """Seconds since the job was recorded."""
     created = conn.execute("SELECT created_at FROM jobs WHERE id = ?", (job_id,)).fetchall()
-    return (datetime.now(UTC) - datetime.fromisoformat(created[0][0])).total_seconds()
+    return (datetime.now(UTC) - datetime.fromisoformat(_first(created))).total_seconds()
 
 
 def record(conn: apsw.Connection, batch: str, source: bytes, ident: Identity, move: bool,
@@ -147,7 +147,7 @@ def counts(conn: apsw.Connection, since: str | None = None) -> dict[str, int]:
 
 
 def pending(conn: apsw.Connection) -> int:
-    return int(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done'").fetchall()[0][0])
+    return int(_first(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done'").fetchall()))
 
 
 FULL_MARK = "the library is full"
@@ -155,8 +155,8 @@ FULL_MARK = "the library is full"
 
 def waiting_for_space(conn: apsw.Connection) -> int:
     """Unfinished jobs whose last attempt found the library's filesystem full."""
-    return int(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done' AND error LIKE ?",
-                            (f"%{FULL_MARK}%",)).fetchall()[0][0])
+    return int(_first(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done' AND error LIKE ?",
+                            (f"%{FULL_MARK}%",)).fetchall()))
 
 
 def recent_problems(conn: apsw.Connection, limit: int = 10) -> Iterator[dict[str, Any]]:
@@ -166,3 +166,8 @@ def recent_problems(conn: apsw.Connection, limit: int = 10) -> Iterator[dict[str
             " ORDER BY updated_at DESC LIMIT ?", (limit,)):
         yield {"job": row[0], "source": bytes(row[1]).decode("utf-8", "backslashreplace"),
                "outcome": row[2] or f"waiting ({row[5]})", "error": row[3], "when": row[4]}
+
+
+def _first(rows: list[Any]) -> Any:
+    """The first column of the first row of a query's rows."""
+    return rows[0][0]

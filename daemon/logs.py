@@ -41,7 +41,7 @@ class JournalRenderer:
     DEST, SHA256, JOB_ID, OUTCOME, ERROR... so `journalctl SHA256=...` finds a file."""
 
     def __init__(self) -> None:
-        from systemd import journal
+        from systemd import journal  # type: ignore[import-untyped]
 
         self.send = journal.send
 

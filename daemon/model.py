@@ -38,6 +38,11 @@ class Identity:
     size: int
     mtime_ns: int
 
+    def same_file(self, other: Identity) -> bool:
+        """The same file, unchanged: inode, size and mtime. Not the device number, which a
+        reboot may change (device-mapper, btrfs, NFS, FUSE)."""
+        return (self.ino, self.size, self.mtime_ns) == (other.ino, other.size, other.mtime_ns)
+
 
 @dataclass(frozen=True)
 class Job:
@@ -50,7 +55,7 @@ class Job:
     staged: bytes | None
     sha256: str | None
     size: int | None
-    dest: str | None  # relative to its root: library for filed, else quarantine/rejected
+    dest: bytes | None  # absolute: the library file, quarantined copy or rejected entry
     outcome: Outcome | None
     error: str | None
     attempts: int

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from systemd import daemon as _sd
+from systemd import daemon as _sd  # type: ignore[import-untyped]
 
 
 def send(*lines: str) -> None:

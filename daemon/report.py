@@ -138,9 +138,8 @@ def inbox_waiting(cfg: Config, conn: apsw.Connection,
             continue
         job = query.latest_job_for(conn, path)
         if job and job["step"] == "done" and job["move"] and job["outcome"] in (
-                "duplicate", "rejected") and (job["dev"], job["ino"], job["size"],
-                                              job["mtime_ns"]) == (
-                st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+                "duplicate", "rejected") and (job["ino"], job["size"], job["mtime_ns"]) == (
+                st.st_ino, st.st_size, st.st_mtime_ns):
             left += 1  # a kept duplicate, or a reject that could not be moved
             continue
         waiting.append((st.st_ctime, path, st, job))

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from . import catalog, db, journal, logs, notify, query, undolog
 from .config import Config
 from .errors import LockedError, MediasortError, UsageError
-from .fsops import Unusable, hash_fd, open_source
+from .fsops import Unusable, hash_fd, make_dirs, open_source
 from .ingest import Finished, Hook, Ingestor, Result, Retry, Skipped, kill_hook_from_env
 from .layout import library_path, numbered
 from .metadata import Reader
@@ -42,7 +42,7 @@ class StateLock:
     """An exclusive flock on {state_dir}/lock: one writing mediasortd per catalog."""
 
     def __init__(self, cfg: Config) -> None:
-        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        make_dirs(os.fsencode(cfg.state_dir), 0o750)  # durable: its parent is fsynced
         self.path = cfg.state_dir / "lock"
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -69,7 +69,7 @@ def prepare(cfg: Config, log: Any, hook: Hook,
     job once, here, before any new work is taken (then remove staging files no job owns).
     Returns the jobs that must wait (job id, source, seconds) for the pool to retry."""
     for path in (cfg.library, cfg.staging):
-        path.mkdir(parents=True, exist_ok=True, mode=0o700 if path == cfg.staging else 0o750)
+        make_dirs(os.fsencode(path), 0o700 if path == cfg.staging else cfg.dir_mode)
     conn = db.connect(cfg.catalog)
     reader = Reader(timezone=cfg.timezone)
     try:
@@ -118,11 +118,11 @@ def walk(sources: list[str], skip: list[bytes]) -> Iterator[bytes]:
                 entries = sorted(os.scandir(d), key=lambda e: e.name)
             except OSError:
                 continue
-            for e in entries:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
                 else:
-                    yield e.path
+                    yield entry.path
 
 
 class Progress:
@@ -349,7 +349,7 @@ class Daemon:
         cfg, log = self.cfg, self.log
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
-        cfg.inbox.mkdir(parents=True, exist_ok=True, mode=0o750)
+        make_dirs(os.fsencode(cfg.inbox), 0o750)
         lock = StateLock(cfg)
         watcher: Watcher | None = None
         try:

@@ -1,0 +1,76 @@
+"""mediasortd with one of its fsyncs taken out: proof that the power-cut tests have teeth.
+
+    MEDIASORTD_TEST_SKIP_FSYNC=WHICH python -m tests.faults.nofsync [mediasortd arguments]
+
+WHICH is one of:
+  copy     the fsync of the staged copy's bytes (fsops.copy_and_hash)
+  staging  the fsync of the staging folder after the copy (Ingestor._copy)
+  place    the fsync of the destination folder after linking the copy (Ingestor._place)
+  move     both fsyncs after moving a rejected entry as it is (Ingestor._move_entry)
+  retire   the fsync of the source folder after removing the source (Ingestor._retire)
+
+Folder fsyncs are skipped only while that one step runs (a thread-local flag: the
+workers are threads), so make_dirs and every other step keep theirs. The daemon's code is
+not changed; this is a monkeypatch before `daemon.cli.main`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+import types
+from typing import Any
+
+from daemon import cli, fsops, ingest
+
+STEP_OF = {"staging": "_copy", "place": "_place", "move": "_move_entry", "retire": "_retire"}
+_in_step = threading.local()
+
+
+def _skip_folder_fsyncs_in(method: str) -> None:
+    original = getattr(ingest.Ingestor, method)
+
+    def wrapped(self: ingest.Ingestor, job: Any) -> Any:
+        _in_step.on = True
+        try:
+            return original(self, job)
+        finally:
+            _in_step.on = False
+
+    setattr(ingest.Ingestor, method, wrapped)
+    real = getattr(ingest, "fsync_dir")  # noqa: B009 - imported by name into ingest
+
+    def fsync_dir(path: bytes) -> None:
+        if not getattr(_in_step, "on", False):
+            real(path)
+
+    setattr(ingest, "fsync_dir", fsync_dir)  # noqa: B010 - ingest's own name for it
+
+
+class _OsWithoutFileFsync(types.ModuleType):
+    """`os` for fsops, whose fsync does nothing to regular files (folders still work)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    @staticmethod
+    def fsync(fd: int) -> None:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fsync(fd)
+
+
+def main() -> int:
+    which = os.environ["MEDIASORTD_TEST_SKIP_FSYNC"]
+    if which == "copy":
+        setattr(fsops, "os", _OsWithoutFileFsync("os"))  # noqa: B010 - fsops' name only
+    elif which in STEP_OF:
+        _skip_folder_fsyncs_in(STEP_OF[which])
+    else:
+        raise SystemExit(f"nofsync: unknown fsync {which!r}")
+    return cli.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
