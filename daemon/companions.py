@@ -47,7 +47,7 @@ def companion_of(name: bytes) -> Companion | None:
     if ext == b"json":
         return _takeout(name)
     if ext in (b"xmp", b"aae"):
-        inner_stem, inner_ext = _split(stem)
+        _, inner_ext = _split(stem)
         if inner_ext and _safe_suffix(inner_ext):  # IMG_1.JPG.xmp: the photo's full name
             suffix = _safe_suffix(inner_ext, ext)
             assert suffix is not None

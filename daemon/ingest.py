@@ -12,8 +12,8 @@ import dataclasses
 import errno
 import json
 import os
-import zoneinfo
 import time
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -22,13 +22,25 @@ from typing import Any, Protocol
 import apsw
 
 from . import catalog, journal
+from .companions import Companion, companion_of, library_name, matches_stem, takeout_names
 from .config import Config
 from .db import transaction
 from .errors import ToolError
-from .fsops import (SourceChanged, Unusable, copy_and_hash, fsync_dir, hash_file, identity,
-                    link_noreplace, make_dirs, open_source, rename_noreplace, same_file,
-                    unlink_if, unlink_quiet)
-from .companions import Companion, companion_of, library_name, matches_stem, takeout_names
+from .fsops import (
+    SourceChanged,
+    Unusable,
+    copy_and_hash,
+    fsync_dir,
+    hash_file,
+    identity,
+    link_noreplace,
+    make_dirs,
+    open_source,
+    rename_noreplace,
+    same_file,
+    unlink_if,
+    unlink_quiet,
+)
 from .layout import library_path, numbered_name
 from .model import Job, MediaInfo, NotMedia, Outcome, Step
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, Self
 
+from .exiftool import ExifTool, ExifToolFailed, _arg_line
 from .layout import clean_ext
 from .model import MediaInfo, NotMedia
-from .exiftool import ExifTool, ExifToolFailed, _arg_line
-
 
 # ---------------------------------------------------------------------------------------
 # The rules: which files are media, and when they were captured.

@@ -187,4 +187,4 @@ class Pool:
             self.on_result(result)
 
 
-__all__ = ["Pool", "Finished", "Retry", "Skipped"]
+__all__ = ["Finished", "Pool", "Retry", "Skipped"]

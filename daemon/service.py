@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from . import catalog, db, journal, logs, notify, query, undolog
+from . import catalog, db, journal, notify, query, undolog
 from .config import Config
 from .errors import LockedError, MediasortError, UsageError
 from .fsops import Unusable, hash_fd, make_dirs, open_source

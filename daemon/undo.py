@@ -22,8 +22,17 @@ import apsw
 from . import catalog, journal, undolog
 from .config import Config
 from .db import transaction
-from .fsops import (Unusable, copy_and_hash, fsync_dir, hash_file, link_noreplace, make_dirs,
-                    open_source, same_file, unlink_quiet)
+from .fsops import (
+    Unusable,
+    copy_and_hash,
+    fsync_dir,
+    hash_file,
+    link_noreplace,
+    make_dirs,
+    open_source,
+    same_file,
+    unlink_quiet,
+)
 from .layout import numbered_name
 from .model import Job, Outcome, UndoItem, UndoOutcome, UndoStep
 

@@ -17,9 +17,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent,
-                             FileCreatedEvent, FileMovedEvent, FileSystemEvent,
-                             FileSystemEventHandler)
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers.inotify import InotifyObserver
 
 from .layout import is_partial
@@ -226,14 +232,14 @@ class _Handler(FileSystemEventHandler):
 class Watcher:
     """An inotify observer on the inbox and every folder under it."""
 
-    EVENTS = [FileClosedEvent, FileMovedEvent, FileCreatedEvent, DirCreatedEvent, DirMovedEvent]
+    EVENTS = (FileClosedEvent, FileMovedEvent, FileCreatedEvent, DirCreatedEvent, DirMovedEvent)
 
     def __init__(self, inbox: bytes, on_file: Callable[[bytes], None],
                  on_dir: Callable[[bytes], None], on_overflow: Callable[[], None]) -> None:
         self.inbox = inbox
         self.observer = InotifyObserver()
         self.observer.schedule(_Handler(on_file, on_dir), os.fsdecode(inbox), recursive=True,
-                               event_filter=self.EVENTS)
+                               event_filter=list(self.EVENTS))
         self.overflow = _Overflow(on_overflow)
 
     def start(self) -> None:

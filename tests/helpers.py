@@ -82,6 +82,13 @@ def _dedupe(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def cli_argv(cfg_path: Path, *args: str) -> list[str]:
+    """argv for the real `mediasortd` that works as any user (no dependence on the
+    venv's console script or on the caller's working directory)."""
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+            "from daemon.cli import main; sys.exit(main())", "--config", str(cfg_path), *args]
+
+
 def cli(cfg_path: Path, *args: str, env: dict[str, str] | None = None,
         check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """The real `mediasortd` in a subprocess."""

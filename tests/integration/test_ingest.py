@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db, journal, logs, service
+from daemon import db, journal, logs
 from daemon.ingest import Finished, Ingestor
 from daemon.metadata import Reader
 from daemon.model import Job, Outcome, Step
-from tests.helpers import (check_consistent, jpeg_bytes, make_config, sha, snapshot,
-                           tree_hashes, write)
+from tests.helpers import (
+    check_consistent,
+    jpeg_bytes,
+    make_config,
+    sha,
+    snapshot,
+    tree_hashes,
+    write,
+)
 
 logs.configure("warning", "json")
 LOG = logs.get()

@@ -26,8 +26,7 @@ def big_photo(path: Path) -> bytes:
     with open(path, "wb") as f:
         f.write(data)
         block = b"\x5a" * (1 << 20)
-        for _ in range(BIG >> 20):
-            f.write(block)
+        f.writelines(block for _ in range(BIG >> 20))
     return data
 
 

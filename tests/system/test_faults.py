@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon import db
-from tests.helpers import (check_consistent, cli, jpeg_bytes, make_config, tree_hashes,
+from tests.helpers import (check_consistent, cli, cli_argv, jpeg_bytes, make_config, tree_hashes,
                            wait_for, write)
 from tests.system.daemon_harness import Daemon
 
@@ -77,7 +77,7 @@ def test_catalog_locked_by_another_process_for_a_while(tmp_path: Path) -> None:
     files = {write(src / f"p{i}.jpg", jpeg_bytes(BASE, i)): jpeg_bytes(BASE, i) for i in range(5)}
     conn = db.connect(cfg.catalog)  # creates and migrates it
     conn.execute("BEGIN IMMEDIATE")  # hold the write lock
-    importer = subprocess.Popen(cli_cmd(cfg_path, "import", str(src)), stdout=subprocess.PIPE,
+    importer = subprocess.Popen(cli_argv(cfg_path, "import", str(src)), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     try:
         assert not _wait_quietly(importer, 2.0), "import finished while the catalog was locked"
@@ -97,13 +97,6 @@ def _wait_quietly(proc: subprocess.Popen, seconds: float) -> bool:
         return True
     except subprocess.TimeoutExpired:
         return False
-
-
-def cli_cmd(cfg_path: Path, *args: str) -> list[str]:
-    import sys
-    from tests.helpers import ROOT
-    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-            "from daemon.cli import main; sys.exit(main())", "--config", str(cfg_path), *args]
 
 
 def exiftool_children(pid: int) -> list[int]:

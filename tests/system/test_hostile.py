@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import stat
-import shutil
 import subprocess
 import tempfile
 import unicodedata
@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from daemon import db
-from tests.helpers import check_consistent, cli, jpeg_bytes, make_config, sha, tree_hashes, write
+from tests.helpers import (check_consistent, cli, cli_argv, jpeg_bytes, make_config, sha,
+                           tree_hashes, write)
 
 WHEN = datetime(2020, 2, 29, 12, 0, 0)
 
@@ -178,13 +179,6 @@ def test_unreadable_file_as_a_normal_user(nobody_dir: Path) -> None:
     assert (cfg.rejected / "secret.jpg").exists()
     done = jobs(cfg)
     assert "Permission denied" in done[os.fsencode(secret)][1]
-
-
-def cli_argv(cfg_path: Path) -> list[str]:
-    import sys
-    from tests.helpers import ROOT
-    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-            "from daemon.cli import main; sys.exit(main())", "--config", str(cfg_path)]
 
 
 @pytest.mark.slow

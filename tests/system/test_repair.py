@@ -7,7 +7,7 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tests.helpers import check_consistent, cli, jpeg_bytes, make_config, sha, tree_hashes, write
+from tests.helpers import check_consistent, cli, jpeg_bytes, make_config, tree_hashes, write
 
 BASE = datetime(2018, 1, 2, 3, 4, 5)
 

@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from daemon import config, db, lookup, report
-from tests.helpers import (check_consistent, cli, jpeg_bytes, make_config, sha, tree_hashes,
-                           wait_for, write)
+from tests.helpers import (
+    check_consistent,
+    cli,
+    jpeg_bytes,
+    make_config,
+    sha,
+    tree_hashes,
+    wait_for,
+    write,
+)
 from tests.system.daemon_harness import Daemon
 
 BASE = datetime(2022, 7, 1, 8, 0, 0)
