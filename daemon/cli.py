@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from . import __version__, config, db, logs, lookup, maintain, query, report, service, show
+from . import __version__, config, db, logs, lookup, maintain, oneshot, query, report, service, show
 from .errors import EX_FAILED, EX_OK, MediasortError, UsageError
 from .model import Outcome
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     if args.dry_run:
         counts = {o.value: 0 for o in Outcome}
-        for plan in service.dry_run(cfg, args.sources):
+        for plan in oneshot.dry_run(cfg, args.sources):
             counts[plan.outcome] = counts.get(plan.outcome, 0) + 1
             src = plan.source.decode("utf-8", "backslashreplace")
             detail = {"filed": f"-> {plan.where} ({plan.reason})",
@@ -169,7 +169,7 @@ def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing to do"
         print(f"dry run, nothing changed: would import {sum(counts.values())} file(s): {parts}")
         return EX_OK
-    summary = service.import_(cfg, args.sources, move=args.move, log=log)
+    summary = oneshot.import_(cfg, args.sources, move=args.move, log=log)
     parts = ", ".join(f"{n} {k}" for k, n in summary.counts.items() if n) or "nothing to do"
     print(f"imported {summary.total} file(s): {parts}")
     return EX_OK if summary.ok else EX_FAILED
@@ -223,12 +223,12 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 
 
 def cmd_adopt(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
-    progress: service.Progress | None = None
+    progress: oneshot.Progress | None = None
 
     def on_progress(done: int, total: int) -> None:
         nonlocal progress
         if progress is None:
-            progress = service.Progress(total)
+            progress = oneshot.Progress(total)
         progress.done = done
         progress.update({})
 
@@ -295,7 +295,7 @@ def cmd_history(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 def cmd_undo(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     if bool(args.batches) == (args.since is not None):
         raise UsageError("undo: give BATCH... or --since WHEN (one of them)")
-    summary = service.undo(cfg, batches=args.batches or None, since=_when(args.since),
+    summary = oneshot.undo(cfg, batches=args.batches or None, since=_when(args.since),
                            dry_run=args.dry_run, log=log)
     what = ", ".join(summary.undoing) if isinstance(summary.undoing, list) else summary.undoing
     if summary.resumed:

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import os
 import time
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import tzinfo
 from typing import Any, Protocol
 
 import apsw
 
-from . import catalog, journal
-from .companions import Companion, companion_of, library_name, matches_stem, takeout_names
+from . import catalog, journal, pairing
+from .companions import companion_of, library_name
 from .config import Config
 from .db import transaction
 from .errors import ToolError
@@ -45,7 +44,6 @@ from .layout import library_path, numbered_name
 from .model import Job, MediaInfo, NotMedia, Outcome, Step
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-COMPANION_WAIT_LIMIT = 600.0  # a partner still in the inbox is waited for this long at most
 
 
 class Describer(Protocol):
@@ -81,18 +79,6 @@ class Skipped:
 
 Result = Finished | Retry | Skipped
 Hook = Callable[[Job], None]
-
-
-def _as_companion(partner: catalog.Entry, companion: Companion | None,
-                  kind: str) -> MediaInfo:
-    """A companion is dated by its partner (the still of a Live Photo, the photo of a
-    sidecar)."""
-    suffix = companion.suffix.decode() if companion is not None else ""
-    return MediaInfo(kind=kind, file_type=suffix.rpartition(".")[2].upper(), mime="",
-                     ext=suffix.rpartition(".")[2], captured=datetime.fromisoformat(
-                         partner.captured), utc_offset=None,
-                     date_source=f"partner:{partner.path}", date_raw=partner.captured,
-                     confidence="high")
 
 
 def display(path: bytes) -> str:
@@ -266,22 +252,22 @@ class Ingestor:
         companion = companion_of(name)
         partner: catalog.Entry | None = None
         if companion is not None:
-            found = self._partner(job, companion)
-            if isinstance(found, Retry):
-                return found
-            partner = found
+            found = pairing.partner(self.conn, job, companion, self.companion_grace)
+            if found is pairing.WAIT:
+                return Retry(job, 1.0, "waiting for the photo it belongs with")
+            partner = found if isinstance(found, catalog.Entry) else None
         info: MediaInfo | NotMedia
         if job.size == 0:
             info = NotMedia("an empty file")
         elif companion is not None and companion.kind == "sidecar" and partner is not None:
-            info = _as_companion(partner, companion, "sidecar")
+            info = pairing.as_companion(partner, companion, "sidecar")
         else:
             info = self.reader.describe(job.staged, os.fsdecode(name), job.identity.mtime_ns)
             if isinstance(info, MediaInfo) and partner is not None:
-                info = dataclasses.replace(_as_companion(partner, companion, info.kind),
+                info = dataclasses.replace(pairing.as_companion(partner, companion, info.kind),
                                            file_type=info.file_type, mime=info.mime)
             elif isinstance(info, MediaInfo) and info.confidence != "high":
-                info = self._takeout_date(job, info)
+                info = pairing.takeout_date(job.source, info, self.tz)
         with transaction(self.conn):
             existing = catalog.by_sha256(self.conn, job.sha256)
             if existing is not None and existing.missing_since:
@@ -384,65 +370,6 @@ class Ingestor:
         with transaction(self.conn):
             journal.advance(self.conn, job.id, Step.DONE, error=error)
             return journal.get(self.conn, job.id)
-
-    # -- companions ---------------------------------------------------------------------
-
-    def _partner(self, job: Job, companion: Companion) -> catalog.Entry | None | Retry:
-        """The catalog row of the photo this file travels with; None when there is none to
-        wait for; Retry while the partner is still on its way (in the inbox, or in hand)."""
-        folder = os.path.dirname(job.source)
-        jobs = journal.latest_for(self.conn, [os.path.join(folder, n) for n in companion.names])
-        on_disk = [n for n in companion.names if os.path.lexists(os.path.join(folder, n))]
-        if companion.stem is not None:
-            under = journal.latest_under(self.conn, os.path.join(folder, companion.stem + b"."))
-            jobs.update({k: v for k, v in under.items()
-                         if matches_stem(companion, os.path.basename(k))})
-            try:
-                on_disk += [n for n in os.listdir(folder) if matches_stem(companion, n)]
-            except OSError:
-                pass
-        for source, other in sorted(jobs.items(), key=lambda kv: -kv[1].id):
-            if other.step is Step.DONE and other.outcome is Outcome.FILED:
-                entry = catalog.by_job(self.conn, other.id)
-            elif other.step is Step.DONE and other.outcome is Outcome.DUPLICATE:
-                entry = catalog.by_id(self.conn, other.duplicate_of or -1)
-            else:
-                entry = None
-            if entry is not None and not entry.missing_since:
-                return entry
-        waited = journal.age(self.conn, job.id)
-        on_its_way = any(j.step is not Step.DONE for j in jobs.values()) or any(
-            os.path.join(folder, n) not in jobs for n in on_disk)
-        grace = self.companion_grace if companion.kind == "sidecar" else 0.0
-        if (on_its_way and waited < max(grace, COMPANION_WAIT_LIMIT)) or waited < grace:
-            return Retry(job, 1.0, "waiting for the photo it belongs with")
-        return None
-
-    def _takeout_date(self, job: Job, info: MediaInfo) -> MediaInfo:
-        """A Google Takeout JSON beside the photo dates it when the photo has no date of
-        its own (photoTakenTime, UTC seconds)."""
-        folder = os.path.dirname(job.source)
-        for name in takeout_names(os.path.basename(job.source)):
-            fd = open_source(os.path.join(folder, name))
-            if isinstance(fd, Unusable):
-                continue
-            try:
-                raw = os.read(fd, 1 << 20)
-            finally:
-                os.close(fd)
-            try:
-                stamp = int(json.loads(raw)["photoTakenTime"]["timestamp"])
-                when = datetime.fromtimestamp(stamp, UTC).astimezone(self.tz)
-            except (ValueError, KeyError, TypeError, OverflowError, OSError):
-                continue
-            if not 1826 <= when.year or when > datetime.now(UTC) + timedelta(days=1):
-                continue
-            offset = when.utcoffset()
-            return dataclasses.replace(
-                info, captured=when.replace(tzinfo=None), date_raw=str(stamp),
-                utc_offset=int(offset.total_seconds()) if offset is not None else None,
-                date_source="Takeout:photoTakenTime", confidence="medium")
-        return info
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import catalog, db, journal, report, service
+from . import catalog, db, journal, oneshot, report, service
 from .config import Config
 from .db import transaction
 from .errors import MediasortError
@@ -77,7 +77,7 @@ def _catalogue(cfg: Config, conn: Any, reader: Reader, rel: bytes,
 
 def repair(cfg: Config, log: Any) -> tuple[list[Action], report.Report]:
     """Replay, then fix what `verify --deep` finds; returns what was done and what is left."""
-    service.import_(cfg, [], move=False, log=log)  # replay unfinished jobs, sweep staging
+    oneshot.import_(cfg, [], move=False, log=log)  # replay unfinished jobs, sweep staging
     lock = service.StateLock(cfg)
     conn = db.connect(cfg.catalog)
     reader = Reader(timezone=cfg.timezone)
@@ -123,7 +123,7 @@ def adopt(cfg: Config, path: str, log: Any,
         raise MediasortError(f"{path}: adopt catalogues files in place, so PATH must be the "
                              f"library ({cfg.library}) or a folder in it; use `import` to "
                              "copy files from elsewhere")
-    service.import_(cfg, [], move=False, log=log)  # replay first, and create the catalog
+    oneshot.import_(cfg, [], move=False, log=log)  # replay first, and create the catalog
     lock = service.StateLock(cfg)
     conn = db.connect(cfg.catalog)
     reader = Reader(timezone=cfg.timezone)

@@ -13,14 +13,14 @@ LEVELS = {
     "config": 1, "layout": 0, "companions": 0,
     "db": 2, "journal": 2, "catalog": 2, "query": 2, "undolog": 2,
     "fsops": 2, "exiftool": 2, "metadata": 3, "watcher": 2, "notify": 2, "logs": 2,
-    "ingest": 3, "report": 3, "lookup": 3, "undo": 3,
-    "pool": 4, "metrics": 4, "show": 4,
-    "service": 5, "maintain": 6,
-    "cli": 7, "__main__": 8, "__init__": 0,
+    "pairing": 3, "ingest": 4, "report": 3, "lookup": 3, "undo": 3,
+    "pool": 5, "metrics": 5, "show": 4,
+    "service": 6, "oneshot": 7, "maintain": 8,
+    "cli": 9, "__main__": 10, "__init__": 0,
 }
 # modules allowed to import apsw (SQL lives only there), systemd, watchdog
-ONLY = {"apsw": {"db", "journal", "catalog", "query", "undolog", "ingest", "pool", "report",
-                 "lookup", "undo", "maintain", "service", "metrics", "show"},
+ONLY = {"apsw": {"db", "journal", "catalog", "query", "undolog", "ingest", "pairing", "pool", "report",
+                 "lookup", "undo", "maintain", "service", "oneshot", "metrics", "show"},
         "systemd": {"notify", "logs"}, "watchdog": {"watcher"}, "structlog": {"logs"}}
 
 

@@ -1,0 +1,104 @@
+"""Finding a companion's partner: the photo a sidecar belongs to, the still of a Live
+Photo's motion half, and the Takeout JSON that dates a photo (level 3).
+
+Only reads: the journal and catalog to find the partner's library name, the inbox folder
+to see whether a partner is still on its way. Naming rules are in `companions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+from datetime import UTC, datetime, timedelta, tzinfo
+
+import apsw
+
+from . import catalog, journal
+from .companions import Companion, matches_stem, takeout_names
+from .fsops import Unusable, open_source
+from .model import Job, MediaInfo, Outcome, Step
+
+WAIT_LIMIT = 600.0  # a partner still in the inbox is waited for this long at most
+
+
+class Wait(enum.Enum):
+    """The partner is on its way (in the inbox, or in another worker's hands)."""
+
+    WAIT = "wait"
+
+
+WAIT = Wait.WAIT
+
+
+def as_companion(partner: catalog.Entry, companion: Companion | None,
+                 kind: str) -> MediaInfo:
+    """A companion is dated by its partner (the still of a Live Photo, the photo of a
+    sidecar)."""
+    suffix = companion.suffix.decode() if companion is not None else ""
+    return MediaInfo(kind=kind, file_type=suffix.rpartition(".")[2].upper(), mime="",
+                     ext=suffix.rpartition(".")[2], captured=datetime.fromisoformat(
+                         partner.captured), utc_offset=None,
+                     date_source=f"partner:{partner.path}", date_raw=partner.captured,
+                     confidence="high")
+
+
+def partner(conn: apsw.Connection, job: Job, companion: Companion,
+            grace: float) -> catalog.Entry | None | Wait:
+    """The catalog row of the photo this file travels with; None when there is none to
+    wait for; WAIT while the partner is still on its way (in the inbox, or in hand), or
+    (sidecars) while the job is younger than `grace` seconds."""
+    folder = os.path.dirname(job.source)
+    jobs = journal.latest_for(conn, [os.path.join(folder, n) for n in companion.names])
+    on_disk = [n for n in companion.names if os.path.lexists(os.path.join(folder, n))]
+    if companion.stem is not None:
+        under = journal.latest_under(conn, os.path.join(folder, companion.stem + b"."))
+        jobs.update({k: v for k, v in under.items()
+                     if matches_stem(companion, os.path.basename(k))})
+        try:
+            on_disk += [n for n in os.listdir(folder) if matches_stem(companion, n)]
+        except OSError:
+            pass
+    for source, other in sorted(jobs.items(), key=lambda kv: -kv[1].id):
+        if other.step is Step.DONE and other.outcome is Outcome.FILED:
+            entry = catalog.by_job(conn, other.id)
+        elif other.step is Step.DONE and other.outcome is Outcome.DUPLICATE:
+            entry = catalog.by_id(conn, other.duplicate_of or -1)
+        else:
+            entry = None
+        if entry is not None and not entry.missing_since:
+            return entry
+    waited = journal.age(conn, job.id)
+    on_its_way = any(j.step is not Step.DONE for j in jobs.values()) or any(
+        os.path.join(folder, n) not in jobs for n in on_disk)
+    grace = grace if companion.kind == "sidecar" else 0.0
+    if (on_its_way and waited < max(grace, WAIT_LIMIT)) or waited < grace:
+        return WAIT
+    return None
+
+def takeout_date(source: bytes, info: MediaInfo, tz: tzinfo | None) -> MediaInfo:
+    """A Google Takeout JSON beside the photo dates it when the photo has no date of
+    its own (photoTakenTime, UTC seconds)."""
+    folder = os.path.dirname(source)
+    for name in takeout_names(os.path.basename(source)):
+        fd = open_source(os.path.join(folder, name))
+        if isinstance(fd, Unusable):
+            continue
+        try:
+            raw = os.read(fd, 1 << 20)
+        finally:
+            os.close(fd)
+        try:
+            stamp = int(json.loads(raw)["photoTakenTime"]["timestamp"])
+            when = datetime.fromtimestamp(stamp, UTC).astimezone(tz)
+        except (ValueError, KeyError, TypeError, OverflowError, OSError):
+            continue
+        if not 1826 <= when.year or when > datetime.now(UTC) + timedelta(days=1):
+            continue
+        offset = when.utcoffset()
+        return dataclasses.replace(
+            info, captured=when.replace(tzinfo=None), date_raw=str(stamp),
+            utc_offset=int(offset.total_seconds()) if offset is not None else None,
+            date_source="Takeout:photoTakenTime", confidence="medium")
+    return info
