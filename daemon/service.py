@@ -68,6 +68,8 @@ def prepare(cfg: Config, log: Any, hook: Hook,
         Undoer(cfg, conn, log).replay()  # an interrupted `undo` is finished first
         ingest = Ingestor(cfg, conn, reader, batch=batch_id("replay"), log=log, hook=hook,
                           companion_grace=companion_grace)
+        if pending := journal.pending(conn):
+            log.info("replay.started", jobs=pending)
         results = ingest.replay()
     finally:
         reader.close()
