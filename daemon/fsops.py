@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -84,44 +85,129 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
 def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
     """Copy an open source into a new file `dst` (truncated if it exists), hashing in the
     same single read; fsync it. Holes stay holes (a 10 GiB sparse file costs no disk),
-    memory stays one chunk. Raises SourceChanged if the source changed meanwhile."""
+    memory stays two chunks. Raises SourceChanged if the source changed meanwhile.
+
+    Each chunk read is hashed here while a writer thread writes it (both release the
+    GIL), and written ranges are handed to the disk as they go (sync_file_range), so a
+    large file's final fsync has little left to do: one read, hashing and disk writes
+    overlap."""
     before = os.fstat(src_fd)
     h = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
     zeros = memoryview(bytes(CHUNK))
     os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     size = 0
+    writer = _Writer(out) if before.st_size > PIPELINE_BYTES else None
+    bufs = [memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))] if writer else \
+        [memoryview(bytearray(CHUNK))]
     try:
         os.fchmod(out, mode)
+        i = 0
         for offset, length, is_data in _regions(src_fd, before.st_size):
             end = offset + length
             while offset < end:
                 if is_data:
+                    view = bufs[i % len(bufs)]
+                    i += 1
                     n = os.preadv(src_fd, [view[:min(CHUNK, end - offset)]], offset)
                     if n == 0:
                         break  # shrank meanwhile: the identity check below says so
                     chunk = view[:n]
-                    h.update(chunk)
-                    written = 0
-                    while written < n:
-                        written += os.pwrite(out, chunk[written:], offset + written)
+                    if writer is None:
+                        _pwrite_all(out, chunk, offset)
+                        h.update(chunk)
+                    else:  # the write of this chunk runs while it is hashed; the one before
+                        writer.put(chunk, offset)  # it must end before its buffer is reused
+                        h.update(chunk)
                 else:
                     n = min(CHUNK, end - offset)
                     h.update(zeros[:n])
                 offset += n
                 size = offset
+        if writer is not None:
+            writer.close()
         os.ftruncate(out, size)
         os.fsync(out)
         os.posix_fadvise(out, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
+        if writer is not None:
+            writer.close()
         os.close(out)
     os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_DONTNEED)
     after = os.fstat(src_fd)
     if size != after.st_size or identity(before) != identity(after):
         raise SourceChanged(f"size {before.st_size} -> {after.st_size} bytes while copying")
     return h.hexdigest(), size
+
+
+PIPELINE_BYTES = 8 * CHUNK  # larger files are written by a second thread
+_SYNC_FILE_RANGE_WRITE = 2
+_WRITEBACK_EVERY = 16 * CHUNK
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    written = 0
+    while written < len(data):
+        written += os.pwrite(fd, data[written:], offset + written)
+
+
+class _Writer:
+    """One writer thread for one large copy: put() hands it a chunk and waits for the
+    chunk before it (so two buffers suffice); ranges already written are started
+    towards the disk every 16 MiB. An error in the thread is raised by the next call."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending: tuple[memoryview, int] | None = None
+        self.error: BaseException | None = None
+        self.ready = threading.Semaphore(0)  # a chunk is waiting for the thread
+        self.done = threading.Semaphore(1)  # the thread is free
+        self.closed = False
+        self.unsynced_from = 0
+        self.thread = threading.Thread(target=self._run, name="copy-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, chunk: memoryview, offset: int) -> None:
+        self.done.acquire()  # the previous chunk is on its way to the disk
+        if self.error is not None:
+            self.done.release()  # free again: close() must not wait for it
+            self._raise()
+        self.pending = (chunk, offset)
+        self.ready.release()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.done.acquire()
+        self.pending = None
+        self.ready.release()  # None: stop
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            self.ready.acquire()
+            item = self.pending
+            if item is None:
+                return
+            chunk, offset = item
+            try:
+                _pwrite_all(self.fd, chunk, offset)
+                end = offset + len(chunk)
+                if end - self.unsynced_from >= _WRITEBACK_EVERY:
+                    _libc.sync_file_range(self.fd, ctypes.c_int64(self.unsynced_from),
+                                          ctypes.c_int64(end - self.unsynced_from),
+                                          _SYNC_FILE_RANGE_WRITE)
+                    self.unsynced_from = end
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                self.error = e
+            self.done.release()
 
 
 def _regions(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:

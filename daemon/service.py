@@ -171,7 +171,9 @@ class Daemon:
         next_metrics = self.clock() + self.cfg.metrics_interval
         last_status = ""
         while not self.stop.is_set():
-            self.wake.wait(tick)
+            # sleep until the next candidate could be due (latency), at most one tick
+            due_in = self.candidates.next_due() - self.clock()
+            self.wake.wait(min(tick, max(due_in, 0.0)))
             self.wake.clear()
             now = self.clock()
             if pool.errors:
@@ -213,6 +215,7 @@ class Daemon:
 
     def _on_file(self, path: bytes) -> None:
         self.candidates.add(path)
+        self.wake.set()  # look at it now, so its settle time starts now
 
     def _on_dir(self, path: bytes) -> None:
         self.rescan_due.set()  # a folder moved in brings files without events of their own

@@ -98,6 +98,11 @@ class Candidates:
             ready = [p for p in ready if p not in busy]
         return ready
 
+    def next_due(self) -> float:
+        """When the earliest candidate could be due (infinity when there is none)."""
+        with self.lock:
+            return self.heap[0][0] if self.heap else float("inf")
+
     def retry_later(self, path: bytes, delay: float) -> None:
         """Keep a ready candidate (the queue was full) and offer it again later."""
         self._recheck(path, None, self.clock() + delay)
