@@ -95,5 +95,5 @@ def all_entries(conn: apsw.Connection) -> Iterator[Entry]:
 
 
 def totals(conn: apsw.Connection) -> dict[str, Any]:
-    n, size = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM files").fetchall()[0]
+    n, size = conn.execute("SELECT n, bytes FROM tally_files").fetchall()[0]
     return {"files": n, "bytes": size}

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from . import __version__, config, db, logs, lookup, maintain, oneshot, query, report, service, show
+from . import __version__, config, db, lookup, query, report, show
 from .errors import EX_FAILED, EX_OK, MediasortError, UsageError
 from .model import Outcome
 
@@ -146,8 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config.load(args.config)
-        logs.configure(cfg.log_level, cfg.log_format)
-        log = logs.get()
+        log = None
+        if args.command not in QUIET:
+            # the commands that only read log nothing, and import nothing they do not
+            # use (structlog, watchdog...): `status` answers in a fraction of a second
+            from . import logs
+
+            logs.configure(cfg.log_level, cfg.log_format)
+            log = logs.get()
         return COMMANDS[args.command](cfg, args, log)
     except MediasortError as e:
         print(f"mediasortd: {e}", file=sys.stderr)
@@ -157,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    from . import oneshot
+
     if args.dry_run:
         counts = {o.value: 0 for o in Outcome}
         for plan in oneshot.dry_run(cfg, args.sources):
@@ -176,6 +184,8 @@ def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 
 
 def cmd_run(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    from . import service
+
     return service.run(cfg, log=log)
 
 
@@ -194,6 +204,8 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 
 def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     if args.repair:
+        from . import maintain
+
         actions, left = maintain.repair(cfg, log)
         if args.json:
             print(json.dumps({"actions": [vars(a) for a in actions], **left.as_dict()},
@@ -223,6 +235,8 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 
 
 def cmd_adopt(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    from . import maintain, oneshot
+
     progress: oneshot.Progress | None = None
 
     def on_progress(done: int, total: int) -> None:
@@ -295,6 +309,8 @@ def cmd_history(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 def cmd_undo(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     if bool(args.batches) == (args.since is not None):
         raise UsageError("undo: give BATCH... or --since WHEN (one of them)")
+    from . import oneshot
+
     summary = oneshot.undo(cfg, batches=args.batches or None, since=_when(args.since),
                            dry_run=args.dry_run, log=log)
     what = ", ".join(summary.undoing) if isinstance(summary.undoing, list) else summary.undoing
@@ -318,6 +334,7 @@ def cmd_undo(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     return EX_OK if summary.ok else EX_FAILED
 
 
+QUIET = frozenset({"status", "find", "history"})  # read only: no logging set up
 COMMANDS = {"adopt": cmd_adopt, "run": cmd_run, "import": cmd_import, "status": cmd_status,
             "verify": cmd_verify, "find": cmd_find, "history": cmd_history, "undo": cmd_undo}
 

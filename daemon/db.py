@@ -100,6 +100,55 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_batch ON jobs(batch);
     CREATE INDEX files_job ON files(job_id);
     """,
+    # 3: running tallies kept by triggers in the same transactions as the rows they count,
+    # so `status` reads a few rows instead of counting a million
+    """
+    CREATE TABLE tally_hour (
+        bucket  TEXT NOT NULL,     -- the UTC hour jobs finished in: 'YYYY-MM-DDTHH'
+        outcome TEXT NOT NULL,
+        n       INTEGER NOT NULL,
+        bytes   INTEGER NOT NULL,
+        PRIMARY KEY (bucket, outcome)
+    ) WITHOUT ROWID;
+    CREATE TABLE tally_batch (
+        batch   TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        n       INTEGER NOT NULL,
+        PRIMARY KEY (batch, outcome)
+    ) WITHOUT ROWID;
+    CREATE TABLE tally_files (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        n     INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    INSERT INTO tally_hour SELECT substr(finished_at, 1, 13), outcome, count(*),
+        coalesce(sum(bytes), 0) FROM jobs WHERE step = 'done' GROUP BY 1, 2;
+    INSERT INTO tally_batch SELECT batch, outcome, count(*) FROM jobs WHERE step = 'done'
+        GROUP BY 1, 2;
+    INSERT INTO tally_files SELECT 1, count(*), coalesce(sum(size), 0) FROM files;
+    CREATE TRIGGER jobs_done AFTER UPDATE OF step ON jobs
+    WHEN NEW.step = 'done' AND OLD.step != 'done' BEGIN
+        INSERT INTO tally_hour VALUES (substr(NEW.finished_at, 1, 13), NEW.outcome, 1,
+                                       coalesce(NEW.bytes, 0))
+            ON CONFLICT (bucket, outcome) DO UPDATE SET n = n + 1, bytes = bytes + excluded.bytes;
+        INSERT INTO tally_batch VALUES (NEW.batch, NEW.outcome, 1)
+            ON CONFLICT (batch, outcome) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER jobs_inserted_done AFTER INSERT ON jobs WHEN NEW.step = 'done' BEGIN
+        INSERT INTO tally_hour VALUES (substr(NEW.finished_at, 1, 13), NEW.outcome, 1,
+                                       coalesce(NEW.bytes, 0))
+            ON CONFLICT (bucket, outcome) DO UPDATE SET n = n + 1, bytes = bytes + excluded.bytes;
+        INSERT INTO tally_batch VALUES (NEW.batch, NEW.outcome, 1)
+            ON CONFLICT (batch, outcome) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER files_added AFTER INSERT ON files BEGIN
+        UPDATE tally_files SET n = n + 1, bytes = bytes + NEW.size;
+    END;
+    CREATE TRIGGER files_removed AFTER DELETE ON files BEGIN
+        UPDATE tally_files SET n = n - 1, bytes = bytes - OLD.size;
+    END;
+    CREATE INDEX jobs_outcome_finished ON jobs(outcome, finished_at);
+    """,
 ]
 
 

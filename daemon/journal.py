@@ -135,11 +135,13 @@ def staged_paths(conn: apsw.Connection) -> set[bytes]:
 
 
 def counts(conn: apsw.Connection, since: str | None = None) -> dict[str, int]:
-    sql = "SELECT outcome, count(*) FROM jobs WHERE step = 'done'"
+    """Finished jobs by outcome, all time or since an ISO UTC time (to the hour: the
+    tallies are kept per UTC hour)."""
+    sql = "SELECT outcome, sum(n) FROM tally_hour"
     args: tuple[Any, ...] = ()
     if since:
-        sql += " AND finished_at >= ?"
-        args = (since,)
+        sql += " WHERE bucket >= ?"
+        args = (since[:13],)
     out = {o.value: 0 for o in Outcome}
     for outcome, n in conn.execute(sql + " GROUP BY outcome", args):
         out[outcome] = n
@@ -160,12 +162,19 @@ def waiting_for_space(conn: apsw.Connection) -> int:
 
 
 def recent_problems(conn: apsw.Connection, limit: int = 10) -> Iterator[dict[str, Any]]:
-    for row in conn.execute(
-            "SELECT id, source, outcome, error, finished_at, step FROM jobs "
-            "WHERE outcome IN ('failed', 'rejected') OR (step != 'done' AND error IS NOT NULL)"
-            " ORDER BY updated_at DESC LIMIT ?", (limit,)):
+    """The newest failed and rejected jobs, and unfinished ones retrying after an error
+    (three index range scans, merged)."""
+    cols = "SELECT id, source, outcome, error, finished_at, step, updated_at FROM jobs "
+    rows = [*conn.execute(cols + "WHERE outcome = 'failed' ORDER BY finished_at DESC LIMIT ?",
+                          (limit,)),
+            *conn.execute(cols + "WHERE outcome = 'rejected' ORDER BY finished_at DESC "
+                          "LIMIT ?", (limit,)),
+            *conn.execute(cols + "WHERE step != 'done' AND error IS NOT NULL", ())]
+    rows.sort(key=lambda r: r[6], reverse=True)
+    for row in rows[:limit]:
         yield {"job": row[0], "source": bytes(row[1]).decode("utf-8", "backslashreplace"),
-               "outcome": row[2] or f"waiting ({row[5]})", "error": row[3], "when": row[4]}
+               "outcome": row[2] if row[5] == "done" else f"waiting ({row[5]})",
+               "error": row[3], "when": row[4]}
 
 
 def _first(rows: list[Any]) -> Any:

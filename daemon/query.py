@@ -41,7 +41,9 @@ def _text(v: Any) -> Any:
 
 
 def _scalar(conn: apsw.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:
-    return conn.execute(sql, args).fetchall()[0][0]
+    """The first column of the first row, or None when there is no row."""
+    rows = conn.execute(sql, args).fetchall()
+    return rows[0][0] if rows else None
 
 
 def _rows(conn: apsw.Connection, sql: str, args: tuple[Any, ...],
@@ -181,11 +183,17 @@ def latest_batch(conn: apsw.Connection) -> dict[str, Any] | None:
     if not rows:
         return None
     batch = rows[0][0]
-    started, last = conn.execute("SELECT min(created_at), max(finished_at) FROM jobs "
-                                 "WHERE batch = ?", (batch,)).fetchall()[0]
+    started = _scalar(conn, "SELECT created_at FROM jobs WHERE batch = ? ORDER BY id LIMIT 1",
+                      (batch,))
+    last = _scalar(conn, "SELECT finished_at FROM jobs WHERE batch = ? AND step = 'done' "
+                   "ORDER BY id DESC LIMIT 1", (batch,))
     counts = {o: n for o, n in conn.execute(
-        "SELECT CASE WHEN step != 'done' THEN 'pending' ELSE outcome END, count(*) FROM jobs "
-        "WHERE batch = ? GROUP BY 1", (batch,))}
+        "SELECT outcome, n FROM tally_batch WHERE batch = ?", (batch,))}
+    # through the partial index of unfinished jobs (the batch index would count them all)
+    pending = _scalar(conn, "SELECT count(*) FROM jobs INDEXED BY jobs_active_source "
+                      "WHERE step != 'done' AND batch = ?", (batch,))
+    if pending:
+        counts["pending"] = pending
     return {"batch": batch, "started": started, "last_finished": last, "counts": counts}
 
 
@@ -210,8 +218,8 @@ def latest_job_for(conn: apsw.Connection, source: bytes) -> dict[str, Any] | Non
 
 def filed_bytes(conn: apsw.Connection) -> int:
     """Bytes of every file ever filed (undone ones included: a counter never goes down)."""
-    return int(_scalar(conn, "SELECT coalesce(sum(bytes), 0) FROM jobs WHERE step = 'done' "
-                           "AND outcome = 'filed'"))
+    return int(_scalar(conn, "SELECT coalesce(sum(bytes), 0) FROM tally_hour "
+                           "WHERE outcome = 'filed'"))
 
 
 def pending_jobs(conn: apsw.Connection) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from daemon import config, db, journal, report
+from daemon import catalog, config, db, journal, report
 from daemon.model import Outcome, Step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +145,12 @@ def check_consistent(cfg: config.Config, inputs: dict[Path, bytes], *, move: boo
         rep = report.verify(cfg, conn, deep=True)
         assert rep.ok, rep.as_dict()
         assert journal.unfinished(conn) == []
+        # the tallies the triggers keep agree with counting the rows
+        direct = dict(conn.execute("SELECT outcome, count(*) FROM jobs WHERE step = 'done' "
+                                   "GROUP BY outcome"))
+        assert {k: v for k, v in journal.counts(conn).items() if v} == direct
+        assert catalog.totals(conn) == dict(zip(("files", "bytes"), conn.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM files").fetchall()[0]))
         assert not cfg.staging.exists() or os.listdir(cfg.staging) == []
         catalog_shas = {r[0]: r[1] for r in conn.execute("SELECT sha256, path FROM files")}
         library = tree_hashes(cfg.library)
