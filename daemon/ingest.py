@@ -220,12 +220,19 @@ class Ingestor:
                 raise
         finally:
             os.close(fd)
-        fsync_dir(self.staging)
-        with transaction(self.conn):
-            journal.advance(self.conn, job.id, Step.COPIED, sha256=sha256, bytes=size,
-                            dev=ident.dev, ino=ident.ino, size=ident.size,
-                            mtime_ns=ident.mtime_ns, error=None)
-            return journal.get(self.conn, job.id)
+        # The staged copy is durable (fsynced). COPIED is committed together with the
+        # decision that follows at once (one commit fewer per file): a crash in between
+        # leaves the job at RECORDED, and replay copies again (the source is still
+        # there). No fsync of the staging folder either, for the same reason.
+        return dataclasses.replace(job, step=Step.COPIED, sha256=sha256, size=size,
+                                   identity=ident)
+
+    @staticmethod
+    def _copied(job: Job) -> dict[str, Any]:
+        """The columns COPIED sets, written with the next commit."""
+        return {"sha256": job.sha256, "bytes": job.size, "dev": job.identity.dev,
+                "ino": job.identity.ino, "size": job.identity.size,
+                "mtime_ns": job.identity.mtime_ns, "error": None}
 
     def _unusable(self, job: Job, why: Unusable) -> Job:
         """A source we cannot read: gone (vanished) or not a readable regular file
@@ -253,7 +260,9 @@ class Ingestor:
         partner: catalog.Entry | None = None
         if companion is not None:
             found = pairing.partner(self.conn, job, companion, self.companion_grace)
-            if found is pairing.WAIT:
+            if found is pairing.WAIT:  # keep the copy while waiting: commit COPIED
+                with transaction(self.conn):
+                    journal.advance(self.conn, job.id, Step.COPIED, **self._copied(job))
                 return Retry(job, 1.0, "waiting for the photo it belongs with")
             partner = found if isinstance(found, catalog.Entry) else None
         info: MediaInfo | NotMedia
@@ -268,6 +277,7 @@ class Ingestor:
                                            file_type=info.file_type, mime=info.mime)
             elif isinstance(info, MediaInfo) and info.confidence != "high":
                 info = pairing.takeout_date(job.source, info, self.tz)
+        copied = self._copied(job)
         with transaction(self.conn):
             existing = catalog.by_sha256(self.conn, job.sha256)
             if existing is not None and existing.missing_since:
@@ -275,7 +285,8 @@ class Ingestor:
                 existing = None
             if existing is not None:
                 quarantine = job.move and self.cfg.on_duplicate == "quarantine"
-                journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.DUPLICATE,
+                journal.advance(self.conn, job.id, Step.DECIDED, **copied,
+                                outcome=Outcome.DUPLICATE,
                                 duplicate_of=existing.id,
                                 dest=self._side_path(self.cfg.duplicates, job)
                                 if quarantine else None)
@@ -284,8 +295,8 @@ class Ingestor:
                 reason = info.reason if isinstance(info, NotMedia) else ""
                 if companion is not None and companion.kind == "sidecar" and job.size:
                     reason = "a sidecar whose photo is not in the library"
-                journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.REJECTED,
-                                error=reason,
+                journal.advance(self.conn, job.id, Step.DECIDED,
+                                **{**copied, "error": reason}, outcome=Outcome.REJECTED,
                                 dest=self._side_path(self.cfg.rejected, job) if job.move else None)
             else:
                 preferred = (library_name(partner.path, companion)
@@ -295,14 +306,19 @@ class Ingestor:
                 catalog.insert(self.conn, sha256=job.sha256, size=job.size, path=rel, info=info,
                                original_name=display(name), source=job.source,
                                imported_at=journal.now(), job_id=job.id)
-                journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.FILED,
+                journal.advance(self.conn, job.id, Step.DECIDED, **copied,
+                                outcome=Outcome.FILED,
                                 dest=os.path.join(self.library, os.fsencode(rel)))
             return journal.get(self.conn, job.id)
 
     def _place(self, job: Job) -> Job:
         """DECIDED -> PLACED: the staged copy gets its final name without overwriting
         anything (or is dropped, when nothing is to be kept); rejects that were never
-        copied are moved as they are."""
+        copied are moved as they are.
+
+        PLACED is not committed on its own: retiring the source follows at once and
+        commits DONE. Replay of a job still at DECIDED finds the placed copy (and no
+        staged one) and goes on from there, so the commit would buy nothing."""
         assert job.staged is not None
         if job.outcome is Outcome.REJECTED and job.sha256 is None:
             return self._move_entry(job)
@@ -315,6 +331,7 @@ class Ingestor:
                 dest = self._rename_dest(job, dest)  # a stranger took the name
             fsync_dir(os.path.dirname(dest))
             os.unlink(job.staged)
+            return dataclasses.replace(job, step=Step.PLACED, dest=dest)
         elif hash_file(job.dest) != (job.sha256, job.size):
             # neither the staged copy nor a placed one survived: copy again from the source
             with transaction(self.conn):
@@ -322,9 +339,7 @@ class Ingestor:
                     catalog.delete(self.conn, entry.id)
                 journal.advance(self.conn, job.id, Step.RECORDED, outcome=None, dest=None)
                 return journal.get(self.conn, job.id)
-        with transaction(self.conn):
-            journal.advance(self.conn, job.id, Step.PLACED)
-            return journal.get(self.conn, job.id)
+        return dataclasses.replace(job, step=Step.PLACED)
 
     def _move_entry(self, job: Job) -> Job:
         """Move a rejected entry (FIFO, symlink, unreadable file...) into `rejected` as it
