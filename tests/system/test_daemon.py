@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon import db, journal
 from tests.helpers import check_consistent, jpeg_bytes, make_config, tree_hashes, wait_for, write
 from tests.system.daemon_harness import Daemon
 
@@ -36,6 +37,16 @@ def setup(tmp_path: Path) -> Iterator[tuple]:
 
 def library_count(cfg) -> int:
     return len(tree_hashes(cfg.library))
+
+
+def idle(cfg) -> bool:
+    """No unfinished job in the journal (the daemon commits DONE just after the source
+    is gone, so an empty inbox alone can be a moment early)."""
+    conn = db.connect(cfg.catalog)
+    try:
+        return journal.pending(conn) == 0
+    finally:
+        conn.close()
 
 
 def inbox_empty(cfg) -> bool:
@@ -85,6 +96,7 @@ def test_every_way_a_file_arrives(setup, tmp_path: Path) -> None:
     wait_for(lambda: list(cfg.inbox.iterdir()) == [], 10, "dropped folders removed")
     assert cfg.inbox.is_dir()
     assert linked.exists(), "the other name of a hard link is never touched"
+    wait_for(lambda: idle(cfg), 30, "every job finished")  # the last commit follows the disk
     check_consistent(cfg, files, move=True)
 
 
@@ -154,6 +166,7 @@ def test_files_that_arrived_while_stopped_and_sigterm_with_work_in_flight(setup)
     start()
     wait_for(lambda: library_count(cfg) == 65, 30, "everything filed after restart")
     wait_for(lambda: inbox_empty(cfg), 10)
+    wait_for(lambda: idle(cfg), 30, "every job finished")  # the last commit follows the disk
     check_consistent(cfg, files, move=True)
 
 
@@ -170,6 +183,7 @@ def test_sigkill_while_filing_then_restart_replays(setup) -> None:
     start()
     wait_for(lambda: library_count(cfg) == 120, 40, "all 120 filed")
     wait_for(lambda: inbox_empty(cfg), 10)
+    wait_for(lambda: idle(cfg), 30, "every job finished")  # the last commit follows the disk
     check_consistent(cfg, files, move=True)
 
 
