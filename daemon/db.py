@@ -19,6 +19,15 @@ from .errors import CatalogError
 
 BUSY_TIMEOUT_MS = 30_000
 
+# what a job that finishes adds to the tallies (migration 3's triggers)
+_TALLY_JOB = """
+    INSERT INTO tally_hour VALUES (substr(NEW.finished_at, 1, 13), NEW.outcome, 1,
+                                   coalesce(NEW.bytes, 0))
+        ON CONFLICT (bucket, outcome) DO UPDATE SET n = n + 1, bytes = bytes + excluded.bytes;
+    INSERT INTO tally_batch VALUES (NEW.batch, NEW.outcome, 1)
+        ON CONFLICT (batch, outcome) DO UPDATE SET n = n + 1;
+"""
+
 MIGRATIONS: list[str] = [
     # 1: the catalog (one row per library file) and the journal (one row per job)
     """
@@ -102,7 +111,7 @@ MIGRATIONS: list[str] = [
     """,
     # 3: running tallies kept by triggers in the same transactions as the rows they count,
     # so `status` reads a few rows instead of counting a million
-    """
+    f"""
     CREATE TABLE tally_hour (
         bucket  TEXT NOT NULL,     -- the UTC hour jobs finished in: 'YYYY-MM-DDTHH'
         outcome TEXT NOT NULL,
@@ -127,20 +136,9 @@ MIGRATIONS: list[str] = [
         GROUP BY 1, 2;
     INSERT INTO tally_files SELECT 1, count(*), coalesce(sum(size), 0) FROM files;
     CREATE TRIGGER jobs_done AFTER UPDATE OF step ON jobs
-    WHEN NEW.step = 'done' AND OLD.step != 'done' BEGIN
-        INSERT INTO tally_hour VALUES (substr(NEW.finished_at, 1, 13), NEW.outcome, 1,
-                                       coalesce(NEW.bytes, 0))
-            ON CONFLICT (bucket, outcome) DO UPDATE SET n = n + 1, bytes = bytes + excluded.bytes;
-        INSERT INTO tally_batch VALUES (NEW.batch, NEW.outcome, 1)
-            ON CONFLICT (batch, outcome) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER jobs_inserted_done AFTER INSERT ON jobs WHEN NEW.step = 'done' BEGIN
-        INSERT INTO tally_hour VALUES (substr(NEW.finished_at, 1, 13), NEW.outcome, 1,
-                                       coalesce(NEW.bytes, 0))
-            ON CONFLICT (bucket, outcome) DO UPDATE SET n = n + 1, bytes = bytes + excluded.bytes;
-        INSERT INTO tally_batch VALUES (NEW.batch, NEW.outcome, 1)
-            ON CONFLICT (batch, outcome) DO UPDATE SET n = n + 1;
-    END;
+    WHEN NEW.step = 'done' AND OLD.step != 'done' BEGIN {_TALLY_JOB} END;
+    CREATE TRIGGER jobs_inserted_done AFTER INSERT ON jobs
+    WHEN NEW.step = 'done' BEGIN {_TALLY_JOB} END;
     CREATE TRIGGER files_added AFTER INSERT ON files BEGIN
         UPDATE tally_files SET n = n + 1, bytes = bytes + NEW.size;
     END;

@@ -3,6 +3,7 @@ check every crash test ends with."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -10,11 +11,12 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from daemon import catalog, config, db, journal, report
@@ -107,6 +109,21 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condit
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A size-limited tmpfs mounted at `path`: a real filesystem that fills up (root only;
+    skips otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                    str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 def tree_hashes(root: Path, hidden: bool = False) -> dict[str, str]:

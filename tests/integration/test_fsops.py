@@ -6,24 +6,19 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from daemon import fsops
+from tests.helpers import small_tmpfs
 
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small filesystem needs root")
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], check=True)
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)
+    with small_tmpfs(tmp_path / "tiny", "12m") as mnt:
+        yield mnt
 
 
 def big_file(path: Path, size: int) -> str:

@@ -15,8 +15,16 @@ from pathlib import Path
 import pytest
 
 from daemon.model import Step
-from tests.helpers import (ROOT, check_consistent, cli, jpeg_bytes, make_config, tree_hashes,
-                           wait_for, write)
+from tests.helpers import (
+    ROOT,
+    check_consistent,
+    cli,
+    jpeg_bytes,
+    make_config,
+    tree_hashes,
+    wait_for,
+    write,
+)
 
 BASE = datetime(2022, 7, 1, 8, 0, 0)
 

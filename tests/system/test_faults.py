@@ -15,8 +15,17 @@ from pathlib import Path
 import pytest
 
 from daemon import db
-from tests.helpers import (check_consistent, cli, cli_argv, jpeg_bytes, make_config, tree_hashes,
-                           wait_for, write)
+from tests.helpers import (
+    check_consistent,
+    cli,
+    cli_argv,
+    jpeg_bytes,
+    make_config,
+    small_tmpfs,
+    tree_hashes,
+    wait_for,
+    write,
+)
 from tests.system.daemon_harness import Daemon
 
 BASE = datetime(2019, 9, 9, 9, 9, 0)
@@ -25,14 +34,8 @@ BASE = datetime(2019, 9, 9, 9, 9, 0)
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 6 MiB tmpfs: a real filesystem that fills up."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small filesystem needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "tmpfs", str(mnt)],
-                   check=True)
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)
+    with small_tmpfs(tmp_path / "small", "6m") as mnt:
+        yield mnt
 
 
 def test_library_filesystem_full_waits_then_resumes(tmp_path: Path, small_fs: Path) -> None:

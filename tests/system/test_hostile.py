@@ -20,8 +20,16 @@ from pathlib import Path
 import pytest
 
 from daemon import db
-from tests.helpers import (check_consistent, cli, cli_argv, jpeg_bytes, make_config, sha,
-                           tree_hashes, write)
+from tests.helpers import (
+    check_consistent,
+    cli,
+    cli_argv,
+    jpeg_bytes,
+    make_config,
+    sha,
+    tree_hashes,
+    write,
+)
 
 WHEN = datetime(2020, 2, 29, 12, 0, 0)
 
