@@ -16,14 +16,14 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import apsw
 
 from . import catalog, journal, pairing
 from .companions import companion_of, library_name
 from .config import Config
-from .db import transaction
+from .db import Committer, transaction
 from .errors import ToolError
 from .fsops import (
     SourceChanged,
@@ -44,6 +44,7 @@ from .layout import library_path, numbered_name
 from .model import Job, MediaInfo, NotMedia, Outcome, Step
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+T = TypeVar("T")
 
 
 class Describer(Protocol):
@@ -128,7 +129,7 @@ class Ingestor:
     def __init__(self, config: Config, conn: apsw.Connection, reader: Describer, *,
                  batch: str, log: Any, hook: Hook = _no_hook,
                  max_attempts: int | None = 5, clock: Callable[[], float] = time.monotonic,
-                 companion_grace: float = 0.0):
+                 companion_grace: float = 0.0, committer: Committer | None = None):
         self.cfg = config
         self.conn = conn
         self.reader = reader
@@ -138,6 +139,7 @@ class Ingestor:
         self.max_attempts = max_attempts
         self.clock = clock
         self.companion_grace = companion_grace
+        self.committer = committer
         self.tz: tzinfo | None = (None if config.timezone == "local"
                                   else zoneinfo.ZoneInfo(config.timezone))
         self.library = os.fsencode(config.library)
@@ -158,13 +160,19 @@ class Ingestor:
         if os.path.isdir(path) and not os.path.islink(path):
             return Skipped(path, "a directory")
         ident = identity(st)
-        with transaction(self.conn):
-            job = journal.active_for(self.conn, path)
+        make_dirs(self.staging, 0o700)
+
+        def record(conn: apsw.Connection) -> Job | None:
+            job = journal.active_for(conn, path)
             if job is None:
-                if move and journal.settled_for(self.conn, path, ident):
-                    return Skipped(path, "already handled and left in place")
-                make_dirs(self.staging, 0o700)
-                job = journal.record(self.conn, self.batch, path, ident, move, self.staging)
+                if move and journal.settled_for(conn, path, ident):
+                    return None
+                job = journal.record(conn, self.batch, path, ident, move, self.staging)
+            return job
+
+        job = self._commit(record)
+        if job is None:
+            return Skipped(path, "already handled and left in place")
         self.log.debug("ingest.recorded", job_id=job.id, source=display(path))
         self.hook(job)
         return self.resume(job)
@@ -278,14 +286,16 @@ class Ingestor:
             elif isinstance(info, MediaInfo) and info.confidence != "high":
                 info = pairing.takeout_date(job.source, info, self.tz)
         copied = self._copied(job)
-        with transaction(self.conn):
-            existing = catalog.by_sha256(self.conn, job.sha256)
+        sha256, size = job.sha256, job.size
+
+        def decide(conn: apsw.Connection) -> Job:
+            existing = catalog.by_sha256(conn, sha256)
             if existing is not None and existing.missing_since:
-                catalog.delete(self.conn, existing.id)  # lost from the library: file it anew
+                catalog.delete(conn, existing.id)  # lost from the library: file it anew
                 existing = None
             if existing is not None:
                 quarantine = job.move and self.cfg.on_duplicate == "quarantine"
-                journal.advance(self.conn, job.id, Step.DECIDED, **copied,
+                journal.advance(conn, job.id, Step.DECIDED, **copied,
                                 outcome=Outcome.DUPLICATE,
                                 duplicate_of=existing.id,
                                 dest=self._side_path(self.cfg.duplicates, job)
@@ -295,21 +305,23 @@ class Ingestor:
                 reason = info.reason if isinstance(info, NotMedia) else ""
                 if companion is not None and companion.kind == "sidecar" and job.size:
                     reason = "a sidecar whose photo is not in the library"
-                journal.advance(self.conn, job.id, Step.DECIDED,
+                journal.advance(conn, job.id, Step.DECIDED,
                                 **{**copied, "error": reason}, outcome=Outcome.REJECTED,
                                 dest=self._side_path(self.cfg.rejected, job) if job.move else None)
             else:
                 preferred = (library_name(partner.path, companion)
                              if partner is not None and companion is not None
                              else library_path(self.cfg.layout, info.captured, info.ext))
-                rel = catalog.free_name(self.conn, self.library, preferred)
-                catalog.insert(self.conn, sha256=job.sha256, size=job.size, path=rel, info=info,
+                rel = catalog.free_name(conn, self.library, preferred)
+                catalog.insert(conn, sha256=sha256, size=size, path=rel, info=info,
                                original_name=display(name), source=job.source,
                                imported_at=journal.now(), job_id=job.id)
-                journal.advance(self.conn, job.id, Step.DECIDED, **copied,
+                journal.advance(conn, job.id, Step.DECIDED, **copied,
                                 outcome=Outcome.FILED,
                                 dest=os.path.join(self.library, os.fsencode(rel)))
-            return journal.get(self.conn, job.id)
+            return journal.get(conn, job.id)
+
+        return self._commit(decide)
 
     def _place(self, job: Job) -> Job:
         """DECIDED -> PLACED: the staged copy gets its final name without overwriting
@@ -382,11 +394,21 @@ class Ingestor:
                     error = "the source changed after it was copied; left in place"
             except OSError as e:
                 error = f"cannot remove the source: {e.strerror}; left in place"
-        with transaction(self.conn):
-            journal.advance(self.conn, job.id, Step.DONE, error=error)
-            return journal.get(self.conn, job.id)
+        def done(conn: apsw.Connection) -> Job:
+            journal.advance(conn, job.id, Step.DONE, error=error)
+            return journal.get(conn, job.id)
+
+        return self._commit(done)
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _commit(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run `fn` in a write transaction and return once it is durable: through the
+        pool's group committer when there is one, else on our own connection."""
+        if self.committer is not None:
+            return self.committer.run(fn)
+        with transaction(self.conn):
+            return fn(self.conn)
 
     def _side_path(self, root: os.PathLike[str], job: Job) -> bytes:
         """Where a duplicate or reject goes: its own name under `root`."""

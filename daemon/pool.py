@@ -52,6 +52,7 @@ class Pool:
         self.seq = itertools.count()
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.committer: db.Committer | None = None
         self.beats: dict[int, float] = {}
         self.busy_since: dict[int, float] = {}
         self.counts: Counter[str] = Counter()
@@ -109,6 +110,7 @@ class Pool:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        self.committer = db.Committer(self.cfg.catalog)  # group commit for every worker
         for i in range(self.n_workers):
             t = threading.Thread(target=self._worker, args=(i,), name=f"worker-{i}", daemon=True)
             self.beats[i] = self.clock()
@@ -121,6 +123,8 @@ class Pool:
         self.stopping.set()
         for t in self.threads:
             t.join(timeout)
+        if self.committer is not None:
+            self.committer.close()
 
     def healthy(self, stall_seconds: float) -> bool:
         """Every worker thread is alive and none has been stuck on one file too long."""
@@ -145,7 +149,7 @@ class Pool:
         reader = self.make_reader()
         ingest = Ingestor(self.cfg, conn, reader, batch=self.batch, log=self.log,
                           hook=self.hook, max_attempts=self.max_attempts, clock=self.clock,
-                          companion_grace=self.companion_grace)
+                          companion_grace=self.companion_grace, committer=self.committer)
         try:
             while not self.stopping.is_set():
                 self.beats[i] = self.clock()

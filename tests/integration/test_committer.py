@@ -1,0 +1,53 @@
+"""Group commit: many threads' transactions become one, each acknowledged only once
+durable, and one that fails is rolled back alone."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import apsw
+import pytest
+
+from daemon import db
+
+
+def test_many_threads_one_committer_each_change_committed_once(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    committer = db.Committer(path)
+    try:
+        def work(i: int) -> None:
+            for j in range(50):
+                committer.run(lambda conn, i=i, j=j: conn.execute(
+                    "INSERT INTO tally_batch VALUES (?, 'filed', 1)", (f"b{i}-{j}",)))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        committer.close()
+    conn = db.connect(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM tally_batch").fetchall()[0][0] == 300
+    finally:
+        conn.close()
+
+
+def test_a_failing_transaction_is_rolled_back_alone(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    committer = db.Committer(path)
+    try:
+        def bad(conn: apsw.Connection) -> None:
+            conn.execute("INSERT INTO tally_batch VALUES ('x', 'filed', 1)")
+            conn.execute("INSERT INTO tally_batch VALUES ('x', 'filed', 1)")  # UNIQUE
+
+        assert committer.run(lambda conn: conn.execute(
+            "INSERT INTO tally_batch VALUES ('ok', 'filed', 1)") and 7) == 7
+        with pytest.raises(apsw.ConstraintError):
+            committer.run(bad)
+        assert committer.run(lambda conn: conn.execute(
+            "SELECT batch FROM tally_batch ORDER BY batch").fetchall()) == [("ok",)]
+    finally:
+        committer.close()
