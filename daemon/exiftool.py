@@ -292,9 +292,13 @@ class ExifTool:
         # so a daemon killed with SIGKILL would leave it running: have the kernel kill it.
         # The kernel does so when the *thread* that started it ends: start it from the
         # worker that uses it (the start is lazy, so the first read does).
+        # If the daemon dies between fork and setpriv's prctl, no signal ever comes: the
+        # shell, started after the prctl, checks its parent is still us, else gives up.
         setpriv = shutil.which("setpriv")
         if setpriv:
-            argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
+            argv = [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c",
+                    'if [ "$PPID" != "$0" ]; then exit 1; fi; exec "$@"', str(os.getpid()),
+                    *argv]
         try:
             proc = _Process(argv)
         except OSError as e:
