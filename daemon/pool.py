@@ -16,9 +16,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import apsw
+
 from . import db, journal
 from .config import Config
 from .ingest import Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
+
+RETRY_SECONDS = 5.0  # a path whose job could not be recorded is tried again after this
 
 
 class Closeable(Protocol):
@@ -48,7 +52,7 @@ class Pool:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self.in_flight: set[bytes] = set()  # queued, being worked on, or waiting to retry
-        self.delayed: list[tuple[float, int, int, bytes]] = []  # (due, seq, job id, path)
+        self.delayed: list[tuple[float, int, int | None, bytes]] = []  # (due, seq, job id, path)
         self.seq = itertools.count()
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -134,7 +138,7 @@ class Pool:
 
     # -- the worker ---------------------------------------------------------------------
 
-    def _next(self) -> tuple[bytes, int | None] | None:
+    def _next(self) -> tuple[bytes, int | None] | None:  # (path, job id or None: take it)
         with self.lock:
             if self.delayed and self.delayed[0][0] <= self.clock():
                 _, _, job_id, path = heapq.heappop(self.delayed)
@@ -162,6 +166,15 @@ class Pool:
                 try:
                     result = (ingest.resume(journal.get(conn, job_id)) if job_id is not None
                               else ingest.take(path, self.move))
+                except (apsw.BusyError, OSError) as e:
+                    # recording the job met a locked catalog or a passing I/O error: the
+                    # path is looked at again later (a broken catalog still stops us)
+                    self.log.warning("pool.deferred", source=path.decode("utf-8", "replace"),
+                                     error=str(e))
+                    with self.idle:
+                        heapq.heappush(self.delayed, (self.clock() + RETRY_SECONDS,
+                                                      next(self.seq), job_id, path))
+                    continue
                 finally:
                     self.busy_since.pop(i, None)
                 self._settle(path, result)

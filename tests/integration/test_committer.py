@@ -51,3 +51,35 @@ def test_a_failing_transaction_is_rolled_back_alone(tmp_path: Path) -> None:
             "SELECT batch FROM tally_batch ORDER BY batch").fetchall()) == [("ok",)]
     finally:
         committer.close()
+
+
+def test_a_catalog_locked_past_the_busy_timeout_defers_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holds the write lock longer than the busy timeout: the worker
+    does not die; the path is looked at again and filed once the lock is gone."""
+    from datetime import datetime
+
+    from daemon import logs
+    from daemon.metadata import Reader
+    from daemon.pool import Pool
+    from tests.helpers import jpeg_bytes, make_config, tree_hashes, wait_for, write
+
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr("daemon.pool.RETRY_SECONDS", 0.2)
+    logs.configure("warning", "json")
+    cfg, _ = make_config(tmp_path)
+    photo = write(cfg.inbox / "a.jpg", jpeg_bytes(datetime(2024, 1, 2, 3, 4, 5), 1))
+    blocker = db.connect(cfg.catalog)
+    pool = Pool(cfg, move=True, batch="t", log=logs.get(),
+                make_reader=lambda: Reader(timezone="UTC"), workers=1)
+    pool.start()
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        pool.put(bytes(photo))
+        wait_for(lambda: pool.delayed, 10, "the path to be deferred")
+        blocker.execute("COMMIT")
+        assert pool.wait_idle(30)
+    finally:
+        pool.stop()
+        blocker.close()
+    assert not pool.errors and len(tree_hashes(cfg.library)) == 1
