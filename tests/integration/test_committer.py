@@ -73,7 +73,9 @@ def test_a_catalog_locked_past_the_busy_timeout_defers_the_file(
     pool = Pool(cfg, move=True, batch="t", log=logs.get(),
                 make_reader=lambda: Reader(timezone="UTC"), workers=1)
     pool.start()
-    try:
+    started = pool.beats[0]
+    try:  # the worker has its own connection open (and migrated) before the lock is taken
+        wait_for(lambda: pool.beats[0] != started, 10, "the worker to be ready")
         blocker.execute("BEGIN IMMEDIATE")
         pool.put(bytes(photo))
         wait_for(lambda: pool.delayed, 10, "the path to be deferred")
