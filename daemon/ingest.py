@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import stat
 import time
 import zoneinfo
 from collections.abc import Callable
@@ -157,7 +158,7 @@ class Ingestor:
             st = os.lstat(path)
         except FileNotFoundError:
             return Skipped(path, "gone")
-        if os.path.isdir(path) and not os.path.islink(path):
+        if stat.S_ISDIR(st.st_mode):  # lstat: a link to a folder is an entry, not a folder
             return Skipped(path, "a directory")
         ident = identity(st)
         make_dirs(self.staging, 0o700)

@@ -99,15 +99,18 @@ def cli(cfg_path: Path, *args: str, env: dict[str, str] | None = None,
                           env={**os.environ, **(env or {})}, check=check)
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll `pred` until it is truthy, against a deadline (never a fixed sleep)."""
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0,
+             what: str | Callable[[], str] = "condition") -> Any:
+    """Poll `pred` until it is truthy, against a deadline (never a fixed sleep). A
+    callable `what` describes the state at the moment the deadline passes."""
     end = time.monotonic() + timeout
     while True:
         result = pred()
         if result:
             return result
         if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:g}s waiting for "
+                                 f"{what() if callable(what) else what}")
         time.sleep(0.02)
 
 

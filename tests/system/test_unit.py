@@ -26,13 +26,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+
+from tests.helpers import wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -45,25 +47,8 @@ TEST_DROPIN = f"/etc/systemd/system/{UNIT}.d/test.conf"
 WATCHDOG_SEC = 3
 LIBRARY_NAME = re.compile(r"^\d{4}-\d{2}/\d{4}-\d{2}-\d{2} \d{2}\.\d{2}\.\d{2}\.jpg$")
 
-T = TypeVar("T")
-
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def wait_for(pred: Callable[[], T], timeout: float, what: str | Callable[[], str]) -> T:
-    """Poll pred until it returns something truthy; fail with `what` at the deadline
-    (a callable `what` describes the state at that moment)."""
-    end = time.monotonic() + timeout
-    while True:
-        result = pred()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(
-                f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}"
-            )
-        time.sleep(0.05)
 
 
 def run(
