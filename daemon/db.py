@@ -11,6 +11,7 @@ import contextlib
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -172,13 +173,8 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
         conn = apsw.Connection(str(path), flags=flags)
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
-        if not readonly:
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        if not readonly:
-            migrate(conn)
-        elif user_version(conn) != len(MIGRATIONS):
+        _set_up(conn, readonly)
+        if readonly and user_version(conn) != len(MIGRATIONS):
             raise CatalogError(f"{path}: catalog schema {user_version(conn)} is not "
                                f"{len(MIGRATIONS)}; run a writing command first")
         return conn
@@ -186,6 +182,28 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
         raise CatalogError(f"{path}: cannot open the catalog: {e}") from None
     except OSError as e:
         raise CatalogError(f"{path}: cannot open the catalog: {e.strerror}") from None
+
+
+def _set_up(conn: apsw.Connection, readonly: bool) -> None:
+    """WAL, FULL sync, foreign keys and migrations, retried while another connection is
+    doing the same: switching a new file to WAL can fail busy at once, without the busy
+    handler ever being called, when several connections open a new catalog together."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            if not readonly and _first(conn.execute("PRAGMA journal_mode=WAL").fetchall()) != "wal":
+                raise apsw.BusyError("the catalog could not be switched to WAL yet")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            if not readonly:
+                migrate(conn)
+            return
+        except apsw.BusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
 
 def user_version(conn: apsw.Connection) -> int:
