@@ -1,7 +1,8 @@
-"""Capture date and file type: the rules, and `Reader`, which joins them to ExifTool (level 2).
+"""Capture date and file type: the rules, and `Reader`, which joins them to ExifTool (level 3).
 
 `decide` is the pure rule book that turns ExifTool's tags into a MediaInfo; `Reader` (one
-per worker) asks `exiftool.ExifTool` and applies it. Invariant: a bad file never crashes a
+per worker) asks `exiftool.ExifTool` and applies it (a dated camera JPEG is read
+in-process by `quickmeta`, which gives the same tags, and ExifTool is not asked). Invariant: a bad file never crashes a
 worker. Whatever a file does to ExifTool (an error, a hang, a crash), `Reader.describe`
 returns NotMedia with the reason; only a missing exiftool raises (ToolError).
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, Self
 
+from . import quickmeta
 from .exiftool import ExifTool, ExifToolFailed, _arg_line
 from .layout import clean_ext
 from .model import MediaInfo, NotMedia
@@ -42,6 +44,7 @@ _STAMP = re.compile(r"\s*(\d{4})[:\-/.](\d{1,2})[:\-/.](\d{1,2})"
 _OFFSET = re.compile(r"\s*(?:Z|([+-])(\d{1,2}):?(\d{2}))\s*", re.ASCII)
 _EPOCH_DAYS = ((1904, 1, 1), (1970, 1, 1))  # what empty QuickTime and Unix times read as
 _FIRST_YEAR = 1826  # the oldest surviving photograph
+_JPEG_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 
 
 @dataclass(frozen=True)
@@ -312,8 +315,9 @@ class Reader:
     """ExifTool plus the rules, for one worker: staged file -> MediaInfo | NotMedia."""
 
     def __init__(self, timezone: str = "local", exiftool: str = "exiftool",
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, quick: bool = True) -> None:
         self.tz = resolve_timezone(timezone)
+        self.quick = quick  # dated camera JPEGs read in-process (quickmeta)
         self._exiftool = ExifTool(exiftool, timeout)
 
     @property
@@ -333,9 +337,35 @@ class Reader:
                       ) -> list[MediaInfo | NotMedia]:
         """describe() for several files, read in one ExifTool request."""
         now = datetime.now(UTC)
-        answers = self._read([path for path, _, _ in items])
-        return [a if isinstance(a, NotMedia) else decide(a, name, mtime_ns, self.tz, now)
-                for a, (_, name, mtime_ns) in zip(answers, items)]
+        quick = [self._quick(*item, now) for item in items]
+        slow = [item for item, info in zip(items, quick) if info is None]
+        answers = iter(self._read([path for path, _, _ in slow]))
+        out: list[MediaInfo | NotMedia] = []
+        for known, (_, name, mtime_ns) in zip(quick, items):
+            if known is not None:
+                out.append(known)
+            elif isinstance(a := next(answers), NotMedia):
+                out.append(a)
+            else:
+                out.append(decide(a, name, mtime_ns, self.tz, now))
+        return out
+
+    def _quick(self, path: bytes, name: str, mtime_ns: int, now: datetime) -> MediaInfo | None:
+        """The answer for a dated camera JPEG without asking ExifTool, when sure of it
+        (see quickmeta); None otherwise."""
+        if not self.quick or os.path.splitext(name)[1].lower() not in _JPEG_EXTS:
+            return None
+        try:
+            with open(path, "rb") as f:
+                tags = quickmeta.jpeg_tags(f.read(quickmeta.HEAD_BYTES))
+        except OSError:
+            return None  # ExifTool will say what is wrong with it
+        if tags is None:
+            return None
+        info = decide(tags, name, mtime_ns, self.tz, now)
+        if isinstance(info, MediaInfo) and info.date_source in quickmeta.TRUSTED:
+            return info
+        return None
 
     def close(self) -> None:
         self._exiftool.close()

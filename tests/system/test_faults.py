@@ -114,9 +114,9 @@ def test_exiftool_killed_while_filing(tmp_path: Path) -> None:
     files = {}
     try:
         d.ready()
-        for i in range(60):
-            files[write(cfg.inbox / f"k{i}.jpg", jpeg_bytes(BASE + timedelta(seconds=i), i))] \
-                = jpeg_bytes(BASE + timedelta(seconds=i), i)
+        for i in range(60):  # undated JPEGs, dated by name: ExifTool reads every one
+            files[write(cfg.inbox / f"IMG_20200101_1200{i:02d}.jpg", jpeg_bytes(None, i))] \
+                = jpeg_bytes(None, i)
         kills = 0
 
         def kill_some() -> bool:
