@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=None, help="files (default: as the bench)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--cpu", action="store_true",
+                   help="sample only threads on a CPU (where the CPU time goes), not waits")
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp/mediasortd-bench"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "profile")
     p.add_argument("--rev", default=None, help="profile this git revision (a snapshot)")
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.fair_start(ds.root)
     raw = args.out / f"{ds.name}.raw"
     t0 = time.perf_counter()
-    subprocess.run([spy, "record", "--idle", "--threads", "--rate", str(args.rate),
+    subprocess.run([spy, "record", *([] if args.cpu else ["--idle"]), "--threads", "--rate", str(args.rate),
                     "--format", "raw", "-o", str(raw), "--", *ctx.mediasortd(cfg, "import",
                                                                           str(ds.root))],
                    cwd=ctx.src, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

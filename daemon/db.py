@@ -275,6 +275,20 @@ class Committer:
             raise item.error
         return item.result  # type: ignore[no-any-return]
 
+    def run_many(self, fns: list[Callable[[apsw.Connection], T]]) -> list[T | Exception]:
+        """run() for several transactions, queued together (so usually committed
+        together): each one's result, or the exception it raised (rolled back alone)."""
+        items = [_Item(fn) for fn in fns]
+        for item in items:
+            self.queue.put(item)
+        out: list[T | Exception] = []
+        for item in items:
+            item.done.wait()
+            if item.error is not None and not isinstance(item.error, Exception):
+                raise item.error
+            out.append(item.error if item.error is not None else item.result)
+        return out
+
     def close(self) -> None:
         if self.thread.is_alive():
             self.queue.put(None)

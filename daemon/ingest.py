@@ -14,7 +14,7 @@ import os
 import stat
 import time
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, Protocol, TypeVar
@@ -42,9 +42,10 @@ from .fsops import (
     unlink_quiet,
 )
 from .layout import library_path, numbered_name
-from .model import Job, MediaInfo, NotMedia, Outcome, Step
+from .model import Identity, Job, MediaInfo, NotMedia, Outcome, Step
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+BATCH_BYTES = 64 << 20  # take_many: files go through a step together up to this size
 T = TypeVar("T")
 
 
@@ -52,6 +53,10 @@ class Describer(Protocol):
     """What ingest needs from metadata.Reader."""
 
     def describe(self, path: bytes, original_name: str, mtime_ns: int) -> MediaInfo | NotMedia:
+        ...
+
+    def describe_many(self, items: Sequence[tuple[bytes, str, int]]
+                      ) -> list[MediaInfo | NotMedia]:
         ...
 
 
@@ -154,42 +159,44 @@ class Ingestor:
 
     def take(self, path: bytes, move: bool) -> Result:
         """Record a job for `path` (or find the one already recorded) and run it."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return Skipped(path, "gone")
-        if stat.S_ISDIR(st.st_mode):  # lstat: a link to a folder is an entry, not a folder
-            return Skipped(path, "a directory")
-        ident = identity(st)
-        make_dirs(self.staging, 0o700)
+        return self.take_many([path], move)[0][1]
 
-        def record(conn: apsw.Connection) -> Job | None:
-            job = journal.active_for(conn, path)
-            if job is None:
-                if move and journal.settled_for(conn, path, ident):
-                    return None
-                job = journal.record(conn, self.batch, path, ident, move, self.staging)
-            return job
-
-        job = self._commit(record)
-        if job is None:
-            return Skipped(path, "already handled and left in place")
-        self.log.debug("ingest.recorded", job_id=job.id, source=display(path))
-        self.hook(job)
-        return self.resume(job)
+    def take_many(self, paths: list[bytes], move: bool) -> list[tuple[bytes, Result]]:
+        """take() for several paths, in lockstep: each step is done for every job of the
+        batch before the next step starts, so they share one commit per step (through
+        the group committer), one fsync per folder and one ExifTool request. Each job's
+        durable order is exactly take()'s. A job that leaves the common path (a retry,
+        a companion, a reject that was never copied, any trouble) goes on alone through
+        resume(), the one code path of work and recovery. Raises only when recording
+        fails (the caller looks at every path again later)."""
+        results: dict[int, Result] = {}
+        chunk: list[tuple[int, bytes, Identity]] = []
+        chunk_bytes = 0
+        for i, path in enumerate(paths):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                results[i] = Skipped(path, "gone")
+                continue
+            if stat.S_ISDIR(st.st_mode):  # lstat: a link to a folder is an entry
+                results[i] = Skipped(path, "a directory")
+                continue
+            if chunk and chunk_bytes + st.st_size > BATCH_BYTES:
+                results.update(self._lockstep(chunk, move))
+                chunk, chunk_bytes = [], 0
+            chunk.append((i, path, identity(st)))
+            chunk_bytes += st.st_size
+        if chunk:
+            results.update(self._lockstep(chunk, move))
+        return [(path, results[i]) for i, path in enumerate(paths)]
 
     def resume(self, job: Job) -> Result:
         """Run a job's remaining steps; each step is committed before the next starts."""
         started = self.clock()
         while job.step is not Step.DONE:
-            try:
-                out = self.steps[job.step](job)
-            except Exception as e:  # noqa: BLE001 - a worker survives one bad file
-                out = self._trouble(job, e)
+            out = self._step(job)
             if isinstance(out, Retry):
-                self.log.info("ingest.deferred", job_id=job.id, source=display(job.source),
-                              reason=out.reason, retry_in=round(out.after, 1))
-                return out
+                return self._deferred(out)
             job = out
             self.hook(job)
         result = Finished(job, (self.clock() - started) * 1000)
@@ -205,7 +212,157 @@ class Ingestor:
     def sweep_staging(self) -> None:
         sweep_staging(self.conn, self.staging, self.log)
 
+    # -- lockstep -----------------------------------------------------------------------
+
+    def _lockstep(self, batch: list[tuple[int, bytes, Identity]], move: bool
+                  ) -> dict[int, Result]:
+        """take_many's work for one chunk: {index: result}."""
+        started = self.clock()
+        make_dirs(self.staging, 0o700)
+        recorded = self._commit_many([self._recorder(path, ident, move)
+                                      for _, path, ident in batch])
+        for out in recorded:
+            if isinstance(out, Exception):
+                raise out
+        results: dict[int, Result] = {}
+        alone: dict[int, Job | Retry] = {}  # jobs that go on by themselves
+        jobs: dict[int, Job] = {}
+        for (i, path, _), job in zip(batch, recorded):
+            if job is None:
+                results[i] = Skipped(path, "already handled and left in place")
+                continue
+            assert isinstance(job, Job)
+            self.log.debug("ingest.recorded", job_id=job.id, source=display(path))
+            self.hook(job)
+            if job.step is Step.RECORDED:
+                jobs[i] = job
+            else:
+                alone[i] = job  # found unfinished: resumed where it stands
+
+        def advanced(i: int, out: Job | Retry, want: Step) -> bool:
+            """Keep a job in the lockstep if it reached `want`, else let it go alone."""
+            if isinstance(out, Job):
+                self.hook(out)
+                if out.step is want:
+                    jobs[i] = out
+                    return True
+            jobs.pop(i, None)
+            alone[i] = out
+            return False
+
+        for i, job in list(jobs.items()):  # RECORDED -> COPIED
+            advanced(i, self._step(job), Step.COPIED)
+        self._decide_all(jobs, advanced)  # COPIED -> DECIDED
+        self._place_all(jobs, advanced, alone)  # DECIDED -> PLACED
+        self._retire_all(jobs, alone, results, started)  # PLACED -> DONE
+        for i, left in alone.items():
+            results[i] = self._deferred(left) if isinstance(left, Retry) else self.resume(left)
+        return results
+
+    def _decide_all(self, jobs: dict[int, Job],
+                    advanced: Callable[[int, Job | Retry, Step], bool]) -> None:
+        """_decide for a batch: one ExifTool request for the files that need one, one
+        commit for all."""
+        ready = [i for i, job in jobs.items() if job.size and job.staged
+                 and companion_of(os.path.basename(job.source)) is None]
+        described: dict[int, MediaInfo | NotMedia] = {}
+        try:
+            described = dict(zip(ready, self.reader.describe_many(
+                [(jobs[i].staged or b"", os.fsdecode(os.path.basename(jobs[i].source)),
+                  jobs[i].identity.mtime_ns) for i in ready])))
+        except Exception as e:  # noqa: BLE001 - each job asks again, alone, and meets it there
+            self.log.debug("ingest.describe_many_failed", error=str(e))
+        plans: dict[int, Callable[[apsw.Connection], Job]] = {}
+        for i, job in list(jobs.items()):
+            try:
+                plan = self._decision(job, described.get(i))
+            except Exception as e:  # noqa: BLE001 - a worker survives one bad file
+                plan = self._trouble(job, e)
+            if isinstance(plan, (Job, Retry)):
+                advanced(i, plan, Step.DECIDED)
+            else:
+                plans[i] = plan
+        for (i, plan), out in zip(plans.items(), self._commit_many(list(plans.values()))):
+            advanced(i, self._trouble(jobs[i], out) if isinstance(out, Exception) else out,
+                     Step.DECIDED)
+
+    def _place_all(self, jobs: dict[int, Job],
+                   advanced: Callable[[int, Job | Retry, Step], bool],
+                   alone: dict[int, Job | Retry]) -> None:
+        """_place for a batch: every copy linked, each folder fsynced once, then the
+        staged names dropped."""
+        linked: dict[int, Job] = {}
+        for i, job in list(jobs.items()):
+            if job.dest is None or job.sha256 is None or not job.staged \
+                    or not os.path.exists(job.staged):
+                advanced(i, self._step(job), Step.PLACED)  # the rare cases, as resume would
+                continue
+            try:
+                linked[i] = self._link(job)
+            except Exception as e:  # noqa: BLE001 - a worker survives one bad file
+                advanced(i, self._trouble(job, e), Step.PLACED)
+        try:
+            for folder in {os.path.dirname(job.dest or b"") for job in linked.values()}:
+                fsync_dir(folder)
+        except OSError:
+            for i, job in linked.items():  # each finds its link and fsyncs again, alone
+                jobs.pop(i)
+                alone[i] = job
+            return
+        for i, job in linked.items():
+            try:
+                advanced(i, self._unstage(job), Step.PLACED)
+            except Exception as e:  # noqa: BLE001 - a worker survives one bad file
+                advanced(i, self._trouble(job, e), Step.PLACED)
+
+    def _retire_all(self, jobs: dict[int, Job], alone: dict[int, Job | Retry],
+                    results: dict[int, Result], started: float) -> None:
+        """_retire for a batch: the sources removed, each folder fsynced once, one
+        commit for all."""
+        errors = {i: self._release(job) for i, job in jobs.items()}
+        try:
+            for folder in {folder for _, folder in errors.values() if folder is not None}:
+                fsync_dir(folder)
+        except OSError:
+            alone.update(jobs)  # each removes (finds removed) and fsyncs again, alone
+            return
+        done = self._commit_many([self._done(job, errors[i][0]) for i, job in jobs.items()])
+        for (i, job), out in zip(jobs.items(), done):
+            if isinstance(out, Exception):
+                alone[i] = self._trouble(job, out)
+                continue
+            self.hook(out)
+            results[i] = result = Finished(out, (self.clock() - started) * 1000)
+            self._log_finished(result)
+
     # -- the steps ----------------------------------------------------------------------
+
+    def _recorder(self, path: bytes, ident: Identity, move: bool
+                  ) -> Callable[[apsw.Connection], Job | None]:
+        """The transaction that records a job for `path` (or finds the unfinished one);
+        None when `path` was already handled and left in place."""
+        def record(conn: apsw.Connection) -> Job | None:
+            job = journal.active_for(conn, path)
+            if job is None:
+                if move and journal.settled_for(conn, path, ident):
+                    return None
+                job = journal.record(conn, self.batch, path, ident, move, self.staging)
+            return job
+
+        return record
+
+    def _step(self, job: Job) -> Job | Retry:
+        """Run the job's next step; any trouble becomes a retry or a failed job."""
+        try:
+            return self.steps[job.step](job)
+        except Exception as e:  # noqa: BLE001 - a worker survives one bad file
+            return self._trouble(job, e)
+
+    def _deferred(self, out: Retry) -> Retry:
+        job = out.job
+        self.log.info("ingest.deferred", job_id=job.id, source=display(job.source),
+                      reason=out.reason, retry_in=round(out.after, 1))
+        return out
 
     def _copy(self, job: Job) -> Job | Retry:
         """RECORDED -> COPIED: a fsynced private copy and its sha256, in one read."""
@@ -259,6 +416,14 @@ class Ingestor:
     def _decide(self, job: Job) -> Job | Retry:
         """COPIED -> DECIDED, in one transaction: duplicate, rejected, or a catalog row
         with a reserved library name."""
+        plan = self._decision(job)
+        return plan if isinstance(plan, (Job, Retry)) else self._commit(plan)
+
+    def _decision(self, job: Job, described: MediaInfo | NotMedia | None = None
+                  ) -> Job | Retry | Callable[[apsw.Connection], Job]:
+        """The transaction that decides a COPIED job, or what became of the job when
+        there is nothing to decide yet. `described`: what the staged file is, when it
+        was already read (take_many reads a whole batch in one ExifTool request)."""
         assert job.staged is not None and job.sha256 is not None and job.size is not None
         if not os.path.exists(job.staged):  # lost (power cut before the staging fsync)
             with transaction(self.conn):
@@ -280,7 +445,8 @@ class Ingestor:
         elif companion is not None and companion.kind == "sidecar" and partner is not None:
             info = pairing.as_companion(partner, companion, "sidecar")
         else:
-            info = self.reader.describe(job.staged, os.fsdecode(name), job.identity.mtime_ns)
+            info = described or self.reader.describe(job.staged, os.fsdecode(name),
+                                                     job.identity.mtime_ns)
             if isinstance(info, MediaInfo) and partner is not None:
                 info = dataclasses.replace(pairing.as_companion(partner, companion, info.kind),
                                            file_type=info.file_type, mime=info.mime)
@@ -322,7 +488,7 @@ class Ingestor:
                                 dest=os.path.join(self.library, os.fsencode(rel)))
             return journal.get(conn, job.id)
 
-        return self._commit(decide)
+        return decide
 
     def _place(self, job: Job) -> Job:
         """DECIDED -> PLACED: the staged copy gets its final name without overwriting
@@ -338,13 +504,9 @@ class Ingestor:
         if job.dest is None:
             unlink_quiet(job.staged)
         elif os.path.exists(job.staged):
-            dest = job.dest
-            make_dirs(os.path.dirname(dest), self.cfg.dir_mode)
-            while not same_file(job.staged, dest) and not link_noreplace(job.staged, dest):
-                dest = self._rename_dest(job, dest)  # a stranger took the name
-            fsync_dir(os.path.dirname(dest))
-            os.unlink(job.staged)
-            return dataclasses.replace(job, step=Step.PLACED, dest=dest)
+            linked = self._link(job)
+            fsync_dir(os.path.dirname(linked.dest or b""))
+            return self._unstage(linked)
         elif hash_file(job.dest) != (job.sha256, job.size):
             # neither the staged copy nor a placed one survived: copy again from the source
             with transaction(self.conn):
@@ -352,6 +514,23 @@ class Ingestor:
                     catalog.delete(self.conn, entry.id)
                 journal.advance(self.conn, job.id, Step.RECORDED, outcome=None, dest=None)
                 return journal.get(self.conn, job.id)
+        return dataclasses.replace(job, step=Step.PLACED)
+
+    def _link(self, job: Job) -> Job:
+        """The staged copy linked at the job's destination, or at the next free name if
+        a stranger took it (not durable until the folder is fsynced)."""
+        assert job.staged is not None and job.dest is not None
+        dest = job.dest
+        make_dirs(os.path.dirname(dest), self.cfg.dir_mode)
+        while not same_file(job.staged, dest) and not link_noreplace(job.staged, dest):
+            dest = self._rename_dest(job, dest)  # a stranger took the name
+        return dataclasses.replace(job, dest=dest)
+
+    @staticmethod
+    def _unstage(job: Job) -> Job:
+        """Drop the staged name of a copy whose library name is durable: PLACED."""
+        assert job.staged is not None
+        os.unlink(job.staged)
         return dataclasses.replace(job, step=Step.PLACED)
 
     def _move_entry(self, job: Job) -> Job:
@@ -384,24 +563,47 @@ class Ingestor:
     def _retire(self, job: Job) -> Job:
         """PLACED -> DONE: remove the source, but only if its bytes are safely placed
         elsewhere and it is still the very file that was copied."""
-        error = job.error
+        error, folder = self._release(job)
+        if folder is not None:
+            fsync_dir(folder)
+        return self._commit(self._done(job, error))
+
+    def _release(self, job: Job) -> tuple[str | None, bytes | None]:
+        """Remove a PLACED job's source if it is to go: the error to record, and the
+        folder to fsync before DONE is committed (None: nothing was removed)."""
         keep = (not job.move or job.sha256 is None
                 or (job.outcome is Outcome.DUPLICATE and self.cfg.on_duplicate == "keep"))
-        if not keep:
-            try:
-                if unlink_if(job.source, job.identity):
-                    fsync_dir(os.path.dirname(job.source))
-                else:
-                    error = "the source changed after it was copied; left in place"
-            except OSError as e:
-                error = f"cannot remove the source: {e.strerror}; left in place"
+        if keep:
+            return job.error, None
+        try:
+            if unlink_if(job.source, job.identity):
+                return job.error, os.path.dirname(job.source)
+            return "the source changed after it was copied; left in place", None
+        except OSError as e:
+            return f"cannot remove the source: {e.strerror}; left in place", None
+
+    @staticmethod
+    def _done(job: Job, error: str | None) -> Callable[[apsw.Connection], Job]:
         def done(conn: apsw.Connection) -> Job:
             journal.advance(conn, job.id, Step.DONE, error=error)
             return journal.get(conn, job.id)
 
-        return self._commit(done)
+        return done
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _commit_many(self, fns: list[Callable[[apsw.Connection], T]]) -> list[T | Exception]:
+        """_commit for several transactions (together, through the group committer):
+        each one's result or the exception it raised (rolled back alone)."""
+        if self.committer is not None:
+            return self.committer.run_many(fns)
+        out: list[T | Exception] = []
+        for fn in fns:
+            try:
+                out.append(self._commit(fn))
+            except Exception as e:  # noqa: BLE001 - handed back with its job
+                out.append(e)
+        return out
 
     def _commit(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run `fn` in a write transaction and return once it is durable: through the

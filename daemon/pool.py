@@ -1,5 +1,6 @@
 """Worker threads, each with its own catalog connection and ExifTool, fed by a bounded
-queue of hints ("look at this path"). The queue is never the truth, the journal is:
+queue of hints ("look at this path"); a worker takes its share of the waiting hints at
+once and files them together (Ingestor.take_many: shared commits and folder fsyncs). The queue is never the truth, the journal is:
 a hint that is dropped is found again by the next scan.
 
 A path is never queued or worked on twice at once. Retries wait in a timer heap.
@@ -13,7 +14,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import apsw
@@ -23,10 +24,12 @@ from .config import Config
 from .ingest import Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
 
 RETRY_SECONDS = 5.0  # a path whose job could not be recorded is tried again after this
+BATCH_FILES = 16  # new files a worker takes from the queue at once (Ingestor.take_many)
 
 
 class Closeable(Protocol):
     def describe(self, path: bytes, original_name: str, mtime_ns: int) -> Any: ...
+    def describe_many(self, items: Sequence[tuple[bytes, str, int]]) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -148,6 +151,18 @@ class Pool:
         except queue.Empty:
             return None
 
+    def _more(self, first: bytes) -> list[bytes]:
+        """`first` and more waiting hints, to go through the steps together: this
+        worker's share of the queue (the others take theirs), at most BATCH_FILES."""
+        paths = [first]
+        share = min(BATCH_FILES, -(-self.hints.qsize() // self.n_workers))
+        while len(paths) < share:
+            try:
+                paths.append(self.hints.get_nowait())
+            except queue.Empty:
+                break
+        return paths
+
     def _worker(self, i: int) -> None:
         conn = db.connect(self.cfg.catalog)
         reader = self.make_reader()
@@ -161,23 +176,26 @@ class Pool:
                 if item is None:
                     continue
                 path, job_id = item
+                paths = [path] if job_id is not None else self._more(path)
                 self.busy_since[i] = self.clock()
                 ingest.batch = self.batch  # the daemon starts a new batch per burst
                 try:
-                    result = (ingest.resume(journal.get(conn, job_id)) if job_id is not None
-                              else ingest.take(path, self.move))
+                    results = ([(path, ingest.resume(journal.get(conn, job_id)))]
+                               if job_id is not None else ingest.take_many(paths, self.move))
                 except (apsw.BusyError, OSError) as e:
-                    # recording the job met a locked catalog or a passing I/O error: the
-                    # path is looked at again later (a broken catalog still stops us)
+                    # recording the jobs met a locked catalog or a passing I/O error: the
+                    # paths are looked at again later (a broken catalog still stops us)
                     self.log.warning("pool.deferred", source=path.decode("utf-8", "replace"),
-                                     error=str(e))
+                                     files=len(paths), error=str(e))
                     with self.idle:
-                        heapq.heappush(self.delayed, (self.clock() + RETRY_SECONDS,
-                                                      next(self.seq), job_id, path))
+                        for p in paths:
+                            heapq.heappush(self.delayed, (self.clock() + RETRY_SECONDS,
+                                                          next(self.seq), job_id, p))
                     continue
                 finally:
                     self.busy_since.pop(i, None)
-                self._settle(path, result)
+                for p, result in results:
+                    self._settle(p, result)
         except BaseException as e:  # a broken catalog: the service stops with it
             self.log.exception("pool.worker_died", worker=i)
             with self.idle:

@@ -5,9 +5,11 @@
 WHICH is one of:
   copy     the fsync of the staged copy's bytes (fsops.copy_and_hash)
   staging  the fsync of the staging folder after the copy (Ingestor._copy)
-  place    the fsync of the destination folder after linking the copy (Ingestor._place)
+  place    the fsync of the destination folder after linking the copy (Ingestor._place,
+           _place_all)
   move     both fsyncs after moving a rejected entry as it is (Ingestor._move_entry)
-  retire   the fsync of the source folder after removing the source (Ingestor._retire)
+  retire   the fsync of the source folder after removing the source (Ingestor._retire,
+           _retire_all)
 
 Folder fsyncs are skipped only while that one step runs (a thread-local flag: the
 workers are threads), so make_dirs and every other step keep theirs. The daemon's code is
@@ -25,28 +27,35 @@ from typing import Any
 
 from daemon import cli, fsops, ingest
 
-STEP_OF = {"staging": "_copy", "place": "_place", "move": "_move_entry", "retire": "_retire"}
+# The single-job step and its lockstep form (Ingestor.take_many) both lose the fsync.
+STEP_OF = {"staging": ("_copy",), "place": ("_place", "_place_all"), "move": ("_move_entry",),
+           "retire": ("_retire", "_retire_all")}
 _in_step = threading.local()
 
 
-def _skip_folder_fsyncs_in(method: str) -> None:
-    original = getattr(ingest.Ingestor, method)
-
-    def wrapped(self: ingest.Ingestor, job: Any) -> Any:
-        _in_step.on = True
-        try:
-            return original(self, job)
-        finally:
-            _in_step.on = False
-
-    setattr(ingest.Ingestor, method, wrapped)
+def _skip_folder_fsyncs_in(methods: tuple[str, ...]) -> None:
+    for method in methods:
+        _flag_while_running(method)
     real = getattr(ingest, "fsync_dir")  # noqa: B009 - imported by name into ingest
 
     def fsync_dir(path: bytes) -> None:
-        if not getattr(_in_step, "on", False):
+        if not getattr(_in_step, "depth", 0):
             real(path)
 
     setattr(ingest, "fsync_dir", fsync_dir)  # noqa: B010 - ingest's own name for it
+
+
+def _flag_while_running(method: str) -> None:
+    original = getattr(ingest.Ingestor, method)
+
+    def wrapped(self: ingest.Ingestor, *args: Any) -> Any:
+        _in_step.depth = getattr(_in_step, "depth", 0) + 1  # _place_all may call _place
+        try:
+            return original(self, *args)
+        finally:
+            _in_step.depth -= 1
+
+    setattr(ingest.Ingestor, method, wrapped)
 
 
 class _OsWithoutFileFsync(types.ModuleType):

@@ -54,7 +54,8 @@ def run_all(cfg, paths, *, move, hook=lambda job: None) -> list:
     try:
         ing = Ingestor(cfg, conn, reader, batch="t", log=LOG, hook=hook)
         cfg.staging.mkdir(parents=True, exist_ok=True)
-        return [ing.take(os.fsencode(p), move) for p in sorted(paths)]
+        # one lockstep batch, as a worker takes its share of a full queue
+        return [r for _, r in ing.take_many([os.fsencode(p) for p in sorted(paths)], move)]
     finally:
         reader.close()
         conn.close()
