@@ -93,23 +93,27 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
     overlap."""
     before = os.fstat(src_fd)
     h = hashlib.sha256()
-    zeros = memoryview(bytes(CHUNK))
-    os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    large = before.st_size >= ADVISE_BYTES  # small files: no advice, no second thread
+    if large:
+        os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     size = 0
     writer = _Writer(out) if before.st_size > PIPELINE_BYTES else None
-    bufs = [memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))] if writer else \
-        [memoryview(bytearray(CHUNK))]
+    buffer = min(CHUNK, max(before.st_size, 4096))
+    bufs = [memoryview(bytearray(buffer)) for _ in range(2 if writer else 1)]
+    # every block allocated: no hole to look for (a hole read as data is still right)
+    regions = ([(0, before.st_size, True)] if before.st_blocks * 512 >= before.st_size
+               else _regions(src_fd, before.st_size))
     try:
         os.fchmod(out, mode)
         i = 0
-        for offset, length, is_data in _regions(src_fd, before.st_size):
+        for offset, length, is_data in regions:
             end = offset + length
             while offset < end:
                 if is_data:
                     view = bufs[i % len(bufs)]
                     i += 1
-                    n = os.preadv(src_fd, [view[:min(CHUNK, end - offset)]], offset)
+                    n = os.preadv(src_fd, [view[:min(buffer, end - offset)]], offset)
                     if n == 0:
                         break  # shrank meanwhile: the identity check below says so
                     chunk = view[:n]
@@ -121,19 +125,21 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
                         h.update(chunk)
                 else:
                     n = min(CHUNK, end - offset)
-                    h.update(zeros[:n])
+                    h.update(_ZEROS[:n])
                 offset += n
                 size = offset
         if writer is not None:
             writer.close()
         os.ftruncate(out, size)
         os.fsync(out)
-        os.posix_fadvise(out, 0, 0, os.POSIX_FADV_DONTNEED)
+        if large:
+            os.posix_fadvise(out, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         if writer is not None:
             writer.close()
         os.close(out)
-    os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    if large:
+        os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_DONTNEED)
     after = os.fstat(src_fd)
     if size != after.st_size or identity(before) != identity(after):
         raise SourceChanged(f"size {before.st_size} -> {after.st_size} bytes while copying")
@@ -141,6 +147,8 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
 
 
 PIPELINE_BYTES = 8 * CHUNK  # larger files are written by a second thread
+ADVISE_BYTES = CHUNK  # larger files: read-ahead advice, and dropped from the page cache
+_ZEROS = memoryview(bytes(CHUNK))  # what a hole hashes as
 _SYNC_FILE_RANGE_WRITE = 2
 _WRITEBACK_EVERY = 16 * CHUNK
 
