@@ -258,9 +258,10 @@ class Committer:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
         self.started = threading.Event()
         self.failure: BaseException | None = None
+        self.commits = 0  # transactions committed (each carries one or more steps)
         self.thread = threading.Thread(target=self._serve, name="committer", daemon=True)
         self.thread.start()
         self.started.wait()
@@ -269,7 +270,7 @@ class Committer:
 
     def run(self, fn: Callable[[apsw.Connection], T]) -> T:
         item = _Item(fn)
-        self.queue.put(item)
+        self.queue.put([item])
         item.done.wait()
         if item.error is not None:
             raise item.error
@@ -279,8 +280,7 @@ class Committer:
         """run() for several transactions, queued together (so usually committed
         together): each one's result, or the exception it raised (rolled back alone)."""
         items = [_Item(fn) for fn in fns]
-        for item in items:
-            self.queue.put(item)
+        self.queue.put(items)  # as one entry: committed in one transaction
         out: list[T | Exception] = []
         for item in items:
             item.done.wait()
@@ -304,7 +304,7 @@ class Committer:
         self.started.set()
         try:
             while (first := self.queue.get()) is not None:
-                items = [first]
+                items = list(first)
                 stop = False
                 while len(items) < self.MAX_BATCH:
                     try:
@@ -314,8 +314,9 @@ class Committer:
                     if more is None:
                         stop = True
                         break
-                    items.append(more)
+                    items.extend(more)
                 self._commit(conn, items)
+                self.commits += 1
                 if stop:
                     return
         finally:

@@ -3,7 +3,9 @@
 The journal row is the truth. Each step does one durable effect, then advances the row
 in one commit; every step looks at the disk first, so running it twice is harmless.
 Taking a new file is "record a job, then resume it"; replay is "resume every unfinished
-job": one code path. Nothing is deleted except a source whose bytes are safely placed.
+job": one code path. Several new files are taken in lockstep (take_many: each step for
+all, sharing commits and folder fsyncs), through the same step functions. Nothing is
+deleted except a source whose bytes are safely placed.
 """
 
 from __future__ import annotations

@@ -113,3 +113,34 @@ def test_many_connections_opening_a_new_catalog_together_all_succeed(tmp_path: P
             t.join()
         assert errors == []
         assert db.user_version(db.connect(path, readonly=True)) == len(db.MIGRATIONS)
+
+
+def test_a_batch_taken_in_lockstep_shares_its_commits(tmp_path: Path) -> None:
+    """Sixteen photos taken together (as a worker takes its share of a full queue): one
+    transaction per step for all of them, not three per file; every one filed, durable
+    and consistent."""
+    from datetime import datetime, timedelta
+
+    from daemon import logs
+    from daemon.ingest import Finished, Ingestor
+    from daemon.metadata import Reader
+    from daemon.model import Outcome
+    from tests.helpers import check_consistent, jpeg_bytes, make_config, write
+
+    logs.configure("warning", "json")
+    cfg, _ = make_config(tmp_path)
+    when = datetime(2024, 1, 2, 3, 4, 5)
+    files = {write(cfg.inbox / f"p{i}.jpg", jpeg_bytes(when + timedelta(seconds=i), i)):
+             jpeg_bytes(when + timedelta(seconds=i), i) for i in range(16)}
+    committer = db.Committer(cfg.catalog)
+    conn = db.connect(cfg.catalog)
+    try:
+        with Reader(timezone="UTC") as reader:
+            ing = Ingestor(cfg, conn, reader, batch="t", log=logs.get(), committer=committer)
+            results = ing.take_many([bytes(p) for p in files], move=True)
+    finally:
+        conn.close()
+        committer.close()
+    assert all(isinstance(r, Finished) and r.job.outcome is Outcome.FILED for _, r in results)
+    assert committer.commits == 3  # recorded, decided, done: each once for all sixteen
+    check_consistent(cfg, files, move=True)
