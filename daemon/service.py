@@ -98,6 +98,9 @@ class Daemon:
         self.rescan_due = threading.Event()
         self.candidates = Candidates(cfg.settle_seconds, capacity=max(10 * cfg.queue_size, 1000),
                                      clock=clock)
+        # settled candidates waiting for room in the queue, in arrival order (a burst
+        # larger than the queue waits here, not re-checked: the worker checks again)
+        self.ready: dict[bytes, None] = {}
         self.base_counts: dict[str, int] = {}
         self.finished_dirs: set[bytes] = set()
         self.pool: Pool | None = None
@@ -173,7 +176,7 @@ class Daemon:
         while not self.stop.is_set():
             # sleep until the next candidate could be due (latency), at most one tick
             due_in = self.candidates.next_due() - self.clock()
-            self.wake.wait(min(tick, max(due_in, 0.0)))
+            self.wake.wait(min(tick, max(due_in, 0.0), 0.05 if self.ready else tick))
             self.wake.clear()
             now = self.clock()
             if pool.errors:
@@ -183,11 +186,12 @@ class Daemon:
             if due and not pool.busy() and now - self.last_busy >= self.cfg.batch_idle_seconds:
                 pool.batch = self._new_batch()  # a new burst after a quiet inbox
                 self.log.info("daemon.batch_started", batch=pool.batch)
-            for path in due:
-                if pool.offer(path):
-                    self.candidates.taken(path)
-                else:  # queue full: keep it and look again once workers catch up
-                    self.candidates.retry_later(path, 1.0)
+            self.ready.update(dict.fromkeys(due))
+            for path in list(self.ready):
+                if not pool.offer(path):
+                    break  # queue full: the rest wait for the next round, in order
+                del self.ready[path]
+                self.candidates.taken(path)
             if now >= next_rescan or (self.rescan_due.is_set() and pool.queued() == 0
                                       and len(self.candidates) < self.candidates.capacity // 2):
                 self._rescan()

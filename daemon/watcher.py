@@ -103,10 +103,6 @@ class Candidates:
         with self.lock:
             return self.heap[0][0] if self.heap else float("inf")
 
-    def retry_later(self, path: bytes, delay: float) -> None:
-        """Keep a ready candidate (the queue was full) and offer it again later."""
-        self._recheck(path, None, self.clock() + delay)
-
     def _recheck(self, path: bytes, since: float | None, at: float) -> None:
         with self.lock:
             if (seen := self.seen.get(path)) is not None:
