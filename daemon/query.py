@@ -140,39 +140,66 @@ HISTORY_OUTCOMES = ("filed", "duplicate", "rejected", "failed", "vanished", "pen
 def history(conn: apsw.Connection, *, since: str | None = None, outcomes: list[str] | None = None,
             batches: list[str] | None = None, limit: int | None = 100) -> list[dict[str, Any]]:
     """The journal, newest first: one row per job (what happened to a file) and one per
-    undone file. `outcome` is one of HISTORY_OUTCOMES."""
-    sql = """
-    SELECT * FROM (
-      SELECT 'ingest' AS kind, j.id AS job, NULL AS undo, j.batch AS batch,
-             CASE WHEN j.step != 'done' THEN 'pending' ELSE j.outcome END AS outcome,
-             j.step AS step, j.source AS source, j.dest AS dest, j.error AS reason,
-             j.sha256 AS sha256, j.bytes AS size, coalesce(j.finished_at, j.updated_at) AS at,
-             NULL AS action
-        FROM jobs j
-      UNION ALL
-      SELECT 'undo', u.job_id, u.id, u.batch,
-             CASE WHEN u.step != 'done' THEN 'pending' WHEN u.outcome = 'kept' THEN 'not-undone'
-                  ELSE 'undone' END,
-             u.step, j.source, u.dest, u.error, u.sha256, u.size,
-             coalesce(u.finished_at, u.updated_at), u.outcome
-        FROM undos u JOIN jobs j ON j.id = u.job_id
-    ) WHERE 1"""
-    args: list[Any] = []
-    if since is not None:
-        sql += " AND at >= ?"
-        args.append(since)
-    if outcomes:
-        sql += f" AND outcome IN ({', '.join('?' * len(outcomes))})"
-        args += outcomes
-    if batches:
-        sql += f" AND batch IN ({', '.join('?' * len(batches))})"
-        args += batches
-    sql += " ORDER BY at DESC, kind DESC, job DESC"
+    undone file. `outcome` is one of HISTORY_OUTCOMES.
+
+    Finished jobs, unfinished ones and undos are read apart, each newest first through
+    an index and cut at `limit`, then merged: a million-job journal answers in
+    milliseconds (one query over their union could use no index)."""
+    rows: list[tuple[Any, ...]] = []
+    cap = f" LIMIT {int(limit)}" if limit else ""
+    job_outcomes = [o for o in (outcomes or []) if o not in ("pending", "undone", "not-undone")]
+
+    def jobs(where: str, args: tuple[Any, ...], order: str) -> None:
+        sql, more = _HISTORY_JOBS + " WHERE " + where, list(args)
+        if since is not None:
+            sql += " AND coalesce(j.finished_at, j.updated_at) >= ?"
+            more.append(since)
+        if batches:
+            sql += f" AND j.batch IN ({', '.join('?' * len(batches))})"
+            more += batches
+        rows.extend(conn.execute(sql + " ORDER BY " + order + cap, tuple(more)))
+
+    # a done job always has finished_at (the tallies' triggers need it)
+    newest = "j.finished_at DESC, j.id DESC"
+    if not outcomes:
+        jobs("j.step = 'done'", (), newest)
+    for outcome in job_outcomes:  # one ordered range of (outcome, finished_at) each
+        jobs("j.outcome = ? AND j.step = 'done'", (outcome,), newest)
+    if not outcomes or "pending" in outcomes:
+        jobs("j.step != 'done'", (), "j.updated_at DESC, j.id DESC")
+    if not outcomes or len(job_outcomes) < len(outcomes):
+        sql, args = f"SELECT * FROM ({_HISTORY_UNDOS}) WHERE 1", []
+        if since is not None:
+            sql += " AND at >= ?"
+            args.append(since)
+        if outcomes:
+            sql += f" AND outcome IN ({', '.join('?' * len(outcomes))})"
+            args += outcomes
+        if batches:
+            sql += f" AND batch IN ({', '.join('?' * len(batches))})"
+            args += batches
+        rows.extend(conn.execute(sql + " ORDER BY at DESC, job DESC" + cap, tuple(args)))
+    rows.sort(key=lambda r: (r[11], r[0], r[1]), reverse=True)  # at, kind, job: newest first
     if limit:
-        sql += f" LIMIT {int(limit)}"
-    return _rows(conn, sql, tuple(args), ("kind", "job", "undo", "batch", "outcome", "step",
-                                          "source", "dest", "reason", "sha256", "size", "when",
-                                          "action"))
+        rows = rows[:int(limit)]
+    keys = ("kind", "job", "undo", "batch", "outcome", "step", "source", "dest", "reason",
+            "sha256", "size", "when", "action")
+    return [dict(zip(keys, map(_text, row), strict=True)) for row in rows]
+
+
+_HISTORY_JOBS = """
+    SELECT 'ingest', j.id, NULL, j.batch,
+           CASE WHEN j.step != 'done' THEN 'pending' ELSE j.outcome END,
+           j.step, j.source, j.dest, j.error, j.sha256, j.bytes,
+           coalesce(j.finished_at, j.updated_at), NULL
+      FROM jobs j"""
+_HISTORY_UNDOS = """
+    SELECT 'undo' AS kind, u.job_id AS job, u.id AS undo, u.batch AS batch,
+           CASE WHEN u.step != 'done' THEN 'pending' WHEN u.outcome = 'kept' THEN 'not-undone'
+                ELSE 'undone' END AS outcome,
+           u.step, j.source, u.dest, u.error, u.sha256, u.size,
+           coalesce(u.finished_at, u.updated_at) AS at, u.outcome
+      FROM undos u JOIN jobs j ON j.id = u.job_id"""
 
 
 # -- status and metrics -----------------------------------------------------------------

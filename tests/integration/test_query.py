@@ -269,3 +269,90 @@ def test_status_reads_like_a_dashboard(tmp_path: Path) -> None:
     assert info["inbox_waiting"]["oldest"]["waiting_seconds"] < 600
     assert info["library_fs_bytes"] >= info["library_free_bytes"] > 0
     assert info["outcomes"]["filed"] == 3 and info["pending_jobs"] == 1
+
+
+# The one union query history() was before it read through indexes: the oracle.
+_UNION = """
+SELECT * FROM (
+  SELECT 'ingest' AS kind, j.id AS job, NULL AS undo, j.batch AS batch,
+         CASE WHEN j.step != 'done' THEN 'pending' ELSE j.outcome END AS outcome,
+         j.step AS step, j.source AS source, j.dest AS dest, j.error AS reason,
+         j.sha256 AS sha256, j.bytes AS size, coalesce(j.finished_at, j.updated_at) AS at,
+         NULL AS action
+    FROM jobs j
+  UNION ALL
+  SELECT 'undo', u.job_id, u.id, u.batch,
+         CASE WHEN u.step != 'done' THEN 'pending' WHEN u.outcome = 'kept' THEN 'not-undone'
+              ELSE 'undone' END,
+         u.step, j.source, u.dest, u.error, u.sha256, u.size,
+         coalesce(u.finished_at, u.updated_at), u.outcome
+    FROM undos u JOIN jobs j ON j.id = u.job_id
+) WHERE 1"""
+
+
+def test_history_through_indexes_equals_the_plain_union(tmp_path: Path) -> None:
+    """A journal of 600 jobs (every outcome, unfinished ones, retried old ones, ties in
+    time) and 80 undos, written straight into the real schema:
+    history() gives exactly what one ORDER BY over everything gives, for every filter."""
+    import random
+
+    rng = random.Random(7)
+    conn = db.connect(tmp_path / "catalog.db")
+    t = lambda n: f"2026-11-{1 + n // 1440:02d}T{n // 60 % 24:02d}:{n % 60:02d}:00Z"  # noqa: E731
+    with db.transaction(conn):
+        for i in range(1, 601):
+            step = rng.choice(["done"] * 8 + ["recorded", "decided"])
+            outcome = rng.choice(["filed", "duplicate", "rejected", "failed", "vanished"])
+            at = rng.randrange(0, 20000, 5)  # coarse: many ties
+            finished = t(at) if step == "done" else None
+            conn.execute(
+                "INSERT INTO jobs (id, batch, source, dev, ino, size, mtime_ns, move, step,"
+                " outcome, error, created_at, updated_at, finished_at)"
+                " VALUES (?, ?, ?, 1, ?, 1, 1, 1, ?, ?, ?, ?, ?, ?)",
+                (i, f"b{i % 5}", f"/in/{i}".encode(), i, step,
+                 outcome if step == "done" else None, None, t(0),
+                 t(at + rng.randrange(0, 3000, 5)), finished))
+        for u in range(1, 81):
+            step = rng.choice(["done", "done", "recorded"])
+            conn.execute(
+                "INSERT INTO undos (id, batch, job_id, keep_origin, target, step, outcome,"
+                " created_at, updated_at, finished_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                (u, f"u{u % 3}", rng.randrange(1, 601), b"/t", step,
+                 rng.choice(["restored", "removed", "kept"]), t(0),
+                 t(rng.randrange(0, 20000, 5)), t(rng.randrange(0, 20000, 5))
+                 if step == "done" else None))
+    keys = ("kind", "job", "undo", "batch", "outcome", "step", "source", "dest", "reason",
+            "sha256", "size", "when", "action")
+
+    def oracle(since: str | None, outcomes: list[str] | None, batches: list[str] | None,
+               limit: int | None) -> list[tuple[Any, ...]]:
+        sql, args = _UNION, []
+        if since is not None:
+            sql += " AND at >= ?"
+            args.append(since)
+        if outcomes:
+            sql += f" AND outcome IN ({', '.join('?' * len(outcomes))})"
+            args += outcomes
+        if batches:
+            sql += f" AND batch IN ({', '.join('?' * len(batches))})"
+            args += batches
+        sql += " ORDER BY at DESC, kind DESC, job DESC" + (f" LIMIT {limit}" if limit else "")
+        return [tuple(r) for r in conn.execute(sql, tuple(args))]
+
+    try:
+        for since in (None, t(9000)):
+            for outcomes in (None, ["filed"], ["pending"], ["failed", "undone"],
+                             ["not-undone", "vanished", "duplicate"], ["pending", "rejected"]):
+                for batches in (None, ["b1"], ["b2", "u1"]):
+                    for limit in (None, 1, 7, 100):
+                        want = oracle(since, outcomes, batches, limit)
+                        got = query.history(conn, since=since, outcomes=outcomes,
+                                            batches=batches, limit=limit)
+                        # ties in (at, kind, job) may come in either order: compare sorted
+                        # sets of whole rows, and the order of the sort key
+                        assert [r["when"] for r in got] == [w[11] for w in want]
+                        assert sorted(tuple(str(r[k]) for k in keys) for r in got) == \
+                            sorted(tuple(str(query._text(v)) for v in w) for w in want), \
+                            (since, outcomes, batches, limit)
+    finally:
+        conn.close()
