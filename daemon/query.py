@@ -150,14 +150,10 @@ def history(conn: apsw.Connection, *, since: str | None = None, outcomes: list[s
     job_outcomes = [o for o in (outcomes or []) if o not in ("pending", "undone", "not-undone")]
 
     def jobs(where: str, args: tuple[Any, ...], order: str) -> None:
-        sql, more = _HISTORY_JOBS + " WHERE " + where, list(args)
-        if since is not None:
-            sql += " AND coalesce(j.finished_at, j.updated_at) >= ?"
-            more.append(since)
-        if batches:
-            sql += f" AND j.batch IN ({', '.join('?' * len(batches))})"
-            more += batches
-        rows.extend(conn.execute(sql + " ORDER BY " + order + cap, tuple(more)))
+        more, more_args = _and_filters(("coalesce(j.finished_at, j.updated_at)", since),
+                                       ("j.batch", batches))
+        rows.extend(conn.execute(f"{_HISTORY_JOBS} WHERE {where}{more} ORDER BY {order}{cap}",
+                                 (*args, *more_args)))
 
     # a done job always has finished_at (the tallies' triggers need it)
     newest = "j.finished_at DESC, j.id DESC"
@@ -168,23 +164,29 @@ def history(conn: apsw.Connection, *, since: str | None = None, outcomes: list[s
     if not outcomes or "pending" in outcomes:
         jobs("j.step != 'done'", (), "j.updated_at DESC, j.id DESC")
     if not outcomes or len(job_outcomes) < len(outcomes):
-        sql, args = f"SELECT * FROM ({_HISTORY_UNDOS}) WHERE 1", []
-        if since is not None:
-            sql += " AND at >= ?"
-            args.append(since)
-        if outcomes:
-            sql += f" AND outcome IN ({', '.join('?' * len(outcomes))})"
-            args += outcomes
-        if batches:
-            sql += f" AND batch IN ({', '.join('?' * len(batches))})"
-            args += batches
-        rows.extend(conn.execute(sql + " ORDER BY at DESC, job DESC" + cap, tuple(args)))
+        more, args = _and_filters(("at", since), ("outcome", outcomes), ("batch", batches))
+        rows.extend(conn.execute(f"SELECT * FROM ({_HISTORY_UNDOS}) WHERE 1{more}"
+                                 f" ORDER BY at DESC, job DESC{cap}", tuple(args)))
     rows.sort(key=lambda r: (r[11], r[0], r[1]), reverse=True)  # at, kind, job: newest first
     if limit:
         rows = rows[:int(limit)]
     keys = ("kind", "job", "undo", "batch", "outcome", "step", "source", "dest", "reason",
             "sha256", "size", "when", "action")
     return [dict(zip(keys, map(_text, row), strict=True)) for row in rows]
+
+
+def _and_filters(*filters: tuple[str, str | list[str] | None]) -> tuple[str, list[Any]]:
+    """' AND column >= ?' for a value, ' AND column IN (?, ...)' for a list; None and
+    empty lists add nothing. Returns the SQL and its arguments."""
+    sql, args = "", []
+    for column, value in filters:
+        if isinstance(value, str):
+            sql += f" AND {column} >= ?"
+            args.append(value)
+        elif value:
+            sql += f" AND {column} IN ({', '.join('?' * len(value))})"
+            args += value
+    return sql, args
 
 
 _HISTORY_JOBS = """
