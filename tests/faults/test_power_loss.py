@@ -1,4 +1,5 @@
-"""The real `mediasortd import --move` on powerfs (inbox, library and catalog all on it),
+"""The real `mediasortd import --move` (and `mediasortd run`) on powerfs (inbox, library
+and catalog all on it),
 with the power cut at random moments: after each cut it starts again on what survived,
 until a run finishes; then the power is cut once more, mediasortd starts again on what
 survived and finishes, and the shared check runs, plus stricter ones: every journal
@@ -19,6 +20,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,12 +54,13 @@ class Chain:
     files: dict[Path, bytes]
     logs: Path
     skip_fsync: str | None = None
+    daemon: bool = False  # `mediasortd run` (the start-up scan takes the inbox) instead
     runs: int = 0
     fired: list[str] = field(default_factory=list)
 
     @classmethod
     def create(cls, fs: PowerFS, name: str, logs: Path, *, folders: bool = True,
-               skip_fsync: str | None = None) -> Chain:
+               skip_fsync: str | None = None, daemon: bool = False) -> Chain:
         """Inputs in a fresh inbox, all durable; with `folders`, the library and the state
         folder exist (durably) before mediasortd first runs, as a package would make them."""
         base = fs.mnt / name
@@ -81,17 +84,17 @@ class Chain:
             cfg.state_dir.mkdir()
         fs.sync()
         logs.mkdir(parents=True, exist_ok=True)
-        return cls(fs, cfg, cfg_path, files, logs, skip_fsync)
+        return cls(fs, cfg, cfg_path, files, logs, skip_fsync, daemon)
 
     def start(self, **extra_env: str) -> subprocess.Popen[bytes]:
         self.runs += 1
         module, env = "daemon", {**os.environ, **extra_env}
         if self.skip_fsync:
             module, env["MEDIASORTD_TEST_SKIP_FSYNC"] = "tests.faults.nofsync", self.skip_fsync
+        command = ["run"] if self.daemon else ["import", "--move", str(self.cfg.inbox)]
         with open(self.logs / f"run-{self.runs}.log", "wb") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", module, "--config", str(self.cfg_path), "import",
-                 "--move", str(self.cfg.inbox)],
+                [sys.executable, "-m", module, "--config", str(self.cfg_path), *command],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)  # its own process group: the cut kills ExifTool too
 
@@ -104,9 +107,14 @@ class Chain:
             self.fs.arm(cut_at, leak, seed)
         before = self.fs.stats()["ops"]
         proc = self.start()
+        emptied = self.watch_inbox() if self.daemon else threading.Event()
         try:
-            wait_for(lambda: proc.poll() is not None or self.fs.fired(), 120,
-                     "the run or the cut")
+            wait_for(lambda: proc.poll() is not None or self.fs.fired() or emptied.is_set(),
+                     120, "the run or the cut")
+            if self.daemon and proc.poll() is None and not self.fs.fired():
+                proc.terminate()  # the inbox is empty: stopped as systemd stops it
+                wait_for(lambda: proc.poll() is not None or self.fs.fired(), 60,
+                         "the daemon to stop or the cut")
         except BaseException:
             self.fs.cut(proc)  # reaps it: no process outlives the test
             raise
@@ -120,6 +128,28 @@ class Chain:
             return None
         assert proc.returncode == 0, f"{self.log_tail()}\npowerfs:\n{self.fs.server_log()}"
         return ops
+
+    def watch_inbox(self) -> threading.Event:
+        """Set once the daemon is up (its signal handlers too) and every input has left
+        the inbox. Looked at from a thread of its own: a look at the mount blocks once
+        the cut freezes the server, and ends (with an error) only when the cut kills it."""
+        emptied = threading.Event()
+        log, run = self.logs / f"run-{self.runs}.log", self.runs
+        inputs = [*self.files, *(self.cfg.inbox / s for s in SPECIALS)]
+
+        def look() -> None:
+            try:
+                while self.runs == run and not self.fs.fired():
+                    if b'"daemon.ready"' in log.read_bytes() \
+                            and not any(os.path.lexists(p) for p in inputs):
+                        emptied.set()
+                        return
+                    time.sleep(0.05)  # a poll of the inbox, not a synchronisation
+            except OSError:
+                return  # the mount went with the power
+
+        threading.Thread(target=look, daemon=True).start()
+        return emptied
 
     def restart_and_check(self) -> None:
         """After the last cut: start again on what survived, let it finish, check."""
@@ -197,6 +227,30 @@ def test_power_cut_at_random_moments_loses_nothing(fs: PowerFS, tmp_path: Path) 
         total += len(chain.fired)
         assert chains < 20, "the cuts keep missing the runs"
     print(f"{total} cuts in {chains} chains, {time.monotonic() - started:.1f}s")
+
+
+@pytest.mark.slow
+def test_power_cut_while_the_daemon_files_loses_nothing(fs: PowerFS, tmp_path: Path) -> None:
+    """The same cuts on `mediasortd run` (its start-up scan takes the inbox; stopped with
+    SIGTERM once the inbox is empty): the watcher, the queue and the workers' lockstep
+    batches on top of the same steps."""
+    rng = random.Random(20261127)
+    first = Chain.create(fs, "daemon-0", tmp_path / "logs-0", daemon=True)
+    length = first.run()
+    assert length is not None and length > 100
+    first.restart_and_check()
+    total, chains = 0, 0
+    while total < 10:
+        chains += 1
+        chain = Chain.create(fs, f"daemon-{chains}", tmp_path / f"logs-{chains}", daemon=True)
+        cut_run_to_the_end(chain, rng, length, cuts=rng.randint(2, 4),
+                           leak=0.0 if chains % 2 else 0.3)
+        try:
+            chain.restart_and_check()
+        except AssertionError as e:
+            raise AssertionError(f"daemon chain {chains}, cuts at {chain.fired}: {e}")
+        total += len(chain.fired)
+        assert chains < 10, "the cuts keep missing the runs"
 
 
 @pytest.mark.parametrize("skip", ["copy", "place", "move", "retire"])
