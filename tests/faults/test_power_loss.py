@@ -137,16 +137,20 @@ class Chain:
         log, run = self.logs / f"run-{self.runs}.log", self.runs
         inputs = [*self.files, *(self.cfg.inbox / s for s in SPECIALS)]
 
+        def state() -> str | None:
+            if self.runs != run or self.fs.fired():
+                return "over"
+            if b'"daemon.ready"' in log.read_bytes() \
+                    and not any(os.path.lexists(p) for p in inputs):
+                return "emptied"
+            return None
+
         def look() -> None:
             try:
-                while self.runs == run and not self.fs.fired():
-                    if b'"daemon.ready"' in log.read_bytes() \
-                            and not any(os.path.lexists(p) for p in inputs):
-                        emptied.set()
-                        return
-                    time.sleep(0.05)  # a poll of the inbox, not a synchronisation
-            except OSError:
-                return  # the mount went with the power
+                if wait_for(state, 150, "the inbox to empty") == "emptied":
+                    emptied.set()
+            except (OSError, AssertionError):
+                return  # the mount went with the power, or run() timed out first
 
         threading.Thread(target=look, daemon=True).start()
         return emptied

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def during_copy(staging: Path, action, stop: threading.Event) -> threading.Threa
             if staging.exists() and any(p.stat().st_size > 0 for p in staging.iterdir()):
                 if action():
                     return
-            time.sleep(0.001)  # a tight poll of the copy's progress, not a synchronisation
+            stop.wait(0.001)  # a tight poll of the copy's progress, ended by `stop`
     t = threading.Thread(target=run)
     t.start()
     return t
