@@ -52,6 +52,10 @@ class Notify:
                 return t
         return None
 
+    def seen(self, prefix: str) -> list[str]:
+        """Every message so far that starts with `prefix`, in order."""
+        return [m for _, m in list(self.messages) if m.startswith(prefix)]
+
     def close(self) -> None:
         self.closed.set()
         self.thread.join()

@@ -4,48 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
+from bench.ours import Notify as NotifySocket  # the benchmark's daemon listens the same way
 from tests.helpers import ROOT, wait_for
-
-
-class NotifySocket:
-    """An AF_UNIX datagram socket collecting sd_notify messages, like systemd's."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.1)
-        self.messages: list[str] = []
-        self.lock = threading.Lock()
-        self.closed = threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        while not self.closed.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.messages.extend(data.decode().split("\n"))
-
-    def seen(self, prefix: str) -> list[str]:
-        with self.lock:
-            return [m for m in self.messages if m.startswith(prefix)]
-
-    def close(self) -> None:
-        self.closed.set()
-        self.thread.join()
-        self.sock.close()
 
 
 class Daemon:
