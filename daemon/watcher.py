@@ -103,11 +103,10 @@ class Candidates:
         with self.lock:
             return self.heap[0][0] if self.heap else float("inf")
 
-    def _recheck(self, path: bytes, since: float | None, at: float) -> None:
+    def _recheck(self, path: bytes, since: float, at: float) -> None:
         with self.lock:
             if (seen := self.seen.get(path)) is not None:
-                if since is not None:
-                    seen.since = since
+                seen.since = since
                 heapq.heappush(self.heap, (at, seen.version, path))
 
     def taken(self, path: bytes) -> None:
