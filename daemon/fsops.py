@@ -16,6 +16,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .model import Identity
 
@@ -82,33 +83,45 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
     return fd
 
 
-def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
+class Copied(NamedTuple):
+    sha256: str
+    size: int
+    head: bytes  # the first bytes copied, when asked for (b"" otherwise)
+
+
+def copy_and_hash(src_fd: int, dst: bytes, mode: int, *, head: int = 0,
+                  before: os.stat_result | None = None) -> Copied:
     """Copy an open source into a new file `dst` (truncated if it exists), hashing in the
     same single read; fsync it. Holes stay holes (a 10 GiB sparse file costs no disk),
     memory stays two chunks. Raises SourceChanged if the source changed meanwhile.
+    `head`: also hand back up to this many first bytes (what a metadata reader needs,
+    without reading the copy again); `before`: the source's fstat, when the caller has it.
 
     Each chunk read is hashed here while a writer thread writes it (both release the
     GIL), and written ranges are handed to the disk as they go (sync_file_range), so a
     large file's final fsync has little left to do: one read, hashing and disk writes
     overlap."""
-    before = os.fstat(src_fd)
+    if before is None:
+        before = os.fstat(src_fd)
     h = hashlib.sha256()
     large = before.st_size >= ADVISE_BYTES  # small files: no advice, no second thread
     if large:
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    out = _create(dst, mode)
     size = 0
+    first = b""
     writer = _Writer(out) if before.st_size > PIPELINE_BYTES else None
     buffer = min(CHUNK, max(before.st_size, 4096))
     bufs = [memoryview(bytearray(buffer)) for _ in range(2 if writer else 1)]
     # every block allocated: no hole to look for (a hole read as data is still right)
     regions = ([(0, before.st_size, True)] if before.st_blocks * 512 >= before.st_size
                else _regions(src_fd, before.st_size))
+    ends_in_data = True
     try:
-        os.fchmod(out, mode)
         i = 0
         for offset, length, is_data in regions:
             end = offset + length
+            ends_in_data = is_data
             while offset < end:
                 if is_data:
                     view = bufs[i % len(bufs)]
@@ -117,6 +130,8 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
                     if n == 0:
                         break  # shrank meanwhile: the identity check below says so
                     chunk = view[:n]
+                    if head and offset == 0:
+                        first = bytes(chunk[:head])
                     if writer is None:
                         _pwrite_all(out, chunk, offset)
                         h.update(chunk)
@@ -130,7 +145,8 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
                 size = offset
         if writer is not None:
             writer.close()
-        os.ftruncate(out, size)
+        if not ends_in_data or size < before.st_size:
+            os.ftruncate(out, size)  # a hole at the end, or the source shrank
         os.fsync(out)
         if large:
             os.posix_fadvise(out, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -143,7 +159,20 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int) -> tuple[str, int]:
     after = os.fstat(src_fd)
     if size != after.st_size or identity(before) != identity(after):
         raise SourceChanged(f"size {before.st_size} -> {after.st_size} bytes while copying")
-    return h.hexdigest(), size
+    return Copied(h.hexdigest(), size, first)
+
+
+def _create(path: bytes, mode: int) -> int:
+    """A new, empty file with exactly `mode`, whatever the umask (one left by an
+    earlier attempt is truncated)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 PIPELINE_BYTES = 8 * CHUNK  # larger files are written by a second thread

@@ -57,8 +57,12 @@ class Describer(Protocol):
     def describe(self, path: bytes, original_name: str, mtime_ns: int) -> MediaInfo | NotMedia:
         ...
 
-    def describe_many(self, items: Sequence[tuple[bytes, str, int]]
+    def describe_many(self, items: Sequence[tuple[bytes, str, int]],
+                      heads: Sequence[bytes | None] | None = None
                       ) -> list[MediaInfo | NotMedia]:
+        ...
+
+    def head_bytes(self, original_name: str) -> int:
         ...
 
 
@@ -152,6 +156,9 @@ class Ingestor:
                                   else zoneinfo.ZoneInfo(config.timezone))
         self.library = os.fsencode(config.library)
         self.staging = os.fsencode(config.staging)
+        # The first bytes of copies made by this worker and not yet described (by job
+        # id): the metadata reader takes them instead of reading the copy again.
+        self.heads: dict[int, bytes] = {}
         self.steps: dict[Step, Callable[[Job], Job | Retry]] = {
             Step.RECORDED: self._copy, Step.COPIED: self._decide,
             Step.DECIDED: self._place, Step.PLACED: self._retire,
@@ -259,6 +266,7 @@ class Ingestor:
         self._retire_all(jobs, alone, results, started)  # PLACED -> DONE
         for i, left in alone.items():
             results[i] = self._deferred(left) if isinstance(left, Retry) else self.resume(left)
+        self.heads.clear()
         return results
 
     def _decide_all(self, jobs: dict[int, Job],
@@ -271,7 +279,8 @@ class Ingestor:
         try:
             described = dict(zip(ready, self.reader.describe_many(
                 [(jobs[i].staged or b"", os.fsdecode(os.path.basename(jobs[i].source)),
-                  jobs[i].identity.mtime_ns) for i in ready])))
+                  jobs[i].identity.mtime_ns) for i in ready],
+                [self.heads.pop(jobs[i].id, None) for i in ready])))
         except Exception as e:  # noqa: BLE001 - each job asks again, alone, and meets it there
             self.log.debug("ingest.describe_many_failed", error=str(e))
         plans: dict[int, Callable[[apsw.Connection], Job]] = {}
@@ -373,9 +382,12 @@ class Ingestor:
         if isinstance(fd, Unusable):
             return self._unusable(job, fd)
         try:
-            ident = identity(os.fstat(fd))
+            st = os.fstat(fd)
+            ident = identity(st)
             try:
-                sha256, size = copy_and_hash(fd, job.staged, self.cfg.file_mode)
+                copied = copy_and_hash(fd, job.staged, self.cfg.file_mode, before=st,
+                                       head=self.reader.head_bytes(
+                                           os.fsdecode(os.path.basename(job.source))))
             except SourceChanged as e:
                 unlink_quiet(job.staged)
                 return self._retry(job, f"the file changed while being copied ({e})", ident,
@@ -392,8 +404,10 @@ class Ingestor:
         # decision that follows at once (one commit fewer per file): a crash in between
         # leaves the job at RECORDED, and replay copies again (the source is still
         # there). No fsync of the staging folder either, for the same reason.
-        return dataclasses.replace(job, step=Step.COPIED, sha256=sha256, size=size,
-                                   identity=ident)
+        if copied.head:
+            self.heads[job.id] = copied.head
+        return dataclasses.replace(job, step=Step.COPIED, sha256=copied.sha256,
+                                   size=copied.size, identity=ident)
 
     @staticmethod
     def _copied(job: Job) -> dict[str, Any]:
@@ -427,6 +441,7 @@ class Ingestor:
         there is nothing to decide yet. `described`: what the staged file is, when it
         was already read (take_many reads a whole batch in one ExifTool request)."""
         assert job.staged is not None and job.sha256 is not None and job.size is not None
+        head = self.heads.pop(job.id, None)
         if not os.path.exists(job.staged):  # lost (power cut before the staging fsync)
             with transaction(self.conn):
                 journal.advance(self.conn, job.id, Step.RECORDED)
@@ -447,8 +462,8 @@ class Ingestor:
         elif companion is not None and companion.kind == "sidecar" and partner is not None:
             info = pairing.as_companion(partner, companion, "sidecar")
         else:
-            info = described or self.reader.describe(job.staged, os.fsdecode(name),
-                                                     job.identity.mtime_ns)
+            info = described or self.reader.describe_many(
+                [(job.staged, os.fsdecode(name), job.identity.mtime_ns)], [head])[0]
             if isinstance(info, MediaInfo) and partner is not None:
                 info = dataclasses.replace(pairing.as_companion(partner, companion, info.kind),
                                            file_type=info.file_type, mime=info.mime)

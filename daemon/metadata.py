@@ -333,11 +333,15 @@ class Reader:
         """What the staged file at `path` is; `original_name` is its name in the inbox."""
         return self.describe_many([(path, original_name, mtime_ns)])[0]
 
-    def describe_many(self, items: Sequence[tuple[bytes, str, int]]
+    def describe_many(self, items: Sequence[tuple[bytes, str, int]],
+                      heads: Sequence[bytes | None] | None = None
                       ) -> list[MediaInfo | NotMedia]:
-        """describe() for several files, read in one ExifTool request."""
+        """describe() for several files, read in one ExifTool request. `heads`: each
+        file's first bytes where the caller has them (head_bytes() says how many help),
+        so that the file is not read again."""
         now = datetime.now(UTC)
-        quick = [self._quick(*item, now) for item in items]
+        quick = [self._quick(*item, now, heads[i] if heads else None)
+                 for i, item in enumerate(items)]
         slow = [item for item, info in zip(items, quick) if info is None]
         answers = iter(self._read([path for path, _, _ in slow]))
         out: list[MediaInfo | NotMedia] = []
@@ -350,16 +354,26 @@ class Reader:
                 out.append(decide(a, name, mtime_ns, self.tz, now))
         return out
 
-    def _quick(self, path: bytes, name: str, mtime_ns: int, now: datetime) -> MediaInfo | None:
+    def head_bytes(self, original_name: str) -> int:
+        """How many first bytes of a file named so describe_many can use (0: none)."""
+        if self.quick and os.path.splitext(original_name)[1].lower() in _JPEG_EXTS:
+            return quickmeta.HEAD_BYTES
+        return 0
+
+    def _quick(self, path: bytes, name: str, mtime_ns: int, now: datetime,
+               head: bytes | None = None) -> MediaInfo | None:
         """The answer for a dated camera JPEG without asking ExifTool, when sure of it
-        (see quickmeta); None otherwise."""
-        if not self.quick or os.path.splitext(name)[1].lower() not in _JPEG_EXTS:
+        (see quickmeta); None otherwise. `head`: the file's first bytes (read here when
+        not given; a file shorter than HEAD_BYTES is all there)."""
+        if not self.head_bytes(name):
             return None
-        try:
-            with open(path, "rb") as f:
-                tags = quickmeta.jpeg_tags(f.read(quickmeta.HEAD_BYTES))
-        except OSError:
-            return None  # ExifTool will say what is wrong with it
+        if head is None:
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    head = f.read(quickmeta.HEAD_BYTES)
+            except OSError:
+                return None  # ExifTool will say what is wrong with it
+        tags = quickmeta.jpeg_tags(head)
         if tags is None:
             return None
         info = decide(tags, name, mtime_ns, self.tz, now)

@@ -273,7 +273,7 @@ class Undoer:
                 got = copy_and_hash(fd, tmp, self.cfg.file_mode)
             finally:
                 os.close(fd)
-            if got != (item.sha256, item.size):
+            if (got.sha256, got.size) != (item.sha256, item.size):
                 unlink_quiet(tmp)
                 raise OSError(5, "the library copy no longer has the expected bytes",
                               item.origin)

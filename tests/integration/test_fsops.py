@@ -32,7 +32,7 @@ def test_large_copy_is_exact(tmp_path: Path) -> None:
     expected = big_file(src, (fsops.PIPELINE_BYTES * 3) + 12345)  # through the writer thread
     fd = os.open(src, os.O_RDONLY)
     try:
-        sha, size = fsops.copy_and_hash(fd, os.fsencode(tmp_path / "dst"), 0o640)
+        sha, size, _ = fsops.copy_and_hash(fd, os.fsencode(tmp_path / "dst"), 0o640)
     finally:
         os.close(fd)
     assert (sha, size) == (expected, src.stat().st_size)
@@ -58,3 +58,34 @@ def test_link_and_rename_never_overwrite(tmp_path: Path) -> None:
     assert fsops.link_noreplace(a, b) is False and Path(os.fsdecode(b)).read_bytes() == b"b"
     assert fsops.rename_noreplace(a, b) is False and Path(os.fsdecode(a)).exists()
     assert fsops.rename_noreplace(a, c) is True and Path(os.fsdecode(c)).read_bytes() == b"a"
+
+
+@pytest.mark.parametrize("size", [0, 100, 50 << 10, fsops.PIPELINE_BYTES + 4321])
+def test_copy_hands_back_the_head_it_copied(tmp_path: Path, size: int) -> None:
+    src = tmp_path / "src"
+    expected = big_file(src, size)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        got = fsops.copy_and_hash(fd, os.fsencode(tmp_path / "dst"), 0o640, head=4096)
+        plain = fsops.copy_and_hash(fd, os.fsencode(tmp_path / "dst2"), 0o640)
+    finally:
+        os.close(fd)
+    assert (got.sha256, got.size) == (expected, size)
+    assert got.head == src.read_bytes()[:4096]
+    assert plain.head == b""
+
+
+def test_copy_keeps_a_hole_at_the_end(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    with open(src, "wb") as f:
+        f.write(b"x" * 8192)
+        f.truncate(64 << 20)  # the last 64 MiB minus 8 KiB are a hole
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        got = fsops.copy_and_hash(fd, os.fsencode(tmp_path / "dst"), 0o640)
+    finally:
+        os.close(fd)
+    dst = tmp_path / "dst"
+    assert dst.stat().st_size == 64 << 20 and got.size == 64 << 20
+    assert dst.stat().st_blocks * 512 < 1 << 20  # the hole stayed a hole
+    assert fsops.hash_file(os.fsencode(dst)) == (got.sha256, got.size)

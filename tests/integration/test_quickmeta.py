@@ -120,6 +120,9 @@ def test_in_process_answers_equal_exiftools(corpus: list[Path]) -> None:
                 assert slow is not None and got == slow, item[1]
         # through the public entry point: the same answers, ExifTool asked for the rest
         assert reader.describe_many(items) == truth
+        # and the same again from the heads a copy hands over (ingest does not read twice)
+        heads = [p.read_bytes()[:reader.head_bytes(p.name)] or None for p in corpus]
+        assert reader.describe_many(items, heads) == truth
     # It must answer for the ordinary case, or the fast path is dead code.
     for name in ("dto_subsec.jpg", "dto_zone.jpg", "dto_all.jpg", "IMG_20000101_000000.jpg",
                  "dto_zero.jpg", "dto_blank.jpg", "PXL_20200101_101010123.jpg",
