@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     info["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True,
                                           check=False).stdout.strip()
     info["caches_dropped"] = ctx.caches_dropped
+    info["waited_after_removals_s"] = round(ctx.waited)
     info["fsync_4k_after"] = measure.fsync_probe(ctx.workdir)
     text = report.table(rows)
     print(text)
@@ -221,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fsync of a 4 KiB write (ms): before {info['fsync_4k_before']}, after "
           f"{info['fsync_4k_after']}")
     print(f"code: {info['code']}")
+    if ctx.waited:
+        print(f"waits: {ctx.waited:.0f} s in all before timings that followed a removal "
+              "(ext4 without a journal: see bench/README.md)")
     print(CACHE_NOTE[args.cache])
     if ctx.caches_dropped is False:
         print("page cache: could NOT be dropped (not root?): cold timings are not cold")

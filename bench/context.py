@@ -15,6 +15,25 @@ from typing import Any
 from . import measure
 
 ROOT = Path(__file__).resolve().parents[1]
+RECENTLY_DELETED_S = 62  # fs/ext4/ialloc.c: RECENTCY_MIN 60 s (+ a margin); blocks synced
+
+
+def ext4_without_journal(path: Path) -> bool:
+    """Is `path` on an ext4 filesystem that has no journal (/sys/fs/ext4/DEV/journal_task
+    says <none>)?"""
+    best, dev, where = "", "", str(path.resolve()) + "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            mount, fstype, source = fields[4], fields[sep + 1], fields[sep + 2]
+            if where.startswith(mount.rstrip("/") + "/") and len(mount) > len(best):
+                best, dev = mount, os.path.basename(source) if fstype == "ext4" else ""
+    try:
+        return dev != "" and Path(f"/sys/fs/ext4/{dev}/journal_task").read_text().strip() \
+            == "<none>"
+    except OSError:
+        return False
 
 
 @dataclass
@@ -30,6 +49,8 @@ class Context:
     rev_sha: str = ""  # the commit of that snapshot
     caches_dropped: bool | None = None  # what drop_caches() last managed
     log: Any = print
+    quiet_until: float = 0.0  # monotonic time before which no timing starts (see clean)
+    waited: float = 0.0  # seconds spent waiting for that, in all
 
     @property
     def runs(self) -> Path:
@@ -41,23 +62,38 @@ class Context:
 
     def rundir(self, dataset: str, contender: str) -> Path:
         d = self.runs / f"{dataset}-{contender}"
-        if d.exists():
-            shutil.rmtree(d)
+        self.clean(d)
         d.mkdir(parents=True)
         return d
 
     def clean(self, path: Path) -> None:
-        """Remove a contender's output and let the disk settle (ext4 `discard`)."""
-        if path.exists():
-            shutil.rmtree(path)
+        """Remove a contender's output and let the disk settle (ext4 `discard`).
+
+        On ext4 without a journal (this machine's root filesystem), creating a file
+        skips every free inode of its group that was freed less than 60 s ago, reading
+        each one's inode block (fs/ext4/ialloc.c, recently_deleted): right after the
+        removal of 20,000 files every new file costs thousands of such look-ups, so
+        whoever ran after a removal paid for it and whoever ran first did not. The next
+        timing therefore starts only once that window has passed (fair_start)."""
+        if not path.exists():
+            return
+        shutil.rmtree(path)
         os.sync()
+        if ext4_without_journal(self.workdir):
+            self.quiet_until = time.monotonic() + RECENTLY_DELETED_S
 
     def fair_start(self, source: Path | None = None) -> None:
         """Before each timing: nothing dirty, and the same cache state for everyone.
 
         warm (default): `source` wholly in the page cache, as files just dropped into an
         inbox are (what is timed is then the work and the durable write, not the read of
-        a cold disk); cold: sync and drop the page, dentry and inode caches."""
+        a cold disk); cold: sync and drop the page, dentry and inode caches. Waits first
+        until what clean() removed no longer counts as recently deleted."""
+        if (wait := self.quiet_until - time.monotonic()) > 0 and not self.smoke:
+            self.log(f"bench: waiting {wait:.0f} s: inodes freed by the last clean-up are "
+                     "skipped by ext4 (no journal) for 60 s when it allocates new ones")
+            time.sleep(wait)
+            self.waited += wait
         if (self.cache == "cold" or source is None) and self.drop:
             self.caches_dropped = measure.drop_caches()
             return

@@ -76,7 +76,7 @@ def configure(level: str = "info", fmt: str = "auto") -> str:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),  # one write a line
         cache_logger_on_first_use=False,
     )
     return fmt
