@@ -14,7 +14,7 @@ import hashlib
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -89,13 +89,14 @@ class Copied(NamedTuple):
     head: bytes  # the first bytes copied, when asked for (b"" otherwise)
 
 
-def copy_and_hash(src_fd: int, dst: bytes, mode: int, *, head: int = 0,
+def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
+                  head: Callable[[memoryview], bytes] | None = None,
                   before: os.stat_result | None = None) -> Copied:
     """Copy an open source into a new file `dst` (truncated if it exists), hashing in the
     same single read; fsync it. Holes stay holes (a 10 GiB sparse file costs no disk),
     memory stays two chunks. Raises SourceChanged if the source changed meanwhile.
-    `head`: also hand back up to this many first bytes (what a metadata reader needs,
-    without reading the copy again); `before`: the source's fstat, when the caller has it.
+    `head`: picks what to keep of the first chunk read (what a metadata reader needs,
+    so it does not read the copy again); `before`: the source's fstat, if the caller has it.
 
     Each chunk read is hashed here while a writer thread writes it (both release the
     GIL), and written ranges are handed to the disk as they go (sync_file_range), so a
@@ -112,7 +113,8 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int, *, head: int = 0,
     first = b""
     writer = _Writer(out) if before.st_size > PIPELINE_BYTES else None
     buffer = min(CHUNK, max(before.st_size, 4096))
-    bufs = [memoryview(bytearray(buffer)) for _ in range(2 if writer else 1)]
+    bufs = ([memoryview(bytearray(buffer)) for _ in range(2)] if writer
+            else [_scratch(buffer)])
     # every block allocated: no hole to look for (a hole read as data is still right)
     regions = ([(0, before.st_size, True)] if before.st_blocks * 512 >= before.st_size
                else _regions(src_fd, before.st_size))
@@ -130,8 +132,8 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int, *, head: int = 0,
                     if n == 0:
                         break  # shrank meanwhile: the identity check below says so
                     chunk = view[:n]
-                    if head and offset == 0:
-                        first = bytes(chunk[:head])
+                    if head is not None and offset == 0:
+                        first = head(chunk)
                     if writer is None:
                         _pwrite_all(out, chunk, offset)
                         h.update(chunk)
@@ -160,6 +162,17 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int, *, head: int = 0,
     if size != after.st_size or identity(before) != identity(after):
         raise SourceChanged(f"size {before.st_size} -> {after.st_size} bytes while copying")
     return Copied(h.hexdigest(), size, first)
+
+
+def _scratch(size: int) -> memoryview:
+    """This thread's copy buffer (kept: a new one per file costs page faults)."""
+    buf: memoryview | None = getattr(_SCRATCH, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _SCRATCH.buf = memoryview(bytearray(max(size, 256 << 10)))
+    return buf[:size]
+
+
+_SCRATCH = threading.local()
 
 
 def _create(path: bytes, mode: int) -> int:

@@ -62,7 +62,7 @@ class Describer(Protocol):
                       ) -> list[MediaInfo | NotMedia]:
         ...
 
-    def head_bytes(self, original_name: str) -> int:
+    def head_of(self, original_name: str) -> Callable[[memoryview], bytes] | None:
         ...
 
 
@@ -386,7 +386,7 @@ class Ingestor:
             ident = identity(st)
             try:
                 copied = copy_and_hash(fd, job.staged, self.cfg.file_mode, before=st,
-                                       head=self.reader.head_bytes(
+                                       head=self.reader.head_of(
                                            os.fsdecode(os.path.basename(job.source))))
             except SourceChanged as e:
                 unlink_quiet(job.staged)
@@ -537,9 +537,19 @@ class Ingestor:
         """The staged copy linked at the job's destination, or at the next free name if
         a stranger took it (not durable until the folder is fsynced)."""
         assert job.staged is not None and job.dest is not None
-        dest = job.dest
-        make_dirs(os.path.dirname(dest), self.cfg.dir_mode)
-        while not same_file(job.staged, dest) and not link_noreplace(job.staged, dest):
+        dest, made = job.dest, False
+        while True:
+            try:
+                if link_noreplace(job.staged, dest):
+                    break
+            except FileNotFoundError:
+                if made or not os.path.exists(job.staged):
+                    raise
+                make_dirs(os.path.dirname(dest), self.cfg.dir_mode)  # a new folder
+                made = True
+                continue
+            if same_file(job.staged, dest):
+                break  # linked before (replay)
             dest = self._rename_dest(job, dest)  # a stranger took the name
         return dataclasses.replace(job, dest=dest)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, Self
@@ -336,9 +336,9 @@ class Reader:
     def describe_many(self, items: Sequence[tuple[bytes, str, int]],
                       heads: Sequence[bytes | None] | None = None
                       ) -> list[MediaInfo | NotMedia]:
-        """describe() for several files, read in one ExifTool request. `heads`: each
-        file's first bytes where the caller has them (head_bytes() says how many help),
-        so that the file is not read again."""
+        """describe() for several files, read in one ExifTool request. `heads`: what
+        head_of() kept of each file's first bytes as it was copied, where the caller has
+        it, so that the file is not read again."""
         now = datetime.now(UTC)
         quick = [self._quick(*item, now, heads[i] if heads else None)
                  for i, item in enumerate(items)]
@@ -354,18 +354,19 @@ class Reader:
                 out.append(decide(a, name, mtime_ns, self.tz, now))
         return out
 
-    def head_bytes(self, original_name: str) -> int:
-        """How many first bytes of a file named so describe_many can use (0: none)."""
+    def head_of(self, original_name: str) -> Callable[[memoryview], bytes] | None:
+        """What describe_many can use of the first bytes of a file named so: a function
+        that keeps it from the first chunk copied; None when nothing is of use."""
         if self.quick and os.path.splitext(original_name)[1].lower() in _JPEG_EXTS:
-            return quickmeta.HEAD_BYTES
-        return 0
+            return quickmeta.header
+        return None
 
     def _quick(self, path: bytes, name: str, mtime_ns: int, now: datetime,
                head: bytes | None = None) -> MediaInfo | None:
         """The answer for a dated camera JPEG without asking ExifTool, when sure of it
         (see quickmeta); None otherwise. `head`: the file's first bytes (read here when
         not given; a file shorter than HEAD_BYTES is all there)."""
-        if not self.head_bytes(name):
+        if self.head_of(name) is None:
             return None
         if head is None:
             try:

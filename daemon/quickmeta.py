@@ -61,6 +61,21 @@ class _Unsure(Exception):
     """Something ExifTool might read differently: let it."""
 
 
+def header(data: memoryview) -> bytes:
+    """What jpeg_tags needs of a file that starts with `data`: its bytes up to the first
+    scan (typically a few KiB), or its first HEAD_BYTES when it is not that plain.
+    jpeg_tags(header(d)) == jpeg_tags(d[:HEAD_BYTES]) for every d."""
+    at, end = 2, min(len(data), HEAD_BYTES)
+    while at + 4 <= end and data[at] == 0xFF:
+        if data[at + 1] == 0xFF:  # a fill byte
+            at += 1
+        elif data[at + 1] == 0xDA:
+            return bytes(data[:at + 2])
+        else:
+            at += 2 + (data[at + 2] << 8 | data[at + 3])
+    return bytes(data[:end])
+
+
 def jpeg_tags(head: bytes) -> dict[str, Any] | None:
     """The date and type tags ExifTool gives the JPEG whose first bytes are `head`, or
     None when this module is not sure what ExifTool would say."""
