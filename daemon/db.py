@@ -249,8 +249,7 @@ class _Item:
 
 class Committer:
     """Group commit: one thread and one connection run many workers' transactions as
-    one. Each worker's function runs in its own SAVEPOINT (a failing one is rolled back
-    alone); `run` returns only after the COMMIT that made its changes durable, so a step
+    one. A failing function is rolled back alone (see _commit); `run` returns only after the COMMIT that made its changes durable, so a step
     is never acknowledged before it is on disk. While one batch is being fsynced, the
     next gathers: the write lock is taken once per batch instead of once per step."""
 
@@ -324,16 +323,16 @@ class Committer:
 
     @staticmethod
     def _commit(conn: apsw.Connection, items: list[_Item]) -> None:
+        """One transaction for all: run without savepoints (the common case: nothing
+        fails); if one raises, roll everything back and run them again, each in its
+        own savepoint, so that only the failing one is rolled back. A function may
+        thus run twice: it must touch nothing but the database."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for item in items:
-                conn.execute("SAVEPOINT step")
-                try:
-                    item.result = item.fn(conn)
-                except BaseException as e:  # noqa: BLE001 - handed to its worker
-                    item.error = e
-                    conn.execute("ROLLBACK TO step")
-                conn.execute("RELEASE step")
+            if not Committer._run(conn, items, alone=False):
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                Committer._run(conn, items, alone=True)
             conn.execute("COMMIT")
         except BaseException as e:  # noqa: BLE001 - nothing of this batch is committed
             if not conn.getautocommit():
@@ -343,3 +342,22 @@ class Committer:
                     item.error, item.result = e, None
         for item in items:
             item.done.set()
+
+    @staticmethod
+    def _run(conn: apsw.Connection, items: list[_Item], *, alone: bool) -> bool:
+        """Run every item's function; `alone`: each in a savepoint, rolled back by itself
+        if it raises. Without: stop at the first that raises and say so (False)."""
+        for item in items:
+            item.result = item.error = None
+            if alone:
+                conn.execute("SAVEPOINT step")
+            try:
+                item.result = item.fn(conn)
+            except BaseException as e:  # noqa: BLE001 - handed to its worker
+                if not alone:
+                    return False
+                item.error = e
+                conn.execute("ROLLBACK TO step")
+            if alone:
+                conn.execute("RELEASE step")
+        return True

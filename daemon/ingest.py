@@ -421,13 +421,11 @@ class Ingestor:
         (rejected: the entry itself is moved to `rejected`, never opened)."""
         with transaction(self.conn):
             if why.missing:
-                journal.advance(self.conn, job.id, Step.DONE, outcome=Outcome.VANISHED,
-                                error=why.reason)
-            else:
-                dest = self._side_path(self.cfg.rejected, job) if job.move else None
-                journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.REJECTED,
-                                error=why.reason, dest=dest, sha256=None)
-            return journal.get(self.conn, job.id)
+                return journal.advance(self.conn, job.id, Step.DONE,
+                                       outcome=Outcome.VANISHED, error=why.reason)
+            dest = self._side_path(self.cfg.rejected, job) if job.move else None
+            return journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.REJECTED,
+                                   error=why.reason, dest=dest, sha256=None)
 
     def _decide(self, job: Job) -> Job | Retry:
         """COPIED -> DECIDED, in one transaction: duplicate, rejected, or a catalog row
@@ -444,8 +442,7 @@ class Ingestor:
         head = self.heads.pop(job.id, None)
         if not os.path.exists(job.staged):  # lost (power cut before the staging fsync)
             with transaction(self.conn):
-                journal.advance(self.conn, job.id, Step.RECORDED)
-                return journal.get(self.conn, job.id)
+                return journal.advance(self.conn, job.id, Step.RECORDED)
         name = os.path.basename(job.source)
         companion = companion_of(name)
         partner: catalog.Entry | None = None
@@ -479,31 +476,30 @@ class Ingestor:
                 existing = None
             if existing is not None:
                 quarantine = job.move and self.cfg.on_duplicate == "quarantine"
-                journal.advance(conn, job.id, Step.DECIDED, **copied,
-                                outcome=Outcome.DUPLICATE,
-                                duplicate_of=existing.id,
-                                dest=self._side_path(self.cfg.duplicates, job)
-                                if quarantine else None)
-            elif isinstance(info, NotMedia) or (companion is not None and partner is None
-                                                and companion.kind == "sidecar"):
+                return journal.advance(conn, job.id, Step.DECIDED, **copied,
+                                       outcome=Outcome.DUPLICATE,
+                                       duplicate_of=existing.id,
+                                       dest=self._side_path(self.cfg.duplicates, job)
+                                       if quarantine else None)
+            if isinstance(info, NotMedia) or (companion is not None and partner is None
+                                              and companion.kind == "sidecar"):
                 reason = info.reason if isinstance(info, NotMedia) else ""
                 if companion is not None and companion.kind == "sidecar" and job.size:
                     reason = "a sidecar whose photo is not in the library"
-                journal.advance(conn, job.id, Step.DECIDED,
-                                **{**copied, "error": reason}, outcome=Outcome.REJECTED,
-                                dest=self._side_path(self.cfg.rejected, job) if job.move else None)
-            else:
-                preferred = (library_name(partner.path, companion)
-                             if partner is not None and companion is not None
-                             else library_path(self.cfg.layout, info.captured, info.ext))
-                rel = catalog.free_name(conn, self.library, preferred)
-                catalog.insert(conn, sha256=sha256, size=size, path=rel, info=info,
-                               original_name=display(name), source=job.source,
-                               imported_at=journal.now(), job_id=job.id)
-                journal.advance(conn, job.id, Step.DECIDED, **copied,
-                                outcome=Outcome.FILED,
-                                dest=os.path.join(self.library, os.fsencode(rel)))
-            return journal.get(conn, job.id)
+                return journal.advance(
+                    conn, job.id, Step.DECIDED, **{**copied, "error": reason},
+                    outcome=Outcome.REJECTED,
+                    dest=self._side_path(self.cfg.rejected, job) if job.move else None)
+            preferred = (library_name(partner.path, companion)
+                         if partner is not None and companion is not None
+                         else library_path(self.cfg.layout, info.captured, info.ext))
+            rel = catalog.free_name(conn, self.library, preferred)
+            catalog.insert(conn, sha256=sha256, size=size, path=rel, info=info,
+                           original_name=display(name), source=job.source,
+                           imported_at=journal.now(), job_id=job.id)
+            return journal.advance(conn, job.id, Step.DECIDED, **copied,
+                                   outcome=Outcome.FILED,
+                                   dest=os.path.join(self.library, os.fsencode(rel)))
 
         return decide
 
@@ -529,8 +525,7 @@ class Ingestor:
             with transaction(self.conn):
                 if (entry := catalog.by_job(self.conn, job.id)) is not None:
                     catalog.delete(self.conn, entry.id)
-                journal.advance(self.conn, job.id, Step.RECORDED, outcome=None, dest=None)
-                return journal.get(self.conn, job.id)
+                return journal.advance(self.conn, job.id, Step.RECORDED, outcome=None, dest=None)
         return dataclasses.replace(job, step=Step.PLACED)
 
     def _link(self, job: Job) -> Job:
@@ -584,8 +579,7 @@ class Ingestor:
             fields: dict[str, Any] = {"dest": dest}
             if note:
                 fields["error"] = f"{job.error}; {note}"
-            journal.advance(self.conn, job.id, Step.PLACED, **fields)
-            return journal.get(self.conn, job.id)
+            return journal.advance(self.conn, job.id, Step.PLACED, **fields)
 
     def _retire(self, job: Job) -> Job:
         """PLACED -> DONE: remove the source, but only if its bytes are safely placed
@@ -612,8 +606,7 @@ class Ingestor:
     @staticmethod
     def _done(job: Job, error: str | None) -> Callable[[apsw.Connection], Job]:
         def done(conn: apsw.Connection) -> Job:
-            journal.advance(conn, job.id, Step.DONE, error=error)
-            return journal.get(conn, job.id)
+            return journal.advance(conn, job.id, Step.DONE, error=error)
 
         return done
 
@@ -701,11 +694,10 @@ class Ingestor:
                     os.unlink(job.dest)
                 if job.staged:
                     unlink_quiet(job.staged)
-                journal.advance(self.conn, job.id, Step.DONE, outcome=Outcome.FAILED,
-                                error=error, dest=None)
-            else:  # the bytes are placed; only retiring the source went wrong
-                journal.advance(self.conn, job.id, Step.DONE, error=error)
-            return journal.get(self.conn, job.id)
+                return journal.advance(self.conn, job.id, Step.DONE, outcome=Outcome.FAILED,
+                                       error=error, dest=None)
+            # the bytes are placed; only retiring the source went wrong
+            return journal.advance(self.conn, job.id, Step.DONE, error=error)
 
     def _log_finished(self, result: Finished) -> None:
         job = result.job

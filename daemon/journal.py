@@ -88,19 +88,19 @@ def record(conn: apsw.Connection, batch: str, source: bytes, ident: Identity, mo
            staged_dir: bytes) -> Job:
     """Insert a new job at RECORDED (inside the caller's transaction)."""
     t = now()
-    conn.execute(
+    job_id = _first(conn.execute(
         "INSERT INTO jobs (batch, source, dev, ino, size, mtime_ns, move, step, created_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (batch, source, ident.dev, ident.ino, ident.size, ident.mtime_ns, int(move),
-         Step.RECORDED.value, t, t))
-    job_id = conn.last_insert_rowid()
+         Step.RECORDED.value, t, t)).fetchall())
     staged = staged_dir + b"/job-%d" % job_id
-    conn.execute("UPDATE jobs SET staged = ? WHERE id = ?", (staged, job_id))
-    return get(conn, job_id)
+    return _job(conn.execute(f"UPDATE jobs SET staged = ? WHERE id = ? RETURNING {_COLS}",
+                             (staged, job_id)).fetchall()[0])
 
 
-def advance(conn: apsw.Connection, job_id: int, step: Step, **fields: Any) -> None:
-    """Move a job to `step`, setting the given columns (inside the caller's transaction)."""
+def advance(conn: apsw.Connection, job_id: int, step: Step, **fields: Any) -> Job:
+    """Move a job to `step`, setting the given columns (inside the caller's transaction);
+    the job as it now is."""
     sets = ["step = ?", "updated_at = ?"]
     args: list[Any] = [step.value, now()]
     for name, value in fields.items():
@@ -109,7 +109,8 @@ def advance(conn: apsw.Connection, job_id: int, step: Step, **fields: Any) -> No
     if step is Step.DONE:
         sets.append("finished_at = ?")
         args.append(args[1])
-    conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, job_id))
+    return _job(conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? RETURNING {_COLS}",
+                             (*args, job_id)).fetchall()[0])
 
 
 def note_attempt(conn: apsw.Connection, job_id: int, error: str, ident: Identity | None) -> None:

@@ -4,6 +4,7 @@ durable, and one that fails is rolled back alone."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import apsw
@@ -49,6 +50,29 @@ def test_a_failing_transaction_is_rolled_back_alone(tmp_path: Path) -> None:
             committer.run(bad)
         assert committer.run(lambda conn: conn.execute(
             "SELECT batch FROM tally_batch ORDER BY batch").fetchall()) == [("ok",)]
+    finally:
+        committer.close()
+
+
+def test_one_failing_transaction_of_a_group_leaves_the_others_committed(tmp_path: Path) -> None:
+    committer = db.Committer(tmp_path / "catalog.db")
+    try:
+        def insert(name: str) -> Callable[[apsw.Connection], str]:
+            def fn(conn: apsw.Connection) -> str:
+                conn.execute("INSERT INTO tally_batch VALUES (?, 'filed', 1)", (name,))
+                return name
+            return fn
+
+        def bad(conn: apsw.Connection) -> None:
+            conn.execute("INSERT INTO tally_batch VALUES ('bad', 'filed', 1)")
+            conn.execute("INSERT INTO tally_batch VALUES ('bad', 'filed', 1)")  # UNIQUE
+
+        out = committer.run_many([insert("a"), bad, insert("b")])
+        assert out[0] == "a" and out[2] == "b" and isinstance(out[1], apsw.ConstraintError)
+        assert committer.run(lambda conn: conn.execute(
+            "SELECT batch FROM tally_batch ORDER BY batch").fetchall()) == [("a",), ("b",)]
+        # and a group where nothing fails goes through as it is
+        assert committer.run_many([insert("c"), insert("d")]) == ["c", "d"]
     finally:
         committer.close()
 
