@@ -219,7 +219,11 @@ class Pool:
                     self.library_full = False
                     assert result.job.outcome is not None
                     self.counts[result.job.outcome.value] += 1
-                self.idle.notify_all()
+                # Wake put() and wait_idle() when there is something for them (half the
+                # queue free, or nothing left), not at every file: each wake-up costs
+                # two thread switches.
+                if not self.in_flight or self.hints.qsize() <= self.hints.maxsize // 2:
+                    self.idle.notify_all()
         if self.on_result is not None:
             self.on_result(result)
 
