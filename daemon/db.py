@@ -240,18 +240,19 @@ def _first(rows: list[Any]) -> Any:
 
 
 class _Item:
-    def __init__(self, fn: Callable[[apsw.Connection], Any]) -> None:
+    def __init__(self, fn: Callable[[apsw.Connection], Any], done: threading.Event) -> None:
         self.fn = fn
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = threading.Event()
+        self.done = done  # shared by the items queued together: one wake-up for all
 
 
 class Committer:
     """Group commit: one thread and one connection run many workers' transactions as
-    one. A failing function is rolled back alone (see _commit); `run` returns only after the COMMIT that made its changes durable, so a step
-    is never acknowledged before it is on disk. While one batch is being fsynced, the
-    next gathers: the write lock is taken once per batch instead of once per step."""
+    one. A failing function is rolled back alone (see _commit); `run` returns only
+    after the COMMIT that made its changes durable, so a step is never acknowledged
+    before it is on disk. While one batch is being fsynced, the next gathers: the write
+    lock is taken once per batch instead of once per step."""
 
     MAX_BATCH = 64
 
@@ -268,7 +269,7 @@ class Committer:
             raise self.failure
 
     def run(self, fn: Callable[[apsw.Connection], T]) -> T:
-        item = _Item(fn)
+        item = _Item(fn, threading.Event())
         self.queue.put([item])
         item.done.wait()
         if item.error is not None:
@@ -278,11 +279,12 @@ class Committer:
     def run_many(self, fns: list[Callable[[apsw.Connection], T]]) -> list[T | Exception]:
         """run() for several transactions, queued together (so usually committed
         together): each one's result, or the exception it raised (rolled back alone)."""
-        items = [_Item(fn) for fn in fns]
+        done = threading.Event()
+        items = [_Item(fn, done) for fn in fns]
         self.queue.put(items)  # as one entry: committed in one transaction
+        done.wait()
         out: list[T | Exception] = []
         for item in items:
-            item.done.wait()
             if item.error is not None and not isinstance(item.error, Exception):
                 raise item.error
             out.append(item.error if item.error is not None else item.result)
@@ -340,8 +342,8 @@ class Committer:
             for item in items:
                 if item.error is None:
                     item.error, item.result = e, None
-        for item in items:
-            item.done.set()
+        for done in {id(item.done): item.done for item in items}.values():
+            done.set()
 
     @staticmethod
     def _run(conn: apsw.Connection, items: list[_Item], *, alone: bool) -> bool:
