@@ -279,6 +279,8 @@ class Committer:
     def run_many(self, fns: list[Callable[[apsw.Connection], T]]) -> list[T | Exception]:
         """run() for several transactions, queued together (so usually committed
         together): each one's result, or the exception it raised (rolled back alone)."""
+        if not fns:
+            return []  # nothing to queue, and no one would wake us
         done = threading.Event()
         items = [_Item(fn, done) for fn in fns]
         self.queue.put(items)  # as one entry: committed in one transaction

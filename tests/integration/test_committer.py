@@ -71,8 +71,9 @@ def test_one_failing_transaction_of_a_group_leaves_the_others_committed(tmp_path
         assert out[0] == "a" and out[2] == "b" and isinstance(out[1], apsw.ConstraintError)
         assert committer.run(lambda conn: conn.execute(
             "SELECT batch FROM tally_batch ORDER BY batch").fetchall()) == [("a",), ("b",)]
-        # and a group where nothing fails goes through as it is
+        # and a group where nothing fails goes through as it is; an empty one returns
         assert committer.run_many([insert("c"), insert("d")]) == ["c", "d"]
+        assert committer.run_many([]) == []
     finally:
         committer.close()
 
