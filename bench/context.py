@@ -82,14 +82,15 @@ class Context:
         if ext4_without_journal(self.workdir):
             self.quiet_until = time.monotonic() + RECENTLY_DELETED_S
 
-    def fair_start(self, source: Path | None = None) -> None:
+    def fair_start(self, source: Path | None = None, *, creates: bool = True) -> None:
         """Before each timing: nothing dirty, and the same cache state for everyone.
 
         warm (default): `source` wholly in the page cache, as files just dropped into an
         inbox are (what is timed is then the work and the durable write, not the read of
         a cold disk); cold: sync and drop the page, dentry and inode caches. Waits first
-        until what clean() removed no longer counts as recently deleted."""
-        if (wait := self.quiet_until - time.monotonic()) > 0 and not self.smoke:
+        until what clean() removed no longer counts as recently deleted (when the timed
+        command `creates` files: readers have nothing to wait for)."""
+        if (wait := self.quiet_until - time.monotonic()) > 0 and creates and not self.smoke:
             self.log(f"bench: waiting {wait:.0f} s: inodes freed by the last clean-up are "
                      "skipped by ext4 (no journal) for 60 s when it allocates new ones")
             time.sleep(wait)
