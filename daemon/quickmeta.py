@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 HEAD_BYTES = 256 * 1024  # JPEG headers (EXIF, ICC, XMP, thumbnails) fit well within
@@ -64,16 +65,16 @@ class _Unsure(Exception):
 def header(data: memoryview) -> bytes:
     """What jpeg_tags needs of a file that starts with `data`: its bytes up to the first
     scan (typically a few KiB), or its first HEAD_BYTES when it is not that plain.
-    jpeg_tags(header(d)) == jpeg_tags(d[:HEAD_BYTES]) for every d."""
-    at, end = 2, min(len(data), HEAD_BYTES)
-    while at + 4 <= end and data[at] == 0xFF:
-        if data[at + 1] == 0xFF:  # a fill byte
-            at += 1
-        elif data[at + 1] == 0xDA:
-            return bytes(data[:at + 2])
-        else:
-            at += 2 + (data[at + 2] << 8 | data[at + 3])
-    return bytes(data[:end])
+    jpeg_tags(header(d)) == jpeg_tags(d[:HEAD_BYTES]) for every d: the same walk reads
+    the same segments in both."""
+    view = data[:HEAD_BYTES]
+    try:
+        for marker, _, end in _segments(view):
+            if marker == 0xDA:
+                return bytes(view[:end])
+    except (_Unsure, struct.error, IndexError):
+        pass
+    return bytes(view)
 
 
 def jpeg_tags(head: bytes) -> dict[str, Any] | None:
@@ -95,7 +96,23 @@ def jpeg_tags(head: bytes) -> dict[str, Any] | None:
 def _exif_block(head: bytes) -> bytes | None:
     """The TIFF structure in the one EXIF APP1 segment before the first scan, or None
     when there is none; _Unsure when the segments are anything but plain."""
-    at, found = 2, None
+    found = None
+    for marker, start, end in _segments(head):
+        body = head[start:end]
+        if marker == 0xE1 and body.startswith(_EXIF_HEADER):
+            if found is not None:
+                raise _Unsure("two EXIF blocks")
+            found = body[len(_EXIF_HEADER):]
+        elif marker == 0xE2 and body.startswith(b"MPF\0"):
+            raise _Unsure("a multi-picture file: ExifTool says MPO")
+    return found
+
+
+def _segments(head: bytes | memoryview) -> Iterator[tuple[int, int, int]]:
+    """(marker, start, end of its body) of each segment before the first scan, and last
+    the scan's own marker (0xDA, end = just past it); _Unsure (or IndexError,
+    struct.error) when the segments are anything but plain."""
+    at = 2
     while True:
         if head[at:at + 1] != b"\xff":
             raise _Unsure("not a marker")
@@ -103,20 +120,15 @@ def _exif_block(head: bytes) -> bytes | None:
             at += 1
         marker = head[at + 1]
         if marker == 0xDA:  # start of scan: every header segment has been seen
-            return found
+            yield marker, at + 2, at + 2
+            return
         if marker not in _HEADER_MARKERS:
             raise _Unsure(f"marker {marker:#x} before the scan")  # ExifTool: format error
         (length,) = struct.unpack_from(">H", head, at + 2)
         end = at + 2 + length
         if length < 2 or end + 2 > len(head):
             raise _Unsure("a segment runs past the bytes read")
-        body = head[at + 4:end]
-        if marker == 0xE1 and body.startswith(_EXIF_HEADER):
-            if found is not None:
-                raise _Unsure("two EXIF blocks")
-            found = body[len(_EXIF_HEADER):]
-        elif marker == 0xE2 and body.startswith(b"MPF\0"):
-            raise _Unsure("a multi-picture file: ExifTool says MPO")
+        yield marker, at + 4, end
         at = end
 
 
