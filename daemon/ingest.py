@@ -54,9 +54,6 @@ T = TypeVar("T")
 class Describer(Protocol):
     """What ingest needs from metadata.Reader."""
 
-    def describe(self, path: bytes, original_name: str, mtime_ns: int) -> MediaInfo | NotMedia:
-        ...
-
     def describe_many(self, items: Sequence[tuple[bytes, str, int]],
                       heads: Sequence[bytes | None] | None = None
                       ) -> list[MediaInfo | NotMedia]:

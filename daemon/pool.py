@@ -14,24 +14,20 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import apsw
 
 from . import db, journal
 from .config import Config
-from .ingest import Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
+from .ingest import Describer, Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
 
 RETRY_SECONDS = 5.0  # a path whose job could not be recorded is tried again after this
 BATCH_FILES = 16  # new files a worker takes from the queue at once (Ingestor.take_many)
 
 
-class Closeable(Protocol):
-    def describe(self, path: bytes, original_name: str, mtime_ns: int) -> Any: ...
-    def describe_many(self, items: Sequence[tuple[bytes, str, int]],
-                      heads: Sequence[bytes | None] | None = None) -> Any: ...
-    def head_of(self, original_name: str) -> Callable[[memoryview], bytes] | None: ...
+class Closeable(Describer, Protocol):
     def close(self) -> None: ...
 
 

@@ -13,7 +13,7 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from daemon.errors import ToolError
 from daemon.exiftool import ExifTool, ExifToolFailed
 from daemon.metadata import Reader
 from daemon.model import MediaInfo, NotMedia
+from tests.helpers import wait_for
 from tests.integration import media_factory as make
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,14 +97,6 @@ def describe(reader: Reader, path: Path, name: str | None = None,
     return info
 
 
-def wait_until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)  # polling a condition against a deadline, not synchronising
-
-
 def state(pid: int) -> str:
     """The process's state letter from /proc ("" once it is reaped)."""
     try:
@@ -121,7 +114,7 @@ def gone(pid: int) -> bool:
 def freeze(pid: int) -> None:
     """SIGSTOP, and wait until it has taken effect: a frozen exiftool reads nothing."""
     os.kill(pid, signal.SIGSTOP)
-    wait_until(lambda: state(pid) == "T", f"{pid} to stop")
+    wait_for(lambda: state(pid) == "T", 10, f"{pid} to stop")
 
 
 def queued_input(pid: int) -> int:
@@ -342,7 +335,7 @@ def test_killed_between_requests_restarts(media: dict[str, Path]) -> None:
         pid = et.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: gone(pid), "exiftool to die")
+        wait_for(lambda: gone(pid), 10, "exiftool to die")
         got = et.read([os.fsencode(media["subsec"])])
         assert got[0]["ExifIFD:DateTimeOriginal"] == "2021:03:04 05:06:07"
         assert (et.restarts, et.pid != pid) == (1, True)
@@ -366,7 +359,7 @@ def test_killed_mid_request_raises_then_the_next_request_works(media: dict[str, 
         worker = threading.Thread(target=request)
         worker.start()
         try:
-            wait_until(lambda: queued_input(pid) > 0, "the request to be sent")
+            wait_for(lambda: queued_input(pid) > 0, 10, "the request to be sent")
         finally:
             os.kill(pid, signal.SIGKILL)
             worker.join(timeout=20)
@@ -409,7 +402,7 @@ def test_reader_turns_a_hang_into_not_media_and_survives_a_kill(media: dict[str,
         pid = reader.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)  # someone else's kill: the file is read again
-        wait_until(lambda: gone(pid), "exiftool to die")
+        wait_for(lambda: gone(pid), 10, "exiftool to die")
         again = reader.describe(path, "a.jpg", JULY)
         assert isinstance(again, MediaInfo) and reader.restarts == 2
 
@@ -468,4 +461,4 @@ def test_no_exiftool_outlives_its_python(media: dict[str, Path], how: str) -> No
     assert child.returncode == (0 if how == "exit" else -signal.SIGKILL), child.stderr
     assert "Warning" not in child.stderr
     pid = int(child.stdout)
-    wait_until(lambda: gone(pid), f"exiftool {pid} to exit")
+    wait_for(lambda: gone(pid), 10, f"exiftool {pid} to exit")
