@@ -86,7 +86,7 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
 class Copied(NamedTuple):
     sha256: str
     size: int
-    head: bytes  # the first bytes copied, when asked for (b"" otherwise)
+    head: bytes  # what the `head` picker kept of the first chunk (b"" when not asked)
 
 
 def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
