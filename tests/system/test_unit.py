@@ -18,351 +18,37 @@ Nothing here sleeps to synchronise: every wait polls a condition against a deadl
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.helpers import wait_for
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-SDBOX = HERE / "sdbox.sh"
-UNIT_FILE = REPO / "packaging" / "systemd" / "mediasortd.service"
-UNIT = "mediasortd.service"
-INSTALL_DIR = "/var/tmp/mediasortd-install"  # inside the container: its tmpfs overlay
-PROBE_DIR = "/opt/mediasortd-probe"  # not /tmp or /var/tmp: PrivateTmp= hides those
-TEST_DROPIN = f"/etc/systemd/system/{UNIT}.d/test.conf"
-WATCHDOG_SEC = 3
-LIBRARY_NAME = re.compile(r"^\d{4}-\d{2}/\d{4}-\d{2}-\d{2} \d{2}\.\d{2}\.\d{2}\.jpg$")
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def run(
-    cmd: list[str], *, check: bool = True, timeout: float = 120, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(
-        cmd,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
-    if check and p.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {p.returncode}\n--- stdout\n{p.stdout}--- stderr\n{p.stderr}"
-        )
-    return p
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def make_jpeg(n: int, taken: datetime) -> bytes:
-    """A small real JPEG with DateTimeOriginal=taken; the content differs for each n."""
-    from PIL import Image
-
-    im = Image.new("RGB", (8, 8), (n % 256, (n // 256) % 256, 99))
-    exif = Image.Exif()
-    exif.get_ifd(0x8769)[0x9003] = taken.strftime("%Y:%m:%d %H:%M:%S")  # DateTimeOriginal
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", exif=exif, quality=90, comment=f"mediasortd test file {n}")
-    return buf.getvalue()
-
-
-def library_name(taken: datetime) -> str:
-    return taken.strftime("%Y-%m/%Y-%m-%d %H.%M.%S.jpg")
-
-
-def files_under(top: Path, skip_dot_dirs: bool = False) -> list[Path]:
-    """The files below top (while the daemon works there: entries may vanish meanwhile)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(top):
-        if skip_dot_dirs and dirpath == str(top):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath, f) for f in filenames]
-    return found
-
-
-def library_files(library: Path) -> list[Path]:
-    """The filed files: everything except the dot folders (.staging, .duplicates, ...)."""
-    return files_under(library, skip_dot_dirs=True)
-
-
-def set_toml_keys(text: str, updates: dict[str, dict[str, Any]]) -> str:
-    """Set keys in a TOML document's tables, keeping everything else (and its comments)."""
-    todo = {s: dict(kv) for s, kv in updates.items()}
-    out: list[str] = []
-    section = None
-
-    def flush() -> None:
-        for k, v in todo.pop(section or "", {}).items():
-            out.append(f"{k} = {json.dumps(v)}")
-
-    for line in text.splitlines():
-        if m := re.match(r"\s*\[([^\]]+)\]", line):
-            flush()
-            section = m.group(1).strip()
-        elif (m := re.match(r"\s*([A-Za-z_]+)\s*=", line)) and m.group(1) in todo.get(
-            section or "", {}
-        ):
-            line = f"{m.group(1)} = {json.dumps(todo[section or ''].pop(m.group(1)))}"
-        out.append(line)
-    flush()
-    for s, kv in todo.items():
-        out += ["", f"[{s}]", *(f"{k} = {json.dumps(v)}" for k, v in kv.items())]
-    return "\n".join(out) + "\n"
-
-
-def unit_sandbox_properties(unit_file: Path, overrides: dict[str, str]) -> list[str]:
-    """The unit's [Service] settings that shape the sandbox, as `systemd-run -p` values."""
-    skip = {
-        "ExecStart",
-        "Type",
-        "TimeoutStartSec",
-        "TimeoutStopSec",
-        "WatchdogSec",
-        "Restart",
-        "RestartSec",
-        "RestartPreventExitStatus",
-        "Environment",
-        "ConfigurationDirectory",
-        "ConfigurationDirectoryMode",
-        *overrides,
-    }
-    props, section = [], None
-    for line in unit_file.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Service]" and line and not line.startswith("#"):
-            key = line.split("=", 1)[0]
-            if key not in skip:
-                props.append(line)
-    return props + [f"{k}={v}" for k, v in overrides.items()]
-
-
-# -- the container ---------------------------------------------------------------------------
-
-
-@dataclass
-class Box:
-    name: str
-    leader: str
-    share: Path
-    env: dict[str, str]
-
-    @property
-    def root(self) -> Path:
-        """The container's / seen from the host (writes land in its tmpfs overlay)."""
-        return Path("/proc") / self.leader / "root"
-
-    def sx(
-        self, *cmd: str, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the container."""
-        return run([str(SDBOX), "exec", *cmd], check=check, timeout=timeout, env=self.env)
-
-    def prop(self, name: str) -> str:
-        return self.sx("systemctl", "show", "-p", name, "--value", UNIT).stdout.strip()
-
-    def journal(self, *match: str) -> list[dict[str, Any]]:
-        out = self.sx(
-            "journalctl", "-u", UNIT, "-o", "json", "--no-pager", *match, check=False
-        ).stdout
-        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-
-def _report(config: pytest.Config, line: str) -> None:
-    """Show a line (timings) in pytest's output, outside output capturing."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"[test_unit] {line}")
-
-
-@pytest.fixture(scope="session")
-def box(pytestconfig: pytest.Config) -> Iterator[Box]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: boots a systemd container with systemd-nspawn")
-    name = "mediasortd-test-" + os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    env = {**os.environ, "SDBOX_NAME": name, "SDBOX_SKIP_APT": "1"}
-    env.pop("SDBOX_STATE", None)
-    env.pop("SDBOX_SHARE", None)
-    check = run([str(SDBOX), "check"], check=False, env=env)
-    if check.returncode != 0:
-        pytest.skip(
-            "this machine cannot boot a systemd container: "
-            + "; ".join((check.stdout + check.stderr).split("\n")).strip("; ")
-        )
-    state = Path("/var/lib/sdbox") / name
-    if state.exists():  # left by a session that was killed: start from a fresh container
-        run([str(SDBOX), "down"], env=env, timeout=120)
-    t0 = time.monotonic()
-    try:
-        leader = run([str(SDBOX), "up"], env=env, timeout=120).stdout.strip()
-        share = Path(run([str(SDBOX), "share"], env=env).stdout.strip())
-        _report(pytestconfig, f"container {name} booted in {time.monotonic() - t0:.2f} s")
-        yield Box(name, leader, share, env)
-    finally:
-        t1 = time.monotonic()
-        down = run([str(SDBOX), "down"], check=False, env=env, timeout=120)
-        _report(pytestconfig, f"container {name} down in {time.monotonic() - t1:.2f} s")
-        leftovers = [
-            str(p)
-            for p in (
-                state,
-                Path("/run/systemd/machines") / name,
-                Path("/sys/fs/cgroup/systemd") / f"sdbox-{name}",
-                Path("/sys/fs/cgroup/unified") / f"sdbox-{name}",
-                Path("/sys/fs/cgroup") / f"sdbox-{name}",
-            )
-            if p.exists()
-        ]
-        with open("/proc/self/mountinfo") as f:
-            leftovers += [line.split()[4] for line in f if f"/sdbox/{name}" in line]
-        assert down.returncode == 0 and not leftovers, (
-            f"teardown left {leftovers}; sdbox down: {down.stdout}{down.stderr}"
-        )
-
-
-@dataclass
-class Installed:
-    box: Box
-    install_seconds: float
-
-
-@pytest.fixture(scope="session")
-def installed(
-    box: Box, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> Installed:
-    """mediasortd installed by packaging/install.sh, with its defaults, and enabled."""
-    t0 = time.monotonic()
-    wheelhouse = tmp_path_factory.mktemp("wheelhouse")
-    run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
-        + ["-w", str(wheelhouse), str(REPO)],
-        timeout=600,
-    )
-    t1 = time.monotonic()
-
-    dest = box.root / INSTALL_DIR.lstrip("/")
-    shutil.copytree(wheelhouse, dest / "wheelhouse")
-    shutil.copytree(REPO / "packaging", dest / "src" / "packaging")
-    for name in ("config.example.toml", "README.md"):
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, dest / "src" / name)
-    out = box.sx(
-        f"{INSTALL_DIR}/src/packaging/install.sh",
-        "--no-apt",
-        "--wheelhouse",
-        f"{INSTALL_DIR}/wheelhouse",
-        timeout=300,
-    )
-    assert "systemctl enable --now mediasortd" in out.stdout, out.stdout + out.stderr
-    t2 = time.monotonic()
-    # Enabled, as install.sh tells people to do: an enabled unit is not garbage-collected
-    # when it stops, so `systemctl show` still has its Result and exit status.
-    box.sx("systemctl", "enable", "--quiet", UNIT)
-    _report(
-        pytestconfig,
-        f"wheelhouse built in {t1 - t0:.2f} s, install.sh in the container took {t2 - t1:.2f} s",
-    )
-    return Installed(box, t2 - t1)
-
-
-@dataclass
-class Configured:
-    box: Box
-    inbox: Path  # the same path on the host and in the container
-    library: Path
-
-
-@pytest.fixture(scope="session")
-def configured(installed: Installed) -> Configured:
-    """The service pointed at the shared inbox and library by a drop-in (test.conf): its
-    own config (the installed one with other [paths] and a short settle time), a short
-    watchdog and restart delay, no start rate limit."""
-    box = installed.box
-    uid = int(box.sx("id", "-u", "mediasortd").stdout)
-    inbox, library = box.share / "inbox", box.share / "library"
-    for path, mode in ((inbox, 0o2770), (library, 0o2750)):
-        path.mkdir(exist_ok=True)
-        os.chown(path, uid, uid)
-        path.chmod(mode)
-    installed_config = (box.root / "etc/mediasortd/config.toml").read_text()
-    (box.root / "etc/mediasortd/test.toml").write_text(
-        set_toml_keys(
-            installed_config,
-            {
-                # Its own catalog: test_installed_defaults_work files into another library.
-                "paths": {
-                    "inbox": str(inbox),
-                    "library": str(library),
-                    "state_dir": "/var/lib/mediasortd/test",
-                },
-                "ingest": {"settle_seconds": 0.5},
-            },
-        )
-    )
-    dropin = box.root / TEST_DROPIN.lstrip("/")
-    dropin.parent.mkdir(parents=True, exist_ok=True)
-    dropin.write_text(f"""\
-# Written by tests/system/test_unit.py
-[Unit]
-StartLimitIntervalSec=0
-
-[Service]
-ExecStart=
-ExecStart=/opt/mediasortd/bin/mediasortd --config /etc/mediasortd/test.toml run
-ReadWritePaths=
-ReadWritePaths={inbox} {library}
-WatchdogSec={WATCHDOG_SEC}s
-TimeoutStartSec=30s
-TimeoutStopSec=30s
-RestartSec=100ms
-""")
-    box.sx("systemctl", "daemon-reload")
-    return Configured(box, inbox, library)
-
-
-@pytest.fixture
-def service(configured: Configured) -> Configured:
-    """The configured service, started if it is not running."""
-    box = configured.box
-    assert (box.root / TEST_DROPIN.lstrip("/")).exists(), "the test drop-in is gone"
-    if box.sx("systemctl", "is-active", UNIT, check=False).stdout.strip() != "active":
-        box.sx("systemctl", "reset-failed", UNIT, check=False)
-        start = box.sx("systemctl", "start", UNIT, check=False, timeout=60)
-        assert start.returncode == 0, (
-            f"systemctl start failed: {start.stderr}\n"
-            + box.sx("systemctl", "status", UNIT, "--no-pager", "-n", "30", check=False).stdout
-        )
-    return configured
-
-
-def drop(inbox: Path, files: dict[str, bytes]) -> None:
-    """Drop files into the inbox the way a copy does: written, then closed."""
-    for name, data in files.items():
-        (inbox / name).write_bytes(data)
-
+from tests.system.unitbox import (
+    HERE,
+    INSTALL_DIR,
+    LIBRARY_NAME,
+    PROBE_DIR,
+    TEST_DROPIN,
+    UNIT,
+    UNIT_FILE,
+    WATCHDOG_SEC,
+    Configured,
+    Installed,
+    _report,
+    drop,
+    files_under,
+    library_files,
+    library_name,
+    make_jpeg,
+    run,
+    sha256,
+    unit_sandbox_properties,
+)
 
 # -- tests -----------------------------------------------------------------------------------
 
