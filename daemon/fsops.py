@@ -91,12 +91,13 @@ class Copied(NamedTuple):
 
 def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
                   head: Callable[[memoryview], bytes] | None = None,
-                  before: os.stat_result | None = None) -> Copied:
+                  before: os.stat_result | None = None, dir_fd: int | None = None) -> Copied:
     """Copy an open source into a new file `dst` (truncated if it exists), hashing in the
     same single read; fsync it. Holes stay holes (a 10 GiB sparse file costs no disk),
     memory stays two chunks. Raises SourceChanged if the source changed meanwhile.
     `head`: picks what to keep of the first chunk read (what a metadata reader needs,
-    so it does not read the copy again); `before`: the source's fstat, if the caller has it.
+    so it does not read the copy again); `before`: the source's fstat, if the caller has it;
+    `dir_fd`: the folder `dst` is relative to.
 
     Each chunk read is hashed here while a writer thread writes it (both release the
     GIL), and written ranges are handed to the disk as they go (sync_file_range), so a
@@ -108,7 +109,7 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
     large = before.st_size >= ADVISE_BYTES  # small files: no advice, no second thread
     if large:
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    out = _create(dst, mode)
+    out = _create(dst, mode, dir_fd)
     size = 0
     first = b""
     writer = _Writer(out) if before.st_size > PIPELINE_BYTES else None
@@ -175,11 +176,11 @@ def _scratch(size: int) -> memoryview:
 _SCRATCH = threading.local()
 
 
-def _create(path: bytes, mode: int) -> int:
+def _create(path: bytes, mode: int, dir_fd: int | None = None) -> int:
     """A new, empty file with exactly `mode`, whatever the umask (one left by an
     earlier attempt is truncated)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 mode)
+                 mode, dir_fd=dir_fd)
     try:
         os.fchmod(fd, mode)
     except BaseException:
@@ -308,7 +309,11 @@ def hash_file(path: bytes) -> tuple[str, int] | None:
         os.close(fd)
 
 
-def fsync_dir(path: bytes) -> None:
+def fsync_dir(path: bytes | int) -> None:
+    """fsync a folder, named by its path or given as an open descriptor."""
+    if isinstance(path, int):
+        os.fsync(path)
+        return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -405,3 +410,119 @@ def unlink_quiet(path: bytes) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+# -- moves that never replace, across filesystems too -------------------------------------
+
+def open_dir(path: bytes) -> int:
+    """A folder the configuration names (links in it followed: the admin chose it)."""
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def move_at(src_dir: int, name: bytes, dst_dir: int, dst_name: bytes, *,
+            expected_ino: int | None = None) -> bool:
+    """Move the entry `name` of folder `src_dir` (any type; links are moved, never
+    followed) to `dst_name` in `dst_dir`, never replacing anything: False (and nothing
+    done) when `dst_name` exists. renameat2(RENAME_NOREPLACE) where it can; across
+    filesystems (or bind mounts) the entry is recreated: a regular file copied and
+    fsynced, a symlink made again with the same target, a FIFO or socket made again
+    (they hold no bytes); the destination folder is fsynced before the source is removed
+    (unlinkat on `src_dir`, only if it is still the entry that was copied). A device or
+    a folder across filesystems raises OSError(EXDEV). The caller fsyncs both folders
+    afterwards (for the rename). `expected_ino`: the entry must still be this inode."""
+    st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
+    if expected_ino is not None and st.st_ino != expected_ino:
+        raise SourceChanged("a different file now stands at the source")
+    if _libc.renameat2(src_dir, name, dst_dir, dst_name, _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        return False
+    if err in (errno.EINVAL, errno.ENOSYS):  # no RENAME_NOREPLACE here: link + unlink
+        try:
+            os.link(name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir,
+                    follow_symlinks=False)
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            err = errno.EXDEV
+        else:
+            os.unlink(name, dir_fd=src_dir)
+            return True
+    if err != errno.EXDEV:
+        raise OSError(err, os.strerror(err), name)
+    made = _recreate(src_dir, name, st, dst_dir, dst_name)
+    if made is None:
+        return False
+    fsync_dir(dst_dir)  # the new entry is durable before the old one goes
+    now = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
+    if identity(now) != identity(st) or (stat.S_ISLNK(st.st_mode) and
+                                          os.readlink(name, dir_fd=src_dir) != made):
+        os.unlink(dst_name, dir_fd=dst_dir)
+        raise SourceChanged("the entry changed while it was being moved")
+    os.unlink(name, dir_fd=src_dir)
+    return True
+
+
+def _recreate(src_dir: int, name: bytes, st: os.stat_result, dst_dir: int,
+              dst_name: bytes) -> bytes | None:
+    """Make `dst_name` in `dst_dir` a durable copy of the entry `st` describes (its
+    folder not yet fsynced): a symlink's target (b"" for other types), or None when the
+    name is taken."""
+    mode = stat.S_IMODE(st.st_mode)
+    try:
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(name, dir_fd=src_dir)
+            os.symlink(target, dst_name, dir_fd=dst_dir)
+            return target
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+            os.mknod(dst_name, mode | stat.S_IFMT(st.st_mode), dir_fd=dst_dir)
+            return b""
+    except FileExistsError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EXDEV, f"{kind_of(st.st_mode)} cannot be moved to another "
+                      "filesystem", name)
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                  dir_fd=src_dir)
+    tmp = b".mediasortd-tmp-%d-%d" % (os.getpid(), threading.get_ident())
+    try:
+        before = os.fstat(src)
+        if (before.st_dev, before.st_ino) != (st.st_dev, st.st_ino):
+            raise SourceChanged("the entry was replaced while it was being opened")
+        copy_and_hash(src, tmp, mode, before=before, dir_fd=dst_dir)
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir,
+                 follow_symlinks=False)
+        try:
+            os.link(tmp, dst_name, src_dir_fd=dst_dir, dst_dir_fd=dst_dir,
+                    follow_symlinks=False)
+        except FileExistsError:
+            return None
+        return b""
+    finally:
+        os.close(src)
+        try:
+            os.unlink(tmp, dir_fd=dst_dir)
+        except FileNotFoundError:
+            pass
+
+
+def move_noreplace(src: bytes, dst: bytes) -> bool:
+    """Move `src` to `dst` (paths; any entry type, links not followed), never replacing
+    anything, across filesystems too (copy + fsync + unlink: see move_at). Durable on
+    return: both folders fsynced. False (and nothing done) when `dst` exists."""
+    src_dir = open_dir(os.path.dirname(src) or b".")
+    try:
+        dst_dir = open_dir(os.path.dirname(dst) or b".")
+        try:
+            if not move_at(src_dir, os.path.basename(src), dst_dir, os.path.basename(dst)):
+                return False
+            fsync_dir(dst_dir)
+            fsync_dir(src_dir)
+            return True
+        finally:
+            os.close(dst_dir)
+    finally:
+        os.close(src_dir)

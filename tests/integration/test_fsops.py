@@ -90,3 +90,49 @@ def test_copy_keeps_a_hole_at_the_end(tmp_path: Path) -> None:
     assert dst.stat().st_size == 64 << 20 and got.size == 64 << 20
     assert dst.stat().st_blocks * 512 < 1 << 20  # the hole stayed a hole
     assert fsops.hash_file(os.fsencode(dst)) == (got.sha256, got.size)
+
+
+def test_move_noreplace_across_filesystems(tmp_path: Path, tiny_fs: Path) -> None:
+    """fsops.move_noreplace from a tmpfs to the disk: a regular file (non-UTF-8 name)
+    copied with its bytes, mode and mtime, a symlink recreated as a symlink, a FIFO and a
+    socket recreated; the sources gone; an existing name never replaced."""
+    import socket
+    import stat
+
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    name = b"caf\xe9.jpg"
+    src_file = os.path.join(os.fsencode(tiny_fs), name)
+    with open(src_file, "wb") as f:
+        f.write(b"photo bytes" * 1000)
+    os.chmod(src_file, 0o640)
+    os.utime(src_file, ns=(1_500_000_000_000_000_000, 1_600_000_000_123_456_789))
+    os.symlink("../elsewhere/target", tiny_fs / "link")
+    os.mkfifo(tiny_fs / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tiny_fs / "sock"))
+    sock.close()
+    moved = os.path.join(os.fsencode(dst), name)
+    assert fsops.move_noreplace(src_file, moved)
+    assert not os.path.lexists(src_file)
+    st = os.stat(moved)
+    assert Path(os.fsdecode(moved)).read_bytes() == b"photo bytes" * 1000
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (0o640, 1_600_000_000_123_456_789)
+    assert fsops.move_noreplace(os.fsencode(tiny_fs / "link"), os.fsencode(dst / "link"))
+    assert os.readlink(dst / "link") == "../elsewhere/target"
+    for kind, test in (("fifo", stat.S_ISFIFO), ("sock", stat.S_ISSOCK)):
+        assert fsops.move_noreplace(os.fsencode(tiny_fs / kind), os.fsencode(dst / kind))
+        assert test(os.lstat(dst / kind).st_mode) and not (tiny_fs / kind).exists()
+    (tiny_fs / "again").write_bytes(b"other")
+    assert not fsops.move_noreplace(os.fsencode(tiny_fs / "again"), moved)
+    assert (tiny_fs / "again").read_bytes() == b"other"
+    assert Path(os.fsdecode(moved)).read_bytes() == b"photo bytes" * 1000
+    assert sorted(os.listdir(os.fsencode(dst))) == sorted([name, b"link", b"fifo", b"sock"])
+
+
+def test_move_noreplace_on_one_filesystem(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    assert not fsops.move_noreplace(os.fsencode(tmp_path / "a"), os.fsencode(tmp_path / "b"))
+    assert fsops.move_noreplace(os.fsencode(tmp_path / "a"), os.fsencode(tmp_path / "c"))
+    assert (tmp_path / "c").read_bytes() == b"a" and (tmp_path / "b").read_bytes() == b"b"
