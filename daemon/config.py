@@ -5,9 +5,12 @@ Every error names the file and the key, and is a ConfigError (exit status 78).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 import zoneinfo
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ ENV_VAR = "MEDIASORTD_CONFIG"
 ON_DUPLICATE = ("quarantine", "delete", "keep")
 LOG_FORMATS = ("auto", "journal", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_MODE_RE = re.compile(r"(0o?)?[0-7]{3}")
 
 
 @dataclass(frozen=True)
@@ -104,41 +108,181 @@ def parse(data: dict[str, Any], source: str) -> Config:
     library = values["library"]
     values.setdefault("duplicates", library / ".duplicates")
     values.setdefault("rejected", library / ".rejected")
-    checks = [
-        ("ingest.workers", values.get("workers", 4) >= 1, "must be at least 1"),
-        ("ingest.queue_size", values.get("queue_size", 1000) >= 1, "must be at least 1"),
-        ("ingest.settle_seconds", values.get("settle_seconds", 0) >= 0, "must not be negative"),
-        ("ingest.rescan_seconds", values.get("rescan_seconds", 1) > 0, "must be positive"),
-        ("ingest.companion_grace_seconds", values.get("companion_grace_seconds", 0) >= 0,
-         "must not be negative"),
-        ("ingest.batch_idle_seconds", values.get("batch_idle_seconds", 1) > 0,
-         "must be positive"),
-        ("metrics.interval_seconds", values.get("metrics_interval", 1) > 0, "must be positive"),
-        ("ingest.on_duplicate", values.get("on_duplicate", "quarantine") in ON_DUPLICATE,
-         f"must be one of {', '.join(ON_DUPLICATE)}"),
-        ("logging.format", values.get("log_format", "auto") in LOG_FORMATS,
-         f"must be one of {', '.join(LOG_FORMATS)}"),
-        ("logging.level", values.get("log_level", "info") in LOG_LEVELS,
-         f"must be one of {', '.join(LOG_LEVELS)}"),
-        ("paths.inbox", values["inbox"] != library, "must differ from paths.library"),
-        ("paths.inbox", library not in values["inbox"].parents
-         and values["inbox"] not in library.parents, "must not contain or be inside the library"),
-    ]
-    for key, ok, why in checks:
-        if not ok:
-            raise fail(key, why)
-    for key in ("file_mode", "dir_mode"):
-        if key in values and values[key] & 0o002:
-            raise fail(f"ingest.{key}", "must not be world-writable")
+    _check_values(values, fail)
+    _check_metrics_textfile(values, fail)
+    for (key_a, a), (key_b, b) in _pairs(_folders(values)):
+        if _inside(b, a) and not _allowed_inside(key_b, b, key_a, a):
+            raise fail(key_b, _overlap(b, key_a, a))
+    if "layout" in values and (problem := validate_layout(values["layout"])):
+        raise fail("ingest.layout", problem)
+    return Config(source=source, **values)
+
+
+# attr -> (key, lowest, highest, whether the lowest itself is allowed). Zero workers or a
+# zero settle time would stall or take half-written files; an infinite or absurd value
+# would overflow a timer or start a thread per unit: both are refused, never clamped.
+_DAY = 86400.0
+_NUMBERS: dict[str, tuple[str, float, float, bool]] = {
+    "workers": ("ingest.workers", 1, 256, True),
+    "queue_size": ("ingest.queue_size", 1, 10_000_000, True),
+    "settle_seconds": ("ingest.settle_seconds", 0, _DAY, False),
+    "rescan_seconds": ("ingest.rescan_seconds", 1, 30 * _DAY, True),
+    "companion_grace_seconds": ("ingest.companion_grace_seconds", 0, 30 * _DAY, False),
+    "batch_idle_seconds": ("ingest.batch_idle_seconds", 0, 30 * _DAY, False),
+    "metrics_interval": ("metrics.interval_seconds", 0, _DAY, False),
+}
+_CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "on_duplicate": ("ingest.on_duplicate", ON_DUPLICATE),
+    "log_format": ("logging.format", LOG_FORMATS),
+    "log_level": ("logging.level", LOG_LEVELS),
+}
+
+
+def _check_values(values: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> None:
+    """Numbers in range and finite, known choices, modes, the time zone."""
+    for attr, (key, low, high, low_ok) in _NUMBERS.items():
+        if attr not in values:
+            continue
+        v = values[attr]
+        if not math.isfinite(v):
+            raise fail(key, f"must be a finite number, not {v}")
+        if v < low or (v == low and not low_ok):
+            raise fail(key, f"must be at least {low:g}" if low_ok else "must be positive")
+        if v > high:
+            raise fail(key, f"must be at most {high:g}, not {v:g}")
+    for attr, (key, allowed) in _CHOICES.items():
+        if attr in values and values[attr] not in allowed:
+            raise fail(key, f"must be one of {', '.join(allowed)}")
+    for attr in ("file_mode", "dir_mode"):
+        if attr in values and values[attr] & 0o002:
+            raise fail(f"ingest.{attr}", "must not be world-writable")
+    if values.get("dir_mode", 0o700) & 0o700 != 0o700:
+        raise fail("ingest.dir_mode", "must give the owner rwx (the daemon works in its folders)")
+    if values.get("file_mode", 0o600) & 0o600 != 0o600:
+        raise fail("ingest.file_mode", "must give the owner rw")
     tz = values.get("timezone", "local")
     if tz != "local":
         try:
             zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             raise fail("ingest.timezone", f"{tz!r} is not 'local' or a known IANA zone") from None
-    if "layout" in values and (problem := validate_layout(values["layout"])):
-        raise fail("ingest.layout", problem)
-    return Config(source=source, **values)
+
+
+def _check_metrics_textfile(values: dict[str, Any],
+                            fail: Callable[[str, str], ConfigError]) -> None:
+    path = values.get("metrics_textfile")
+    if path is not None and (path.suffix != ".prom" or path.name.startswith(".")):
+        raise fail("metrics.textfile", f"{path}: must be a file name ending in .prom (the "
+                   "node exporter reads *.prom; the daemon replaces only such a file)")
+
+
+# The folders the daemon works in, by key. A folder lying inside another (or being the
+# same) is refused: quarantine inside the inbox is re-ingested forever, a state dir in the
+# inbox or library is filed or repaired away, an inbox in the library is filed into itself.
+# The one exception: duplicates and rejected in a hidden folder of the library (the
+# defaults .duplicates and .rejected), which the library's scans skip, but not in the
+# folders the daemon owns there (.staging is swept; .undone holds undone files).
+_OWN_HIDDEN = (".staging", ".undone")
+
+
+def _folders(values: dict[str, Any]) -> list[tuple[str, Path]]:
+    """Every configured folder (and the metrics textfile) with its key."""
+    found = [("paths.inbox", values["inbox"]), ("paths.library", values["library"]),
+             ("paths.duplicates", values["duplicates"]), ("paths.rejected", values["rejected"]),
+             ("paths.state_dir", values.get("state_dir", Config.state_dir))]
+    if values.get("metrics_textfile") is not None:
+        found.append(("metrics.textfile", values["metrics_textfile"]))
+    return found
+
+
+def _pairs(items: list[tuple[str, Path]]) -> Iterator[tuple[tuple[str, Path],
+                                                            tuple[str, Path]]]:
+    for i, a in enumerate(items):
+        for j, b in enumerate(items):
+            if i != j:
+                yield a, b
+
+
+def _inside(b: Path, a: Path) -> bool:
+    """b is a or lies beneath it (paths already normalised)."""
+    return b == a or a in b.parents
+
+
+def _allowed_inside(key_b: str, b: Path, key_a: str, a: Path) -> bool:
+    if key_a != "paths.library" or key_b not in ("paths.duplicates", "paths.rejected"):
+        return False
+    if b == a or a not in b.parents:
+        return False
+    top = b.relative_to(a).parts[0]
+    return top.startswith(".") and top not in _OWN_HIDDEN
+
+
+def _overlap(b: Path, key_a: str, a: Path, real_b: Path | None = None,
+             real_a: Path | None = None) -> str:
+    def shown(p: Path, real: Path | None) -> str:
+        return f"{p} (resolved: {real})" if real is not None and real != p else str(p)
+    how = "is the same folder as" if (real_b or b) == (real_a or a) else "lies inside"
+    return (f"{shown(b, real_b)} {how} {key_a} {shown(a, real_a)}; the folders must be "
+            "apart (only duplicates and rejected may be hidden folders of the library, as "
+            "by default)")
+
+
+def check_folders(cfg: Config) -> None:
+    """The overlap rule again on the folders as they really are: symlinks resolved, and an
+    existing folder recognised by device and inode wherever it is mounted (a library
+    symlinked into the inbox, a bind mount). Touches the disk, so `load` runs it."""
+    entries = _folders(vars(cfg))
+    real = {key: Path(os.path.realpath(p)) for key, p in entries}
+    ids = {key: _identity(real[key]) for key, _ in entries}
+    mounts = _mounts()
+    in_fs = {key: _in_filesystem(real[key], mounts) for key, _ in entries}
+    for (key_a, a), (key_b, b) in _pairs(entries):
+        ra, rb = real[key_a], real[key_b]
+        fa, fb = in_fs[key_a], in_fs[key_b]
+        inside = (_inside(rb, ra) or (ids[key_a] is not None and ids[key_a] == ids[key_b])
+                  or (fa is not None and fb is not None and fa[0] == fb[0]
+                      and _inside(fb[1], fa[1])))
+        if inside and not _allowed_inside(key_b, rb, key_a, ra):
+            raise ConfigError(f"{cfg.source}: {key_b}: {_overlap(b, key_a, a, rb, ra)}")
+    textfile = cfg.metrics_textfile
+    if textfile is not None and os.path.isdir(textfile):
+        raise ConfigError(f"{cfg.source}: metrics.textfile: {textfile} is a folder; it must "
+                          "name a file ending in .prom")
+
+
+def _mounts() -> list[tuple[Path, str, Path]]:
+    """(mount point, device, the folder of that filesystem mounted there), longest mount
+    point first, from /proc/self/mountinfo; [] where it cannot be read."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 4:
+            def unescape(s: str) -> Path:
+                return Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), s))
+            found.append((unescape(fields[4]), fields[2], unescape(fields[3])))
+    return sorted(found, key=lambda m: len(m[0].parts), reverse=True)
+
+
+def _in_filesystem(real: Path, mounts: list[tuple[Path, str, Path]]) -> tuple[str, Path] | None:
+    """Where `real` lies within its filesystem (device, path from the filesystem's root):
+    the same folder bind-mounted elsewhere gives the same answer."""
+    for point, device, root in mounts:
+        if _inside(real, point):
+            return device, root / real.relative_to(point)
+    return None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _convert(value: Any, kind: str, fail: Any) -> Any:
@@ -149,6 +293,8 @@ def _convert(value: Any, kind: str, fail: Any) -> Any:
     if kind == "path":
         if not isinstance(value, str) or not value:
             raise fail("must be a non-empty string")
+        if "\0" in value:
+            raise fail(f"must not contain a NUL character: {value!r}")
         if not os.path.isabs(value):
             raise fail(f"must be an absolute path, not {value!r}")
         return Path(os.path.normpath(value))
@@ -160,17 +306,14 @@ def _convert(value: Any, kind: str, fail: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail(f"must be a number, not {type(value).__name__}")
         return float(value)
-    if kind == "mode":
-        if isinstance(value, str):
-            try:
-                value = int(value, 8)
-            except ValueError:
-                raise fail(f"must be an octal string like \"0640\", not {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
-            raise fail("must be a mode like \"0640\"")
-        return value
+    if kind == "mode":  # a string, so that 640 can never be read as decimal
+        if not isinstance(value, str) or not _MODE_RE.fullmatch(value):
+            raise fail(f"must be an octal string like \"0640\", not {value!r}")
+        return int(value.removeprefix("0o"), 8)
     if not isinstance(value, str):
         raise fail(f"must be a string, not {type(value).__name__}")
+    if "\0" in value:
+        raise fail(f"must not contain a NUL character: {value!r}")
     return value
 
 
@@ -190,4 +333,10 @@ def load(explicit: str | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse(data, path)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 (byte {e.start}): TOML files are UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+    cfg = parse(data, path)
+    check_folders(cfg)
+    return cfg
