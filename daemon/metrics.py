@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import MediasortError
 from .fsops import fsync_dir
 from .ingest import Finished, Result, Retry
 from .model import Outcome, Step
@@ -172,10 +174,43 @@ def _value(v: float) -> str:
     return repr(float(v))
 
 
+# The first line of every textfile we write (a comment to Prometheus). A file at the path
+# that does not start with it is someone else's and is never replaced.
+HEADER = "# mediasortd metrics textfile, rewritten by the daemon; do not edit"
+
+
+class NotOurs(MediasortError):
+    """The metrics textfile's path holds a file mediasortd did not write."""
+
+
+def check_ours(path: Path) -> None:
+    """Raise NotOurs unless `path` is absent or a regular file that starts with HEADER."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise NotOurs(f"{path}: not replaced: cannot check it is a metrics file of ours: "
+                      f"{e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotOurs(f"{path}: not replaced: not a regular file")
+        first = os.read(fd, len(HEADER) + 1)
+    finally:
+        os.close(fd)
+    if first != (HEADER + "\n").encode():
+        raise NotOurs(f"{path}: not replaced: it is not a metrics file written by mediasortd "
+                      "(its first line is not our header); move it away or choose another "
+                      "metrics.textfile")
+
+
 def write_textfile(path: Path, text: str) -> None:
     """Replace `path` atomically: a temporary beside it (a name the node exporter does not
     read), fsynced, renamed over it, the folder fsynced. Mode 0644 whatever the umask:
-    the node exporter runs as another user."""
+    the node exporter runs as another user. Only a file we wrote (HEADER first) is ever
+    replaced: anything else at the path raises NotOurs and stays as it is."""
+    check_ours(path)
+    text = HEADER + "\n" + text
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644)

@@ -142,3 +142,60 @@ def test_the_daemon_writes_its_textfile_atomically_every_interval(tmp_path: Path
         d.close()
     assert sample(families(prom.read_text()), "mediasortd_queue_depth") == 0
     assert sorted(os.listdir(prom.parent)) == ["mediasortd.prom"]
+
+
+def test_only_a_metrics_file_of_ours_is_ever_replaced(tmp_path: Path) -> None:
+    """A textfile path that already holds someone else's file (a photo, a config, a
+    symlink, a folder of the node exporter's) is left exactly as it is; ours is rewritten."""
+    from daemon.metrics import HEADER, NotOurs
+
+    m = Metrics({}, 0, start_time=1.0)
+    g = Gauges(queue_depth=0, inbox_waiting=0, jobs_pending=0, library_full=False,
+               library_free_bytes=None, exiftool_restarts=0, workers=1)
+    node = tmp_path / "node"
+    node.mkdir()
+    theirs = {"photo.prom": jpeg_bytes(WHEN, 1), "empty.prom": b"",
+              "other.prom": b"# HELP node_x something\nnode_x 1\n",
+              "almost.prom": HEADER.encode()[:-1] + b"\n"}
+    for name, data in theirs.items():
+        write(node / name, data)
+    (node / "target.jpg").write_bytes(b"precious")
+    (node / "link.prom").symlink_to(node / "target.jpg")
+    os.mkfifo(node / "fifo.prom")
+    for name in [*theirs, "link.prom", "fifo.prom"]:
+        try:
+            write_textfile(node / name, m.render(g))
+        except NotOurs as e:
+            assert str(node / name) in str(e)
+        else:
+            raise AssertionError(f"{name} was replaced")
+    assert all((node / n).read_bytes() == d for n, d in theirs.items())
+    assert (node / "target.jpg").read_bytes() == b"precious"
+    assert os.readlink(node / "link.prom") == str(node / "target.jpg")
+    assert not [n for n in os.listdir(node) if n.endswith(".tmp")]
+    ours = node / "ours.prom"
+    write_textfile(ours, m.render(g))
+    first = ours.stat().st_ino
+    write_textfile(ours, m.render(g))
+    assert ours.read_text().startswith(HEADER + "\n") and ours.stat().st_ino != first
+    assert "mediasortd_workers" in families(ours.read_text())
+
+
+def test_the_daemon_never_overwrites_a_foreign_file_at_its_textfile_path(
+        tmp_path: Path) -> None:
+    cfg, cfg_path = make_config(tmp_path, settle_seconds=0.2)
+    prom = tmp_path / "node" / "mediasortd.prom"
+    write(prom, b"# someone else's metrics\nnode_thing 1\n")
+    with open(cfg_path, "a") as f:
+        f.write(f'[metrics]\ntextfile = "{prom}"\ninterval_seconds = 0.1\n')
+    d = Daemon(tmp_path, cfg_path)
+    try:
+        d.ready()
+        write(cfg.inbox / "IMG_1.JPG", jpeg_bytes(WHEN, 7))
+        wait_for(lambda: "metrics.write_failed" in (tmp_path / "daemon.log").read_text()
+                 and not any(cfg.inbox.iterdir()), 20, "the refusal logged, the photo filed")
+        assert d.terminate() == 0
+    finally:
+        d.close()
+    assert prom.read_bytes() == b"# someone else's metrics\nnode_thing 1\n"
+    assert "not a metrics file written by mediasortd" in (tmp_path / "daemon.log").read_text()
