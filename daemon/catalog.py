@@ -32,7 +32,28 @@ class Entry:
 
 
 def _entry(row: Any) -> Entry:
-    return Entry(*row)
+    file_id, sha256, size, path, *rest = row
+    return Entry(file_id, sha256, size, from_db(path), *rest)
+
+
+def to_db(path: str) -> str | bytes:
+    """How a library path is stored: as text, or (a name that is not UTF-8, which Linux
+    allows) as its raw bytes in a BLOB; `path` is os.fsdecode'd (surrogate escapes)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def printable(path: str) -> str:
+    """A stored path as text to show or to store in a message (not-UTF-8 bytes escaped)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def from_db(value: str | bytes) -> str:
+    """A stored path back as an os.fsdecode'd str (os.fsencode gives the name's bytes)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 _COLS = "id, sha256, size, path, captured, date_source, original_name, job_id, missing_since"
@@ -49,7 +70,7 @@ def by_id(conn: apsw.Connection, file_id: int) -> Entry | None:
 
 
 def by_path(conn: apsw.Connection, path: str) -> Entry | None:
-    rows = conn.execute(f"SELECT {_COLS} FROM files WHERE path = ?", (path,)).fetchall()
+    rows = conn.execute(f"SELECT {_COLS} FROM files WHERE path = ?", (to_db(path),)).fetchall()
     return _entry(rows[0]) if rows else None
 
 
@@ -65,19 +86,75 @@ def free_name(conn: apsw.Connection, library: bytes, preferred: str) -> str:
 
 
 def insert(conn: apsw.Connection, *, sha256: str, size: int, path: str, info: MediaInfo,
-           original_name: str, source: bytes, imported_at: str, job_id: int | None) -> int:
+           original_name: str, source: bytes, imported_at: str, job_id: int | None,
+           mtime_ns: int | None = None) -> int:
+    """`mtime_ns`: the file's mtime as it is placed (verify --repair tells an edit from
+    bit rot by it)."""
     conn.execute(
         "INSERT INTO files (sha256, size, path, captured, utc_offset, date_source, date_raw,"
-        " confidence, original_name, source_path, imported_at, file_type, mime, kind, job_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (sha256, size, path, info.captured.isoformat(sep=" "), info.utc_offset,
+        " confidence, original_name, source_path, imported_at, file_type, mime, kind, job_id,"
+        " mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (sha256, size, to_db(path), info.captured.isoformat(sep=" "), info.utc_offset,
          info.date_source, info.date_raw, info.confidence, original_name, source, imported_at,
-         info.file_type, info.mime, info.kind, job_id))
+         info.file_type, info.mime, info.kind, job_id, mtime_ns))
     return conn.last_insert_rowid()
 
 
 def rename(conn: apsw.Connection, file_id: int, path: str) -> None:
-    conn.execute("UPDATE files SET path = ? WHERE id = ?", (path, file_id))
+    conn.execute("UPDATE files SET path = ? WHERE id = ?", (to_db(path), file_id))
+
+
+def filed_stamp(conn: apsw.Connection, file_id: int) -> tuple[int | None, str]:
+    """The file's mtime when catalogued (None in rows from before it was recorded) and
+    when it was catalogued (UTC, ISO 8601)."""
+    rows: list[Any] = conn.execute("SELECT mtime_ns, imported_at FROM files WHERE id = ?",
+                                   (file_id,)).fetchall()
+    return rows[0][0], rows[0][1]
+
+
+def mark_missing(conn: apsw.Connection, path: str, when: str) -> None:
+    conn.execute("UPDATE files SET missing_since = ? WHERE path = ?", (when, to_db(path)))
+
+
+def record_edit(conn: apsw.Connection, entry: Entry, *, sha256: str, size: int,
+                mtime_ns: int, when: str, reason: str) -> None:
+    """The row follows its edited file: the new hash, size and mtime; the old ones go to
+    file_history."""
+    remember(conn, entry, when, reason)
+    conn.execute("UPDATE files SET sha256 = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                 (sha256, size, mtime_ns, entry.id))
+
+
+def remember(conn: apsw.Connection, entry: Entry, when: str, reason: str) -> None:
+    """Keep what a row says (hash, size, mtime) in file_history before it changes or goes."""
+    conn.execute("INSERT INTO file_history (file_id, path, sha256, size, mtime_ns, "
+                 "replaced_at, reason) SELECT id, path, sha256, size, mtime_ns, ?, ? "
+                 "FROM files WHERE id = ?", (when, reason, entry.id))
+
+
+def keep(conn: apsw.Connection, *, path: str, kind: str, file_id: int | None, size: int,
+         mtime_ns: int | None, reason: str, when: str) -> None:
+    """Record a library file the user keeps that is no catalog row of its own: `copy` (the
+    same bytes as the row `file_id`: an album copy) or `other` (not a photo or video)."""
+    conn.execute("INSERT INTO kept_files (path, kind, file_id, size, mtime_ns, reason, "
+                 "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (to_db(path), kind, file_id, size, mtime_ns, reason, when))
+
+
+def kept(conn: apsw.Connection) -> Iterator[tuple[str, str, str]]:
+    """(path, kind, reason) of every kept file."""
+    for path, kind, reason in conn.execute("SELECT path, kind, reason FROM kept_files "
+                                           "ORDER BY id"):
+        yield from_db(path), kind, reason
+
+
+def is_kept(conn: apsw.Connection, path: str) -> bool:
+    return bool(conn.execute("SELECT 1 FROM kept_files WHERE path = ?",
+                             (to_db(path),)).fetchall())
+
+
+def forget_kept(conn: apsw.Connection, path: str) -> None:
+    conn.execute("DELETE FROM kept_files WHERE path = ?", (to_db(path),))
 
 
 def by_job(conn: apsw.Connection, job_id: int) -> Entry | None:

@@ -59,17 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--repair", action="store_true",
                      help="fix what is found (implies --deep): finish unfinished jobs, remove "
                           "staging leftovers, catalogue strays where they stand (duplicates "
-                          "of catalogued files go to quarantine, non-media to rejected), move "
-                          "rotten files to {rejected}/bitrot and mark their rows missing, mark "
-                          "rows whose file is gone; prints each action")
+                          "of catalogued files go to quarantine, non-media to rejected); a "
+                          "changed file is an edit (its mtime or size changed: kept, its row "
+                          "updated, the old hash kept in history) or bit rot (same size and "
+                          "mtime: moved to {rejected}/bitrot, its row marked missing); mark "
+                          "rows whose file is gone; says each action before doing it")
+    ver.add_argument("--dry-run", action="store_true",
+                     help="with --repair: say what would be done (edit or rot for each "
+                          "changed file) and change nothing")
 
     ado = sub.add_parser("adopt", parents=[common],
                          help="catalogue an existing date-sorted library in place",
                          description="Catalogue the files under PATH (the library or a folder "
-                         "in it) where they stand, without renaming them: for people coming "
-                         "from GoSort or another sorter. Duplicates of catalogued content go "
-                         "to paths.duplicates, non-media to paths.rejected; each is listed.")
+                         "in it) where they stand, without renaming, moving or deleting "
+                         "anything: for people coming from GoSort or another sorter. Sidecars "
+                         "(.xmp, .aae, Takeout .json) are recorded as their photo's "
+                         "companions; a second copy of catalogued content (an album copy) is "
+                         "recorded as a copy; files that are not photos or videos are left "
+                         "where they are and listed.")
     ado.add_argument("path", metavar="PATH", help="the library, or a folder inside it")
+    ado.add_argument("--quarantine-copies", action="store_true",
+                     help="move second copies of catalogued content to paths.duplicates "
+                          "instead of recording them")
     _answer_parsers(sub, common)
     return p
 
@@ -206,18 +217,25 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     if args.repair:
         from . import maintain
 
-        actions, left = maintain.repair(cfg, log)
+        def say(a: Any) -> None:
+            print(f"{a.kind:15} {a.path}: {a.detail}", flush=True)
+
+        actions, left = maintain.repair(cfg, log, dry_run=args.dry_run,
+                                        say=None if args.json else say)
         if args.json:
-            print(json.dumps({"actions": [vars(a) for a in actions], **left.as_dict()},
-                             indent=2))
+            print(json.dumps({"dry_run": args.dry_run, "actions": [vars(a) for a in actions],
+                              **left.as_dict()}, indent=2))
+        elif args.dry_run:
+            print(f"dry run, nothing changed: {len(actions)} problem(s) found")
+            return EX_OK if left.ok else EX_FAILED
         else:
-            for a in actions:
-                print(f"{a.kind:15} {a.path}: {a.detail}")
             for p in left.problems:
-                print(f"{'still ' + p.kind:15} {p.path}: {p.detail}")
+                print(f"{'still ' + p.kind:15} {_shown(p.path)}: {p.detail}")
             print(f"repaired {len(actions)} problem(s): "
                   + ("consistent" if left.ok else f"{len(left.problems)} left"))
         return EX_OK if left.ok else EX_FAILED
+    if args.dry_run:
+        raise UsageError("--dry-run goes with --repair")
     conn = db.connect(cfg.catalog, readonly=True)
     try:
         rep = report.verify(cfg, conn, deep=args.deep)
@@ -227,7 +245,7 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         print(json.dumps(rep.as_dict(), indent=2))
     else:
         for p in rep.problems:
-            print(f"{p.kind:14} {p.path}: {p.detail}")
+            print(f"{p.kind:14} {_shown(p.path)}: {p.detail}")
         print(f"{rep.checked:,} catalogued file(s) checked"
               f"{' (re-hashed)' if args.deep else ''}: "
               + ("consistent" if rep.ok else f"{len(rep.problems)} problem(s)"))
@@ -246,17 +264,23 @@ def cmd_adopt(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         progress.done = done
         progress.update({})
 
-    actions = maintain.adopt(cfg, args.path, log, on_progress)
+    actions = maintain.adopt(cfg, args.path, log, on_progress,
+                             quarantine_copies=args.quarantine_copies)
     if progress is not None:
         progress.update({}, force=True)
         progress.close()
     for a in actions:
-        if a.kind != "catalogued":
+        if a.kind not in ("catalogued", "companion"):
             print(f"{a.kind:12} {a.path}: {a.detail}")
-    counts = {k: sum(a.kind == k for a in actions) for k in ("catalogued", "quarantined",
-                                                              "rejected", "skipped")}
-    print("adopted: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    counts = {k: sum(a.kind == k for a in actions) for k in maintain.ADOPT_KINDS}
+    print("adopted: " + ", ".join(f"{n} {k}" for k, n in counts.items()
+                                  if n or k in ("catalogued", "copy", "left")))
     return EX_OK
+
+
+def _shown(path: str) -> str:
+    """A path from os.fsdecode as printable text (bytes that are not UTF-8 escaped)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _size(n: int) -> str:

@@ -151,6 +151,38 @@ MIGRATIONS: list[str] = [
     END;
     CREATE INDEX jobs_outcome_finished ON jobs(outcome, finished_at);
     """,
+    # adopt and verify --repair: the mtime a file had when catalogued (NULL in rows from
+    # before: verify --repair then compares with imported_at), the hashes an edited file
+    # had before, and library files the user keeps that are no catalog row of their own
+    """
+    ALTER TABLE files ADD COLUMN mtime_ns INTEGER;
+    CREATE TABLE file_history (
+        id          INTEGER PRIMARY KEY,
+        file_id     INTEGER NOT NULL,  -- the files row (kept after the row is gone)
+        path        TEXT NOT NULL,
+        sha256      TEXT NOT NULL,     -- what the row said before
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER,
+        replaced_at TEXT NOT NULL,     -- UTC, ISO 8601
+        reason      TEXT NOT NULL
+    );
+    CREATE INDEX file_history_file ON file_history(file_id);
+    CREATE INDEX file_history_sha256 ON file_history(sha256);
+    CREATE TABLE kept_files (
+        id          INTEGER PRIMARY KEY,
+        path        TEXT NOT NULL UNIQUE,  -- relative to the library (a BLOB if not UTF-8)
+        kind        TEXT NOT NULL,         -- copy: same bytes as file_id | other: not media
+        file_id     INTEGER REFERENCES files(id) ON DELETE CASCADE,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER,
+        reason      TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    );
+    CREATE INDEX kept_files_file ON kept_files(file_id);
+    CREATE TRIGGER files_resized AFTER UPDATE OF size ON files BEGIN
+        UPDATE tally_files SET bytes = bytes - OLD.size + NEW.size;
+    END;
+    """,
 ]
 
 

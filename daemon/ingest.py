@@ -465,6 +465,7 @@ class Ingestor:
                 info = pairing.takeout_date(job.source, info, self.tz)
         copied = self._copied(job)
         sha256, size = job.sha256, job.size
+        mtime_ns = os.stat(job.staged).st_mtime_ns  # the library file's (it is linked)
 
         def decide(conn: apsw.Connection) -> Job:
             existing = catalog.by_sha256(conn, sha256)
@@ -493,7 +494,7 @@ class Ingestor:
             rel = catalog.free_name(conn, self.library, preferred)
             catalog.insert(conn, sha256=sha256, size=size, path=rel, info=info,
                            original_name=display(name), source=job.source,
-                           imported_at=journal.now(), job_id=job.id)
+                           imported_at=journal.now(), job_id=job.id, mtime_ns=mtime_ns)
             return journal.advance(conn, job.id, Step.DECIDED, **copied,
                                    outcome=Outcome.FILED,
                                    dest=os.path.join(self.library, os.fsencode(rel)))

@@ -1,41 +1,67 @@
 """`verify --repair` and `adopt`: bring catalog and library back into agreement.
 
 Both take the state lock and first finish unfinished jobs (the same replay as `import`).
-Every change is one move without overwriting (renameat2 NOREPLACE) or one committed
-row, so a crash in the middle leaves nothing that a second run would not finish.
+Every change is one move without overwriting (renameat2 NOREPLACE, or copy + fsync +
+link + unlink to another filesystem) or one committed row, so a crash in the middle
+leaves nothing that a second run would not finish.
+
+`adopt` never moves or deletes anything (unless asked to quarantine album copies):
+photos and videos become catalog rows where they stand, sidecars are recorded as their
+photo's companions, and what cannot be a row of its own (a second copy of catalogued
+bytes, a file that is not a photo or video) is recorded in `kept_files` and listed.
+
+`verify --repair` tells a user's edit from bit rot: rot is content that changed while
+size and mtime stayed what they were when the file was catalogued. An edit updates the
+row (the old hash goes to `file_history`) and the file stays; only rot is quarantined.
+Rows from before the mtime was recorded: a file whose mtime is after the moment it was
+catalogued has been written since (an edit), else changed bytes are rot.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from . import catalog, db, journal, oneshot, report, service
+from .companions import Companion, companion_of, matches_stem
 from .config import Config
 from .db import transaction
 from .errors import MediasortError
-from .fsops import fsync_dir, hash_file, make_dirs, rename_noreplace
+from .fsops import fsync_dir, hash_file, make_dirs, move_noreplace
 from .layout import numbered_name
 from .metadata import Reader
-from .model import NotMedia
+from .model import MediaInfo, NotMedia
+from .pairing import as_companion
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # catalogued | quarantined | rejected | marked_missing | rot_quarantined
-    path: str
+    # catalogued | companion | copy | left | quarantined | rejected | skipped (adopt, strays)
+    # | edited | rot_quarantined | marked_missing | forgotten (repair); "would ..." in a dry run
+    kind: str
+    path: str  # relative to the library, as text (bytes that are not UTF-8 escaped)
     detail: str
 
 
+Say = Callable[[Action], None]
+
+
+def shown(rel: bytes) -> str:
+    return rel.decode("utf-8", "backslashreplace")
+
+
 def _move_aside(src: bytes, root: Path, rel: bytes, mode: int) -> bytes:
-    """Move `src` to root/rel (numbered if taken), never overwriting; returns where."""
+    """Move `src` to root/rel (numbered if taken), never overwriting, to another
+    filesystem too; returns where."""
     dest = os.path.join(os.fsencode(root), rel)
     make_dirs(os.path.dirname(dest), mode)
     n = 0
-    while not rename_noreplace(src, candidate := os.path.join(
+    while not move_noreplace(src, candidate := os.path.join(
             os.path.dirname(dest), numbered_name(os.path.basename(dest), n))):
         n += 1
     fsync_dir(os.path.dirname(candidate))
@@ -43,40 +69,96 @@ def _move_aside(src: bytes, root: Path, rel: bytes, mode: int) -> bytes:
     return candidate
 
 
-def _catalogue(cfg: Config, conn: Any, reader: Reader, rel: bytes,
-               source_note: str) -> Action:
-    """Catalogue one library file where it stands (or move it aside when it cannot be)."""
-    library = os.fsencode(cfg.library)
-    full = os.path.join(library, rel)
-    shown = os.fsdecode(rel)
-    hashed = hash_file(full)
+def _describe(cfg: Config, conn: Any, reader: Reader, rel: bytes,
+              st: os.stat_result) -> MediaInfo | NotMedia:
+    """What a library file is: a sidecar of a catalogued photo beside it is that photo's
+    companion (dated by it); else what ExifTool says."""
+    name = os.path.basename(rel)
+    companion = companion_of(name)
+    if companion is not None and companion.kind == "sidecar":
+        partner = _partner(cfg, conn, rel, companion)
+        if partner is not None:
+            return as_companion(partner, companion, "sidecar")
+    if st.st_size == 0:
+        return NotMedia("an empty file")
+    return reader.describe(os.path.join(os.fsencode(cfg.library), rel), shown(name),
+                           st.st_mtime_ns)
+
+
+def _partner(cfg: Config, conn: Any, rel: bytes, companion: Companion) -> catalog.Entry | None:
+    folder = os.path.dirname(rel)
+    names = list(companion.names)
+    if companion.stem is not None:
+        try:
+            names += sorted(n for n in os.listdir(os.path.join(os.fsencode(cfg.library),
+                                                               folder))
+                            if matches_stem(companion, n))
+        except OSError:
+            pass
+    for name in names:
+        entry = catalog.by_path(conn, os.fsdecode(os.path.join(folder, name)))
+        if entry is not None and not entry.missing_since:
+            return entry
+    return None
+
+
+def _catalogue(cfg: Config, conn: Any, reader: Reader, rel: bytes, note: str, *,
+               keep_copy: bool, keep_other: bool) -> Action:
+    """Catalogue one library file where it stands. What cannot be a row of its own is
+    recorded as kept (adopt) or moved aside (repair's strays): the same bytes as a row
+    (`keep_copy`, else to quarantine), not a photo or video (`keep_other`, else to
+    rejected)."""
+    full = os.path.join(os.fsencode(cfg.library), rel)
+    path, text = os.fsdecode(rel), shown(rel)
+    try:
+        st = os.lstat(full)
+    except OSError as e:
+        return Action("skipped", text, f"cannot be read: {e.strerror}")
+    hashed = hash_file(full) if stat.S_ISREG(st.st_mode) else None
     if hashed is None:
-        return Action("skipped", shown, "not a readable regular file")
+        return Action("skipped", text, "not a readable regular file; left as it is")
     sha256, size = hashed
-    st = os.lstat(full)
-    info = NotMedia("an empty file") if size == 0 else reader.describe(
-        full, os.fsdecode(os.path.basename(rel)), st.st_mtime_ns)
+    info = _describe(cfg, conn, reader, rel, st)
     with transaction(conn):
         existing = catalog.by_sha256(conn, sha256)
         if existing is not None and existing.missing_since:
             catalog.delete(conn, existing.id)  # the lost file came back: catalogue it anew
             existing = None
-        if existing is None and not isinstance(info, NotMedia):
-            catalog.insert(conn, sha256=sha256, size=size, path=shown, info=info,
-                           original_name=os.fsdecode(os.path.basename(rel)), source=full,
-                           imported_at=journal.now(), job_id=None)
-            return Action("catalogued", shown, f"{source_note}; date from {info.date_source}")
+        if existing is None and isinstance(info, MediaInfo):
+            catalog.insert(conn, sha256=sha256, size=size, path=path, info=info,
+                           original_name=shown(os.path.basename(rel)), source=full,
+                           imported_at=journal.now(), job_id=None, mtime_ns=st.st_mtime_ns)
+            if info.date_source.startswith("partner:"):
+                return Action("companion", text, f"{note}; a sidecar of "
+                              f"{info.date_source.removeprefix('partner:')}")
+            return Action("catalogued", text, f"{note}; date from {info.date_source}")
+        if keep_copy if existing is not None else keep_other:
+            reason = (f"same content as {catalog.printable(existing.path)}"
+                      if existing is not None else
+                      info.reason if isinstance(info, NotMedia) else "not catalogued")
+            catalog.keep(conn, path=path, kind="copy" if existing else "other",
+                         file_id=existing.id if existing else None, size=size,
+                         mtime_ns=st.st_mtime_ns, reason=reason, when=journal.now())
+            return Action("copy" if existing else "left", text, f"{reason}; left where it "
+                          "is" + ("" if existing else " and listed"))
     if existing is not None:
         where = _move_aside(full, cfg.duplicates, rel, cfg.dir_mode)
-        return Action("quarantined", shown, f"same content as {existing.path}; moved to "
-                      f"{os.fsdecode(where)}")
+        return Action("quarantined", text, "same content as "
+                      f"{catalog.printable(existing.path)}; moved to {shown(where)}")
     assert isinstance(info, NotMedia)
     where = _move_aside(full, cfg.rejected, rel, cfg.dir_mode)
-    return Action("rejected", shown, f"{info.reason}; moved to {os.fsdecode(where)}")
+    return Action("rejected", text, f"{info.reason}; moved to {shown(where)}")
 
 
-def repair(cfg: Config, log: Any) -> tuple[list[Action], report.Report]:
-    """Replay, then fix what `verify --deep` finds; returns what was done and what is left."""
+# -- verify --repair ---------------------------------------------------------------------
+
+def repair(cfg: Config, log: Any, *, dry_run: bool = False,
+           say: Say | None = None) -> tuple[list[Action], report.Report]:
+    """Replay, then fix what `verify --deep` finds; returns what was done and what is left.
+    Each action is said (`say`) before it is carried out; `dry_run` says and does nothing
+    (no replay, no lock, the catalog opened read-only)."""
+    if dry_run:
+        return _dry_run(cfg, say)
     oneshot.import_(cfg, [], move=False, log=log)  # replay unfinished jobs, sweep staging
     lock = service.StateLock(cfg)
     conn = db.connect(cfg.catalog)
@@ -85,20 +167,27 @@ def repair(cfg: Config, log: Any) -> tuple[list[Action], report.Report]:
     try:
         found = report.verify(cfg, conn, deep=True)
         for p in found.problems:
+            rel = os.fsencode(p.path)
             if p.kind == "stray":
-                actions.append(_catalogue(cfg, conn, reader, os.fsencode(p.path), "a stray"))
+                action = _catalogue(cfg, conn, reader, rel, "a stray", keep_copy=False,
+                                    keep_other=False)
             elif p.kind in ("hash_mismatch", "size_mismatch"):
-                full = os.path.join(os.fsencode(cfg.library), os.fsencode(p.path))
-                where = _move_aside(full, cfg.rejected / "bitrot", os.fsencode(p.path),
-                                    cfg.dir_mode)
-                _mark_missing(conn, p.path)
-                actions.append(Action("rot_quarantined", p.path, f"{p.detail}; moved to "
-                                      f"{os.fsdecode(where)}; its row is marked missing"))
+                action = _changed(cfg, conn, rel, p.detail, say)
             elif p.kind == "missing":
-                _mark_missing(conn, p.path)
-                actions.append(Action("marked_missing", p.path, "the catalog row is kept, "
-                                      "marked missing; importing the same bytes again "
-                                      "files them anew"))
+                with transaction(conn):
+                    catalog.mark_missing(conn, p.path, journal.now())
+                action = Action("marked_missing", shown(rel), "the catalog row is kept, "
+                                "marked missing; importing the same bytes again files them "
+                                "anew")
+            elif p.kind == "kept_missing":
+                with transaction(conn):
+                    catalog.forget_kept(conn, p.path)
+                action = Action("forgotten", shown(rel), f"{p.detail}: no longer recorded")
+            else:
+                continue
+            actions.append(action)
+            if say is not None:
+                say(action)
         left = report.verify(cfg, conn, deep=False)
     finally:
         reader.close()
@@ -109,17 +198,103 @@ def repair(cfg: Config, log: Any) -> tuple[list[Action], report.Report]:
     return actions, left
 
 
-def _mark_missing(conn: Any, path: str) -> None:
-    with transaction(conn):
-        conn.execute("UPDATE files SET missing_since = ? WHERE path = ?", (journal.now(), path))
+def _rot_or_edit(conn: Any, entry: catalog.Entry, st: os.stat_result) -> tuple[bool, str]:
+    """(is it bit rot, why): rot is content that changed while size and mtime did not."""
+    mtime_ns, imported_at = catalog.filed_stamp(conn, entry.id)
+    when = datetime.fromtimestamp(st.st_mtime).isoformat(sep=" ", timespec="seconds")
+    if st.st_size != entry.size:
+        return False, f"an edit: its size changed ({entry.size} -> {st.st_size} bytes)"
+    if mtime_ns is not None:
+        if st.st_mtime_ns == mtime_ns:
+            return True, "bit rot: other bytes, same size and mtime as when catalogued"
+        return False, f"an edit: modified {when}, after it was catalogued"
+    filed = datetime.fromisoformat(imported_at).timestamp()
+    if st.st_mtime > filed:
+        return False, f"an edit: modified {when}, after it was filed ({imported_at} UTC)"
+    return True, ("bit rot: other bytes, same size, not modified since it was filed "
+                  f"({imported_at} UTC)")
 
+
+def _changed(cfg: Config, conn: Any, rel: bytes, detail: str, say: Say | None) -> Action:
+    """A catalogued file whose bytes differ: an edit is recorded where it stands, rot is
+    moved to {rejected}/bitrot and its row marked missing. Said before it is done."""
+    full = os.path.join(os.fsencode(cfg.library), rel)
+    entry = catalog.by_path(conn, os.fsdecode(rel))
+    st = os.lstat(full)
+    assert entry is not None
+    rot, why = _rot_or_edit(conn, entry, st)
+    text = shown(rel)
+    if rot:
+        if say is not None:
+            say(Action("rot", text, f"{detail}; {why}: moving it to "
+                       f"{cfg.rejected / 'bitrot'}"))
+        where = _move_aside(full, cfg.rejected / "bitrot", rel, cfg.dir_mode)
+        with transaction(conn):
+            catalog.mark_missing(conn, os.fsdecode(rel), journal.now())
+        return Action("rot_quarantined", text, f"{detail}; {why}; moved to {shown(where)}; "
+                      "its row is marked missing")
+    if say is not None:
+        say(Action("edit", text, f"{why}: kept where it is, its catalog row updated"))
+    hashed = hash_file(full)
+    if hashed is None:
+        return Action("skipped", text, "no longer a readable regular file")
+    sha256, size = hashed
+    now = journal.now()
+    with transaction(conn):
+        other = catalog.by_sha256(conn, sha256)
+        if other is not None and other.id != entry.id:  # edited into another file's bytes
+            twin = catalog.printable(other.path)
+            catalog.remember(conn, entry, now, f"edited into the same bytes as {twin}")
+            catalog.delete(conn, entry.id)
+            catalog.keep(conn, path=os.fsdecode(rel), kind="copy", file_id=other.id,
+                         size=size, mtime_ns=os.lstat(full).st_mtime_ns,
+                         reason=f"same content as {twin}", when=now)
+            return Action("edited", text, f"{why}; now the same bytes as {twin}: recorded "
+                          "as a copy of it (the old hash kept in file_history)")
+        catalog.record_edit(conn, entry, sha256=sha256, size=size,
+                            mtime_ns=os.lstat(full).st_mtime_ns, when=now, reason=why)
+    return Action("edited", text, f"{why}; its row now has sha256 {sha256} ({size} bytes); "
+                  f"the old sha256 {entry.sha256} is kept in file_history")
+
+
+def _dry_run(cfg: Config, say: Say | None) -> tuple[list[Action], report.Report]:
+    """What repair would do, from a read-only look: nothing is changed or locked."""
+    conn = db.connect(cfg.catalog, readonly=True)
+    actions: list[Action] = []
+    try:
+        found = report.verify(cfg, conn, deep=True)
+        for p in found.problems:
+            rel = os.fsencode(p.path)
+            text = shown(rel)
+            if p.kind in ("hash_mismatch", "size_mismatch"):
+                entry = catalog.by_path(conn, p.path)
+                assert entry is not None
+                rot, why = _rot_or_edit(conn, entry, os.lstat(
+                    os.path.join(os.fsencode(cfg.library), rel)))
+                action = Action("would quarantine" if rot else "would update", text,
+                                f"{p.detail}; {why}: " + (
+                                    f"would move it to {cfg.rejected / 'bitrot'}" if rot else
+                                    "would keep it where it is and update its row"))
+            else:
+                action = Action("would fix", text, f"{p.kind}: {p.detail}")
+            actions.append(action)
+            if say is not None:
+                say(action)
+        return actions, found
+    finally:
+        conn.close()
+
+
+# -- adopt -------------------------------------------------------------------------------
 
 def adopt(cfg: Config, path: str, log: Any,
-          on_progress: Callable[[int, int], None] | None = None) -> list[Action]:
-    """Catalogue an existing date-sorted library (or a folder of it) in place."""
-    top = os.path.realpath(path)
-    library = os.path.realpath(cfg.library)
-    if top != library and not top.startswith(library + "/"):
+          on_progress: Callable[[int, int], None] | None = None, *,
+          quarantine_copies: bool = False) -> list[Action]:
+    """Catalogue an existing date-sorted library (or a folder of it) in place. Nothing is
+    moved or deleted, except album copies when `quarantine_copies`."""
+    top = os.path.realpath(os.fsencode(path))
+    library = os.path.realpath(os.fsencode(cfg.library))
+    if top != library and not top.startswith(library + b"/"):
         raise MediasortError(f"{path}: adopt catalogues files in place, so PATH must be the "
                              f"library ({cfg.library}) or a folder in it; use `import` to "
                              "copy files from elsewhere")
@@ -129,18 +304,30 @@ def adopt(cfg: Config, path: str, log: Any,
     reader = Reader(timezone=cfg.timezone)
     actions: list[Action] = []
     try:
-        prefix = os.fsencode(os.path.relpath(top, library)) if top != library else b""
-        rels = [r for r in report.library_files(os.fsencode(library))
+        prefix = os.path.relpath(top, library) if top != library else b""
+        rels = [r for r in report.library_files(library)
                 if not prefix or r == prefix or r.startswith(prefix + b"/")]
-        for i, rel in enumerate(sorted(rels)):
-            if catalog.by_path(conn, os.fsdecode(rel)) is None:
-                actions.append(_catalogue(cfg, conn, reader, rel, "adopted"))
+        # photos and videos first: a sidecar is recorded as the companion of its photo
+        rels.sort(key=lambda r: (_is_sidecar(r), r))
+        for i, rel in enumerate(rels):
+            p = os.fsdecode(rel)
+            if catalog.by_path(conn, p) is None and not catalog.is_kept(conn, p):
+                actions.append(_catalogue(cfg, conn, reader, rel, "adopted",
+                                          keep_copy=not quarantine_copies, keep_other=True))
             if on_progress is not None:
                 on_progress(i + 1, len(rels))
     finally:
         reader.close()
         conn.close()
         lock.release()
-    log.info("adopt.finished", path=path, **{k: sum(a.kind == k for a in actions)
-                                              for k in ("catalogued", "quarantined", "rejected")})
+    log.info("adopt.finished", path=shown(os.fsencode(path)),
+             **{k: sum(a.kind == k for a in actions) for k in ADOPT_KINDS})
     return actions
+
+
+ADOPT_KINDS = ("catalogued", "companion", "copy", "left", "quarantined", "skipped")
+
+
+def _is_sidecar(rel: bytes) -> bool:
+    companion = companion_of(os.path.basename(rel))
+    return companion is not None and companion.kind == "sidecar"

@@ -40,7 +40,8 @@ def as_companion(partner: catalog.Entry, companion: Companion | None,
     return MediaInfo(kind=kind, file_type=suffix.rpartition(".")[2].upper(), mime="",
                      ext=suffix.rpartition(".")[2], captured=datetime.fromisoformat(
                          partner.captured), utc_offset=None,
-                     date_source=f"partner:{partner.path}", date_raw=partner.captured,
+                     date_source=f"partner:{catalog.printable(partner.path)}",
+                     date_raw=partner.captured,
                      confidence="high")
 
 

@@ -27,6 +27,7 @@ WRITING_COMMANDS = ("run", "import", "undo")
 @dataclass
 class Problem:
     kind: str  # missing | size_mismatch | hash_mismatch | stray | staging | unfinished
+    # | kept_missing
     path: str
     detail: str = ""
 
@@ -232,6 +233,12 @@ def verify(cfg: Config, conn: apsw.Connection, deep: bool = False) -> Report:
         elif deep and hash_file(full) != (entry.sha256, entry.size):
             report.problems.append(Problem("hash_mismatch", entry.path,
                                            f"bytes no longer match sha256 {entry.sha256}"))
+    for path, kind, reason in catalog.kept(conn):  # adopt's album copies and other files
+        rel = os.fsencode(path)
+        known.add(rel)
+        if not os.path.lexists(os.path.join(library, rel)):
+            report.problems.append(Problem("kept_missing", path, f"recorded as kept ({kind}: "
+                                           f"{reason}), no longer on disk"))
     for rel in library_files(library):
         if rel not in known:
             report.problems.append(Problem("stray", os.fsdecode(rel), "in the library, not in "
