@@ -181,7 +181,8 @@ def test_repair_tells_an_edit_from_bit_rot(tmp_path: Path, old_rows: bool) -> No
     history = rows(cfg, "SELECT path, sha256 FROM file_history ORDER BY path")
     assert [h[0] for h in history] == sorted(str(e.relative_to(cfg.library))
                                              for e in (rated, same_size, xmp))
-    assert all(h[1] == dict((str(r[3]), r[1]) for r in catalog_before)[h[0]] for h in history)
+    filed = {str(r[3]): r[1] for r in catalog_before}
+    assert all(h[1] == filed[h[0]] for h in history)
     verify = json.loads(cli(cfg_path, "verify", "--deep", "--json").stdout)
     assert verify["ok"], verify
     status = json.loads(cli(cfg_path, "status", "--json").stdout)
