@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import tomllib
 import zoneinfo
 from collections.abc import Callable, Iterator
@@ -322,11 +323,31 @@ def find(explicit: str | None) -> str:
     return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
 
 
+MAX_BYTES = 1 << 20  # a config file is a few KiB; more is not a config
+
+
+def _read(path: str) -> bytes:
+    """The file's bytes: a regular file of at most MAX_BYTES (a FIFO or a device would
+    block or never end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if st.st_size > MAX_BYTES:
+            raise ConfigError(f"{path}: {st.st_size:,} bytes: too large for a config file")
+        data = b""
+        while len(data) <= MAX_BYTES and (chunk := os.read(fd, 1 << 16)):
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
+
+
 def load(explicit: str | None = None) -> Config:
     path = find(explicit)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        data = tomllib.loads(_read(path).decode())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file (use --config or ${ENV_VAR})") from None
     except OSError as e:

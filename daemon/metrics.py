@@ -177,6 +177,7 @@ def _value(v: float) -> str:
 # The first line of every textfile we write (a comment to Prometheus). A file at the path
 # that does not start with it is someone else's and is never replaced.
 HEADER = "# mediasortd metrics textfile, rewritten by the daemon; do not edit"
+_BEFORE_HEADER = b"# HELP mediasortd_files_total "  # how files written before it began
 
 
 class NotOurs(MediasortError):
@@ -195,10 +196,10 @@ def check_ours(path: Path) -> None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotOurs(f"{path}: not replaced: not a regular file")
-        first = os.read(fd, len(HEADER) + 1)
+        first = os.read(fd, max(len(HEADER) + 1, len(_BEFORE_HEADER)))
     finally:
         os.close(fd)
-    if first != (HEADER + "\n").encode():
+    if first != (HEADER + "\n").encode() and not first.startswith(_BEFORE_HEADER):
         raise NotOurs(f"{path}: not replaced: it is not a metrics file written by mediasortd "
                       "(its first line is not our header); move it away or choose another "
                       "metrics.textfile")

@@ -173,6 +173,10 @@ def test_only_a_metrics_file_of_ours_is_ever_replaced(tmp_path: Path) -> None:
     assert (node / "target.jpg").read_bytes() == b"precious"
     assert os.readlink(node / "link.prom") == str(node / "target.jpg")
     assert not [n for n in os.listdir(node) if n.endswith(".tmp")]
+    older = node / "older.prom"  # written by a version from before the header
+    older.write_text(m.render(g))
+    write_textfile(older, m.render(g))
+    assert older.read_text().startswith(HEADER + "\n")
     ours = node / "ours.prom"
     write_textfile(ours, m.render(g))
     first = ours.stat().st_ino

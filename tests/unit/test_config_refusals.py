@@ -229,6 +229,14 @@ def test_random_bytes_never_crash_the_loader(tmp_path: Path) -> None:
             config.load(str(path))
         except ConfigError:
             pass
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    for special in (fifo, tmp_path, Path("/dev/zero")):
+        with pytest.raises(ConfigError):
+            config.load(str(special))
+    path.write_bytes(b"#" * (config.MAX_BYTES + 1))
+    with pytest.raises(ConfigError):
+        config.load(str(path))
     for data in (b"\xff\xfe[paths]\n", b"[" * 100_000, b"a = " + b"[" * 100_000,
                  base + b"# caf\xe9\n", b"\x00" * 10):
         path.write_bytes(data)
