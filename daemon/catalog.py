@@ -153,6 +153,20 @@ def is_kept(conn: apsw.Connection, path: str) -> bool:
                              (to_db(path),)).fetchall())
 
 
+def copies_of(conn: apsw.Connection, file_id: int) -> list[str]:
+    """The kept copies of a row's bytes (adopt's album copies), by path."""
+    return [from_db(p) for (p,) in conn.execute(
+        "SELECT path FROM kept_files WHERE kind = 'copy' AND file_id = ? ORDER BY id",
+        (file_id,))]
+
+
+def promote(conn: apsw.Connection, file_id: int, path: str, mtime_ns: int) -> None:
+    """A kept copy becomes the file a row stands for (its own file was lost)."""
+    forget_kept(conn, path)
+    conn.execute("UPDATE files SET path = ?, mtime_ns = ?, missing_since = NULL WHERE id = ?",
+                 (to_db(path), mtime_ns, file_id))
+
+
 def forget_kept(conn: apsw.Connection, path: str) -> None:
     conn.execute("DELETE FROM kept_files WHERE path = ?", (to_db(path),))
 

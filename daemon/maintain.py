@@ -229,10 +229,16 @@ def _changed(cfg: Config, conn: Any, rel: bytes, detail: str, say: Say | None) -
             say(Action("rot", text, f"{detail}; {why}: moving it to "
                        f"{cfg.rejected / 'bitrot'}"))
         where = _move_aside(full, cfg.rejected / "bitrot", rel, cfg.dir_mode)
+        good = _good_copy(cfg, conn, entry)
         with transaction(conn):
-            catalog.mark_missing(conn, os.fsdecode(rel), journal.now())
+            if good is not None:  # an album copy still has the bytes: the row moves to it
+                catalog.promote(conn, entry.id, good, os.lstat(os.path.join(
+                    os.fsencode(cfg.library), os.fsencode(good))).st_mtime_ns)
+            else:
+                catalog.mark_missing(conn, os.fsdecode(rel), journal.now())
         return Action("rot_quarantined", text, f"{detail}; {why}; moved to {shown(where)}; "
-                      "its row is marked missing")
+                      + (f"its row now stands for the intact copy {catalog.printable(good)}"
+                         if good is not None else "its row is marked missing"))
     if say is not None:
         say(Action("edit", text, f"{why}: kept where it is, its catalog row updated"))
     hashed = hash_file(full)
@@ -255,6 +261,15 @@ def _changed(cfg: Config, conn: Any, rel: bytes, detail: str, say: Say | None) -
                             mtime_ns=os.lstat(full).st_mtime_ns, when=now, reason=why)
     return Action("edited", text, f"{why}; its row now has sha256 {sha256} ({size} bytes); "
                   f"the old sha256 {entry.sha256} is kept in file_history")
+
+
+def _good_copy(cfg: Config, conn: Any, entry: catalog.Entry) -> str | None:
+    """A kept copy of the row's bytes that still has them intact, if any."""
+    for path in catalog.copies_of(conn, entry.id):
+        if hash_file(os.path.join(os.fsencode(cfg.library), os.fsencode(path))) == (
+                entry.sha256, entry.size):
+            return path
+    return None
 
 
 def _dry_run(cfg: Config, say: Say | None) -> tuple[list[Action], report.Report]:

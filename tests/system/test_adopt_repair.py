@@ -248,3 +248,19 @@ def test_non_utf8_names_and_quarantine_on_another_filesystem(tmp_path: Path,
     assert not [n for n in os.listdir(os.path.join(dest, b"dups/2019 \xe9t\xe9"))
                 if n.startswith(b".mediasortd")]
     assert cli(cfg_path, "verify", "--deep").returncode == 0
+
+
+def test_rot_in_a_file_with_an_album_copy_leaves_the_row_on_the_intact_copy(
+        tmp_path: Path) -> None:
+    cfg, cfg_path = make_config(tmp_path)
+    sorted_library(cfg)
+    assert cli(cfg_path, "adopt", str(cfg.library)).returncode == 0
+    rot(cfg.library / "2019/05/IMG_1.JPG")
+    r = cli(cfg_path, "verify", "--repair")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "its row now stands for the intact copy Albums/Trip/IMG_1 copy.JPG" in r.stdout
+    assert (cfg.rejected / "bitrot/2019/05/IMG_1.JPG").exists()
+    assert (cfg.library / "Albums/Trip/IMG_1 copy.JPG").read_bytes() == jpeg_bytes(BASE, 1)
+    assert rows(cfg, "SELECT path, missing_since FROM files WHERE sha256 = "
+                f"'{sha(jpeg_bytes(BASE, 1))}'") == [("Albums/Trip/IMG_1 copy.JPG", None)]
+    assert cli(cfg_path, "verify", "--deep").returncode == 0
