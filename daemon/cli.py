@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from . import __version__, config, db, lookup, query, report, show
-from .errors import EX_FAILED, EX_OK, MediasortError, UsageError
+from .errors import EX_FAILED, EX_OK, ConfigError, MediasortError, UsageError
 from .model import Outcome
 
 DESCRIPTION = """\
@@ -32,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("run", parents=[common], help="the daemon: watch the inbox and file "
-                   "what arrives (under systemd or in the foreground)")
+                   "what arrives (under systemd or in the foreground); SIGHUP re-reads the "
+                   "config (systemctl reload)")
 
     imp = sub.add_parser("import", parents=[common],
                          help="file the photos and videos under SRC... once, then exit",
@@ -81,10 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     ado.add_argument("--quarantine-copies", action="store_true",
                      help="move second copies of catalogued content to paths.duplicates "
                           "instead of recording them")
+
+    unit = sub.add_parser("unit-paths", parents=[common],
+                          help="the systemd drop-in that lets the service write to the "
+                               "folders named in the config (ReadWritePaths=)",
+                          description="Print the drop-in, or with --write install it as "
+                          f"{UNIT_DROPIN}; then `systemctl daemon-reload` and "
+                          "`systemctl restart mediasortd`. Run it again whenever [paths] "
+                          "or [metrics] change.")
+    unit.add_argument("--write", nargs="?", const=UNIT_DROPIN, metavar="FILE",
+                      help=f"write it (default {UNIT_DROPIN}) instead of printing it")
     _answer_parsers(sub, common)
     return p
 
 
+UNIT_DROPIN = "/etc/systemd/system/mediasortd.service.d/paths.conf"
 WHEN_HELP = ("WHEN: 2h, 30m, 7d, 1w, today, yesterday, 2024-06-03, '2024-06-03 14:00' "
              "(local time)")
 
@@ -156,7 +170,14 @@ def _answer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = config.load(args.config)
+        config_error = None
+        try:
+            cfg = config.load(args.config)
+        except ConfigError as e:
+            if args.command != "status":
+                raise
+            cfg, config_error = _paths_only(args.config, e), str(e)
+        args.config_error = config_error
         log = None
         if args.command not in QUIET:
             # the commands that only read log nothing, and import nothing they do not
@@ -200,16 +221,37 @@ def cmd_run(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     return service.run(cfg, log=log)
 
 
+def _paths_only(explicit: str | None, error: ConfigError) -> config.Config:
+    """For `status` when the config file has an error (a daemon may run on with its
+    previous one): the config from the [paths] table alone, else the error itself."""
+    path = config.find(explicit)
+    try:
+        with open(path, "rb") as f:
+            paths = tomllib.load(f).get("paths")
+        return config.parse({"paths": paths} if isinstance(paths, dict) else {}, path)
+    except (OSError, tomllib.TOMLDecodeError, ConfigError):
+        raise error from None
+
+
 def cmd_status(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
-    conn = db.connect(cfg.catalog, readonly=True)
+    try:
+        conn = db.connect(cfg.catalog, readonly=True)
+    except MediasortError:
+        if args.config_error:
+            raise ConfigError(args.config_error) from None
+        raise
     try:
         info = report.status(cfg, conn)
     finally:
         conn.close()
+    info["config_error"] = args.config_error
     if args.json:
         print(json.dumps(info, indent=2))
-        return EX_OK
-    print("\n".join(show.status(info)))
+    else:
+        print("\n".join(show.status(info)))
+    if args.config_error:  # shown, and the exit status says the config is broken
+        print(f"mediasortd: {args.config_error}", file=sys.stderr)
+        return ConfigError.exit_code
     return EX_OK
 
 
@@ -358,9 +400,30 @@ def cmd_undo(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     return EX_OK if summary.ok else EX_FAILED
 
 
-QUIET = frozenset({"status", "find", "history"})  # read only: no logging set up
+def cmd_unit_paths(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
+    from . import service
+
+    text = service.unit_paths(cfg)
+    if not args.write:
+        print(text, end="")
+        return EX_OK
+    path = Path(args.write)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write the drop-in: {e.strerror}") from None
+    print(f"wrote {path}; now run: systemctl daemon-reload && systemctl restart mediasortd")
+    return EX_OK
+
+
+QUIET = frozenset({"status", "find", "history", "unit-paths"})  # read only: no logging set up
 COMMANDS = {"adopt": cmd_adopt, "run": cmd_run, "import": cmd_import, "status": cmd_status,
-            "verify": cmd_verify, "find": cmd_find, "history": cmd_history, "undo": cmd_undo}
+            "verify": cmd_verify, "find": cmd_find, "history": cmd_history, "undo": cmd_undo,
+            "unit-paths": cmd_unit_paths}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -699,7 +699,8 @@ class Ingestor:
 
     def _log_finished(self, result: Finished) -> None:
         job = result.job
-        level = "warning" if job.outcome in (Outcome.FAILED, Outcome.REJECTED) else "info"
+        level = "warning" if job.outcome in (Outcome.FAILED, Outcome.REJECTED) or (
+            job.error and "left in place" in job.error) else "info"
         getattr(self.log, level)(
             "ingest.finished", job_id=job.id, outcome=job.outcome.value if job.outcome else None,
             source=display(job.source), dest=display(job.dest) if job.dest else None,

@@ -36,9 +36,28 @@ def resolve_format(fmt: str) -> str:
     return "console" if sys.stderr.isatty() else "json"
 
 
+FIELD_PREFIX = "MEDIASORTD_"
+# kept without the prefix: names people type, that no systemd field uses
+UNPREFIXED = frozenset({"SHA256", "SOURCE_NAME"})
+
+
+def journal_fields(event: dict[str, Any]) -> dict[str, str]:
+    """An event's keys as journald fields that cannot clash with systemd's own (JOB_ID is
+    systemd's): MEDIASORTD_SOURCE, MEDIASORTD_JOB_ID, MEDIASORTD_BATCH... except SHA256;
+    SOURCE_NAME is the source's base name, so `journalctl SOURCE_NAME=IMG_0001.JPG`
+    finds one file's story."""
+    fields = {k.upper(): str(v) for k, v in event.items() if v is not None}
+    source = event.get("source")
+    if isinstance(source, str) and source:
+        fields["SOURCE_NAME"] = source.rstrip("/").rsplit("/", 1)[-1]
+    return {(k if k in UNPREFIXED else FIELD_PREFIX + k): v for k, v in fields.items()}
+
+
 class JournalRenderer:
-    """Send each event to journald with its keys as upper-case fields: EVENT, SOURCE,
-    DEST, SHA256, JOB_ID, OUTCOME, ERROR... so `journalctl SHA256=...` finds a file."""
+    """Send each event to journald with its keys as fields (journal_fields):
+    MEDIASORTD_EVENT, MEDIASORTD_SOURCE, SOURCE_NAME, MEDIASORTD_DEST, SHA256,
+    MEDIASORTD_JOB_ID, MEDIASORTD_OUTCOME, MEDIASORTD_ERROR, MEDIASORTD_BATCH...
+    so `journalctl SHA256=...` finds a file."""
 
     def __init__(self) -> None:
         from systemd import journal  # type: ignore[import-untyped]
@@ -50,11 +69,11 @@ class JournalRenderer:
         level = str(event.pop("level", method))
         event.pop("timestamp", None)
         exc = event.pop("exception", None)
-        fields = {k.upper(): str(v) for k, v in event.items() if v is not None}
+        fields = journal_fields(event)
         parts = [f"{k}={v}" for k, v in event.items()
                  if v is not None and k in ("outcome", "source", "dest", "error", "reason")]
         message = " ".join([name, *parts]) + (f"\n{exc}" if exc else "")
-        self.send(message, EVENT=name, PRIORITY=str(PRIORITY.get(level, 6)),
+        self.send(message, MEDIASORTD_EVENT=name, PRIORITY=str(PRIORITY.get(level, 6)),
                   SYSLOG_IDENTIFIER="mediasortd", **fields)
         raise structlog.DropEvent
 

@@ -13,6 +13,7 @@ import itertools
 import queue
 import threading
 import time
+import zoneinfo
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -177,6 +178,10 @@ class Pool:
                 paths = [path] if job_id is not None else self._more(path)
                 self.busy_since[i] = self.clock()
                 ingest.batch = self.batch  # the daemon starts a new batch per burst
+                if ingest.cfg is not self.cfg:  # the daemon reloaded its config (SIGHUP)
+                    ingest.cfg = self.cfg
+                    ingest.tz = (None if self.cfg.timezone == "local"
+                                 else zoneinfo.ZoneInfo(self.cfg.timezone))
                 try:
                     results = ([(path, ingest.resume(journal.get(conn, job_id)))]
                                if job_id is not None else ingest.take_many(paths, self.move))

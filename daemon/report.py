@@ -5,8 +5,11 @@ journal). They never change anything; `verify` lists each problem.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import stat
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,22 +76,43 @@ def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
         "library_files": totals["files"], "library_bytes": totals["bytes"],
         "library_free_bytes": free,
         "recent_problems": list(journal.recent_problems(conn)),
+        "daemon": daemon_state(cfg, holder),
     }
 
 
+def daemon_state(cfg: Config, holder: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the running daemon published in {state_dir}/daemon.json (a failed reload,
+    keys that need a restart, the inbox it watches), if that daemon is the one running."""
+    if holder is None or holder["command"] != "run":
+        return None
+    try:
+        state = json.loads((cfg.state_dir / "daemon.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and state.get("pid") == holder["pid"] else None
+
+
 def writer(cfg: Config) -> dict[str, Any] | None:
-    """The mediasortd process holding the state lock, if any: {pid, command}. Read from
-    /proc/locks (the lock is never taken, so a daemon starting meanwhile is not refused);
-    where that is hidden, the pid written in the lock file, if that process lives."""
+    """The mediasortd process holding the state lock, if any: {pid, command}. The lock
+    file holds "PID COMMAND" and is locked while that process runs: asked with F_OFD_GETLK
+    (nothing is taken, so a daemon starting meanwhile is not refused; any filesystem,
+    overlayfs included). An older mediasortd's flock is looked up in /proc/locks."""
     lock = cfg.state_dir / "lock"
     try:
-        st = os.stat(lock)
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        text = os.pread(fd, 128, 0).decode(errors="replace").split()
+        held = _ofd_locked(fd)
+    finally:
+        os.close(fd)
+    if held and text and text[0].isdigit():
+        return {"pid": int(text[0]),
+                "command": text[1] if len(text) > 1 and text[1] in WRITING_COMMANDS + (
+                    "adopt", "verify") else "?"}
     pid = _flock_holder(st)
-    if pid is None and not os.path.exists("/proc/locks"):
-        text = lock.read_text(errors="replace").strip()
-        pid = int(text) if text.isdigit() and os.path.exists(f"/proc/{text}") else None
     if pid is None:
         return None
     try:
@@ -97,6 +121,16 @@ def writer(cfg: Config) -> dict[str, Any] | None:
     except OSError:
         args = []
     return {"pid": pid, "command": next((a for a in args if a in WRITING_COMMANDS), "?")}
+
+
+def _ofd_locked(fd: int) -> bool:
+    """Some open file holds a lock on this file (F_OFD_GETLK; struct flock on Linux)."""
+    fmt = "hhqqi4x"
+    try:
+        got = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, struct.pack(fmt, fcntl.F_WRLCK, 0, 0, 0, 0))
+    except OSError:
+        return False
+    return bool(struct.unpack(fmt, got)[0] != fcntl.F_UNLCK)
 
 
 def _flock_holder(st: os.stat_result) -> int | None:
@@ -127,7 +161,8 @@ def inbox_waiting(cfg: Config, conn: apsw.Connection,
     wait, how many were handled and left in place on purpose, and the oldest waiting one
     (by ctime: when it arrived, even if moved in with an old mtime) and why it waits."""
     waiting: list[tuple[float, bytes, os.stat_result, dict[str, Any] | None]] = []
-    left = 0
+    left = stuck = 0
+    stuck_why = ""
     complete = True
     for n, path in enumerate(scan(os.fsencode(cfg.inbox))):
         if n >= INBOX_SCAN_LIMIT:
@@ -143,9 +178,17 @@ def inbox_waiting(cfg: Config, conn: apsw.Connection,
                 st.st_ino, st.st_size, st.st_mtime_ns):
             left += 1  # a kept duplicate, or a reject that could not be moved
             continue
+        if job and job["step"] == "done" and job["move"] and job["outcome"] == "filed" and (
+                job["ino"], job["size"], job["mtime_ns"]) == (
+                st.st_ino, st.st_size, st.st_mtime_ns):
+            stuck += 1  # filed, but the source could not be removed: a problem
+            stuck_why = stuck_why or (job["reason"] or "")
+            continue
         waiting.append((st.st_ctime, path, st, job))
     out: dict[str, Any] = {"inbox": str(cfg.inbox), "files": len(waiting),
-                           "left_in_place": left, "complete": complete, "oldest": None}
+                           "left_in_place": left, "filed_left_in_place": stuck,
+                           "filed_left_reason": stuck_why, "complete": complete,
+                           "oldest": None}
     if waiting:
         ctime, path, st, job = min(waiting, key=lambda w: w[0])
         out["oldest"] = {"path": path.decode("utf-8", "backslashreplace"),

@@ -5,21 +5,26 @@ before any new work is taken. Signal handlers only set events.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import json
 import os
 import signal
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from . import db, journal, notify, query
+from . import config, db, journal, logs, notify, query
 from .config import Config
-from .errors import LockedError
+from .errors import ConfigError, LockedError
 from .fsops import make_dirs
 from .ingest import Finished, Hook, Ingestor, Result, Retry, kill_hook_from_env
-from .metadata import Reader
+from .metadata import Reader, resolve_timezone
 from .metrics import Gauges, Metrics, write_textfile
 from .pool import Pool
 from .undo import Undoer
@@ -30,25 +35,140 @@ def batch_id(kind: str) -> str:
     return f"{kind}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
 
 
-class StateLock:
-    """An exclusive flock on {state_dir}/lock: one writing mediasortd per catalog."""
+_FLOCK = "hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len, l_pid (Linux)
+LOCK_FILE = "lock"
+COMMANDS = ("run", "import", "undo", "adopt", "verify")
 
-    def __init__(self, cfg: Config) -> None:
+
+class StateLock:
+    """One writing mediasortd per catalog. Two locks: an exclusive flock on the state
+    directory itself (it holds the catalog, so it cannot be removed, and removing any file
+    in it lets no second writer in), and an OFD write lock on {state_dir}/lock, which
+    holds "PID COMMAND" for `status` (report.writer asks with F_OFD_GETLK). `check()`
+    (each batch) makes the lock file again if someone removed it, and says when the state
+    directory itself was replaced."""
+
+    def __init__(self, cfg: Config, command: str | None = None) -> None:
         make_dirs(os.fsencode(cfg.state_dir), 0o750)  # durable: its parent is fsynced
-        self.path = cfg.state_dir / "lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.dir = cfg.state_dir
+        self.path = cfg.state_dir / LOCK_FILE
+        self.command = command or next((a for a in sys.argv[1:] if a in COMMANDS), "?")
+        self.dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.dirfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            raise LockedError(f"{self.path}: another mediasortd (pid {holder}) is using this "
-                              "catalog; stop it first, or drop the files into its inbox") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+            os.close(self.dirfd)
+            raise LockedError(f"{self.dir}: another mediasortd ({self._holder()}) is using "
+                              "this catalog; stop it first, or drop the files into its "
+                              "inbox") from None
+        st = os.fstat(self.dirfd)
+        self.dir_id = (st.st_dev, st.st_ino)
+        self.fd = -1
+        try:
+            self._take_file()
+        except BaseException:
+            os.close(self.dirfd)
+            raise
+
+    def _holder(self) -> str:
+        try:
+            text = self.path.read_text(errors="replace").split()
+        except OSError:
+            text = []
+        return f"pid {text[0]}, {text[1] if len(text) > 1 else '?'}" if text else "pid ?"
+
+    def _take_file(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK,
+                        struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what older versions look for
+        except OSError:
+            os.close(fd)
+            raise LockedError(f"{self.path}: another mediasortd ({self._holder()}) is using "
+                              "this catalog; stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {self.command}\n".encode(), 0)
+        self.fd = fd
+
+    def check(self) -> str | None:
+        """Still ours? Makes the lock file again if it was removed or replaced (returns
+        what was done); raises LockedError when the state directory was replaced."""
+        try:
+            st = os.stat(self.dir)
+        except OSError as e:
+            raise LockedError(f"{self.dir}: the state directory is gone ({e.strerror}); "
+                              "stopping: the catalog in use is no longer there") from None
+        if (st.st_dev, st.st_ino) != self.dir_id:
+            raise LockedError(f"{self.dir}: the state directory was replaced under the "
+                              "running mediasortd; stopping") from None
+        mine = os.fstat(self.fd)
+        try:
+            now = os.stat(self.path)
+            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                return None
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self._take_file()
+        return f"{self.path} was removed or replaced; made it again"
 
     def release(self) -> None:
         os.close(self.fd)
+        os.close(self.dirfd)
+
+
+PROBE = ".mediasortd-probe"
+
+
+def writable_folders(cfg: Config) -> list[tuple[str, Path]]:
+    """Every folder the daemon writes to, with what it is for."""
+    out = [("inbox", cfg.inbox), ("library", cfg.library),
+           ("duplicates folder", cfg.duplicates), ("rejected folder", cfg.rejected),
+           ("state_dir", cfg.state_dir)]
+    if cfg.metrics_textfile is not None:
+        out.append(("metrics textfile folder", cfg.metrics_textfile.parent))
+    return out
+
+
+def check_writable(cfg: Config) -> None:
+    """The start-up self-check: make each folder the daemon writes to (if missing), then
+    really create and remove a probe file in it. A sandbox that leaves a folder read-only
+    (the unit's ReadWritePaths=) or a wrong owner is found here, in one line naming the
+    folder and what to write, instead of as sources left in the inbox later."""
+    for what, path in writable_folders(cfg):
+        raw = os.fsencode(path)
+        probe = os.path.join(raw, f"{PROBE}-{os.getpid()}".encode())
+        try:
+            existed = os.path.isdir(raw)
+            make_dirs(raw, 0o750 if what == "state_dir" else cfg.dir_mode)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            how = "cannot be created" if not existed else "is not writable"
+            raise ConfigError(
+                f"{path}: the {what} ({cfg.source}) {how}: {e.strerror}. Under the systemd "
+                f"unit, run `sudo mediasortd --config {cfg.source} unit-paths --write` (or "
+                f"`sudo systemctl edit mediasortd` and add [Service] ReadWritePaths=-{path}),"
+                " then `sudo systemctl restart mediasortd`; otherwise give the service's "
+                "user write access to it") from None
+
+
+def unit_paths(cfg: Config) -> str:
+    """The unit drop-in that makes every folder of the config writable under the sandbox
+    (`mediasortd unit-paths`). The `-` prefix: a folder that does not exist yet does not
+    stop the unit with 226/NAMESPACE; the self-check then names it."""
+    paths: list[str] = []
+    for _, path in writable_folders(cfg):
+        text = str(path)
+        if not any(text == p or text.startswith(p + "/") for p in paths) \
+                and not text.startswith("/var/lib/mediasortd"):
+            paths.append(text)
+    quoted = " ".join("-" + (f'"{p}"' if " " in p else p) for p in paths)
+    return (f"# Written by `mediasortd unit-paths` from {cfg.source}: the folders the service\n"
+            "# writes to. Run it again after changing [paths] or [metrics] there.\n"
+            f"[Service]\nReadWritePaths={quoted}\n")
 
 
 def make_reader(cfg: Config) -> Callable[[], Reader]:
@@ -83,6 +203,9 @@ def prepare(cfg: Config, log: Any, hook: Hook,
 # -- run ----------------------------------------------------------------------------------
 
 STALL_SECONDS = 600.0  # one file in hand longer than this: the worker counts as wedged
+# keys a reload (SIGHUP) cannot apply to the running daemon: logged as "needs a restart"
+RESTART_KEYS = ("state_dir", "library", "duplicates", "rejected", "workers", "queue_size")
+STATE_FILE = "daemon.json"  # {state_dir}/daemon.json: what `status` cannot see otherwise
 
 
 class Daemon:
@@ -95,6 +218,12 @@ class Daemon:
         self.inbox = os.fsencode(cfg.inbox)
         self.stop = threading.Event()
         self.wake = threading.Event()
+        self.reload_due = threading.Event()
+        self.reload_error = ""  # the last reload's config error (the old config runs on)
+        self.needs_restart: list[str] = []  # changed keys that only a restart applies
+        self.watcher: Watcher | None = None
+        self.lock: StateLock | None = None
+        self.fatal: BaseException | None = None
         self.rescan_due = threading.Event()
         self.candidates = Candidates(cfg.settle_seconds, capacity=max(10 * cfg.queue_size, 1000),
                                      clock=clock)
@@ -116,13 +245,17 @@ class Daemon:
         self.stop.set()
         self.wake.set()
 
+    def request_reload(self, signum: int = 0, frame: object = None) -> None:
+        self.reload_due.set()
+        self.wake.set()
+
     def run(self) -> int:
         cfg, log = self.cfg, self.log
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
-        make_dirs(os.fsencode(cfg.inbox), 0o750)
-        lock = StateLock(cfg)
-        watcher: Watcher | None = None
+        signal.signal(signal.SIGHUP, self.request_reload)  # never stops the daemon
+        check_writable(cfg)
+        self.lock = lock = StateLock(cfg, "run")
         try:
             hook = kill_hook_from_env()
             unfinished = prepare(cfg, log, hook, cfg.companion_grace_seconds)
@@ -141,20 +274,19 @@ class Daemon:
                                     companion_grace=cfg.companion_grace_seconds)
             pool.start()
             pool.replay(unfinished)
-            watcher = Watcher(self.inbox, on_file=self._on_file, on_dir=self._on_dir,
-                              on_overflow=self._on_overflow)
-            watcher.start()
+            self.watcher = self._watch(self.inbox)
             self._rescan()
+            self._publish()
             notify.send("READY=1", f"STATUS={self.status_line()}")
             log.info("daemon.ready", inbox=str(cfg.inbox), library=str(cfg.library),
                      workers=cfg.workers, replayed=len(unfinished), batch=self.batch)
             self._write_metrics()
-            self._serve(watcher, pool)
+            self._serve(pool)
         finally:
             notify.send("STOPPING=1", "STATUS=stopping: finishing the files in hand")
             log.info("daemon.stopping")
-            if watcher is not None:
-                watcher.stop()
+            if self.watcher is not None:
+                self.watcher.stop()
             if self.pool is not None:
                 self.pool.stop()
             if self.metrics_conn is not None:
@@ -163,17 +295,19 @@ class Daemon:
             lock.release()
         if self.pool is not None and self.pool.errors:
             raise self.pool.errors[0]
+        if self.fatal is not None:
+            raise self.fatal
         log.info("daemon.stopped")
         return 0
 
-    def _serve(self, watcher: Watcher, pool: Pool) -> None:
+    def _serve(self, pool: Pool) -> None:
         ping_every = notify.watchdog_interval()
-        tick = min(0.25, max(self.cfg.settle_seconds / 4, 0.02))
         next_ping = next_status = self.clock()
         next_rescan = self.clock() + self.cfg.rescan_seconds
         next_metrics = self.clock() + self.cfg.metrics_interval
         last_status = ""
         while not self.stop.is_set():
+            tick = min(0.25, max(self.cfg.settle_seconds / 4, 0.02))
             # sleep until the next candidate could be due (latency), at most one tick
             due_in = self.candidates.next_due() - self.clock()
             self.wake.wait(min(tick, max(due_in, 0.0), 0.05 if self.ready else tick))
@@ -182,8 +316,13 @@ class Daemon:
             if pool.errors:
                 self.log.error("daemon.worker_failed", error=str(pool.errors[0]))
                 return
+            if self.reload_due.is_set():
+                self._reload()
+                last_status = ""
             due = self.candidates.due()
             if due and not pool.busy() and now - self.last_busy >= self.cfg.batch_idle_seconds:
+                if not self._lock_ok():  # each batch: is the catalog still ours alone?
+                    return
                 pool.batch = self._new_batch()  # a new burst after a quiet inbox
                 self.log.info("daemon.batch_started", batch=pool.batch)
             self.ready.update(dict.fromkeys(due))
@@ -203,12 +342,15 @@ class Daemon:
                 self._write_metrics()
                 next_metrics = now + self.cfg.metrics_interval
             if ping_every is not None and now >= next_ping:
-                if watcher.alive() and pool.healthy(STALL_SECONDS):
+                alive = self.watcher is not None and self.watcher.alive()
+                if alive and pool.healthy(STALL_SECONDS):
                     notify.send("WATCHDOG=1")
                 else:
-                    self.log.error("daemon.unhealthy", watcher_alive=watcher.alive())
+                    self.log.error("daemon.unhealthy", watcher_alive=alive)
                 next_ping = now + ping_every
             if now >= next_status:
+                if not self._lock_ok():
+                    return
                 line = self.status_line()
                 if line != last_status:
                     notify.send(f"STATUS={line}")
@@ -299,6 +441,113 @@ class Daemon:
             with self.candidates.lock:
                 self.finished_dirs |= fresh
 
+    # -- reload (SIGHUP), the lock, what `status` reads -----------------------------------
+
+    def _watch(self, inbox: bytes) -> Watcher:
+        watcher = Watcher(inbox, on_file=self._on_file, on_dir=self._on_dir,
+                          on_overflow=self._on_overflow)
+        watcher.start()
+        return watcher
+
+    def _reload(self) -> None:
+        """Re-read the config file and apply what can change live; a config with an error
+        (or a folder the service cannot write) leaves the old one running, and says so in
+        the log, STATUS= and `status`. Never stops the daemon."""
+        self.reload_due.clear()
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        notify.send("RELOADING=1", f"MONOTONIC_USEC={usec}",
+                    "STATUS=reloading the configuration")
+        old = self.cfg
+        try:
+            new = config.load(old.source)
+            fixed = {k: getattr(old, k) for k in RESTART_KEYS
+                     if getattr(new, k) != getattr(old, k)}
+            new = dataclasses.replace(new, **fixed)
+            check_writable(new)
+        except ConfigError as e:
+            self.reload_error = str(e)
+            self.log.error("daemon.reload_failed", error=str(e), config=old.source,
+                           kept="the previous configuration")
+        else:
+            self.reload_error = ""
+            self._apply(old, new, sorted(fixed))
+        self._publish()
+        notify.send("READY=1", f"STATUS={self.status_line()}")
+
+    def _apply(self, old: Config, new: Config, restart: list[str]) -> None:
+        changed = [f.name for f in dataclasses.fields(Config)
+                   if f.name not in ("source", "extra") and getattr(new, f.name) != getattr(
+                       old, f.name)]
+        if (new.log_level, new.log_format) != (old.log_level, old.log_format):
+            logs.configure(new.log_level, new.log_format)
+        self.cfg = new
+        if self.pool is not None:
+            self.pool.cfg = new  # each worker takes it up before its next files
+        self.candidates.settle = new.settle_seconds
+        if new.timezone != old.timezone:
+            tz = resolve_timezone(new.timezone)
+            for reader in list(self.readers):
+                reader.tz = tz
+        if new.metrics_textfile is not None and self.metrics is None:
+            conn = db.connect(new.catalog)
+            self.metrics = Metrics(journal.counts(conn), query.filed_bytes(conn), time.time())
+            self.metrics_conn = conn
+        if new.inbox != old.inbox:
+            self._switch_inbox(os.fsencode(new.inbox))
+        self.needs_restart = sorted(set(self.needs_restart) | set(restart))
+        if restart:
+            self.log.warning("daemon.reload_needs_restart", keys=",".join(restart),
+                             detail="these keys changed but apply only after "
+                                    "`systemctl restart mediasortd`")
+        self.log.info("daemon.reloaded", config=new.source, changed=",".join(changed) or None,
+                      inbox=str(new.inbox))
+
+    def _switch_inbox(self, inbox: bytes) -> None:
+        """Stop watching the old inbox, start on the new one. Files of the old one already
+        queued are filed; the ones still settling there are dropped (left in place)."""
+        old, self.inbox = self.inbox, inbox
+        watcher, self.watcher = self.watcher, self._watch(inbox)
+        if watcher is not None:
+            watcher.stop()
+        with self.candidates.lock:
+            for path in [p for p in self.candidates.seen if p.startswith(old + b"/")]:
+                del self.candidates.seen[path]
+            self.finished_dirs = {d for d in self.finished_dirs if d.startswith(inbox + b"/")}
+        for path in [p for p in self.ready if p.startswith(old + b"/")]:
+            del self.ready[path]
+        self._rescan()
+        self.log.info("daemon.inbox_changed", old=os.fsdecode(old), inbox=os.fsdecode(inbox))
+
+    def _lock_ok(self) -> bool:
+        """Re-check the state lock; False (the daemon stops) when the catalog is no longer
+        ours alone. A removed lock file is made again."""
+        if self.lock is None:
+            return True
+        try:
+            note = self.lock.check()
+        except LockedError as e:
+            self.log.error("daemon.lock_lost", error=str(e))
+            self.fatal = e
+            return False
+        if note:
+            self.log.warning("daemon.lock_remade", detail=note)
+            self._publish()
+        return True
+
+    def _publish(self) -> None:
+        """{state_dir}/daemon.json: what `status` shows of this daemon beyond the catalog
+        (a failed reload, keys that need a restart, the inbox watched). Best effort."""
+        state = {"pid": os.getpid(), "config": self.cfg.source, "inbox": str(self.cfg.inbox),
+                 "config_error": self.reload_error, "needs_restart": self.needs_restart}
+        path = self.cfg.state_dir / STATE_FILE
+        tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(state) + "\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError as e:
+            self.log.warning("daemon.state_unwritten", path=str(path), error=e.strerror)
+
     def status_line(self) -> str:
         pool = self.pool
         counts = dict(self.base_counts)
@@ -309,6 +558,10 @@ class Daemon:
         head = f"watching {self.cfg.inbox}"
         if pool is not None and pool.library_full:
             head = f"library full, waiting for space; {head}"
+        if self.reload_error:
+            head = f"config reload failed, running on the previous config ({self.reload_error}); {head}"
+        elif self.needs_restart:
+            head = f"restart to apply {', '.join(self.needs_restart)}; {head}"
         return (f"{head}: {queued:,} queued, {counts.get('filed', 0):,} filed, "
                 f"{counts.get('duplicate', 0):,} duplicates, {counts.get('rejected', 0):,} "
                 f"rejected, {counts.get('failed', 0):,} failed")

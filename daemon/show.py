@@ -220,6 +220,16 @@ def status(info: dict[str, Any]) -> Iterator[str]:
     else:
         doing += "; nothing in progress"
     yield f"now        {doing}"
+    if info.get("config_error"):
+        yield (f"CONFIG     the config file has an error (shown from its [paths] alone): "
+               f"{info['config_error']}")
+    if d := info.get("daemon"):
+        if d.get("config_error"):
+            yield ("CONFIG     the last reload failed; the daemon runs on with its previous "
+                   f"config: {d['config_error']}")
+        if d.get("needs_restart"):
+            yield (f"CONFIG     changed but applied only after a restart: "
+                   f"{', '.join(d['needs_restart'])} (systemctl restart mediasortd)")
     yield f"last       filed {ago(now['last_filed'])}"
     if info["library_full"]:
         yield ("LIBRARY FULL: files are waiting for space on the library's filesystem; "
@@ -243,6 +253,10 @@ def status(info: dict[str, Any]) -> Iterator[str]:
     left = f", {inbox['left_in_place']:,} left in place on purpose" \
         if inbox["left_in_place"] else ""
     yield f"inbox      {info['inbox']}: {count} file(s) waiting{left}"
+    if stuck := inbox.get("filed_left_in_place"):
+        why = inbox.get("filed_left_reason") or "the source could not be removed"
+        yield (f"LEFT       {stuck:,} file(s) filed but left in the inbox: {why} "
+               "(the service needs write access to the inbox)")
     if old := inbox["oldest"]:
         yield (f"oldest     {old['path']}, waiting since {local_time(old['since'])} "
                f"({duration(old['waiting_seconds'])}): {old['why']}")

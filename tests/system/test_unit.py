@@ -206,25 +206,28 @@ def test_dropped_files_are_filed_and_logged(service: Configured) -> None:
 
     # The story of one file, from journald (which ingests asynchronously: poll).
     name, digest = next(iter(want.items()))
-    fields = ("EVENT", "SOURCE", "DEST", "SHA256", "JOB_ID", "OUTCOME")
+    fields = ("MEDIASORTD_EVENT", "MEDIASORTD_SOURCE", "SOURCE_NAME", "MEDIASORTD_DEST", "SHA256",
+              "MEDIASORTD_JOB_ID", "MEDIASORTD_OUTCOME", "MEDIASORTD_BATCH")
 
     def finished() -> list[dict[str, Any]]:
         return [
             e
             for e in box.journal()
-            if e.get("EVENT") == "ingest.finished" and e.get("SHA256") == digest
+            if e.get("MEDIASORTD_EVENT") == "ingest.finished" and e.get("SHA256") == digest
         ]
 
     entries = wait_for(finished, 10, f"an ingest.finished journal entry with SHA256={digest}")
     entry = entries[-1]
     missing = [f for f in fields if not entry.get(f)]
     assert not missing, f"missing fields {missing} in {json.dumps(entry, indent=1)}"
-    assert entry["DEST"] == str(library / name), entry
-    assert entry["SOURCE"] == str(inbox / "filing-0.jpg"), entry
+    assert entry["MEDIASORTD_DEST"] == str(library / name), entry
+    assert entry["MEDIASORTD_SOURCE"] == str(inbox / "filing-0.jpg"), entry
+    assert entry["SOURCE_NAME"] == "filing-0.jpg", entry
     assert entry["SYSLOG_IDENTIFIER"] == "mediasortd", entry
+    assert "JOB_ID" not in entry, "JOB_ID is systemd's own field"
     story = box.journal(f"SHA256={digest}")
     assert story and all(e.get("SHA256") == digest for e in story), story
-    assert "ingest.finished" in [e.get("EVENT") for e in story], story
+    assert "ingest.finished" in [e.get("MEDIASORTD_EVENT") for e in story], story
 
 
 @pytest.mark.root
@@ -273,7 +276,7 @@ def test_sigkill_mid_batch_restarts_and_replays(
         lambda: [
             e
             for e in box.journal()
-            if e.get("EVENT") == "replay.started" and e.get("_PID") == new_pid
+            if e.get("MEDIASORTD_EVENT") == "replay.started" and e.get("_PID") == new_pid
         ],
         10,
         f"a replay.started journal entry from the restarted daemon (pid {new_pid})",

@@ -115,6 +115,7 @@ def unit_sandbox_properties(unit_file: Path, overrides: dict[str, str]) -> list[
     """The unit's [Service] settings that shape the sandbox, as `systemd-run -p` values."""
     skip = {
         "ExecStart",
+        "ExecReload",
         "Type",
         "TimeoutStartSec",
         "TimeoutStopSec",
