@@ -30,7 +30,7 @@ _MODE_RE = re.compile(r"(0o?)?[0-7]{3}")
 @dataclass(frozen=True)
 class Config:
     source: str  # the file it was read from
-    inbox: Path
+    inbox: Path  # the first of `inboxes`
     library: Path
     state_dir: Path = Path("/var/lib/mediasortd")
     duplicates: Path = Path()  # default: {library}/.duplicates
@@ -51,6 +51,20 @@ class Config:
     metrics_textfile: Path | None = None  # Prometheus textfile; None: no metrics
     metrics_interval: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # every inbox (paths.inbox: one path or a list); all feed the one library and catalog
+    inboxes: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.inboxes:
+            object.__setattr__(self, "inboxes", (self.inbox,))
+
+    def inbox_of(self, path: bytes) -> Path | None:
+        """The inbox a source path lies in (its `{source}` sub-folder is the next
+        component), or None for a path outside every inbox (an import)."""
+        for inbox in self.inboxes:
+            if path.startswith(os.fsencode(inbox) + b"/"):
+                return inbox
+        return None
 
     @property
     def catalog(self) -> Path:
@@ -64,7 +78,7 @@ class Config:
 # section -> key -> (Config field, kind)
 _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     "paths": {
-        "inbox": ("inbox", "path"), "library": ("library", "path"),
+        "inbox": ("inboxes", "paths"), "library": ("library", "path"),
         "state_dir": ("state_dir", "path"), "duplicates": ("duplicates", "path"),
         "rejected": ("rejected", "path"),
     },
@@ -102,9 +116,10 @@ def parse(data: dict[str, Any], source: str) -> Config:
                 raise fail(name, f"unknown key; known: {', '.join(_SCHEMA[section])}")
             attr, kind = _SCHEMA[section][key]
             values[attr] = _convert(value, kind, lambda why, n=name: fail(n, why))
-    for required in ("inbox", "library"):
-        if required not in values:
-            raise fail(f"paths.{required}", "is required")
+    for key, attr in (("inbox", "inboxes"), ("library", "library")):
+        if attr not in values:
+            raise fail(f"paths.{key}", "is required")
+    values["inbox"] = values["inboxes"][0]
 
     library = values["library"]
     values.setdefault("duplicates", library / ".duplicates")
@@ -188,7 +203,8 @@ _OWN_HIDDEN = (".staging", ".undone")
 
 def _folders(values: dict[str, Any]) -> list[tuple[str, Path]]:
     """Every configured folder (and the metrics textfile) with its key."""
-    found = [("paths.inbox", values["inbox"]), ("paths.library", values["library"]),
+    found = [*(("paths.inbox", inbox) for inbox in values["inboxes"]),
+             ("paths.library", values["library"]),
              ("paths.duplicates", values["duplicates"]), ("paths.rejected", values["rejected"]),
              ("paths.state_dir", values.get("state_dir", Config.state_dir))]
     if values.get("metrics_textfile") is not None:
@@ -232,15 +248,15 @@ def check_folders(cfg: Config) -> None:
     """The overlap rule again on the folders as they really are: symlinks resolved, and an
     existing folder recognised by device and inode wherever it is mounted (a library
     symlinked into the inbox, a bind mount). Touches the disk, so `load` runs it."""
-    entries = _folders(vars(cfg))
-    real = {key: Path(os.path.realpath(p)) for key, p in entries}
-    ids = {key: _identity(real[key]) for key, _ in entries}
+    entries = _folders(vars(cfg))  # by position: several inboxes share one key
+    real = {p: Path(os.path.realpath(p)) for _, p in entries}
+    ids = {p: _identity(real[p]) for _, p in entries}
     mounts = _mounts()
-    in_fs = {key: _in_filesystem(real[key], mounts) for key, _ in entries}
+    in_fs = {p: _in_filesystem(real[p], mounts) for _, p in entries}
     for (key_a, a), (key_b, b) in _pairs(entries):
-        ra, rb = real[key_a], real[key_b]
-        fa, fb = in_fs[key_a], in_fs[key_b]
-        inside = (_inside(rb, ra) or (ids[key_a] is not None and ids[key_a] == ids[key_b])
+        ra, rb = real[a], real[b]
+        fa, fb = in_fs[a], in_fs[b]
+        inside = (_inside(rb, ra) or (ids[a] is not None and ids[a] == ids[b])
                   or (fa is not None and fb is not None and fa[0] == fb[0]
                       and _inside(fb[1], fa[1])))
         if inside and not _allowed_inside(key_b, rb, key_a, ra):
@@ -287,6 +303,11 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 def _convert(value: Any, kind: str, fail: Any) -> Any:
+    if kind == "paths":  # one path, or a non-empty list of them
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise fail("must be a path or a non-empty list of paths")
+        return tuple(_convert(v, "path", fail) for v in items)
     if kind == "optional path":  # "" means none
         if value == "":
             return None

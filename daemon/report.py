@@ -67,7 +67,8 @@ def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
                 "batch": query.latest_batch(conn)},
         "inbox_waiting": inbox_waiting(cfg, conn, holder),
         "library_fs_bytes": size,
-        "inbox": str(cfg.inbox), "library": str(cfg.library),
+        "inbox": str(cfg.inbox), "inboxes": [str(i) for i in cfg.inboxes],
+        "library": str(cfg.library),
         "catalog": str(cfg.catalog),
         "outcomes": journal.counts(conn),
         "today": journal.counts(conn, since=today),
@@ -164,7 +165,8 @@ def inbox_waiting(cfg: Config, conn: apsw.Connection,
     left = stuck = 0
     stuck_why = ""
     complete = True
-    for n, path in enumerate(scan(os.fsencode(cfg.inbox))):
+    paths = (p for inbox in cfg.inboxes for p in scan(os.fsencode(inbox)))
+    for n, path in enumerate(paths):
         if n >= INBOX_SCAN_LIMIT:
             complete = False
             break

@@ -123,7 +123,7 @@ PROBE = ".mediasortd-probe"
 
 def writable_folders(cfg: Config) -> list[tuple[str, Path]]:
     """Every folder the daemon writes to, with what it is for."""
-    out = [("inbox", cfg.inbox), ("library", cfg.library),
+    out = [*(("inbox", inbox) for inbox in cfg.inboxes), ("library", cfg.library),
            ("duplicates folder", cfg.duplicates), ("rejected folder", cfg.rejected),
            ("state_dir", cfg.state_dir)]
     if cfg.metrics_textfile is not None:
@@ -215,13 +215,13 @@ class Daemon:
         self.cfg = cfg
         self.log = log
         self.clock = clock
-        self.inbox = os.fsencode(cfg.inbox)
+        self.inboxes = tuple(os.fsencode(i) for i in cfg.inboxes)
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.reload_due = threading.Event()
         self.reload_error = ""  # the last reload's config error (the old config runs on)
         self.needs_restart: list[str] = []  # changed keys that only a restart applies
-        self.watcher: Watcher | None = None
+        self.watchers: dict[bytes, Watcher] = {}  # one per inbox
         self.lock: StateLock | None = None
         self.fatal: BaseException | None = None
         self.rescan_due = threading.Event()
@@ -274,19 +274,21 @@ class Daemon:
                                     companion_grace=cfg.companion_grace_seconds)
             pool.start()
             pool.replay(unfinished)
-            self.watcher = self._watch(self.inbox)
+            for inbox in self.inboxes:
+                self.watchers[inbox] = self._watch(inbox)
             self._rescan()
             self._publish()
             notify.send("READY=1", f"STATUS={self.status_line()}")
-            log.info("daemon.ready", inbox=str(cfg.inbox), library=str(cfg.library),
+            log.info("daemon.ready", inbox=", ".join(map(str, cfg.inboxes)),
+                     library=str(cfg.library),
                      workers=cfg.workers, replayed=len(unfinished), batch=self.batch)
             self._write_metrics()
             self._serve(pool)
         finally:
             notify.send("STOPPING=1", "STATUS=stopping: finishing the files in hand")
             log.info("daemon.stopping")
-            if self.watcher is not None:
-                self.watcher.stop()
+            for watcher in self.watchers.values():
+                watcher.stop()
             if self.pool is not None:
                 self.pool.stop()
             if self.metrics_conn is not None:
@@ -342,7 +344,7 @@ class Daemon:
                 self._write_metrics()
                 next_metrics = now + self.cfg.metrics_interval
             if ping_every is not None and now >= next_ping:
-                alive = self.watcher is not None and self.watcher.alive()
+                alive = all(w.alive() for w in self.watchers.values())
                 if alive and pool.healthy(STALL_SECONDS):
                     notify.send("WATCHDOG=1")
                 else:
@@ -375,7 +377,7 @@ class Daemon:
             self.metrics.observe(result)
         if isinstance(result, Finished):
             parent = os.path.dirname(result.job.source)
-            if parent != self.inbox:
+            if parent not in self.inboxes:
                 with self.candidates.lock:
                     self.finished_dirs.add(parent)
 
@@ -424,19 +426,21 @@ class Daemon:
         self.rescan_due.clear()
         self.candidates.overflowed.clear()
         n = 0
-        for path in scan(self.inbox):
-            self.candidates.add(path)
-            n += 1
-            if self.candidates.overflowed.is_set():
-                self.rescan_due.set()  # more than fits: scan again once these are filed
-                break
+        for inbox in self.inboxes:
+            for path in scan(inbox):
+                self.candidates.add(path)
+                n += 1
+                if self.candidates.overflowed.is_set():
+                    self.rescan_due.set()  # more than fits: scan again once these are filed
+                    break
         self.log.debug("watcher.scanned", files=n)
 
     def _prune_dirs(self, now: float) -> None:
         with self.candidates.lock:
             dirs, self.finished_dirs = self.finished_dirs, set()
         quiet = max(self.cfg.settle_seconds, 1.0)
-        fresh = {f for d in dirs if (f := prune_empty_dirs(self.inbox, d, quiet, time.time()))}
+        fresh = {f for d in dirs for inbox in self.inboxes if d.startswith(inbox + b"/")
+                 and (f := prune_empty_dirs(inbox, d, quiet, time.time()))}
         if fresh:
             with self.candidates.lock:
                 self.finished_dirs |= fresh
@@ -492,31 +496,39 @@ class Daemon:
             conn = db.connect(new.catalog)
             self.metrics = Metrics(journal.counts(conn), query.filed_bytes(conn), time.time())
             self.metrics_conn = conn
-        if new.inbox != old.inbox:
-            self._switch_inbox(os.fsencode(new.inbox))
+        if new.inboxes != old.inboxes:
+            self._switch_inboxes(tuple(os.fsencode(i) for i in new.inboxes))
         self.needs_restart = sorted(set(self.needs_restart) | set(restart))
         if restart:
             self.log.warning("daemon.reload_needs_restart", keys=",".join(restart),
                              detail="these keys changed but apply only after "
                                     "`systemctl restart mediasortd`")
         self.log.info("daemon.reloaded", config=new.source, changed=",".join(changed) or None,
-                      inbox=str(new.inbox))
+                      inbox=", ".join(map(str, new.inboxes)))
 
-    def _switch_inbox(self, inbox: bytes) -> None:
-        """Stop watching the old inbox, start on the new one. Files of the old one already
-        queued are filed; the ones still settling there are dropped (left in place)."""
-        old, self.inbox = self.inbox, inbox
-        watcher, self.watcher = self.watcher, self._watch(inbox)
-        if watcher is not None:
-            watcher.stop()
-        with self.candidates.lock:
-            for path in [p for p in self.candidates.seen if p.startswith(old + b"/")]:
-                del self.candidates.seen[path]
-            self.finished_dirs = {d for d in self.finished_dirs if d.startswith(inbox + b"/")}
-        for path in [p for p in self.ready if p.startswith(old + b"/")]:
-            del self.ready[path]
+    def _switch_inboxes(self, inboxes: tuple[bytes, ...]) -> None:
+        """Stop watching the inboxes that left the config, start on the new ones. Files of
+        an old one already queued are filed; the ones still settling there are dropped
+        (left in place)."""
+        gone = [i for i in self.inboxes if i not in inboxes]
+        self.inboxes = inboxes
+        for inbox in inboxes:
+            if inbox not in self.watchers:
+                self.watchers[inbox] = self._watch(inbox)
+        for inbox in gone:
+            self.watchers.pop(inbox).stop()
+        prefixes = tuple(i + b"/" for i in gone)
+        if prefixes:
+            with self.candidates.lock:
+                for path in [p for p in self.candidates.seen if p.startswith(prefixes)]:
+                    del self.candidates.seen[path]
+                self.finished_dirs = {d for d in self.finished_dirs
+                                      if not d.startswith(prefixes)}
+            for path in [p for p in self.ready if p.startswith(prefixes)]:
+                del self.ready[path]
         self._rescan()
-        self.log.info("daemon.inbox_changed", old=os.fsdecode(old), inbox=os.fsdecode(inbox))
+        self.log.info("daemon.inboxes_changed", inbox=", ".join(map(os.fsdecode, inboxes)),
+                      stopped=", ".join(map(os.fsdecode, gone)) or None)
 
     def _lock_ok(self) -> bool:
         """Re-check the state lock; False (the daemon stops) when the catalog is no longer
@@ -537,7 +549,8 @@ class Daemon:
     def _publish(self) -> None:
         """{state_dir}/daemon.json: what `status` shows of this daemon beyond the catalog
         (a failed reload, keys that need a restart, the inbox watched). Best effort."""
-        state = {"pid": os.getpid(), "config": self.cfg.source, "inbox": str(self.cfg.inbox),
+        state = {"pid": os.getpid(), "config": self.cfg.source,
+                 "inboxes": [str(i) for i in self.cfg.inboxes],
                  "config_error": self.reload_error, "needs_restart": self.needs_restart}
         path = self.cfg.state_dir / STATE_FILE
         tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}")
@@ -555,7 +568,7 @@ class Daemon:
             for k, n in pool.counts.items():
                 counts[k] = counts.get(k, 0) + n
         queued = (pool.queued() if pool else 0) + len(self.candidates)
-        head = f"watching {self.cfg.inbox}"
+        head = f"watching {', '.join(map(str, self.cfg.inboxes))}"
         if pool is not None and pool.library_full:
             head = f"library full, waiting for space; {head}"
         if self.reload_error:

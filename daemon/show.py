@@ -252,7 +252,8 @@ def status(info: dict[str, Any]) -> Iterator[str]:
     count = f"{inbox['files']:,}{'' if inbox['complete'] else '+'}"
     left = f", {inbox['left_in_place']:,} left in place on purpose" \
         if inbox["left_in_place"] else ""
-    yield f"inbox      {info['inbox']}: {count} file(s) waiting{left}"
+    inboxes = ", ".join(info.get("inboxes") or [info["inbox"]])
+    yield f"inbox      {inboxes}: {count} file(s) waiting{left}"
     if stuck := inbox.get("filed_left_in_place"):
         why = inbox.get("filed_left_reason") or "the source could not be removed"
         yield (f"LEFT       {stuck:,} file(s) filed but left in the inbox: {why} "

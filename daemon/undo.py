@@ -77,7 +77,7 @@ class Undoer:
         self.log = log
         self.hook = hook
         self.library = os.fsencode(cfg.library)
-        self.inbox = os.fsencode(cfg.inbox)
+        self.inboxes = tuple(os.fsencode(i) for i in cfg.inboxes)
         self.steps: dict[UndoStep, Callable[[UndoItem], UndoItem]] = {
             UndoStep.RECORDED: self._restore, UndoStep.RESTORED: self._remove}
 
@@ -147,9 +147,10 @@ class Undoer:
         """Where a job's file goes back to: its source; but files the daemon (or an
         import --move) took from the inbox go to {library}/.undone/BATCH/..., because
         the daemon would file them again at once from the inbox."""
-        if job.move and job.source.startswith(self.inbox + b"/"):
-            rel = job.source[len(self.inbox) + 1:]
-            return os.path.join(self.library, UNDONE_DIR, os.fsencode(job.batch), rel)
+        for inbox in self.inboxes if job.move else ():
+            if job.source.startswith(inbox + b"/"):
+                rel = job.source[len(inbox) + 1:]
+                return os.path.join(self.library, UNDONE_DIR, os.fsencode(job.batch), rel)
         return job.source
 
     def _intent(self, job: Job) -> dict[str, Any]:

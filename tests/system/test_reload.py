@@ -143,3 +143,32 @@ def test_a_folder_it_cannot_write_stops_the_start_with_78(tmp_path: Path) -> Non
     assert drop.returncode == 0, drop.stderr
     assert f"ReadWritePaths=-{tmp_path}/inbox -{blocker}/library" in drop.stdout, drop.stdout
     assert not os.path.exists(tmp_path / "state" / "lock")
+
+
+def test_two_inboxes_feed_one_library_and_a_reload_changes_the_set(tmp_path: Path) -> None:
+    _, cfg_path = make_config(tmp_path, settle_seconds=0.2)
+    a, b, c = (tmp_path / n for n in ("bob-phone", "alice-phone", "scanner"))
+    edit(cfg_path, f'inbox = "{tmp_path}/inbox"', f'inbox = ["{a}", "{b}"]')
+    d = Daemon(tmp_path, cfg_path)
+    try:
+        d.ready()
+        assert d.status().startswith(f"STATUS=watching {a}, {b}:"), d.status()
+        cfg = load(str(cfg_path))
+        write(a / "DCIM" / "1.jpg", jpeg_bytes(BASE, 1))
+        write(b / "2.jpg", jpeg_bytes(BASE, 2))
+        wait_for(lambda: "2 filed" in d.status(), 15, "a file from each inbox filed")
+        assert len(tree_hashes(cfg.library)) == 2
+        info = json.loads(cli(cfg_path, "status", "--json").stdout)
+        assert info["inboxes"] == [str(a), str(b)], info["inboxes"]
+
+        edit(cfg_path, f'inbox = ["{a}", "{b}"]', f'inbox = ["{b}", "{c}"]')
+        reload(d)
+        assert d.status().startswith(f"STATUS=watching {b}, {c}:"), d.status()
+        write(c / "3.jpg", jpeg_bytes(BASE, 3))
+        write(b / "4.jpg", jpeg_bytes(BASE, 4))
+        wait_for(lambda: "4 filed" in d.status(), 15, "files from the new set filed")
+        write(a / "5.jpg", jpeg_bytes(BASE, 5))  # no longer an inbox
+        assert d.terminate() == 0
+        assert (a / "5.jpg").exists() and len(tree_hashes(cfg.library)) == 4
+    finally:
+        d.close()

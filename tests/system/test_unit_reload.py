@@ -220,3 +220,67 @@ def test_an_inbox_outside_the_writable_paths_refuses_to_start_until_unit_paths(
             p.unlink()
         if elsewhere.exists():
             elsewhere.rmdir()
+
+
+def test_a_source_left_in_place_is_a_warning_and_a_status_problem(service: Configured) -> None:
+    """A file the service can read but not remove (a root-owned folder in the inbox): it
+    is filed, and the source left behind is a warning and its own line in `status`."""
+    box = service.box
+    folder = service.inbox / "root-owned"
+    folder.mkdir()
+    taken = datetime(2018, 3, 10, 1, 2, 3)
+    try:
+        (folder / "stuck.jpg").write_bytes(make_jpeg(4106, taken))
+        folder.chmod(0o755)  # root's: the service's user cannot remove entries here
+        wait_for(lambda: (service.library / library_name(taken)).exists(), 20, "stuck.jpg filed")
+        entries = wait_for(
+            lambda: [e for e in box.journal("SOURCE_NAME=stuck.jpg")
+                     if e.get("MEDIASORTD_EVENT") == "ingest.finished"], 10, "its journal entry")
+        assert entries[-1]["PRIORITY"] == "4", entries[-1]
+        assert "left in place" in entries[-1]["MEDIASORTD_ERROR"], entries[-1]
+        out = cli(box, "status").stdout
+        assert re.search(r"LEFT +1 file\(s\) filed but left in the inbox: cannot remove",
+                         out), out
+        assert (folder / "stuck.jpg").exists()
+    finally:
+        for p in folder.glob("*"):
+            p.unlink()
+        folder.rmdir()
+
+
+def test_two_inboxes_under_the_unit(service: Configured, config: Path) -> None:
+    """inbox = [a, b]: a reload to an inbox outside the writable paths keeps the old set
+    and says why; with `unit-paths --write` and a restart both are watched and shown."""
+    box = service.box
+    second = box.share / "inbox-2"
+    second.mkdir(exist_ok=True)
+    uid = int(box.sx("id", "-u", "mediasortd").stdout)
+    os.chown(second, uid, uid)
+    paths = box.root / "run/systemd/system" / f"{UNIT}.d" / "zz-paths.conf"
+    paths.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(set_toml_keys(config.read_text(), {
+        "paths": {"inbox": [str(service.inbox), str(second)]}}))
+    try:
+        box.sx("systemctl", "reload", UNIT)
+        status = box.prop("StatusText")
+        assert "config reload failed" in status and f"{second}: the inbox" in status, status
+        box.sx(MEDIASORTD, "--config", TEST_TOML, "unit-paths", "--write",
+               str(paths).replace(str(box.root), "", 1))
+        box.sx("systemctl", "daemon-reload")
+        box.sx("systemctl", "restart", UNIT, timeout=60)
+        assert box.prop("StatusText").startswith(f"watching {service.inbox}, {second}:")
+        taken = datetime(2018, 3, 11, 1, 2, 3)
+        drop(second, {"second.jpg": make_jpeg(4107, taken)})
+        wait_for(lambda: (service.library / library_name(taken)).exists(), 20,
+                 "a file from the second inbox filed")
+        info = json.loads(cli(box, "status", "--json").stdout)
+        assert info["inboxes"] == [str(service.inbox), str(second)], info["inboxes"]
+    finally:
+        config.write_text(set_toml_keys(config.read_text(), {
+            "paths": {"inbox": str(service.inbox)}}))
+        paths.unlink(missing_ok=True)
+        box.sx("systemctl", "daemon-reload")
+        box.sx("systemctl", "restart", UNIT, timeout=60)
+        for p in second.glob("*"):
+            p.unlink()
+        second.rmdir()

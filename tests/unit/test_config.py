@@ -87,3 +87,17 @@ def test_cli_exits_78_on_bad_config(tmp_path: Path) -> None:
                               str(tmp_path / "nope.toml")], capture_output=True, text=True,
                              cwd=ROOT)
     assert missing.returncode == 78 and "no such config file" in missing.stderr
+
+
+def test_inbox_is_one_path_or_a_list() -> None:
+    one = parse(MINIMAL)
+    assert one.inboxes == (Path("/in"),) and one.inbox == Path("/in")
+    two = parse('[paths]\ninbox = ["/in/bob", "/in2/alice/"]\nlibrary = "/lib"\n')
+    assert two.inboxes == (Path("/in/bob"), Path("/in2/alice")) and two.inbox == Path("/in/bob")
+    assert two.inbox_of(b"/in2/alice/DCIM/x.jpg") == Path("/in2/alice")
+    assert two.inbox_of(b"/in2/alicex/y.jpg") is None
+    for bad in ('[]', '["/in", "/in/sub"]', '["/in", "/in"]', '["/in", "/lib/x"]',
+                '["/in", "rel"]', '["/in", 3]'):
+        with pytest.raises(ConfigError) as e:
+            parse(f'[paths]\ninbox = {bad}\nlibrary = "/lib"\n')
+        assert str(e.value).startswith("test.toml: paths.inbox:"), bad
