@@ -180,6 +180,7 @@ class Pool:
                 ingest.batch = self.batch  # the daemon starts a new batch per burst
                 if ingest.cfg is not self.cfg:  # the daemon reloaded its config (SIGHUP)
                     ingest.cfg = self.cfg
+                    ingest.companion_grace = self.companion_grace
                     ingest.tz = (None if self.cfg.timezone == "local"
                                  else zoneinfo.ZoneInfo(self.cfg.timezone))
                 try:

@@ -487,6 +487,7 @@ class Daemon:
         self.cfg = new
         if self.pool is not None:
             self.pool.cfg = new  # each worker takes it up before its next files
+            self.pool.companion_grace = new.companion_grace_seconds
         self.candidates.settle = new.settle_seconds
         if new.timezone != old.timezone:
             tz = resolve_timezone(new.timezone)
