@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -224,12 +223,9 @@ def cmd_run(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 def _paths_only(explicit: str | None, error: ConfigError) -> config.Config:
     """For `status` when the config file has an error (a daemon may run on with its
     previous one): the config from the [paths] table alone, else the error itself."""
-    path = config.find(explicit)
     try:
-        with open(path, "rb") as f:
-            paths = tomllib.load(f).get("paths")
-        return config.parse({"paths": paths} if isinstance(paths, dict) else {}, path)
-    except (OSError, tomllib.TOMLDecodeError, ConfigError):
+        return config.load_paths(explicit)
+    except ConfigError:
         raise error from None
 
 

@@ -382,3 +382,15 @@ def load(explicit: str | None = None) -> Config:
     cfg = parse(data, path)
     check_folders(cfg)
     return cfg
+
+
+def load_paths(explicit: str | None = None) -> Config:
+    """The config from the file's [paths] table alone: for `status` while the file has
+    an error elsewhere (a daemon runs on with its previous config). ConfigError if even
+    that cannot be read."""
+    path = find(explicit)
+    try:
+        paths = tomllib.loads(_read(path).decode()).get("paths")
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError):
+        raise ConfigError(f"{path}: cannot read its [paths]") from None
+    return parse({"paths": paths} if isinstance(paths, dict) else {}, path)
