@@ -29,6 +29,9 @@ class Entry:
     original_name: str
     job_id: int | None
     missing_since: str | None
+    utc_offset: int | None = None
+    confidence: str | None = None
+    content_id: str | None = None  # Apple's Live Photo identifier, when the file has one
 
 
 def _entry(row: Any) -> Entry:
@@ -56,7 +59,8 @@ def from_db(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
-_COLS = "id, sha256, size, path, captured, date_source, original_name, job_id, missing_since"
+_COLS = ("id, sha256, size, path, captured, date_source, original_name, job_id, missing_since,"
+         " utc_offset, confidence, content_id")
 
 
 def by_sha256(conn: apsw.Connection, sha256: str) -> Entry | None:
@@ -93,10 +97,12 @@ def insert(conn: apsw.Connection, *, sha256: str, size: int, path: str, info: Me
     conn.execute(
         "INSERT INTO files (sha256, size, path, captured, utc_offset, date_source, date_raw,"
         " confidence, original_name, source_path, imported_at, file_type, mime, kind, job_id,"
-        " mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " mtime_ns, content_id, date_skipped)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (sha256, size, to_db(path), info.captured.isoformat(sep=" "), info.utc_offset,
          info.date_source, info.date_raw, info.confidence, original_name, source, imported_at,
-         info.file_type, info.mime, info.kind, job_id, mtime_ns))
+         info.file_type, info.mime, info.kind, job_id, mtime_ns, info.content_id,
+         info.date_skipped))
     return conn.last_insert_rowid()
 
 

@@ -183,6 +183,13 @@ MIGRATIONS: list[str] = [
         UPDATE tally_files SET bytes = bytes - OLD.size + NEW.size;
     END;
     """,
+    # what dated a file, continued: Apple's Live Photo identifier (a motion video is filed
+    # with the still that carries the same one) and the future values skipped on the way
+    # to the date (tag = 'value': why), shown by `find`
+    """
+    ALTER TABLE files ADD COLUMN content_id TEXT;
+    ALTER TABLE files ADD COLUMN date_skipped TEXT;
+    """,
 ]
 
 

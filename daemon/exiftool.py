@@ -26,6 +26,7 @@ from .errors import MediasortError, ToolError
 # after it). -config "" keeps a user's ~/.ExifTool_config from changing the answers. No
 # -charset filename: on Linux exiftool opens the name's bytes as given.
 _READ_ARGS = ("-json", "-G1", "-api", "LargeFileSupport=1", "-time:all",
+              "-ContentIdentifier", "-MediaGroupUUID",  # Live Photo pairs
               "-FileType", "-MIMEType", "-FileTypeExtension", "-Error", "-Warning")
 _STOP_SECONDS = 5.0
 

@@ -458,9 +458,13 @@ class Ingestor:
         else:
             info = described or self.reader.describe_many(
                 [(job.staged, os.fsdecode(name), job.identity.mtime_ns)], [head])[0]
+            if isinstance(info, MediaInfo) and partner is not None and not \
+                    pairing.motion_pairs(info, partner):
+                partner = None  # a video of its own that only shares the name
             if isinstance(info, MediaInfo) and partner is not None:
                 info = dataclasses.replace(pairing.as_companion(partner, companion, info.kind),
-                                           file_type=info.file_type, mime=info.mime)
+                                           file_type=info.file_type, mime=info.mime,
+                                           content_id=info.content_id)
             elif isinstance(info, MediaInfo) and info.confidence != "high":
                 info = pairing.takeout_date(job.source, info, self.tz)
         copied = self._copied(job)

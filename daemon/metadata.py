@@ -9,10 +9,12 @@ returns NotMedia with the reason; only a missing exiftool raises (ToolError).
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 import re
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, Self
@@ -30,8 +32,20 @@ _RAW_TYPES = frozenset({"3FR", "ARI", "ARQ", "ARW", "CR2", "CR3", "CRW", "DCR", 
                         "FFF", "GPR", "IIQ", "K25", "KDC", "MEF", "MOS", "MRW", "NEF", "NRW",
                         "ORF", "ORI", "PEF", "RAF", "RAW", "RW2", "RWL", "SR2", "SRF", "SRW",
                         "X3F"})
-_VIDEO_TYPES = frozenset({"MXF", "M2T", "M2TS", "CRM", "R3D"})  # some MIME types are odd
-_NOT_PHOTOS = frozenset({"SVG", "DWG", "ICO", "CUR", "DJVU"})  # image/*, but not photos
+# Pictures and movies whose MIME type is not image/* or video/* (ExifTool's %mimeType and
+# its runtime choices, 12.57): decided by rule. Photoshop documents (PSD, PSB) are
+# pictures people keep beside their photos; a Sinar CaptureShop RAW (CS1) and a Capture
+# One package (EIP, a RAW inside) are camera pictures; MXF (application/mxf) and
+# RealMedia (application/vnd.rn-realmedia*) are movies. Not media although a picture or
+# sound: PSDT (a Photoshop template), MIFF (ImageMagick's working format), DICOM
+# (medical scans), EPS/AI/WMF (vector drawings), and audio in video containers.
+_OTHER_IMAGES = frozenset({"PSD", "PSB", "CS1", "EIP"})
+_VIDEO_TYPES = frozenset({"MXF", "M2T", "M2TS", "CRM", "R3D", "RM", "RMVB"})
+# image/* or video/* MIME types that are not a photo or a movie: drawings, icons, scanned
+# documents, metadata-only files, and sound in a QuickTime or MPEG-4 container (ExifTool
+# gives M4A/M4B/F4A/F4B/AAX audio/* at run time, but its static table says video/*).
+_NOT_PHOTOS = frozenset({"SVG", "DWG", "ICO", "CUR", "DJVU", "EXV", "VNT", "M4A", "M4B",
+                         "M4P", "F4A", "F4B", "AAX"})
 # Extensions that name the same content: a JPEG called .jpeg keeps .jpeg.
 _SAME_EXT = (frozenset({"jpg", "jpeg", "jpe", "jfif"}), frozenset({"tif", "tiff"}),
              frozenset({"heic", "heif", "hif"}), frozenset({"mts", "m2ts", "m2t", "ts"}),
@@ -40,7 +54,7 @@ _SAME_EXT = (frozenset({"jpg", "jpeg", "jpe", "jfif"}), frozenset({"tif", "tiff"
 
 _STAMP = re.compile(r"\s*(\d{4})[:\-/.](\d{1,2})[:\-/.](\d{1,2})"
                     r"(?:[ T]+(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d+))?)?)?"
-                    r"\s*(Z|[+-]\d{1,2}:?\d{2})?\s*", re.ASCII)
+                    r"\s*(Z|[+-]\d{1,2}:?\d{2})?(?:\s*(DST))?\s*", re.ASCII)
 _OFFSET = re.compile(r"\s*(?:Z|([+-])(\d{1,2}):?(\d{2}))\s*", re.ASCII)
 _EPOCH_DAYS = ((1904, 1, 1), (1970, 1, 1))  # what empty QuickTime and Unix times read as
 _FIRST_YEAR = 1826  # the oldest surviving photograph
@@ -49,7 +63,7 @@ _JPEG_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 
 @dataclass(frozen=True)
 class _Rule:
-    tag: str  # "Group:Tag"; "Track*:Tag" tries Track1, Track2, ... in order
+    tag: str  # "Group:Tag"; "Track*:Tag" tries Track1, Track2, ... in order; "*:Tag" any
     utc: bool  # the value is UTC (QuickTime): converted to local wall time
     confidence: str
     offset_tag: str | None = None  # the tag that holds its zone, in any group
@@ -62,29 +76,45 @@ class _Found:
     source: str
     raw: str
     confidence: str
+    precision: int = 3  # what the value names: _DAY, _MINUTE or _SECOND
 
 
+_DAY, _MINUTE, _SECOND = 1, 2, 3
+_FUTURE = "in the future (after now + 1 day)"
 _ORIGINAL, _DIGITIZED, _MODIFIED = "OffsetTimeOriginal", "OffsetTimeDigitized", "OffsetTime"
 # In order, the first valid value wins; then the file name, then _LATE, then the mtime.
+# A winner that names only a day or a minute gives way to the first later value of more
+# precision that agrees with it (same day, same minute): see _refine.
 _EARLY = (
+    # The standard EXIF capture dates.
     _Rule("Composite:SubSecDateTimeOriginal", False, "high", _ORIGINAL),
     _Rule("ExifIFD:DateTimeOriginal", False, "high", _ORIGINAL),
     _Rule("IFD0:DateTimeOriginal", False, "high", _ORIGINAL),
     _Rule("Composite:SubSecCreateDate", False, "high", _DIGITIZED),
     _Rule("ExifIFD:CreateDate", False, "high", _DIGITIZED),
+    # QuickTime / MP4 (the EXIF of videos).
     _Rule("Keys:CreationDate", False, "high"),
     _Rule("QuickTime:CreateDate", True, "high", _ORIGINAL),
     _Rule("Track*:MediaCreateDate", True, "high", _ORIGINAL),
     _Rule("Track*:TrackCreateDate", True, "high", _ORIGINAL),
-    _Rule("H264:DateTimeOriginal", False, "high"),  # AVCHD camcorders
-    _Rule("RIFF:DateTimeOriginal", False, "high"),  # AVI from cameras
+    # Other groups' capture dates: containers whose zone is known first, then any group's
+    # DateTimeOriginal (RAW headers and maker notes: CanonRaw, SigmaRaw, KyoceraRaw,
+    # Casio, PictureInfo, Reconyx, Kodak, DV, FLIR, ...), then any group's creation date.
+    _Rule("H264:DateTimeOriginal", False, "high"),  # AVCHD camcorders, with their zone
+    _Rule("RIFF:DateTimeOriginal", False, "high"),  # AVI from cameras (IDIT)
     _Rule("QuickTime:DateTimeOriginal", False, "medium"),
     _Rule("UserData:DateTimeOriginal", False, "medium"),
     _Rule("UserData:ContentCreateDate", False, "medium"),
     _Rule("ItemList:ContentCreateDate", False, "medium"),
-    _Rule("Matroska:DateTimeOriginal", True, "medium"),  # often the muxing date
+    _Rule("Matroska:DateTimeOriginal", True, "medium"),  # DateUTC: often the muxing date
     _Rule("ASF:CreationDate", True, "medium"),
-    _Rule("PNG:CreationTime", False, "medium"),
+    _Rule("MXF:CreateDate", True, "medium"),  # SMPTE 377M timestamps are UTC
+    _Rule("PNG:CreationTime", False, "medium"),  # tEXt "Creation Time"
+    _Rule("PNG:ModifyDate", True, "medium"),  # tIME, UTC by the PNG spec
+    _Rule("*:DateTimeOriginal", False, "high"),
+    *(_Rule("*:" + name, False, "medium") for name in (
+        "CreateDate", "CreationDate", "DateCreated", "CreationTime", "DatePictureTaken")),
+    # XMP and IPTC: written by editors as often as by cameras.
     _Rule("XMP-exif:DateTimeOriginal", False, "medium"),
     _Rule("XMP-photoshop:DateCreated", False, "medium"),
     _Rule("Composite:DateTimeCreated", False, "medium"),  # IPTC DateCreated + TimeCreated
@@ -95,6 +125,15 @@ _LATE = (
     _Rule("Composite:SubSecModifyDate", False, "medium", _MODIFIED),
     _Rule("IFD0:ModifyDate", False, "medium", _MODIFIED),
 )
+# Tags named by a rule of their own, and groups whose dates are not "any group's"
+# capture date: XMP/IPTC (ranked below), ExifTool's own and the file system's, EXIF's
+# IFDs (their capture dates are the rules above; anything else there is not one).
+_NAMED = frozenset(r.tag for r in (*_EARLY, *_LATE) if not r.tag.startswith("*"))
+_NOT_ANY_GROUP = re.compile(r"XMP(-.*)?|IPTC\d*|Composite|System|File|ExifTool|IFD\d+|"
+                            r"ExifIFD|SubIFD\d*|InteropIFD|GPS|Track\d+", re.ASCII)
+# The Live Photo identifier: in the video (Keys) and in the still's Apple maker note
+# (ExifTool 12.19 and later call it MediaGroupUUID, before that ContentIdentifier).
+_CONTENT_ID_TAGS = ("Keys:ContentIdentifier", "Apple:MediaGroupUUID", "Apple:ContentIdentifier")
 
 # Dates in file names, in order. A name with a date and no time gets 00:00:00.
 _NAME_PATTERNS = (
@@ -141,53 +180,70 @@ class _Clock:
         self.limit_wall = self.limit.astimezone(tz).replace(tzinfo=None)
 
     def sensible(self, wall: datetime) -> bool:
-        return (_FIRST_YEAR <= wall.year <= self.limit_wall.year + 1
+        return (_FIRST_YEAR <= wall.year
                 and (wall.year, wall.month, wall.day) not in _EPOCH_DAYS)
 
-    def local(self, instant: datetime, offset: int | None) -> tuple[datetime, int] | None:
-        """An aware `instant` as wall time in `offset`, else in the zone; None if future."""
+    def too_late(self, wall: datetime) -> bool:
+        """Years past next year are in the future whatever their zone (and would
+        overflow a conversion near year 9999)."""
+        return wall.year > self.limit_wall.year + 1
+
+    def local(self, instant: datetime, offset: int | None) -> tuple[datetime, int] | str:
+        """An aware `instant` as wall time in `offset`, else in the zone; _FUTURE if so."""
         if instant > self.limit:
-            return None
+            return _FUTURE
         local = instant.astimezone(_fixed(offset) if offset is not None else self.tz)
         delta = local.utcoffset() or timedelta()
         return local.replace(tzinfo=None), int(delta.total_seconds())
 
-    def wall(self, wall: datetime, offset: int | None) -> tuple[datetime, int | None] | None:
-        """A wall time kept as written; None if future."""
+    def wall(self, wall: datetime, offset: int | None) -> tuple[datetime, int | None] | str:
+        """A wall time kept as written; _FUTURE if so."""
         if offset is None and wall > self.limit_wall:
-            return None
+            return _FUTURE
         if offset is not None and wall.replace(tzinfo=_fixed(offset)) > self.limit:
-            return None
+            return _FUTURE
         return wall, offset
 
 
 def _from_value(raw: str, rule: _Rule, tags: dict[str, Any],
-                clock: _Clock) -> tuple[datetime, int | None] | None:
-    """The wall time and offset `raw` stands for under `rule`, or None if not valid."""
+                clock: _Clock) -> tuple[datetime, int | None, int] | str | None:
+    """(wall time, offset, precision) `raw` stands for under `rule`; _FUTURE for a date
+    past now + 1 day; None if it is no valid date."""
     m = _STAMP.fullmatch(raw)
     if not m:
         return None
-    y, mo, d, h, mi, s, frac, zone = m.groups()
+    y, mo, d, h, mi, s, frac, zone, dst = m.groups()
     try:
         wall = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0),
                         int((frac or "0")[:6].ljust(6, "0")))
     except ValueError:
         return None
     offset = _parse_offset(zone) if zone else None
-    if (zone and offset is None) or not clock.sensible(wall):
+    if (zone and offset is None) or (dst and offset is None) or not clock.sensible(wall):
         return None
+    if offset is not None and dst:
+        offset += 3600  # AVCHD: the standard zone plus a daylight-saving flag
+    if clock.too_late(wall):
+        return _FUTURE
+    precision = _SECOND if s is not None else _MINUTE if mi is not None else _DAY
     side = None
     if rule.offset_tag:
         side = next((_parse_offset(str(v)) for k, v in tags.items()
                      if k.endswith(":" + rule.offset_tag)), None)
+    got: tuple[datetime, int | None] | str
     if rule.utc or zone == "Z":
         # An instant: QuickTime times are UTC by its spec, and "Z" says so outright.
-        return clock.local(wall.replace(tzinfo=_fixed(offset or 0)), side)
-    return clock.wall(wall, offset if offset is not None else side)
+        got = clock.local(wall.replace(tzinfo=_fixed(offset or 0)), side)
+    else:
+        got = clock.wall(wall, offset if offset is not None else side)
+    return got if isinstance(got, str) else (got[0], got[1], precision)
 
 
-def _keys(tags: dict[str, Any], pattern: str) -> list[str]:
+def _keys(tags: dict[str, Any], pattern: str, seen: set[str]) -> list[str]:
     group, _, name = pattern.partition(":")
+    if group == "*":  # any group's, unless named by a rule or ranked elsewhere
+        return [k for k in tags if k.endswith(":" + name) and k not in _NAMED
+                and k not in seen and not _NOT_ANY_GROUP.fullmatch(k.rpartition(":")[0])]
     if not group.endswith("*"):
         return [pattern] if pattern in tags else []
     track = re.compile(re.escape(group[:-1]) + r"(\d+):" + re.escape(name), re.ASCII)
@@ -195,28 +251,38 @@ def _keys(tags: dict[str, Any], pattern: str) -> list[str]:
     return [k for _, k in sorted(found)]
 
 
-def _from_tags(rules: tuple[_Rule, ...], tags: dict[str, Any], clock: _Clock) -> _Found | None:
+def _from_tags(rules: tuple[_Rule, ...], tags: dict[str, Any], clock: _Clock,
+               skipped: list[str]) -> Iterator[_Found]:
+    """Every valid value under `rules`, best first; each future one noted in `skipped`."""
+    seen: set[str] = set()
     for rule in rules:
-        for key in _keys(tags, rule.tag):
+        for key in _keys(tags, rule.tag, seen):
+            seen.add(key)
             raw = tags[key]
-            if isinstance(raw, (str, int, float)) and (got := _from_value(str(raw), rule,
-                                                                          tags, clock)):
-                return _Found(got[0], got[1], key, str(raw), rule.confidence)
-    return None
+            if not isinstance(raw, (str, int, float)):
+                continue
+            got = _from_value(str(raw), rule, tags, clock)
+            if isinstance(got, str):
+                skipped.append(f"{key} = {str(raw)!r}: {got}")
+            elif got is not None:
+                yield _Found(got[0], got[1], key, str(raw), rule.confidence, got[2])
 
 
-def _from_name(name: str, clock: _Clock) -> _Found | None:
+def _from_name(name: str, clock: _Clock, skipped: list[str]) -> Iterator[_Found]:
     stem = os.path.splitext(name.rsplit("/", 1)[-1])[0]
     for pattern in _NAME_PATTERNS:
         for m in pattern.finditer(stem):
             got = _name_match(m.groupdict(), stem.startswith("PXL_"), clock)
-            if got:
-                return _Found(got[0], got[1], "filename", m[0], "medium")
-    return None
+            if isinstance(got, str):
+                skipped.append(f"filename {m[0]!r}: {got}")
+            elif got:
+                g = m.groupdict()
+                precision = _SECOND if g.get("h") or g.get("epoch") else _DAY
+                yield _Found(got[0], got[1], "filename", m[0], "medium", precision)
 
 
 def _name_match(g: dict[str, str | None], pixel: bool,
-                clock: _Clock) -> tuple[datetime, int | None] | None:
+                clock: _Clock) -> tuple[datetime, int | None] | str | None:
     if g.get("epoch"):
         instant = datetime.fromtimestamp(int(g["epoch"] or 0) / 1000, UTC)
         return clock.local(instant, None) if clock.sensible(instant) else None
@@ -232,9 +298,35 @@ def _name_match(g: dict[str, str | None], pixel: bool,
         return None
     if not clock.sensible(wall):
         return None
+    if clock.too_late(wall):
+        return _FUTURE
     if pixel and g.get("h"):
         return clock.local(wall.replace(tzinfo=UTC), None)  # Pixel phones name files in UTC
     return clock.wall(wall, None)
+
+
+def _agrees(coarse: _Found, fine: _Found) -> bool:
+    """Whether `fine` names a time within the day or minute `coarse` names (in
+    `coarse`'s zone when both zones are known)."""
+    when = fine.captured
+    if coarse.utc_offset is not None and fine.utc_offset is not None:
+        when += timedelta(seconds=coarse.utc_offset - fine.utc_offset)
+    if coarse.precision == _DAY:
+        return when.date() == coarse.captured.date()
+    return when.replace(second=0, microsecond=0) == coarse.captured.replace(
+        second=0, microsecond=0)
+
+
+def _refine(best: _Found, later: Iterator[_Found]) -> _Found:
+    """A date-only or minute-only winner gives way to the first later value of more
+    precision that agrees with it; the zone it had is kept when the later one has none."""
+    for other in later:
+        if best.precision == _SECOND:
+            break
+        if other.precision > best.precision and _agrees(best, other):
+            offset = other.utc_offset if other.utc_offset is not None else best.utc_offset
+            best = dataclasses.replace(other, utc_offset=offset)
+    return best
 
 
 def _from_mtime(mtime_ns: int, clock: _Clock) -> _Found:
@@ -257,9 +349,11 @@ def _content(tags: dict[str, Any], original_name: str) -> tuple[str, str, str, s
     if not ftype:
         return NotMedia("empty file" if error == "File is empty" else
                         f"unrecognised file type{said}")
+    if ftype in _NOT_PHOTOS:
+        return NotMedia(f"not a photo or video (ExifTool says: {ftype}, {mime or 'no MIME type'})")
     if mime.startswith("video/") or ftype in _VIDEO_TYPES:
         kind = "video"
-    elif (mime.startswith("image/") or ftype in _RAW_TYPES) and ftype not in _NOT_PHOTOS:
+    elif mime.startswith("image/") or ftype in _RAW_TYPES or ftype in _OTHER_IMAGES:
         kind = "image"
     else:
         return NotMedia(f"not a photo or video (ExifTool says: {ftype}, {mime or 'no MIME type'})")
@@ -287,11 +381,26 @@ def decide(tags: dict[str, Any], original_name: str, mtime_ns: int, tz: tzinfo,
         return what
     kind, ftype, mime, ext = what
     clock = _Clock(tz, now)
-    found = (_from_tags(_EARLY, tags, clock) or _from_name(original_name, clock)
-             or _from_tags(_LATE, tags, clock) or _from_mtime(mtime_ns, clock))
+    skipped: list[str] = []
+    ranked = itertools.chain(_from_tags(_EARLY, tags, clock, skipped),
+                             _from_name(original_name, clock, skipped),
+                             _from_tags(_LATE, tags, clock, skipped))
+    first = next(ranked, None)
+    passed = list(skipped)  # the future values that ranked above the winner
+    found = _refine(first, ranked) if first is not None else _from_mtime(mtime_ns, clock)
     return MediaInfo(kind=kind, file_type=ftype, mime=mime, ext=ext, captured=found.captured,
                      utc_offset=found.utc_offset, date_source=found.source, date_raw=found.raw,
-                     confidence=found.confidence)
+                     confidence=found.confidence, content_id=_content_id(tags),
+                     date_skipped="; ".join(passed) or None)
+
+
+def _content_id(tags: dict[str, Any]) -> str | None:
+    """The Live Photo identifier the file carries (video or still), if any."""
+    for tag in _CONTENT_ID_TAGS:
+        value = tags.get(tag)
+        if isinstance(value, str) and value.strip() and len(value) <= 256:
+            return value.strip()
+    return None
 
 
 def resolve_timezone(name: str) -> tzinfo:

@@ -75,6 +75,8 @@ class MediaInfo:
     date_source: str  # the tag or rule that decided: "EXIF:DateTimeOriginal", "mtime", ...
     date_raw: str  # the raw value it was read from
     confidence: str  # "high" | "medium" | "low"
+    content_id: str | None = None  # Apple's Live Photo identifier (video or still), if any
+    date_skipped: str | None = None  # future values ranked above the winner: tag, value, why
 
 
 @dataclass(frozen=True)

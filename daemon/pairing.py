@@ -21,6 +21,9 @@ from .fsops import Unusable, open_source
 from .model import Job, MediaInfo, Outcome, Step
 
 WAIT_LIMIT = 600.0  # a partner still in the inbox is waited for this long at most
+# A Live Photo's still and video start within a second or two of each other (the video
+# runs from ~1.5 s before the still): dates further apart name different moments.
+PAIR_SECONDS = 5.0
 
 
 class Wait(enum.Enum):
@@ -43,6 +46,26 @@ def as_companion(partner: catalog.Entry, companion: Companion | None,
                      date_source=f"partner:{catalog.printable(partner.path)}",
                      date_raw=partner.captured,
                      confidence="high")
+
+
+def motion_pairs(video: MediaInfo, still: catalog.Entry) -> bool:
+    """Whether a video named like a still in its folder (`IMG_1.MOV` beside `IMG_1.HEIC`)
+    is that still's Live Photo motion half, to be filed with it (pure).
+
+    Apple's ContentIdentifier decides where both carry one. Otherwise the shared name is
+    trusted only when the video has no date of its own worth keeping (none but its file
+    name or mtime), or when its own date agrees with the still's within PAIR_SECONDS:
+    camera counters collide (`IMG_0001.JPG` from one camera, `IMG_0001.MOV` from
+    another), and a video never gives up a date of its own for a name."""
+    if video.content_id and still.content_id:
+        return video.content_id == still.content_id
+    if video.date_source in ("filename", "mtime") or video.confidence == "low":
+        return True
+    captured = datetime.fromisoformat(still.captured)
+    if video.utc_offset is not None and still.utc_offset is not None:
+        # both zones known: compare instants
+        captured += timedelta(seconds=video.utc_offset - still.utc_offset)
+    return abs((video.captured - captured).total_seconds()) <= PAIR_SECONDS
 
 
 def partner(conn: apsw.Connection, job: Job, companion: Companion,

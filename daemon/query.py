@@ -17,10 +17,11 @@ import apsw
 
 _FILE_COLS = ("f.id, f.sha256, f.size, f.path, f.captured, f.utc_offset, f.date_source, "
               "f.date_raw, f.confidence, f.original_name, f.source_path, f.imported_at, "
-              "f.file_type, f.kind, f.job_id, f.missing_since, j.batch, j.finished_at, j.step")
+              "f.file_type, f.kind, f.job_id, f.missing_since, j.batch, j.finished_at, j.step, "
+              "f.date_skipped")
 _FILE_KEYS = ("file_id", "sha256", "size", "path", "captured", "utc_offset", "date_source",
               "date_raw", "confidence", "original_name", "source", "filed_at", "file_type",
-              "kind", "job", "missing_since", "batch", "finished_at", "step")
+              "kind", "job", "missing_since", "batch", "finished_at", "step", "date_skipped")
 _JOB_COLS = ("j.id, j.batch, j.source, j.step, j.outcome, j.error, j.dest, j.sha256, j.bytes, "
              "j.duplicate_of, j.created_at, j.finished_at, j.move, o.path, o.original_name")
 _JOB_KEYS = ("job", "batch", "source", "step", "outcome", "reason", "dest", "sha256", "size",

@@ -10,8 +10,10 @@ file dated by none of these goes to ExifTool.
 
 Invariant: it answers only when sure, else None, and the caller asks ExifTool. Sure
 means: a well-formed JPEG up to its first scan (every segment inside the bytes read),
-one EXIF block, no MPF block (ExifTool calls those files MPO), a TIFF structure whose
-date tags are all where they should be, with ASCII values in the exact EXIF form. The
+one EXIF block, no MPF block (ExifTool calls those files MPO), no Apple maker note (it
+holds the Live Photo identifier `decide` reads, which this module does not), a TIFF
+structure whose date tags are all where they should be, with ASCII values in the exact
+EXIF form. The
 caller trusts the answer only if `decide` dates the file from one of TRUSTED (the tags
 above every tag this module does not read); tests/integration/test_quickmeta.py holds
 it against the real ExifTool.
@@ -43,6 +45,8 @@ _OFFSET = re.compile(r"([-+])(\d\d):(\d\d)", re.ASCII)
 _ASCII = 2
 _TYPE_SIZES = (0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4)  # by TIFF type, 1..13
 _EXIF_IFD_POINTER = 0x8769
+_MAKER_NOTE = 0x927C
+_APPLE_NOTE = b"Apple iOS\0"  # ExifTool's MakerNoteApple condition (MakerNotes.pm)
 # Tags read from the EXIF sub-IFD, by their ExifTool names.
 _EXIF_TAGS = {0x9003: "DateTimeOriginal", 0x9004: "CreateDate",
               0x9011: "OffsetTimeOriginal", 0x9012: "OffsetTimeDigitized",
@@ -149,7 +153,11 @@ def _tiff_tags(tiff: bytes) -> dict[str, str]:
         (offset,) = struct.unpack_from(order + "I", value)
         if offset == ifd0:
             raise _Unsure("an EXIF pointer loop")
-        for tag, entry in _entries(tiff, order, offset).items():
+        exif = _entries(tiff, order, offset)
+        if _MAKER_NOTE in exif and _value(tiff, order, exif[_MAKER_NOTE]).startswith(
+                _APPLE_NOTE[:4]):
+            raise _Unsure("an Apple maker note: its Live Photo identifier is ExifTool's")
+        for tag, entry in exif.items():
             name = _EXIF_TAGS.get(tag)
             if name is None:
                 continue
@@ -177,6 +185,16 @@ def _entries(tiff: bytes, order: str, offset: int) -> dict[int, tuple[int, int, 
             raise _Unsure("a value outside the block")
         out[tag] = (kind, n, tiff[at + 8:at + 12])
     return out
+
+
+def _value(tiff: bytes, order: str, entry: tuple[int, int, bytes]) -> bytes:
+    """The raw bytes of an entry's value (where _entries found it inside the block)."""
+    kind, count, value = entry
+    size = count * _TYPE_SIZES[kind]
+    if size <= 4:
+        return value[:size]
+    (offset,) = struct.unpack_from(order + "I", value)
+    return tiff[offset:offset + size]
 
 
 def _ascii(tiff: bytes, order: str, entry: tuple[int, int, bytes]) -> str:

@@ -87,6 +87,8 @@ def _answer(a: dict[str, Any]) -> Iterator[str]:
         raw = f" = {a['date_raw']!r}" if a.get("date_raw") else ""
         conf = f", {a['confidence']} confidence" if a.get("confidence") else ""
         yield f"      date      {a['captured']}{zone}  from {a['date_source']}{raw}{conf}"
+        if a.get("date_skipped"):
+            yield f"      skipped   {a['date_skipped']}"
         if a.get("missing_since"):
             yield f"      MISSING   from the library since {local_time(a['missing_since'])}"
     else:

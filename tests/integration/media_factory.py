@@ -93,3 +93,85 @@ def write_tags(files: Mapping[Path, Mapping[str, str]]) -> None:
                           check=False)
     if done.returncode != 0 or done.stderr.strip():
         raise RuntimeError(f"exiftool could not write test tags: {done.stderr.strip()}")
+
+
+def apple_maker_note(content_id: str) -> bytes:
+    """An Apple iOS maker note holding only the Live Photo identifier, laid out as
+    ExifTool reads it (MakerNotes.pm MakerNoteApple, Apple.pm): "Apple iOS\\0", version
+    1, "MM", then an IFD at offset 14 whose offsets count from the note's start; tag
+    0x0011 (ExifTool 12.19+: MediaGroupUUID, before: ContentIdentifier) is a string."""
+    value = content_id.encode() + b"\0"
+    data_at = 14 + 2 + 12 + 4
+    ifd = struct.pack(">H", 1) + struct.pack(">HHII", 0x0011, 2, len(value), data_at)
+    return b"Apple iOS\0" + b"\0\x01" + b"MM" + ifd + struct.pack(">I", 0) + value
+
+
+def apple_still(path: Path, taken: str, content_id: str | None, offset: str | None = None,
+                color: str = "red") -> Path:
+    """An iPhone-like JPEG: Make Apple, DateTimeOriginal `taken` (EXIF form), its zone,
+    and (when given) the Live Photo identifier in an Apple maker note."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Apple", "iPhone 12"
+    sub = exif.get_ifd(0x8769)
+    sub[0x9003] = taken
+    if offset is not None:
+        sub[0x9011] = offset
+    if content_id is not None:
+        sub[0x927C] = apple_maker_note(content_id)
+    Image.new("RGB", (8, 8), color).save(path, format="JPEG", exif=exif)
+    return path
+
+
+def apple_video(path: Path, created: str, content_id: str | None) -> Path:
+    """A Live Photo-like MOV: Keys CreationDate `created` (ISO 8601 with its zone) and
+    (when given) Keys ContentIdentifier, written as QuickTime 'mdta' keys by ffmpeg."""
+    meta = ["-metadata", f"com.apple.quicktime.creationdate={created}"]
+    if content_id is not None:
+        meta += ["-metadata", f"com.apple.quicktime.content.identifier={content_id}"]
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", "color=c=blue:s=16x16:r=5:d=0.2", "-c:v", "mpeg4",
+                    "-movflags", "use_metadata_tags", *meta, "-f", "mov", str(path)],
+                   check=True)
+    return path
+
+
+def psd(path: Path, big: bool = False, size: int = 4) -> Path:
+    """A minimal valid Photoshop document from Adobe's file format specification: the
+    26-byte header ("8BPS", version 1, or 2 for PSB), empty colour mode data, image
+    resources and layer/mask sections (PSB: an 8-byte length), raw RGB image data."""
+    head = b"8BPS" + struct.pack(">H", 2 if big else 1) + b"\0" * 6
+    head += struct.pack(">HIIHH", 3, size, size, 8, 3)
+    sections = struct.pack(">II", 0, 0) + struct.pack(">Q" if big else ">I", 0)
+    path.write_bytes(head + sections + struct.pack(">H", 0) + bytes(3 * size * size))
+    return path
+
+
+def with_riff_chunk(src: Path, dst: Path, fourcc: bytes, body: bytes) -> Path:
+    """`src` (a RIFF file: AVI, WebP) with one more top-level chunk at its end and its
+    RIFF size mended: how a camera's IDIT (AVI capture date) chunk sits in the file."""
+    data = bytearray(src.read_bytes())
+    chunk = fourcc + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
+    data += chunk
+    struct.pack_into("<I", data, 4, len(data) - 8)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def png_text(path: Path, text: Mapping[str, str]) -> Path:
+    """An 8x8 PNG with tEXt chunks (e.g. {"Creation Time": "2018:03:04 05:06:07"})."""
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    Image.new("RGB", (8, 8), "green").save(path, format="PNG", pnginfo=info)
+    return path
+
+
+def ffmpeg_video(path: Path, fmt: str, codec: str = "mpeg4",
+                 metadata: Mapping[str, str] | None = None, rate: int = 5) -> Path:
+    """A 0.2 s 16x16 video in container `fmt` with `codec`, and ffmpeg metadata."""
+    meta = [a for k, v in (metadata or {}).items() for a in ("-metadata", f"{k}={v}")]
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", f"color=c=blue:s=16x16:r={rate}:d=0.2", "-c:v", codec, *meta,
+                    "-f", fmt, str(path)], check=True)
+    return path

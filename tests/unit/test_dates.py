@@ -325,3 +325,209 @@ def test_library_extension(ftype: str, ext: str, name: str, want: str) -> None:
 def test_no_usable_extension_at_all() -> None:
     assert kind("X/../Y", "image/x", "a") == NotMedia(
         "no usable file extension for X/../Y content")
+
+
+# --- any group's capture date (issue 12.2) -----------------------------------------------
+
+LOWER = {"XMP-exif:DateTimeOriginal": "2012:01:01 01:01:01",
+         "XMP-xmp:CreateDate": "2012:01:02 01:01:01", "IPTC:DateCreated": "2012:01:03",
+         "IFD0:ModifyDate": "2012:01:04 01:01:01"}
+
+
+@pytest.mark.parametrize("tag", [
+    "CanonRaw:DateTimeOriginal", "SigmaRaw:DateTimeOriginal", "KyoceraRaw:DateTimeOriginal",
+    "Casio:DateTimeOriginal", "PictureInfo:DateTimeOriginal", "Reconyx:DateTimeOriginal",
+    "Kodak:DateTimeOriginal", "DV:DateTimeOriginal", "FLIR:DateTimeOriginal",
+    "H264:DateTimeOriginal", "RIFF:DateTimeOriginal", "Matroska:DateTimeOriginal",
+    "MXF:CreateDate", "PNG:CreationTime", "PNG:ModifyDate", "RIFF:DateCreated",
+    "Real-MDPR:CreateDate", "FlashPix:CreateDate", "Microsoft:DatePictureTaken",
+])
+def test_any_groups_capture_date_ranks_after_exif_and_before_xmp_iptc_and_names(
+        tag: str) -> None:
+    tags = {tag: "2011:02:03 04:05:06", **LOWER}
+    got = info(tags, "IMG_20130101_101010.jpg")
+    assert got.date_source == tag and got.date_raw == "2011:02:03 04:05:06"
+    assert got.confidence == ("high" if tag.endswith("DateTimeOriginal")
+                              and not tag.startswith("Matroska") else "medium")
+    beaten = info({**tags, "ExifIFD:DateTimeOriginal": "2010:01:01 00:00:00"})
+    assert beaten.date_source == "ExifIFD:DateTimeOriginal"
+
+
+@pytest.mark.parametrize("tag", ["Composite:DateTimeOriginal", "System:FileCreateDate",
+                                 "XMP-dc:CreateDate", "IPTC2:DateCreated",
+                                 "ExifIFD:DateTimeDigitized", "GPS:CreateDate",
+                                 "Track3:CreateDate", "ExifTool:CreateDate"])
+def test_groups_that_are_not_any_groups_capture_date(tag: str) -> None:
+    assert info({tag: "2011:02:03 04:05:06", **LOWER}).date_source == "XMP-exif:DateTimeOriginal"
+
+
+def test_any_groups_date_keeps_its_zone_and_utc_containers_are_converted() -> None:
+    zoned = info({"Reconyx:DateTimeOriginal": "2011:02:03 04:05:06+09:00"})
+    assert (zoned.captured, zoned.utc_offset) == (datetime(2011, 2, 3, 4, 5, 6), 32400)
+    # AVCHD: the camera's standard zone and a daylight-saving flag (H264.pm)
+    dst = info({"H264:DateTimeOriginal": "2011:07:03 04:05:06+01:00 DST"})
+    assert (dst.captured, dst.utc_offset) == (datetime(2011, 7, 3, 4, 5, 6), 7200)
+    mxf = info({"MXF:CreateDate": "2016:02:03 04:05:06.000"})  # UTC by SMPTE 377M
+    assert (mxf.captured, mxf.utc_offset) == (datetime(2016, 2, 3, 5, 5, 6), 3600)
+    png = info({"PNG:ModifyDate": "2015:07:02 03:04:05"})  # tIME: UTC by the PNG spec
+    assert (png.captured, png.utc_offset) == (datetime(2015, 7, 2, 5, 4, 5), 7200)
+
+
+# --- precision (issue 12.3) --------------------------------------------------------------
+
+def test_a_date_only_value_gives_way_to_a_full_time_of_that_day() -> None:
+    got = info({"IPTC:DateCreated": "2019:05:04", "IFD0:ModifyDate": "2019:05:04 17:53:12"})
+    assert (got.captured, got.date_source) == (datetime(2019, 5, 4, 17, 53, 12),
+                                               "IFD0:ModifyDate")
+    other_day = {"IPTC:DateCreated": "2019:05:04", "IFD0:ModifyDate": "2019:05:05 17:53:12"}
+    assert source(other_day) == (datetime(2019, 5, 4), "IPTC:DateCreated")
+    # the best there is still names the day
+    assert source({"IPTC:DateCreated": "2019:05:04"}) == (datetime(2019, 5, 4),
+                                                          "IPTC:DateCreated")
+    # a file name with the time of that day refines it too
+    assert source({"IPTC:DateCreated": "2019:05:04"}, "IMG_20190504_101112.jpg") == (
+        datetime(2019, 5, 4, 10, 11, 12), "filename")
+
+
+def test_a_minute_only_value_gives_way_to_a_full_time_of_that_minute() -> None:
+    tags = {"XMP-xmp:CreateDate": "2019:05:04 05:53+02:00",
+            "IFD0:ModifyDate": "2019:05:04 05:53:12"}
+    got = info(tags)
+    assert (got.captured, got.utc_offset, got.date_source) == (
+        datetime(2019, 5, 4, 5, 53, 12), 7200, "IFD0:ModifyDate")
+    later = {**tags, "IFD0:ModifyDate": "2019:05:04 05:54:12"}
+    assert source(later) == (datetime(2019, 5, 4, 5, 53), "XMP-xmp:CreateDate")
+    # zones known on both sides: compared as instants
+    utc = {"XMP-xmp:CreateDate": "2019:05:04 05:53+02:00", "IFD0:ModifyDate":
+           "2019:05:04 03:53:30", "IFD0:OffsetTime": "+00:00"}
+    assert info(utc).date_source == "IFD0:ModifyDate"
+
+
+def test_a_full_timestamp_is_never_refined_away() -> None:
+    tags = {"ExifIFD:DateTimeOriginal": "2019:05:04 05:53:12",
+            "IFD0:ModifyDate": "2019:05:04 05:53:12.5"}
+    assert info(tags).date_source == "ExifIFD:DateTimeOriginal"
+
+
+def test_iptc_date_and_time_are_read_together() -> None:
+    tags = {"IPTC:DateCreated": "2019:05:04", "IPTC:TimeCreated": "10:11:12+02:00",
+            "Composite:DateTimeCreated": "2019:05:04 10:11:12+02:00",
+            "IFD0:ModifyDate": "2019:05:04 23:00:00"}
+    got = info(tags)
+    assert (got.captured, got.utc_offset, got.date_source) == (
+        datetime(2019, 5, 4, 10, 11, 12), 7200, "Composite:DateTimeCreated")
+
+
+# --- future dates are recorded (issue 12.5) ----------------------------------------------
+
+def test_future_values_above_the_winner_are_recorded_with_why() -> None:
+    got = info({"ExifIFD:DateTimeOriginal": "2099:01:01 00:00:00",
+                "Keys:CreationDate": "2031:01:01 00:00:00+01:00",
+                "ExifIFD:CreateDate": "2020:02:02 02:02:02",
+                "IFD0:ModifyDate": "2098:01:01 00:00:00"})
+    assert got.date_source == "ExifIFD:CreateDate"
+    assert got.date_skipped == (
+        "ExifIFD:DateTimeOriginal = '2099:01:01 00:00:00': in the future (after now + 1 day)")
+    none = info({"ExifIFD:DateTimeOriginal": "2020:01:01 00:00:00",
+                 "IFD0:ModifyDate": "2098:01:01 00:00:00"})
+    assert none.date_skipped is None  # a future value below the winner did not matter
+    name = info({}, "IMG_20990101_000000.jpg")
+    assert (name.date_source, name.date_skipped) == (
+        "mtime", "filename '20990101_000000': in the future (after now + 1 day)")
+
+
+# --- Live Photo identifier and pairing (issue 12.1) --------------------------------------
+
+def test_content_identifier_from_the_video_or_the_stills_maker_note() -> None:
+    assert info({**MOV, "Keys:ContentIdentifier": "ABC"}).content_id == "ABC"
+    assert info({"Apple:MediaGroupUUID": " ABC "}).content_id == "ABC"
+    assert info({"Apple:ContentIdentifier": "ABC"}).content_id == "ABC"  # ExifTool < 12.19
+    assert info({"Apple:MediaGroupUUID": 7}).content_id is None
+    assert info({"XMP-x:ContentIdentifier": "ABC"}).content_id is None
+
+
+def _still(captured: str, offset: int | None = 3600, cid: str | None = None) -> Any:
+    from daemon.catalog import Entry
+    return Entry(1, "0" * 64, 1, "2021-03/2021-03-04 05.06.07.jpg", captured,
+                 "Composite:SubSecDateTimeOriginal", "IMG_1.JPG", 1, None, offset, "high", cid)
+
+
+def _video(tags: dict[str, Any], name: str = "IMG_1.MOV") -> MediaInfo:
+    return info({**MOV, **tags}, name)
+
+
+def test_a_video_pairs_with_its_still_by_content_identifier() -> None:
+    from daemon.pairing import motion_pairs
+    video = _video({"Keys:CreationDate": "2021:03:04 05:06:08+01:00",
+                    "Keys:ContentIdentifier": "CID-1"})
+    assert motion_pairs(video, _still("2021-03-04 05:06:07", cid="CID-1"))
+    assert not motion_pairs(video, _still("2021-03-04 05:06:07", cid="CID-2"))
+    far = _video({"Keys:CreationDate": "2016:03:04 05:06:08+01:00",
+                  "Keys:ContentIdentifier": "CID-1"})
+    assert motion_pairs(far, _still("2021-03-04 05:06:07", cid="CID-1"))  # same shot
+
+
+def test_by_name_only_when_the_video_has_no_date_or_the_dates_agree() -> None:
+    from daemon.pairing import PAIR_SECONDS, motion_pairs
+    still = _still("2021-03-04 05:06:07")
+    five_years = _video({"Keys:CreationDate": "2016:03:04 05:06:07+01:00"})
+    assert five_years.confidence == "high" and not motion_pairs(five_years, still)
+    close = _video({"Keys:CreationDate": "2021:03:04 05:06:08+01:00"})
+    assert motion_pairs(close, still)
+    # instants compared when both zones are known: 05:06:08+01:00 == 04:06:08Z
+    assert motion_pairs(close, _still("2021-03-04 04:06:07", offset=0))
+    assert not motion_pairs(close, _still("2021-03-04 05:06:07", offset=0))
+    apart = datetime(2021, 3, 4, 5, 6, 7) + timedelta(seconds=PAIR_SECONDS + 1)
+    late = _video({"Keys:CreationDate": apart.strftime("%Y:%m:%d %H:%M:%S+01:00")})
+    assert not motion_pairs(late, still)
+    # no date of its own (mtime), or only one from its (shared) name: the name decides
+    assert motion_pairs(_video({}), still)
+    assert motion_pairs(_video({}, "IMG_20160101_101010.MOV"), still)
+    # a medium date of its own is kept as well when it disagrees
+    assert not motion_pairs(_video({"UserData:DateTimeOriginal": "2016:01:01 10:10:10"}),
+                            still)
+    # one side without an identifier: the dates decide
+    tagged = _video({"Keys:CreationDate": "2016:03:04 05:06:07+01:00",
+                     "Keys:ContentIdentifier": "CID-1"})
+    assert not motion_pairs(tagged, still)
+
+
+# --- types whose MIME is not image/* or video/* (issue 12.4) -----------------------------
+
+@pytest.mark.parametrize(("ftype", "mime", "ext", "want_kind"), [
+    ("PSD", "application/vnd.adobe.photoshop", "psd", "image"),
+    ("PSB", "application/vnd.adobe.photoshop", "psb", "image"),
+    ("CS1", "application/vnd.adobe.photoshop", "cs1", "image"),  # Sinar CaptureShop RAW
+    ("EIP", "application/x-captureone", "eip", "image"),  # Capture One: RAW inside
+    ("ARQ", "application/unknown", "arq", "image"),
+    ("MXF", "application/mxf", "mxf", "video"),
+    ("RM", "application/vnd.rn-realmedia", "rm", "video"),
+    ("RMVB", "application/vnd.rn-realmedia-vbr", "rmvb", "video"),
+    # image/* or video/* at run time (ExifTool 12.57), listed so a change shows here
+    ("AVIF", "image/avif", "avif", "image"),  # sequences too (QuickTime.pm AVIF)
+    ("Extended WEBP", "image/webp", "webp", "image"),  # animated WebP
+    ("AVI", "video/x-msvideo", "avi", "video"),  # MJPEG AVI from old cameras
+    ("M2T", "video/mpeg", "m2t", "video"), ("M2TS", "video/m2ts", "mts", "video"),
+    ("JXL", "image/jxl", "jxl", "image"), ("DNG", "image/x-adobe-dng", "dng", "image"),
+    ("MOV", "video/quicktime", "mov", "video"), ("MPO", "image/mpo", "mpo", "image"),
+    ("HEIC", "image/heic-sequence", "heic", "image"), ("APNG", "image/apng", "png", "image"),
+    ("CRM", "video/x-canon-crm", "crm", "video"), ("MNG", "video/mng", "mng", "video"),
+])
+def test_pictures_and_movies_by_rule(ftype: str, mime: str, ext: str, want_kind: str) -> None:
+    got = kind(ftype, mime, f"x.{ext}", ext)
+    assert isinstance(got, MediaInfo) and (got.kind, got.ext) == (want_kind, f".{ext}"), got
+
+
+@pytest.mark.parametrize(("ftype", "mime"), [
+    ("PSDT", "application/vnd.adobe.photoshop"),  # a template
+    ("MIFF", "application/x-magick-image"), ("DICOM", "application/dicom"),
+    ("EPS", "application/postscript"), ("AI", "application/vnd.adobe.illustrator"),
+    ("WMF", "application/x-wmf"), ("SWF", "application/x-shockwave-flash"),
+    ("M4A", "audio/mp4"), ("M4A", "video/quicktime"), ("AAX", "audio/vnd.audible.aax"),
+    ("EXV", "image/x-exv"), ("VNT", "image/vnd.fpx"), ("ICO", "image/x-icon"),
+    ("AAE", "application/vnd.apple.photos"), ("MODD", "application/xml"),
+    ("WAV", "audio/x-wav"), ("EXIF", "application/unknown"),
+])
+def test_not_pictures_or_movies_by_rule(ftype: str, mime: str) -> None:
+    got = kind(ftype, mime, "x.bin", "bin")
+    assert isinstance(got, NotMedia) and "not a photo or video" in got.reason
