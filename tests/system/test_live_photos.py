@@ -56,7 +56,7 @@ def test_live_photo_pairs_and_name_collisions(tmp_path: Path) -> None:
 
 
 def test_find_shows_the_future_date_that_was_skipped(tmp_path: Path) -> None:
-    cfg, cfg_path = make_config(tmp_path, timezone="UTC")
+    _, cfg_path = make_config(tmp_path, timezone="UTC")
     photo = make.image(tmp_path / "clock_wrong.jpg")
     make.write_tags({photo: {"DateTimeOriginal": "2099:01:01 00:00:00",
                              "CreateDate": "2020:02:02 02:02:02"}})
