@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from daemon.errors import ToolError
 from daemon.exiftool import ExifTool, ExifToolFailed
@@ -462,3 +463,144 @@ def test_no_exiftool_outlives_its_python(media: dict[str, Path], how: str) -> No
     assert "Warning" not in child.stderr
     pid = int(child.stdout)
     wait_for(lambda: gone(pid), 10, f"exiftool {pid} to exit")
+
+
+# --- round 2 (issue 12): other groups' dates, precision, types, Live Photo identifiers ----
+
+@pytest.fixture(scope="module")
+def round2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real files for each class: Pillow and ffmpeg output, bytes written from the
+    formats' documentation, tags written by the real exiftool."""
+    d = tmp_path_factory.mktemp("round2")
+    f: dict[str, Path] = {}
+    f["png_text"] = make.png_text(d / "text.png", {"Creation Time": "2018:03:04 05:06:07"})
+    f["png_time"] = make.image(d / "time.png")
+    f["avi"] = make.ffmpeg_video(d / "clip.avi", "avi", "mjpeg", {"date": "2019-05-04"})
+    f["avi_idit"] = make.with_riff_chunk(f["avi"], d / "idit.avi", b"IDIT",
+                                         b"Mon Mar 03 09:44:56 2005\n\0")
+    f["mkv"] = make.ffmpeg_video(d / "clip.mkv", "matroska",
+                                 metadata={"creation_time": "2019-05-04T05:06:07Z"})
+    f["mxf"] = make.ffmpeg_video(d / "clip.mxf", "mxf", "mpeg2video",
+                                 {"creation_time": "2016-02-03T04:05:06Z"}, rate=25)
+    f["mts"] = make.ffmpeg_video(d / "clip.mts", "mpegts", "mpeg2video")
+    f["psd"] = make.psd(d / "layers.psd")
+    f["psd_dated"] = make.psd(d / "dated.psd")
+    f["psb"] = make.psd(d / "big.psb", big=True)
+    f["psd_named_jpg"] = make.psd(d / "layers.jpg")
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    f["webp_anim"] = d / "anim.webp"
+    frames[0].save(f["webp_anim"], save_all=True, append_images=frames[1:], duration=100)
+    f["iptc_both"] = make.image(d / "iptc_both.jpg")
+    f["iptc_day"] = make.image(d / "iptc_day.jpg")
+    f["xmp_minute"] = make.image(d / "xmp_minute.jpg")
+    f["still"] = make.apple_still(d / "IMG_0002.JPG", "2021:03:04 05:06:07", "CID-0002",
+                                  "+01:00")
+    f["video"] = make.apple_video(d / "IMG_0002.MOV", "2021-03-04T05:06:08+0100", "CID-0002")
+    make.write_tags({
+        f["png_time"]: {"PNG:ModifyDate": "2015:01:02 03:04:05"},
+        f["psd_dated"]: {"DateTimeOriginal": "2014:05:06 07:08:09"},
+        f["iptc_both"]: {"IPTC:DateCreated": "2017:06:07", "IPTC:TimeCreated": "08:09:10+02:00",
+                         "ModifyDate": "2017:06:07 23:00:00"},
+        f["iptc_day"]: {"IPTC:DateCreated": "2017:06:07", "ModifyDate": "2017:06:07 21:22:23"},
+        f["xmp_minute"]: {"XMP-xmp:CreateDate": "2019:05:04 05:53+02:00",
+                          "ModifyDate": "2019:05:04 05:53:12"},
+    })
+    return f
+
+
+@pytest.mark.parametrize(("key", "source", "captured", "offset"), [
+    ("png_text", "PNG:CreationTime", datetime(2018, 3, 4, 5, 6, 7), None),
+    ("png_time", "PNG:ModifyDate", datetime(2015, 1, 2, 4, 4, 5), 3600),  # tIME is UTC
+    ("avi_idit", "RIFF:DateTimeOriginal", datetime(2005, 3, 3, 9, 44, 56), None),
+    ("avi", "RIFF:DateCreated", datetime(2019, 5, 4), None),  # ICRD: a day
+    ("mkv", "Matroska:DateTimeOriginal", datetime(2019, 5, 4, 7, 6, 7), 7200),
+    ("mxf", "MXF:CreateDate", datetime(2016, 2, 3, 5, 5, 6), 3600),
+])
+def test_other_containers_dates_from_real_files(round2: dict[str, Path], berlin: Reader,
+                                                key: str, source: str, captured: datetime,
+                                                offset: int | None) -> None:
+    info = describe(berlin, round2[key], "holiday" + round2[key].suffix)
+    assert (info.date_source, info.captured, info.utc_offset) == (source, captured, offset)
+
+
+def test_every_groups_date_time_original_in_exiftools_tables_is_a_capture_date(
+        berlin: Reader) -> None:
+    """The rule over ExifTool's own tag tables (exiftool -listx): every group that has a
+    DateTimeOriginal ranks it after the EXIF dates and before XMP, IPTC and names."""
+    import re
+
+    from daemon.metadata import decide
+    listing = subprocess.run(["exiftool", "-config", "", "-listx"], capture_output=True,
+                             check=True, text=True).stdout
+    # <table name='...' g0='...' g1='GROUP' ...> ... <tag ... name='DateTimeOriginal' ...
+    groups = {m[1] for m in re.finditer(r"<table [^>]*\bg1='([^']*)'[^>]*>(.*?)</table>",
+                                        listing, re.S)
+              if re.search(r"<tag [^>]*\bname='DateTimeOriginal'", m[2])}
+    groups -= {"Composite", "IFD0", "ExifIFD"}  # ranked by rules of their own
+    groups = {g for g in groups if g and not g.startswith("XMP")}
+    assert {"CanonRaw", "SigmaRaw", "KyoceraRaw", "Casio", "PictureInfo", "Reconyx", "H264",
+            "RIFF", "Matroska"} <= groups
+    lower = {"XMP-exif:DateTimeOriginal": "2012:01:01 01:01:01",
+             "IPTC:DateCreated": "2012:01:03", "IFD0:ModifyDate": "2012:01:04 01:01:01",
+             "File:FileType": "JPEG", "File:MIMEType": "image/jpeg"}
+    now = datetime.now(UTC)
+    for group in sorted(groups):
+        tag = f"{group}:DateTimeOriginal"
+        got = decide({tag: "2011:02:03 04:05:06", **lower}, "IMG_20130101_101010.jpg", JULY,
+                     berlin.tz, now)
+        assert isinstance(got, MediaInfo) and got.date_source == tag, (tag, got)
+        exif = decide({"ExifIFD:DateTimeOriginal": "2010:01:01 00:00:00",
+                       tag: "2011:02:03 04:05:06", **lower}, "x.jpg", JULY, berlin.tz, now)
+        assert isinstance(exif, MediaInfo) and exif.date_source == "ExifIFD:DateTimeOriginal"
+
+
+def test_precision_on_real_files(round2: dict[str, Path], berlin: Reader) -> None:
+    both = describe(berlin, round2["iptc_both"])  # IPTC DateCreated + TimeCreated together
+    assert (both.date_source, both.captured, both.utc_offset) == (
+        "Composite:DateTimeCreated", datetime(2017, 6, 7, 8, 9, 10), 7200)
+    day = describe(berlin, round2["iptc_day"])  # a day gives way to a time of that day
+    assert (day.date_source, day.captured) == ("IFD0:ModifyDate", datetime(2017, 6, 7, 21, 22, 23))
+    minute = describe(berlin, round2["xmp_minute"])  # a minute to a second of that minute
+    assert (minute.date_source, minute.captured, minute.utc_offset) == (
+        "IFD0:ModifyDate", datetime(2019, 5, 4, 5, 53, 12), 7200)
+
+
+@pytest.mark.parametrize(("key", "name", "kind", "ftype", "ext"), [
+    ("psd", "layers.psd", "image", "PSD", ".psd"),
+    ("psb", "big.psb", "image", "PSB", ".psb"),
+    ("psd_named_jpg", "layers.jpg", "image", "PSD", ".psd"),  # by content
+    ("webp_anim", "anim.webp", "image", "Extended WEBP", ".webp"),
+    ("avi", "clip.avi", "video", "AVI", ".avi"),  # MJPEG AVI
+    ("mts", "clip.mts", "video", "M2T", ".mts"),
+    ("mxf", "clip.mxf", "video", "MXF", ".mxf"),
+])
+def test_pictures_and_movies_whatever_their_mime_type(round2: dict[str, Path], berlin: Reader,
+                                                       key: str, name: str, kind: str,
+                                                       ftype: str, ext: str) -> None:
+    info = describe(berlin, round2[key], name)
+    assert (info.kind, info.file_type, info.ext) == (kind, ftype, ext)
+
+
+def test_a_photoshop_document_is_dated_like_a_photo(round2: dict[str, Path],
+                                                    berlin: Reader) -> None:
+    info = describe(berlin, round2["psd_dated"])
+    assert (info.date_source, info.captured) == ("ExifIFD:DateTimeOriginal",
+                                                 datetime(2014, 5, 6, 7, 8, 9))
+
+
+def test_live_photo_identifiers_are_read_from_both_halves(round2: dict[str, Path],
+                                                          berlin: Reader) -> None:
+    still, video = (describe(berlin, round2[k]) for k in ("still", "video"))
+    assert (still.content_id, still.date_source) == ("CID-0002",
+                                                     "Composite:SubSecDateTimeOriginal")
+    assert (video.content_id, video.captured, video.date_source) == (
+        "CID-0002", datetime(2021, 3, 4, 5, 6, 8), "Keys:CreationDate")
+    # the in-process reader leaves a still with an Apple maker note to ExifTool
+    assert berlin._quick(os.fsencode(round2["still"]), "IMG_0002.JPG", JULY,
+                         datetime.now(UTC)) is None
+
+
+def test_a_skipped_future_date_is_named(media: dict[str, Path], berlin: Reader) -> None:
+    info = describe(berlin, media["future"])
+    assert info.date_skipped == ("ExifIFD:DateTimeOriginal = '2099:01:01 00:00:00': "
+                                 "in the future (after now + 1 day)")

@@ -82,6 +82,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         files[-1].write_bytes(jpeg_bytes(datetime(2010 + i, 2, 3, 4, 5, 6), seed=i))
     files.append(d / "pillow_undated.jpg")
     files[-1].write_bytes(jpeg_bytes(None, seed=9))
+    # iPhone stills: a Live Photo's (its identifier in an Apple maker note) and a plain one
+    files.append(make.apple_still(d / "apple_live.jpg", "2021:03:04 05:06:07", "CID-7",
+                                  "+01:00"))
+    files.append(make.apple_still(d / "apple_plain.jpg", "2021:03:04 05:06:07", None,
+                                  "+01:00", color="blue"))
     # Two EXIF blocks; a JPEG-named PNG; a file cut short at every interesting place
     dated = (d / "dto_all.jpg").read_bytes()
     exif_at = dated.index(b"Exif\0\0") - 4
@@ -126,7 +131,8 @@ def test_in_process_answers_equal_exiftools(corpus: list[Path]) -> None:
     # It must answer for the ordinary case, or the fast path is dead code.
     for name in ("dto_subsec.jpg", "dto_zone.jpg", "dto_all.jpg", "IMG_20000101_000000.jpg",
                  "dto_zero.jpg", "dto_blank.jpg", "PXL_20200101_101010123.jpg",
-                 "create_subsec.jpg", "xmp_and_exif.jpg", "pillow0.jpg", "pillow3.jpg"):
+                 "create_subsec.jpg", "xmp_and_exif.jpg", "pillow0.jpg", "pillow3.jpg",
+                 "apple_plain.jpg"):
         assert name in answered, name
     assert answered["dto_all.jpg"].date_source == "Composite:SubSecDateTimeOriginal"
     assert answered["dto_all.jpg"].date_raw == "2020:01:02 03:04:05.07+09:00"
@@ -134,7 +140,7 @@ def test_in_process_answers_equal_exiftools(corpus: list[Path]) -> None:
     for name in ("mpf.jpg", "two_exif.jpg", "png_named.jpg", "IMG_20000101_000000.JPG",
                  "photo.jpeg", "iptc.jpg", "modify_only.jpg", "pillow_undated.jpg",
                  "dto_future.jpg", "zone_odd.jpg", "dto_dashes.jpg",
-                 "ifd0_dto.jpg", "cut3.jpg", "cut20.jpg"):
+                 "ifd0_dto.jpg", "cut3.jpg", "cut20.jpg", "apple_live.jpg"):
         assert name not in answered, name
     assert sum(name.startswith("fuzz") for name in answered) > 20
 
