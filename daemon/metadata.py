@@ -99,7 +99,8 @@ _EARLY = (
     _Rule("Track*:TrackCreateDate", True, "high", _ORIGINAL),
     # Other groups' capture dates: containers whose zone is known first, then any group's
     # DateTimeOriginal (RAW headers and maker notes: CanonRaw, SigmaRaw, KyoceraRaw,
-    # Casio, PictureInfo, Reconyx, Kodak, DV, FLIR, ...), then any group's creation date.
+    # Casio, PictureInfo, Reconyx, Kodak, DV, FLIR, ...), then any group's creation date,
+    # then a PNG's last-modification time.
     _Rule("H264:DateTimeOriginal", False, "high"),  # AVCHD camcorders, with their zone
     _Rule("RIFF:DateTimeOriginal", False, "high"),  # AVI from cameras (IDIT)
     _Rule("QuickTime:DateTimeOriginal", False, "medium"),
@@ -110,10 +111,10 @@ _EARLY = (
     _Rule("ASF:CreationDate", True, "medium"),
     _Rule("MXF:CreateDate", True, "medium"),  # SMPTE 377M timestamps are UTC
     _Rule("PNG:CreationTime", False, "medium"),  # tEXt "Creation Time"
-    _Rule("PNG:ModifyDate", True, "medium"),  # tIME, UTC by the PNG spec
     _Rule("*:DateTimeOriginal", False, "high"),
     *(_Rule("*:" + name, False, "medium") for name in (
         "CreateDate", "CreationDate", "DateCreated", "CreationTime", "DatePictureTaken")),
+    _Rule("PNG:ModifyDate", True, "medium"),  # tIME (UTC by the PNG spec): last of these
     # XMP and IPTC: written by editors as often as by cameras.
     _Rule("XMP-exif:DateTimeOriginal", False, "medium"),
     _Rule("XMP-photoshop:DateCreated", False, "medium"),
@@ -129,7 +130,7 @@ _LATE = (
 # capture date: XMP/IPTC (ranked below), ExifTool's own and the file system's, EXIF's
 # IFDs (their capture dates are the rules above; anything else there is not one).
 _NAMED = frozenset(r.tag for r in (*_EARLY, *_LATE) if not r.tag.startswith("*"))
-_NOT_ANY_GROUP = re.compile(r"XMP(-.*)?|IPTC\d*|Composite|System|File|ExifTool|IFD\d+|"
+_NOT_ANY_GROUP = re.compile(r"XMP(-.*)?|IPTC\d*|Composite|System|ExifTool|IFD\d+|"
                             r"ExifIFD|SubIFD\d*|InteropIFD|GPS|Track\d+", re.ASCII)
 # The Live Photo identifier: in the video (Keys) and in the still's Apple maker note
 # (ExifTool 12.19 and later call it MediaGroupUUID, before that ContentIdentifier).

@@ -531,3 +531,14 @@ def test_pictures_and_movies_by_rule(ftype: str, mime: str, ext: str, want_kind:
 def test_not_pictures_or_movies_by_rule(ftype: str, mime: str) -> None:
     got = kind(ftype, mime, "x.bin", "bin")
     assert isinstance(got, NotMedia) and "not a photo or video" in got.reason
+
+
+def test_a_pngs_modification_time_is_the_last_of_the_other_groups() -> None:
+    tags = {"PNG:ModifyDate": "2015:01:02 03:04:05", "PNG:CreationTime": "2014:01:02 03:04:05",
+            "Casio:DateTimeOriginal": "2013:01:02 03:04:05", "RIFF:DateCreated": "2012:01:02",
+            "XMP-xmp:CreateDate": "2011:01:02 03:04:05"}
+    order = ["PNG:CreationTime", "Casio:DateTimeOriginal", "RIFF:DateCreated",
+             "PNG:ModifyDate", "XMP-xmp:CreateDate"]
+    for i, want in enumerate(order):
+        left = {k: v for k, v in tags.items() if k not in order[:i]}
+        assert info(left).date_source == want
