@@ -534,7 +534,7 @@ def test_every_groups_date_time_original_in_exiftools_tables_is_a_capture_date(
                              check=True, text=True).stdout
     # <table name='...' g0='...' g1='GROUP' ...> ... <tag ... name='DateTimeOriginal' ...
     groups = {m[1] for m in re.finditer(r"<table [^>]*\bg1='([^']*)'[^>]*>(.*?)</table>",
-                                        listing, re.S)
+                                        listing, re.DOTALL)
               if re.search(r"<tag [^>]*\bname='DateTimeOriginal'", m[2])}
     groups -= {"Composite", "IFD0", "ExifIFD"}  # ranked by rules of their own
     groups = {g for g in groups if g and not g.startswith("XMP")}

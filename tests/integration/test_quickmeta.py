@@ -34,6 +34,8 @@ TAGGED: dict[str, dict[str, str]] = {
     "dto_blank": {"DateTimeOriginal#": "    :  :     :  :  ",
                   "CreateDate": "2019:05:06 07:08:09"},
     "dto_future": {"DateTimeOriginal": "2099:01:01 00:00:00"},
+    "dto_future_create": {"DateTimeOriginal": "2099:01:01 00:00:00", "SubSecTimeOriginal": "5",
+                          "CreateDate": "2019:05:06 07:08:09"},  # the skip is recorded
     "dto_1970": {"DateTimeOriginal": "1970:01:01 00:00:00", "ModifyDate": "2018:01:01 01:01:01"},
     "dto_bad_day": {"DateTimeOriginal#": "2020:02:31 10:00:00"},
     "create_only": {"CreateDate": "2019:05:06 07:08:09", "OffsetTimeDigitized": "+01:00"},
@@ -132,10 +134,14 @@ def test_in_process_answers_equal_exiftools(corpus: list[Path]) -> None:
     for name in ("dto_subsec.jpg", "dto_zone.jpg", "dto_all.jpg", "IMG_20000101_000000.jpg",
                  "dto_zero.jpg", "dto_blank.jpg", "PXL_20200101_101010123.jpg",
                  "create_subsec.jpg", "xmp_and_exif.jpg", "pillow0.jpg", "pillow3.jpg",
-                 "apple_plain.jpg"):
+                 "apple_plain.jpg", "dto_future_create.jpg"):
         assert name in answered, name
     assert answered["dto_all.jpg"].date_source == "Composite:SubSecDateTimeOriginal"
     assert answered["dto_all.jpg"].date_raw == "2020:01:02 03:04:05.07+09:00"
+    assert answered["dto_future_create.jpg"].date_skipped == (
+        "Composite:SubSecDateTimeOriginal = '2099:01:01 00:00:00.5': in the future (after now "
+        "+ 1 day); ExifIFD:DateTimeOriginal = '2099:01:01 00:00:00': in the future (after now "
+        "+ 1 day)")
     # ...and leave to ExifTool what it cannot be sure of
     for name in ("mpf.jpg", "two_exif.jpg", "png_named.jpg", "IMG_20000101_000000.JPG",
                  "photo.jpeg", "iptc.jpg", "modify_only.jpg", "pillow_undated.jpg",
