@@ -13,10 +13,9 @@ means: a well-formed JPEG up to its first scan (every segment inside the bytes r
 one EXIF block, no MPF block (ExifTool calls those files MPO), no Apple maker note (it
 holds the Live Photo identifier `decide` reads, which this module does not), a TIFF
 structure whose date tags are all where they should be, with ASCII values in the exact
-EXIF form. The
-caller trusts the answer only if `decide` dates the file from one of TRUSTED (the tags
-above every tag this module does not read); tests/integration/test_quickmeta.py holds
-it against the real ExifTool.
+EXIF form. The caller trusts the answer only if `decide` dates the file from one of
+TRUSTED (the tags above every tag this module does not read);
+tests/integration/test_quickmeta.py holds it against the real ExifTool.
 """
 
 from __future__ import annotations
@@ -46,7 +45,9 @@ _ASCII = 2
 _TYPE_SIZES = (0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4)  # by TIFF type, 1..13
 _EXIF_IFD_POINTER = 0x8769
 _MAKER_NOTE = 0x927C
-_APPLE_NOTE = b"Apple iOS\0"  # ExifTool's MakerNoteApple condition (MakerNotes.pm)
+# ExifTool's MakerNoteApple starts "Apple iOS\0" (MakerNotes.pm); any note that starts
+# "Apple" goes to ExifTool.
+_APPLE_NOTE = b"Apple"
 # Tags read from the EXIF sub-IFD, by their ExifTool names.
 _EXIF_TAGS = {0x9003: "DateTimeOriginal", 0x9004: "CreateDate",
               0x9011: "OffsetTimeOriginal", 0x9012: "OffsetTimeDigitized",
@@ -155,7 +156,7 @@ def _tiff_tags(tiff: bytes) -> dict[str, str]:
             raise _Unsure("an EXIF pointer loop")
         exif = _entries(tiff, order, offset)
         if _MAKER_NOTE in exif and _value(tiff, order, exif[_MAKER_NOTE]).startswith(
-                _APPLE_NOTE[:4]):
+                _APPLE_NOTE):
             raise _Unsure("an Apple maker note: its Live Photo identifier is ExifTool's")
         for tag, entry in exif.items():
             name = _EXIF_TAGS.get(tag)
