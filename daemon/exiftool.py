@@ -27,6 +27,7 @@ from .errors import MediasortError, ToolError
 # -charset filename: on Linux exiftool opens the name's bytes as given.
 _READ_ARGS = ("-json", "-G1", "-api", "LargeFileSupport=1", "-time:all",
               "-ContentIdentifier", "-MediaGroupUUID",  # Live Photo pairs
+              "-MajorBrand",  # AVIF sequences, which ExifTool 12.57 calls MP4
               "-FileType", "-MIMEType", "-FileTypeExtension", "-Error", "-Warning")
 _STOP_SECONDS = 5.0
 

@@ -46,6 +46,9 @@ _VIDEO_TYPES = frozenset({"MXF", "M2T", "M2TS", "CRM", "R3D", "RM", "RMVB"})
 # gives M4A/M4B/F4A/F4B/AAX audio/* at run time, but its static table says video/*).
 _NOT_PHOTOS = frozenset({"SVG", "DWG", "ICO", "CUR", "DJVU", "EXV", "VNT", "M4A", "M4B",
                          "M4P", "F4A", "F4B", "AAX"})
+# An AVIF image sequence (animated AVIF, major brand 'avis') is MP4 to ExifTool 12.57
+# ("Unknown (avis)"): a picture, named .avif.
+_AVIF_SEQUENCE = re.compile(r"(?:.*\()?avis\)?", re.ASCII)
 # Extensions that name the same content: a JPEG called .jpeg keeps .jpeg.
 _SAME_EXT = (frozenset({"jpg", "jpeg", "jpe", "jfif"}), frozenset({"tif", "tiff"}),
              frozenset({"heic", "heif", "hif"}), frozenset({"mts", "m2ts", "m2t", "ts"}),
@@ -350,6 +353,9 @@ def _content(tags: dict[str, Any], original_name: str) -> tuple[str, str, str, s
     if not ftype:
         return NotMedia("empty file" if error == "File is empty" else
                         f"unrecognised file type{said}")
+    real = str(tags.get("File:FileTypeExtension") or ftype).lower()
+    if ftype == "MP4" and _AVIF_SEQUENCE.fullmatch(str(tags.get("QuickTime:MajorBrand") or "")):
+        ftype, mime, real = "AVIF", "image/avif", "avif"
     if ftype in _NOT_PHOTOS:
         return NotMedia(f"not a photo or video (ExifTool says: {ftype}, {mime or 'no MIME type'})")
     if mime.startswith("video/") or ftype in _VIDEO_TYPES:
@@ -360,7 +366,6 @@ def _content(tags: dict[str, Any], original_name: str) -> tuple[str, str, str, s
         return NotMedia(f"not a photo or video (ExifTool says: {ftype}, {mime or 'no MIME type'})")
     if error:
         return NotMedia(f"unreadable {ftype} file{said}")
-    real = str(tags.get("File:FileTypeExtension") or ftype).lower()
     own = os.path.splitext(original_name)[1][1:].lower()
     agrees = own == real or any(own in same and real in same for same in _SAME_EXT)
     ext = (clean_ext(own) if agrees else "") or clean_ext(real)

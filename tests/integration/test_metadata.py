@@ -483,6 +483,7 @@ def round2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     f["mxf"] = make.ffmpeg_video(d / "clip.mxf", "mxf", "mpeg2video",
                                  {"creation_time": "2016-02-03T04:05:06Z"}, rate=25)
     f["mts"] = make.ffmpeg_video(d / "clip.mts", "mpegts", "mpeg2video")
+    f["avif_seq"] = make.ffmpeg_video(d / "anim.avif", "avif", "libaom-av1")  # major brand avis
     f["psd"] = make.psd(d / "layers.psd")
     f["psd_dated"] = make.psd(d / "dated.psd")
     f["psb"] = make.psd(d / "big.psb", big=True)
@@ -570,6 +571,7 @@ def test_precision_on_real_files(round2: dict[str, Path], berlin: Reader) -> Non
     ("psb", "big.psb", "image", "PSB", ".psb"),
     ("psd_named_jpg", "layers.jpg", "image", "PSD", ".psd"),  # by content
     ("webp_anim", "anim.webp", "image", "Extended WEBP", ".webp"),
+    ("avif_seq", "anim.avif", "image", "AVIF", ".avif"),  # ExifTool 12.57: MP4
     ("avi", "clip.avi", "video", "AVI", ".avi"),  # MJPEG AVI
     ("mts", "clip.mts", "video", "M2T", ".mts"),
     ("mxf", "clip.mxf", "video", "MXF", ".mxf"),

@@ -542,3 +542,15 @@ def test_a_pngs_modification_time_is_the_last_of_the_other_groups() -> None:
     for i, want in enumerate(order):
         left = {k: v for k, v in tags.items() if k not in order[:i]}
         assert info(left).date_source == want
+
+
+@pytest.mark.parametrize(("brand", "want"), [
+    ("Unknown (avis)", ("image", "AVIF", ".avif")), ("avis", ("image", "AVIF", ".avif")),
+    ("MP4 v2 [ISO 14496-14]", ("video", "MP4", ".mp4")), ("Unknown (avisx)", ("video", "MP4", ".mp4")),
+])
+def test_an_avif_sequence_is_a_picture_though_exiftool_says_mp4(brand: str,
+                                                                 want: tuple[str, str, str]) -> None:
+    tags = {"File:FileType": "MP4", "File:MIMEType": "video/mp4",
+            "File:FileTypeExtension": "mp4", "QuickTime:MajorBrand": brand}
+    got = decide(tags, "anim.avif", JULY, BERLIN, NOW)
+    assert isinstance(got, MediaInfo) and (got.kind, got.file_type, got.ext) == want
