@@ -284,3 +284,36 @@ def test_two_inboxes_under_the_unit(service: Configured, config: Path) -> None:
         for p in second.glob("*"):
             p.unlink()
         second.rmdir()
+
+
+def test_a_missing_folder_is_named_not_226_namespace(service: Configured) -> None:
+    """The unit's ReadWritePaths= entries have a `-` prefix: a folder that does not exist
+    does not fail the start with 226/NAMESPACE; the self-check names it (exit 78)."""
+    box = service.box
+    unit = (box.root / "etc/systemd/system" / UNIT).read_text()
+    assert "\nReadWritePaths=-/srv/media/inbox -/srv/media/library\n" in unit
+    missing = "/srv/media/missing-inbox"
+    config = box.root / "etc/mediasortd/missing.toml"
+    config.write_text(set_toml_keys((box.root / TEST_TOML.lstrip("/")).read_text(), {
+        "paths": {"inbox": missing, "state_dir": "/var/lib/mediasortd/missing"}}))
+    dropin = box.root / "run/systemd/system" / f"{UNIT}.d" / "zz-missing.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text(
+        "[Service]\nExecStart=\nExecStart=/opt/mediasortd/bin/mediasortd "
+        "--config /etc/mediasortd/missing.toml run\n"
+        f"ReadWritePaths=\nReadWritePaths=-{missing} -{service.library}\n")
+    try:
+        box.sx("systemctl", "stop", UNIT)
+        box.sx("systemctl", "daemon-reload")
+        assert box.sx("systemctl", "start", UNIT, check=False).returncode != 0
+        wait_for(lambda: box.prop("ActiveState") == "failed", 15, "the unit to fail")
+        assert box.prop("ExecMainStatus") == "78", box.prop("ExecMainStatus")
+        lines = [e["MESSAGE"] for e in box.journal("-n", "30")
+                 if f"{missing}: the inbox" in str(e.get("MESSAGE", ""))]
+        assert lines and "cannot be created" in lines[-1], lines
+    finally:
+        dropin.unlink(missing_ok=True)
+        config.unlink(missing_ok=True)
+        box.sx("systemctl", "daemon-reload")
+        box.sx("systemctl", "reset-failed", UNIT, check=False)
+        box.sx("systemctl", "start", UNIT, check=False, timeout=60)
