@@ -155,8 +155,9 @@ def _catalogue(cfg: Config, conn: Any, reader: Reader, rel: bytes, note: str, *,
 def repair(cfg: Config, log: Any, *, dry_run: bool = False,
            say: Say | None = None) -> tuple[list[Action], report.Report]:
     """Replay, then fix what `verify --deep` finds; returns what was done and what is left.
-    Each action is said (`say`) before it is carried out; `dry_run` says and does nothing
-    (no replay, no lock, the catalog opened read-only)."""
+    Each action is said (`say`) as it is done, and a changed file's verdict (edit or rot)
+    before anything is done to it; `dry_run` says what would be done and does nothing (no
+    replay, no lock, the catalog opened read-only)."""
     if dry_run:
         return _dry_run(cfg, say)
     oneshot.import_(cfg, [], move=False, log=log)  # replay unfinished jobs, sweep staging
@@ -220,8 +221,14 @@ def _changed(cfg: Config, conn: Any, rel: bytes, detail: str, say: Say | None) -
     moved to {rejected}/bitrot and its row marked missing. Said before it is done."""
     full = os.path.join(os.fsencode(cfg.library), rel)
     entry = catalog.by_path(conn, os.fsdecode(rel))
-    st = os.lstat(full)
     assert entry is not None
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:  # gone since verify looked
+        with transaction(conn):
+            catalog.mark_missing(conn, os.fsdecode(rel), journal.now())
+        return Action("marked_missing", shown(rel), "gone while being repaired; the row is "
+                      "kept, marked missing")
     rot, why = _rot_or_edit(conn, entry, st)
     text = shown(rel)
     if rot:
@@ -281,11 +288,13 @@ def _dry_run(cfg: Config, say: Say | None) -> tuple[list[Action], report.Report]
         for p in found.problems:
             rel = os.fsencode(p.path)
             text = shown(rel)
-            if p.kind in ("hash_mismatch", "size_mismatch"):
-                entry = catalog.by_path(conn, p.path)
-                assert entry is not None
-                rot, why = _rot_or_edit(conn, entry, os.lstat(
-                    os.path.join(os.fsencode(cfg.library), rel)))
+            try:
+                st = os.lstat(os.path.join(os.fsencode(cfg.library), rel))
+            except OSError:
+                st = None
+            entry = catalog.by_path(conn, p.path)
+            if p.kind in ("hash_mismatch", "size_mismatch") and st and entry:
+                rot, why = _rot_or_edit(conn, entry, st)
                 action = Action("would quarantine" if rot else "would update", text,
                                 f"{p.detail}; {why}: " + (
                                     f"would move it to {cfg.rejected / 'bitrot'}" if rot else
