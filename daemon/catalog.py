@@ -14,7 +14,7 @@ from typing import Any
 
 import apsw
 
-from .layout import numbered
+from .layout import numbered, pairs_with, stem_of
 from .model import MediaInfo
 
 
@@ -85,6 +85,29 @@ def free_name(conn: apsw.Connection, library: bytes, preferred: str) -> str:
         candidate = numbered(preferred, n)
         taken = conn.execute("SELECT 1 FROM files WHERE path = ?", (candidate,)).fetchall()
         if not taken and not os.path.lexists(os.path.join(library, os.fsencode(candidate))):
+            return candidate
+        n += 1
+
+
+def is_free(conn: apsw.Connection, library: bytes, path: str) -> bool:
+    """`path` is taken neither in the catalog nor on disk."""
+    taken = conn.execute("SELECT 1 FROM files WHERE path = ?", (path,)).fetchall()
+    return not taken and not os.path.lexists(os.path.join(library, os.fsencode(path)))
+
+
+def free_stem(conn: apsw.Connection, library: bytes, preferred: str) -> str:
+    """The first of `preferred`, `.1`, `.2`, ... whose stem no catalogued RAW, JPEG or
+    HEIC has (with any of their extensions: `x.cr2` takes the stem of `x.jpg` too), and
+    free on disk: the stem a RAW+JPEG pair's first file reserves for both."""
+    n = 0
+    while True:
+        candidate = numbered(preferred, n)
+        prefix = stem_of(candidate) + "."
+        rows = conn.execute("SELECT path FROM files WHERE path >= ? AND path < ?",
+                            (prefix, prefix[:-1] + "/")).fetchall()
+        exts = (str(path)[len(prefix):] for (path,) in rows)
+        if not any("." not in ext and pairs_with("." + ext) for ext in exts) \
+                and not os.path.lexists(os.path.join(library, os.fsencode(candidate))):
             return candidate
         n += 1
 

@@ -25,6 +25,7 @@ ON_DUPLICATE = ("quarantine", "delete", "keep")
 LOG_FORMATS = ("auto", "journal", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _MODE_RE = re.compile(r"(0o?)?[0-7]{3}")
+UNDATED = ("folder", "mtime", "reject")  # what becomes of a file with no date but its mtime
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Config:
     on_duplicate: str = "quarantine"
     timezone: str = "local"
     layout: str = DEFAULT_LAYOUT
+    undated: str = "folder"  # one of UNDATED
     file_mode: int = 0o640
     dir_mode: int = 0o750
     log_level: str = "info"
@@ -88,7 +90,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "rescan_seconds": ("rescan_seconds", "float"),
         "companion_grace_seconds": ("companion_grace_seconds", "float"),
         "on_duplicate": ("on_duplicate", "str"), "timezone": ("timezone", "str"),
-        "layout": ("layout", "str"), "file_mode": ("file_mode", "mode"),
+        "layout": ("layout", "str"), "undated": ("undated", "str"), "file_mode": ("file_mode", "mode"),
         "dir_mode": ("dir_mode", "mode"),
         "batch_idle_seconds": ("batch_idle_seconds", "float"),
     },
@@ -129,9 +131,17 @@ def parse(data: dict[str, Any], source: str) -> Config:
     for (key_a, a), (key_b, b) in _pairs(_folders(values)):
         if _inside(b, a) and not _allowed_inside(key_b, b, key_a, a):
             raise fail(key_b, _overlap(b, key_a, a))
+    _check_naming(values, fail)
+    return Config(source=source, **values)
+
+
+def _check_naming(values: dict[str, Any], fail: Any) -> None:
+    """ingest.layout renders only known fields, as plain values, to paths beneath the
+    library (tried on hostile sample values); ingest.undated is one of UNDATED."""
     if "layout" in values and (problem := validate_layout(values["layout"])):
         raise fail("ingest.layout", problem)
-    return Config(source=source, **values)
+    if values.get("undated", "folder") not in UNDATED:
+        raise fail("ingest.undated", f"must be one of {', '.join(UNDATED)}")
 
 
 # attr -> (key, lowest, highest, whether the lowest itself is allowed). Zero workers or a

@@ -28,7 +28,8 @@ from .errors import MediasortError, ToolError
 _READ_ARGS = ("-json", "-G1", "-api", "LargeFileSupport=1", "-time:all",
               "-ContentIdentifier", "-MediaGroupUUID",  # Live Photo pairs
               "-MajorBrand",  # AVIF sequences, which ExifTool 12.57 calls MP4
-              "-FileType", "-MIMEType", "-FileTypeExtension", "-Error", "-Warning")
+              "-FileType", "-MIMEType", "-FileTypeExtension", "-Error", "-Warning",
+              "-Make", "-Model")
 _STOP_SECONDS = 5.0
 
 

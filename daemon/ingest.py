@@ -18,7 +18,7 @@ import time
 import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Protocol, TypeVar
 
 import apsw
@@ -43,7 +43,15 @@ from .fsops import (
     unlink_if,
     unlink_quiet,
 )
-from .layout import library_path, numbered_name
+from .layout import (
+    UNDATED_LAYOUT,
+    Naming,
+    number_of,
+    numbered,
+    numbered_name,
+    pairs_with,
+    render,
+)
 from .model import Identity, Job, MediaInfo, NotMedia, Outcome, Step
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -88,6 +96,10 @@ class Skipped:
 
 
 Result = Finished | Retry | Skipped
+
+
+def _when(info: MediaInfo | NotMedia | None) -> datetime:
+    return info.captured if isinstance(info, MediaInfo) else datetime.max
 Hook = Callable[[Job], None]
 
 
@@ -116,6 +128,27 @@ def kill_hook_from_env() -> Hook:
                 os.kill(os.getpid(), 9)
 
     return hook
+
+
+def inbox_roots(cfg: Config) -> list[bytes]:
+    """The inbox folders, for {source}: `paths.inbox` (one path, or a list where the
+    config has several)."""
+    found = getattr(cfg, "inboxes", None) or [cfg.inbox]
+    return [os.fsencode(p) for p in found]
+
+
+def source_name(path: bytes, roots: Sequence[bytes]) -> str:
+    """The {source} of a file: with one inbox, the inbox sub-folder it came from (the
+    first folder under the inbox; '' for a file right in the inbox); with several, the
+    name of the inbox it came from; '' for a file from elsewhere (an import)."""
+    for root in roots:
+        top = root.rstrip(b"/")
+        if path.startswith(top + b"/"):
+            if len(roots) > 1:
+                return os.fsdecode(os.path.basename(top))
+            first, sep, _ = path[len(top) + 1:].partition(b"/")
+            return os.fsdecode(first) if sep else ""
+    return ""
 
 
 def sweep_staging(conn: apsw.Connection, staging: bytes, log: Any) -> None:
@@ -152,6 +185,7 @@ class Ingestor:
         self.tz: tzinfo | None = (None if config.timezone == "local"
                                   else zoneinfo.ZoneInfo(config.timezone))
         self.library = os.fsencode(config.library)
+        self.roots = inbox_roots(config)
         self.staging = os.fsencode(config.staging)
         # The first bytes of copies made by this worker and not yet described (by job
         # id): the metadata reader takes them instead of reading the copy again.
@@ -290,6 +324,8 @@ class Ingestor:
                 advanced(i, plan, Step.DECIDED)
             else:
                 plans[i] = plan
+        # reserved in capture order: a burst sharing a second is numbered by sub-second
+        plans = dict(sorted(plans.items(), key=lambda kv: _when(described.get(kv[0]))))
         for (i, plan), out in zip(plans.items(), self._commit_many(list(plans.values()))):
             advanced(i, self._trouble(jobs[i], out) if isinstance(out, Exception) else out,
                      Step.DECIDED)
@@ -467,6 +503,10 @@ class Ingestor:
                                            content_id=info.content_id)
             elif isinstance(info, MediaInfo) and info.confidence != "high":
                 info = pairing.takeout_date(job.source, info, self.tz)
+            if isinstance(info, MediaInfo) and partner is None \
+                    and info.date_source == "mtime" and self.cfg.undated == "reject":
+                info = NotMedia("no capture date in its content, name or sidecar "
+                                "(ingest.undated = \"reject\")")
         copied = self._copied(job)
         sha256, size = job.sha256, job.size
         mtime_ns = os.stat(job.staged).st_mtime_ns  # the library file's (it is linked)
@@ -492,10 +532,9 @@ class Ingestor:
                     conn, job.id, Step.DECIDED, **{**copied, "error": reason},
                     outcome=Outcome.REJECTED,
                     dest=self._side_path(self.cfg.rejected, job) if job.move else None)
-            preferred = (library_name(partner.path, companion)
-                         if partner is not None and companion is not None
-                         else library_path(self.cfg.layout, info.captured, info.ext))
-            rel = catalog.free_name(conn, self.library, preferred)
+            rel = (catalog.free_name(conn, self.library, library_name(partner.path, companion))
+                   if partner is not None and companion is not None
+                   else self._library_name(conn, job, info))
             catalog.insert(conn, sha256=sha256, size=size, path=rel, info=info,
                            original_name=display(name), source=job.source,
                            imported_at=journal.now(), job_id=job.id, mtime_ns=mtime_ns)
@@ -504,6 +543,50 @@ class Ingestor:
                                    dest=os.path.join(self.library, os.fsencode(rel)))
 
         return decide
+
+    # -- naming -------------------------------------------------------------------------
+
+    def _library_name(self, conn: apsw.Connection, job: Job, info: MediaInfo) -> str:
+        """The library name reserved for a new file (inside the decision's transaction):
+        the layout's path (an undated file's own one under undated/ when undated =
+        "folder"), checked to stay beneath the library, then `.N` if taken. A RAW and
+        the JPEG or HEIC shot with it share one stem (`x.cr2`, `x.jpg`)."""
+        original = os.fsdecode(os.path.basename(job.source))
+        naming = Naming(info.captured, info.ext,
+                        original=original.rpartition(".")[0] or original,
+                        make=info.make, model=info.model,
+                        kind="video" if info.kind == "video" else "photo",
+                        source=source_name(job.source, self.roots))
+        undated = info.date_source == "mtime" and self.cfg.undated == "folder"
+        preferred = render(UNDATED_LAYOUT if undated else self.cfg.layout, naming)
+        if undated or not pairs_with(info.ext):
+            return catalog.free_name(conn, self.library, preferred)
+        return self._pair_name(conn, job, info, preferred)
+
+    def _pair_name(self, conn: apsw.Connection, job: Job, info: MediaInfo,
+                   preferred: str) -> str:
+        """A RAW or a JPEG/HEIC: the stem of its partner (same folder, same name but the
+        extension, shot in the same second), when already catalogued and free with our
+        extension; else the first stem that no catalogued file has with any extension,
+        so that the partner, decided later, finds it free: in a burst of pairs sharing
+        a second, the `.N` is chosen for the pair."""
+        folder, base = os.path.split(job.source)
+        stem = base.rpartition(b".")[0] or base
+        second = info.captured.replace(microsecond=0)
+        for src, other in journal.latest_under(conn, os.path.join(folder, stem + b".")).items():
+            other_base = os.path.basename(src)
+            if other.id == job.id or other_base.rpartition(b".")[0] != stem \
+                    or not pairs_with(info.ext, os.fsdecode(other_base.rpartition(b".")[2])):
+                continue
+            entry = catalog.by_job(conn, other.id)
+            if entry is None or entry.missing_since or datetime.fromisoformat(
+                    entry.captured).replace(microsecond=0) != second:
+                continue
+            n = number_of(entry.path, preferred)
+            if n is not None and catalog.is_free(conn, self.library,
+                                                 candidate := numbered(preferred, n)):
+                return candidate
+        return catalog.free_stem(conn, self.library, preferred)
 
     def _place(self, job: Job) -> Job:
         """DECIDED -> PLACED: the staged copy gets its final name without overwriting

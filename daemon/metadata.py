@@ -397,7 +397,8 @@ def decide(tags: dict[str, Any], original_name: str, mtime_ns: int, tz: tzinfo,
     return MediaInfo(kind=kind, file_type=ftype, mime=mime, ext=ext, captured=found.captured,
                      utc_offset=found.utc_offset, date_source=found.source, date_raw=found.raw,
                      confidence=found.confidence, content_id=_content_id(tags),
-                     date_skipped="; ".join(passed) or None)
+                     date_skipped="; ".join(passed) or None, make=_camera(tags, "Make"),
+                     model=_camera(tags, "Model"))
 
 
 def _content_id(tags: dict[str, Any]) -> str | None:
@@ -407,6 +408,21 @@ def _content_id(tags: dict[str, Any]) -> str | None:
         if isinstance(value, str) and value.strip() and len(value) <= 256:
             return value.strip()
     return None
+
+
+_CAMERA_GROUPS = ("IFD0", "Keys", "UserData", "ItemList", "QuickTime")
+
+
+def _camera(tags: dict[str, Any], name: str) -> str:
+    """The camera's Make or Model: EXIF's, else a video container's, else any group's."""
+    keys = [f"{g}:{name}" for g in _CAMERA_GROUPS] + sorted(
+        k for k in tags if k.endswith(":" + name))
+    for key in keys:
+        value = tags.get(key)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) \
+                and str(value).strip():
+            return str(value).strip()
+    return ""
 
 
 def resolve_timezone(name: str) -> tzinfo:

@@ -77,6 +77,8 @@ class MediaInfo:
     confidence: str  # "high" | "medium" | "low"
     content_id: str | None = None  # Apple's Live Photo identifier (video or still), if any
     date_skipped: str | None = None  # future values ranked above the winner: tag, value, why
+    make: str = ""  # the camera's maker and model, as the file says (for the layout)
+    model: str = ""
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ _MAKER_NOTE = 0x927C
 # ExifTool's MakerNoteApple starts "Apple iOS\0" (MakerNotes.pm); any note that starts
 # "Apple" goes to ExifTool.
 _APPLE_NOTE = b"Apple"
+_IFD0_TAGS = {0x010F: "Make", 0x0110: "Model"}  # the camera, for the library layout
 # Tags read from the EXIF sub-IFD, by their ExifTool names.
 _EXIF_TAGS = {0x9003: "DateTimeOriginal", 0x9004: "CreateDate",
               0x9011: "OffsetTimeOriginal", 0x9012: "OffsetTimeDigitized",
@@ -146,6 +147,9 @@ def _tiff_tags(tiff: bytes) -> dict[str, str]:
     entries = _entries(tiff, order, ifd0)
     if any(tag in _EXIF_TAGS for tag in entries):
         raise _Unsure("EXIF date tags in IFD0")  # rare, and grouped differently
+    for tag, field in _IFD0_TAGS.items():
+        if tag in entries and (text := _ascii(tiff, order, entries[tag]).strip()):
+            tags["IFD0:" + field] = text
     pointer = entries.get(_EXIF_IFD_POINTER)
     if pointer is not None:
         kind, count, value = pointer
