@@ -112,6 +112,13 @@ def free_stem(conn: apsw.Connection, library: bytes, preferred: str) -> str:
         n += 1
 
 
+def count_under(conn: apsw.Connection, folder: str) -> int:
+    """Catalogued files whose path starts with `folder/`."""
+    ((n,),) = conn.execute("SELECT count(*) FROM files WHERE path >= ? AND path < ?",
+                           (folder + "/", folder + "0")).fetchall()
+    return n if isinstance(n, int) else 0
+
+
 def insert(conn: apsw.Connection, *, sha256: str, size: int, path: str, info: MediaInfo,
            original_name: str, source: bytes, imported_at: str, job_id: int | None,
            mtime_ns: int | None = None) -> int:

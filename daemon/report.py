@@ -21,8 +21,10 @@ import apsw
 from . import catalog, journal, query, undolog
 from .config import Config
 from .fsops import hash_file
+from .layout import UNDATED_LAYOUT
 from .watcher import open_for_writing, scan
 
+UNDATED_FOLDER = UNDATED_LAYOUT.partition("/")[0]
 INBOX_SCAN_LIMIT = 5000  # status looks at this many inbox files at most
 WRITING_COMMANDS = ("run", "import", "undo")
 
@@ -70,8 +72,9 @@ def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
         "inbox": str(cfg.inbox), "inboxes": [str(i) for i in cfg.inboxes],
         "library": str(cfg.library),
         "catalog": str(cfg.catalog),
-        "outcomes": journal.counts(conn),
-        "today": journal.counts(conn, since=today),
+        "outcomes": net_counts(conn),
+        "today": net_counts(conn, since=today),
+        "undated_files": catalog.count_under(conn, UNDATED_FOLDER),
         "pending_jobs": journal.pending(conn),
         "library_full": journal.waiting_for_space(conn) > 0,
         "library_files": totals["files"], "library_bytes": totals["bytes"],
@@ -91,6 +94,18 @@ def daemon_state(cfg: Config, holder: dict[str, Any] | None) -> dict[str, Any] |
     except (OSError, ValueError):
         return None
     return state if isinstance(state, dict) and state.get("pid") == holder["pid"] else None
+
+
+def net_counts(conn: apsw.Connection, since: str | None = None) -> dict[str, int]:
+    """Finished jobs by outcome net of undo (10 filed, 3 undone: 7 filed), and how many
+    were undone under "undone"."""
+    counts = journal.counts(conn, since)
+    undone = undolog.undone_counts(conn, since)
+    for outcome, n in undone.items():
+        if outcome in counts:
+            counts[outcome] = max(0, counts[outcome] - n)
+    counts["undone"] = sum(undone.values())
+    return counts
 
 
 def writer(cfg: Config) -> dict[str, Any] | None:

@@ -243,10 +243,14 @@ def status(info: dict[str, Any]) -> Iterator[str]:
     t, o = info["today"], info["outcomes"]
     yield (f"today      {t['filed']:,} filed, {t['duplicate']:,} duplicates, "
            f"{t['rejected']:,} rejected, {t['failed']:,} failed")
+    undone = f", {o['undone']:,} undone" if o.get("undone") else ""
     yield (f"all time   {o['filed']:,} filed, {o['duplicate']:,} duplicates, "
-           f"{o['rejected']:,} rejected, {o['failed']:,} failed, {o['vanished']:,} vanished")
+           f"{o['rejected']:,} rejected, {o['failed']:,} failed, {o['vanished']:,} vanished"
+           f"{undone} (net of undo)")
+    undated = f" ({info['undated_files']:,} undated, in undated/)" \
+        if info.get("undated_files") else ""
     yield (f"library    {info['library']}: {info['library_files']:,} files, "
-           f"{size(info['library_bytes'])}")
+           f"{size(info['library_bytes'])}{undated}")
     free, total = info["library_free_bytes"], info.get("library_fs_bytes")
     if free is not None and total:
         yield f"disk       {size(free)} free of {size(total)} ({100 * free / total:.0f}% free)"

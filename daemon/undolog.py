@@ -134,6 +134,18 @@ def unfinished_jobs(conn: apsw.Connection, batches: list[str]) -> int:
                        args))
 
 
+def undone_counts(conn: apsw.Connection, since: str | None = None) -> dict[str, int]:
+    """Finished jobs (all time, or finished since an ISO UTC time) whose files were undone
+    since, by the job's outcome: what `status` takes off the journal's counts."""
+    sql = ("SELECT j.outcome, count(DISTINCT j.id) FROM undos u JOIN jobs j ON j.id = u.job_id"
+           " WHERE u.step = 'done' AND u.outcome != 'kept'")
+    args: list[Any] = []
+    if since:
+        sql += " AND j.finished_at >= ?"
+        args.append(since)
+    return {str(o): int(n) for o, n in conn.execute(sql + " GROUP BY j.outcome", args)}
+
+
 def already_undone(conn: apsw.Connection, batches: list[str] | None, since: str | None) -> int:
     where, args = _where(batches, since)
     return int(_scalar(
