@@ -112,6 +112,19 @@ def free_stem(conn: apsw.Connection, library: bytes, preferred: str) -> str:
         n += 1
 
 
+def filed_from(conn: apsw.Connection, prefix: bytes) -> list[tuple[bytes, Entry]]:
+    """(source path, catalog row) of every job whose source starts with `prefix` and
+    whose content is catalogued (filed by it, or the row it was a duplicate of)."""
+    upper = prefix[:-1] + bytes([prefix[-1] + 1]) if prefix[-1] < 255 else prefix + b"\xff"
+    cols = ", ".join(f"f.{c.strip()}" for c in _COLS.split(","))
+    rows = conn.execute(
+        f"SELECT j.source, {cols} FROM jobs j JOIN files f ON f.job_id = j.id"
+        " WHERE j.source >= ? AND j.source < ?"
+        f" UNION SELECT j.source, {cols} FROM jobs j JOIN files f ON f.id = j.duplicate_of"
+        " WHERE j.source >= ? AND j.source < ?", (prefix, upper, prefix, upper)).fetchall()
+    return [(bytes(r[0]), _entry(r[1:])) for r in rows]  # type: ignore[arg-type]
+
+
 def count_under(conn: apsw.Connection, folder: str) -> int:
     """Catalogued files whose path starts with `folder/`."""
     ((n,),) = conn.execute("SELECT count(*) FROM files WHERE path >= ? AND path < ?",

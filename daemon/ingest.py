@@ -573,13 +573,12 @@ class Ingestor:
         folder, base = os.path.split(job.source)
         stem = base.rpartition(b".")[0] or base
         second = info.captured.replace(microsecond=0)
-        for src, other in journal.latest_under(conn, os.path.join(folder, stem + b".")).items():
+        for src, entry in catalog.filed_from(conn, os.path.join(folder, stem + b".")):
             other_base = os.path.basename(src)
-            if other.id == job.id or other_base.rpartition(b".")[0] != stem \
+            if entry.job_id == job.id or other_base.rpartition(b".")[0] != stem \
                     or not pairs_with(info.ext, os.fsdecode(other_base.rpartition(b".")[2])):
                 continue
-            entry = catalog.by_job(conn, other.id)
-            if entry is None or entry.missing_since or datetime.fromisoformat(
+            if entry.missing_since or datetime.fromisoformat(
                     entry.captured).replace(microsecond=0) != second:
                 continue
             n = number_of(entry.path, preferred)

@@ -154,7 +154,7 @@ class Pool:
         """`first` and more waiting hints, to go through the steps together: this
         worker's share of the queue (the others take theirs), at most BATCH_FILES."""
         paths = [first]
-        share = min(BATCH_FILES, -(-self.hints.qsize() // self.n_workers))
+        share = min(BATCH_FILES, -(-(self.hints.qsize() + 1) // self.n_workers))  # + first
         while len(paths) < share:
             try:
                 paths.append(self.hints.get_nowait())

@@ -26,6 +26,8 @@ TAGGED: dict[str, dict[str, str]] = {
     "dto": {"DateTimeOriginal": "2020:01:02 03:04:05"},
     "dto_subsec": {"DateTimeOriginal": "2020:01:02 03:04:05", "SubSecTimeOriginal": "123"},
     "dto_zone": {"DateTimeOriginal": "2020:01:02 03:04:05", "OffsetTimeOriginal": "-05:30"},
+    "dto_camera": {"DateTimeOriginal": "2020:01:02 03:04:05", "Make": "Canon ",
+                   "Model": "Canon EOS R5"},  # the camera, for the layout's {make} {model}
     "dto_all": {"DateTimeOriginal": "2020:01:02 03:04:05", "SubSecTimeOriginal": "07",
                 "OffsetTimeOriginal": "+09:00", "CreateDate": "2020:01:02 03:04:06",
                 "SubSecTimeDigitized": "5", "OffsetTimeDigitized": "+09:00"},
@@ -136,6 +138,8 @@ def test_in_process_answers_equal_exiftools(corpus: list[Path]) -> None:
                  "create_subsec.jpg", "xmp_and_exif.jpg", "pillow0.jpg", "pillow3.jpg",
                  "apple_plain.jpg", "dto_future_create.jpg"):
         assert name in answered, name
+    assert (answered["dto_camera.jpg"].make, answered["dto_camera.jpg"].model) == (
+        "Canon", "Canon EOS R5")
     assert answered["dto_all.jpg"].date_source == "Composite:SubSecDateTimeOriginal"
     assert answered["dto_all.jpg"].date_raw == "2020:01:02 03:04:05.07+09:00"
     assert answered["dto_future_create.jpg"].date_skipped == (

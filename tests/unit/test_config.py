@@ -101,3 +101,19 @@ def test_inbox_is_one_path_or_a_list() -> None:
         with pytest.raises(ConfigError) as e:
             parse(f'[paths]\ninbox = {bad}\nlibrary = "/lib"\n')
         assert str(e.value).startswith("test.toml: paths.inbox:"), bad
+
+
+def test_undated_key() -> None:
+    assert config.parse(tomllib.loads(MINIMAL), "t").undated == "folder"
+    for mode in ("folder", "mtime", "reject"):
+        cfg = config.parse(tomllib.loads(MINIMAL + f'[ingest]\nundated = "{mode}"\n'), "t")
+        assert cfg.undated == mode
+    with pytest.raises(ConfigError, match="ingest.undated"):
+        config.parse(tomllib.loads(MINIMAL + '[ingest]\nundated = "later"\n'), "t")
+
+
+def test_hostile_layout_is_refused_with_exit_78() -> None:
+    with pytest.raises(ConfigError, match="ingest.layout") as e:
+        config.parse(tomllib.loads(MINIMAL + '[ingest]\nlayout = "{month:/>1.0}{day:.>2.0}'
+                                   '{ext}"\n'), "t")
+    assert e.value.exit_code == 78

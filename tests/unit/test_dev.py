@@ -1,0 +1,26 @@
+"""./dev run writes var/config.toml only when it does not exist (issue 13.6): its
+local_config function, run by bash as ./dev runs it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _local_config(cwd: Path) -> subprocess.CompletedProcess[str]:
+    script = (f'HERE="{cwd}"; eval "$(sed -n "/^local_config() {{/,/^}}/p" "{ROOT}/dev")"; '
+              "local_config")
+    return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True,
+                          check=True)
+
+
+def test_dev_run_keeps_an_edited_config(tmp_path: Path) -> None:
+    _local_config(tmp_path)
+    cfg = tmp_path / "var" / "config.toml"
+    assert f'inbox = "{tmp_path}/var/inbox"' in cfg.read_text()
+    cfg.write_text(cfg.read_text() + "# my edit\n")
+    again = _local_config(tmp_path)
+    assert cfg.read_text().endswith("# my edit\n")
+    assert "existing var/config.toml" in again.stderr
