@@ -34,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("run", parents=[common], help="the daemon: watch the inbox and file "
                    "what arrives (under systemd or in the foreground); SIGHUP re-reads the "
-                   "config (systemctl reload)")
+                   "config (systemctl reload)",
+                   description="The daemon: finish what an earlier run left, then watch the "
+                   "inbox (inotify, plus a rescan every rescan_seconds) and file each file "
+                   "once it is completely written. Under systemd it speaks sd_notify and "
+                   "logs to journald; elsewhere it runs in the foreground. SIGHUP re-reads "
+                   "the config (systemctl reload); Ctrl-C or SIGTERM stops it cleanly.")
 
     imp = sub.add_parser("import", parents=[common],
                          help="file the photos and videos under SRC... once, then exit",
@@ -48,14 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
                           "(duplicates and rejects go by on_duplicate and paths.rejected)")
     imp.add_argument("--dry-run", action="store_true",
                      help="say where each file would go; change nothing (no lock needed)")
+    _talk_options(imp)
 
     st = sub.add_parser("status", parents=[common], help="a dashboard: what is happening "
                         "now, today's and all-time counts, the last problems, disk space, the "
-                        "oldest file waiting in the inbox and why")
+                        "oldest file waiting in the inbox and why",
+                        description="A dashboard, read-only (works while the daemon runs): "
+                        "what is happening now, today's and all-time counts (net of undo), "
+                        "the library's size and free space, undated files, how many files "
+                        "wait in the inbox and why the oldest waits, the last problems. "
+                        "Times in local time.")
     st.add_argument("--json", action="store_true", help="print JSON")
 
     ver = sub.add_parser("verify", parents=[common], help="check catalog vs library vs "
-                         "journal; exit 1 and list each problem if they disagree")
+                         "journal; exit 1 and list each problem if they disagree",
+                         description="Check the catalog against the library and the journal, "
+                         "whatever layout wrote the library: missing files, size (with "
+                         "--deep, hash) mismatches, strays, staging leftovers, unfinished "
+                         "jobs. Exit status 0 when consistent, 1 otherwise (each problem "
+                         "listed).")
     ver.add_argument("--deep", action="store_true", help="re-hash every library file")
     ver.add_argument("--json", action="store_true", help="print JSON")
     ver.add_argument("--repair", action="store_true",
@@ -83,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ado.add_argument("--quarantine-copies", action="store_true",
                      help="move second copies of catalogued content to paths.duplicates "
                           "instead of recording them")
+    _talk_options(ado)
 
     unit = sub.add_parser("unit-paths", parents=[common],
                           help="the systemd drop-in that lets the service write to the "
@@ -98,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 UNIT_DROPIN = "/etc/systemd/system/mediasortd.service.d/paths.conf"
+
+
+def _talk_options(p: argparse.ArgumentParser) -> None:
+    """-v / -q: how much a terminal is told (off a terminal: the structured logs)."""
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("-v", "--verbose", action="store_true",
+                      help="on a terminal, a line per file above the progress bar")
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="on a terminal, no progress bar and no warnings: only the summary")
+
+
 WHEN_HELP = ("WHEN: 2h, 30m, 7d, 1w, today, yesterday, 2024-06-03, '2024-06-03 14:00' "
              "(local time)")
 
@@ -183,7 +211,15 @@ def main(argv: list[str] | None = None) -> int:
             # use (structlog, watchdog...): `status` answers in a fraction of a second
             from . import logs
 
-            logs.configure(cfg.log_level, cfg.log_format)
+            on_event = None
+            if args.command in TALKING and sys.stderr.isatty():
+                from . import oneshot
+
+                args.progress = oneshot.Progress(
+                    0, sys.stderr, verbosity=-1 if args.quiet else 1 if args.verbose else 0,
+                    library=str(cfg.library))
+                on_event = args.progress.event
+            logs.configure(cfg.log_level, cfg.log_format, on_event=on_event)
             log = logs.get()
         return COMMANDS[args.command](cfg, args, log)
     except MediasortError as e:
@@ -208,9 +244,12 @@ def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing to do"
         print(f"dry run, nothing changed: would import {sum(counts.values())} file(s): {parts}")
         return EX_OK
-    summary = oneshot.import_(cfg, args.sources, move=args.move, log=log)
+    progress = getattr(args, "progress", None)
+    summary = oneshot.import_(cfg, args.sources, move=args.move, log=log, progress=progress)
     parts = ", ".join(f"{n} {k}" for k, n in summary.counts.items() if n) or "nothing to do"
     print(f"imported {summary.total} file(s): {parts}")
+    if progress is not None and progress.on and not args.quiet:
+        print("\n".join(oneshot.summary_table(summary, str(cfg.library))))
     return EX_OK if summary.ok else EX_FAILED
 
 
@@ -293,19 +332,20 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 def cmd_adopt(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     from . import maintain, oneshot
 
-    progress: oneshot.Progress | None = None
+    progress: oneshot.Progress | None = getattr(args, "progress", None)
 
     def on_progress(done: int, total: int) -> None:
-        nonlocal progress
         if progress is None:
-            progress = oneshot.Progress(total)
+            return
+        if progress.total != total:
+            progress.start(total)
         progress.done = done
-        progress.update({})
+        progress.update()
 
     actions = maintain.adopt(cfg, args.path, log, on_progress,
                              quarantine_copies=args.quarantine_copies)
     if progress is not None:
-        progress.update({}, force=True)
+        progress.update(force=True)
         progress.close()
     for a in actions:
         if a.kind not in ("catalogued", "companion"):
@@ -416,6 +456,7 @@ def cmd_unit_paths(cfg: config.Config, args: argparse.Namespace, log: Any) -> in
     return EX_OK
 
 
+TALKING = frozenset({"import", "adopt"})  # a progress bar and short lines on a terminal
 QUIET = frozenset({"status", "find", "history", "unit-paths"})  # read only: no logging set up
 COMMANDS = {"adopt": cmd_adopt, "run": cmd_run, "import": cmd_import, "status": cmd_status,
             "verify": cmd_verify, "find": cmd_find, "history": cmd_history, "undo": cmd_undo,

@@ -151,6 +151,23 @@ def source_name(path: bytes, roots: Sequence[bytes]) -> str:
     return ""
 
 
+def is_undated(cfg: Config, info: MediaInfo) -> bool:
+    """Dated by nothing but its mtime, and undated files have a folder of their own."""
+    return info.date_source == "mtime" and cfg.undated == "folder"
+
+
+def preferred_path(cfg: Config, roots: Sequence[bytes], source: bytes,
+                   info: MediaInfo) -> str:
+    """The layout's library path for a new file (undated/ORIGINAL.ext for an undated one
+    when undated = "folder"), before `.N`; LayoutError if it would leave the library."""
+    original = os.fsdecode(os.path.basename(source))
+    naming = Naming(info.captured, info.ext, original=original.rpartition(".")[0] or original,
+                    make=info.make, model=info.model,
+                    kind="video" if info.kind == "video" else "photo",
+                    source=source_name(source, roots))
+    return render(UNDATED_LAYOUT if is_undated(cfg, info) else cfg.layout, naming)
+
+
 def sweep_staging(conn: apsw.Connection, staging: bytes, log: Any) -> None:
     """Remove staging files that no unfinished job owns (run before workers start)."""
     owned = journal.staged_paths(conn)
@@ -551,15 +568,8 @@ class Ingestor:
         the layout's path (an undated file's own one under undated/ when undated =
         "folder"), checked to stay beneath the library, then `.N` if taken. A RAW and
         the JPEG or HEIC shot with it share one stem (`x.cr2`, `x.jpg`)."""
-        original = os.fsdecode(os.path.basename(job.source))
-        naming = Naming(info.captured, info.ext,
-                        original=original.rpartition(".")[0] or original,
-                        make=info.make, model=info.model,
-                        kind="video" if info.kind == "video" else "photo",
-                        source=source_name(job.source, self.roots))
-        undated = info.date_source == "mtime" and self.cfg.undated == "folder"
-        preferred = render(UNDATED_LAYOUT if undated else self.cfg.layout, naming)
-        if undated or not pairs_with(info.ext):
+        preferred = preferred_path(self.cfg, self.roots, job.source, info)
+        if is_undated(self.cfg, info) or not pairs_with(info.ext):
             return catalog.free_name(conn, self.library, preferred)
         return self._pair_name(conn, job, info, preferred)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -78,13 +79,30 @@ class JournalRenderer:
         raise structlog.DropEvent
 
 
-def configure(level: str = "info", fmt: str = "auto") -> str:
-    """Configure structlog once for the process; returns the format actually used."""
+class Handed:
+    """Hand each event to a function (a one-shot command's terminal display) instead of
+    writing it."""
+
+    def __init__(self, on_event: Callable[[dict[str, Any]], None]) -> None:
+        self.on_event = on_event
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
+        self.on_event(event)
+        raise structlog.DropEvent
+
+
+def configure(level: str = "info", fmt: str = "auto",
+              on_event: Callable[[dict[str, Any]], None] | None = None) -> str:
+    """Configure structlog once for the process; returns the format actually used.
+    `on_event`: on a terminal (format auto, console), events go to it instead."""
     fmt = resolve_format(fmt)
     shared: list[Any] = [structlog.processors.add_log_level,
                          structlog.processors.TimeStamper(fmt="iso", utc=True)]
     renderer: Any
-    if fmt == "journal":
+    if fmt == "console" and on_event is not None:
+        fmt = "terminal"
+        renderer = Handed(on_event)
+    elif fmt == "journal":
         renderer = JournalRenderer()
         shared.append(structlog.processors.format_exc_info)
     elif fmt == "console":

@@ -7,11 +7,14 @@ and Ingestor as the daemon.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -19,10 +22,17 @@ from . import catalog, db, journal, undolog
 from .config import Config
 from .errors import MediasortError, UsageError
 from .fsops import Unusable, hash_fd, open_source
-from .ingest import Finished, Result, Skipped, kill_hook_from_env
-from .layout import library_path, numbered
+from .ingest import (
+    Finished,
+    Result,
+    Skipped,
+    inbox_roots,
+    kill_hook_from_env,
+    preferred_path,
+)
+from .layout import numbered
 from .metadata import Reader
-from .model import Job, NotMedia, Outcome, UndoItem, UndoOutcome
+from .model import Job, MediaInfo, NotMedia, Outcome, UndoItem, UndoOutcome
 from .pool import Pool
 from .service import StateLock, batch_id, make_reader, prepare
 from .undo import Undoer
@@ -34,6 +44,10 @@ from .undo import kill_hook_from_env as undo_kill_hook_from_env
 class ImportSummary:
     counts: dict[str, int]
     total: int
+    batch: str = ""
+    seconds: float = 0.0
+    bytes: int = 0  # of the files handled
+    reasons: dict[str, Counter[str]] = field(default_factory=dict)  # outcome -> why -> n
 
     @property
     def ok(self) -> bool:
@@ -68,54 +82,169 @@ def walk(sources: list[str], skip: list[bytes]) -> Iterator[bytes]:
 
 
 class Progress:
-    """One status line on a terminal, redrawn in place; silent elsewhere."""
+    """A terminal that talks: one progress line (files, bytes, rate, time left) redrawn in
+    place, warnings and errors as short lines above it (per-file lines too with
+    verbose), nothing with quiet. It is also the structlog renderer on a terminal
+    (logs.configure(renderer=...)): events become those short lines, in local time.
+    Silent when `out` is not a terminal (the structured logs are used there)."""
 
-    def __init__(self, total: int, out: TextIO = sys.stderr) -> None:
+    def __init__(self, total: int, out: TextIO = sys.stderr, *, total_bytes: int = 0,
+                 verbosity: int = 0, library: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
+        self.total_bytes = total_bytes
         self.out = out
         self.on = out.isatty()
+        self.verbosity = verbosity  # -1 quiet, 0 normal, 1 verbose
+        self.library = library.rstrip("/") + "/" if library else ""
+        self.clock = clock
         self.done = 0
+        self.done_bytes = 0
+        self.counts: dict[str, int] = {}
+        self.started = clock()
         self.last = 0.0
+        self.drawn = False
+        self.lock = threading.Lock()
 
-    def update(self, counts: dict[str, int], force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.on or (not force and now - self.last < 0.1):
-            return
-        self.last = now
-        width = 30
+    def start(self, total: int, total_bytes: int = 0) -> None:
+        with self.lock:
+            self.total, self.total_bytes, self.started = total, total_bytes, self.clock()
+
+    def update(self, counts: dict[str, int] | None = None, force: bool = False) -> None:
+        with self.lock:
+            if counts is not None:
+                self.counts = counts
+            now = self.clock()
+            if not self.on or self.verbosity < 0 or self.total == 0 \
+                    or (not force and now - self.last < 0.1):
+                return
+            self.last = now
+            self._draw()
+
+    def _draw(self) -> None:
+        width = 24
         filled = int(width * self.done / self.total) if self.total else width
-        parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        self.out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] "
-                       f"{self.done}/{self.total} {parts}\x1b[K")
+        elapsed = max(self.clock() - self.started, 1e-6)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done:,}/{self.total:,} files"
+        if self.total_bytes:
+            rate = self.done_bytes / elapsed
+            line += f", {_size(self.done_bytes)}/{_size(self.total_bytes)}"
+            line += f", {_size(int(rate))}/s" if self.done_bytes else ""
+            if rate > 0 and self.done < self.total:
+                line += f", {_duration((self.total_bytes - self.done_bytes) / rate)} left"
+        parts = ", ".join(f"{n:,} {k}" for k, n in self.counts.items() if n)
+        self.out.write(f"\r{line}{'  ' + parts if parts else ''}\x1b[K")
         self.out.flush()
+        self.drawn = True
+
+    def line(self, text: str) -> None:
+        """A short line above the progress line."""
+        with self.lock:
+            if not self.on or self.verbosity < 0:
+                return
+            self.out.write(f"\r\x1b[K{text}\n")
+            if self.drawn:
+                self._draw()
+            else:
+                self.out.flush()
 
     def close(self) -> None:
-        if self.on:
-            self.out.write("\n")
+        with self.lock:
+            if self.on and self.drawn:
+                self.out.write("\n")
+                self.out.flush()
+            self.drawn = False
+
+    # -- the log, on a terminal (logs.configure(on_event=...)) ---------------------------
+
+    def event(self, event: dict[str, Any]) -> None:
+        text = self.describe(event)
+        if text is not None:
+            self.line(f"{time.strftime('%H:%M:%S')} {text}")
+
+    def describe(self, event: dict[str, Any]) -> str | None:
+        """The short line for a log event, or None when it says nothing people need
+        here (per-file lines only when verbose)."""
+        name = str(event.get("event", ""))
+        level = str(event.get("level", "info"))
+        src = event.get("source")
+        if name == "ingest.finished":
+            outcome, error = event.get("outcome"), event.get("error")
+            dest = str(event.get("dest") or "")
+            dest = dest.removeprefix(self.library)
+            if outcome in ("rejected", "failed") or (error and outcome != "filed"):
+                return f"{str(outcome).upper() if outcome == 'failed' else outcome}  " \
+                       f"{src}: {error or ''}".rstrip(": ")
+            if self.verbosity > 0:
+                return f"{outcome:9} {src}" + (f" -> {dest}" if dest else "")
+            return None
+        if level in ("warning", "error", "critical", "exception"):
+            extra = ", ".join(f"{k}={v}" for k, v in event.items()
+                              if k in ("source", "path", "error", "reason") and v is not None)
+            return f"{level}: {name}" + (f": {extra}" if extra else "")
+        if self.verbosity > 0 and name not in ("import.started", "import.finished"):
+            extra = " ".join(f"{k}={v}" for k, v in event.items()
+                             if k not in ("event", "level", "timestamp") and v is not None)
+            return f"{name} {extra}".rstrip()
+        return None
 
 
-def import_(cfg: Config, sources: list[str], *, move: bool, log: Any) -> ImportSummary:
+def _size(n: int) -> str:
+    f = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if f < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{f:.1f} {unit}"
+        f /= 1024
+    return f"{n} B"
+
+
+def _duration(secs: float) -> str:
+    secs = max(0, int(secs))
+    if secs >= 3600:
+        return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
+    if secs >= 60:
+        return f"{secs // 60}m{secs % 60:02d}s"
+    return f"{secs}s"
+
+
+def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
+            progress: Progress | None = None) -> ImportSummary:
+    """Import `sources` (none: only finish what an earlier run left, saying nothing)."""
     hook = kill_hook_from_env()
     lock = StateLock(cfg)
+    started = time.monotonic()
     try:
         unfinished = prepare(cfg, log, hook)
         skip = [os.fsencode(p) for p in (cfg.library, cfg.state_dir)]
         paths = list(walk(sources, skip))
-        progress = Progress(len(paths))
+        if progress is None:
+            progress = Progress(0, io.StringIO())  # not a terminal: never drawn
+        if progress.on:
+            progress.start(len(paths), sum(_lsize(p) for p in paths))
         counts = {o.value: 0 for o in Outcome}
+        reasons: dict[str, Counter[str]] = {}
+        handled = [0]
 
         def on_result(result: Result) -> None:
             if isinstance(result, Finished) and result.job.outcome is not None:
-                counts[result.job.outcome.value] += 1
+                outcome = result.job.outcome.value
+                counts[outcome] += 1
+                size = result.job.size or result.job.identity.size
+                handled[0] += size
+                if result.job.error and outcome in ("rejected", "failed", "duplicate"):
+                    reasons.setdefault(outcome, Counter())[result.job.error[:80]] += 1
             elif isinstance(result, Skipped):
                 counts["skipped"] = counts.get("skipped", 0) + 1
+                size = 0
             else:
                 return
             progress.done += 1
+            progress.done_bytes += size
             progress.update(counts)
 
         batch = batch_id("import")
-        log.info("import.started", batch=batch, files=len(paths), move=move)
+        if paths:  # a replay alone (adopt, repair) is no import to announce
+            log.info("import.started", batch=batch, files=len(paths), move=move)
         pool = Pool(cfg, move=move, batch=batch, log=log, make_reader=make_reader(cfg),
                     hook=hook, on_result=on_result)
         # queued before the workers start, as far as the queue holds them: each worker
@@ -135,10 +264,41 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any) -> ImportS
             raise pool.errors[0]
         progress.update(counts, force=True)
         progress.close()
-        log.info("import.finished", batch=batch, **counts)
-        return ImportSummary(counts, len(paths))
+        if paths:
+            log.info("import.finished", batch=batch, **counts)
+        return ImportSummary(counts, len(paths), batch, time.monotonic() - started,
+                             handled[0], reasons)
     finally:
         lock.release()
+
+
+def _lsize(path: bytes) -> int:
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
+
+
+def summary_table(summary: ImportSummary, library: str) -> list[str]:
+    """The end of an import on a terminal: what became of the files, the top reasons,
+    where the library is."""
+    c = summary.counts
+    rate = summary.bytes / summary.seconds if summary.seconds > 0 else 0
+    lines = [(f"  {summary.total:,} file(s), {_size(summary.bytes)} in "
+              f"{_duration(summary.seconds)} ({_size(int(rate))}/s), batch {summary.batch}")]
+    rows = [("filed", c.get("filed", 0), f"into {library}"),
+            ("duplicates", c.get("duplicate", 0), "content already in the library"),
+            ("rejected", c.get("rejected", 0), ""), ("failed", c.get("failed", 0), ""),
+            ("vanished", c.get("vanished", 0), "gone before they could be read")]
+    for name, n, note in rows:
+        if not n and name in ("vanished",):
+            continue
+        key = {"duplicates": "duplicate"}.get(name, name)
+        top = summary.reasons.get(key)
+        if top and name in ("rejected", "failed"):
+            note = "; ".join(f"{why} ({k})" for why, k in top.most_common(3))
+        lines.append(f"  {name:<11}{n:>7,}  {note}".rstrip())
+    return lines
 
 
 # -- undo ---------------------------------------------------------------------------------
@@ -219,6 +379,7 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
     seen: dict[str, str] = {}
     taken: set[str] = set()
     library = os.fsencode(cfg.library)
+    roots = inbox_roots(cfg)
     try:
         skip = [os.fsencode(p) for p in (cfg.library, cfg.state_dir)]
         for path in walk(sources, skip):
@@ -238,10 +399,14 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
                     f"/proc/{os.getpid()}/fd/{fd}".encode(), name, os.fstat(fd).st_mtime_ns)
             finally:
                 os.close(fd)
+            if isinstance(info, MediaInfo) and info.date_source == "mtime" \
+                    and cfg.undated == "reject":
+                info = NotMedia("no capture date in its content, name or sidecar "
+                                "(ingest.undated = \"reject\")")
             if isinstance(info, NotMedia):
                 yield Plan(path, "rejected", "", info.reason)
                 continue
-            preferred = library_path(cfg.layout, info.captured, info.ext)
+            preferred = preferred_path(cfg, roots, path, info)
             n = 0
             while True:
                 rel = numbered(preferred, n)

@@ -117,7 +117,9 @@ def test_hard_links_in_the_inbox(tmp_path: Path) -> None:
 
 
 def test_crafted_metadata_never_reaches_a_path(tmp_path: Path) -> None:
-    cfg, cfg_path = make_config(tmp_path)
+    # the camera's own make and model in the layout (issue 13.1), dated by mtime
+    cfg, cfg_path = make_config(tmp_path, undated="mtime", layout="{make}/{model}/{year}-"
+                                "{month}/{year}-{month}-{day} {hour}.{minute}.{second}{ext}")
     photo = write(cfg.inbox / "crafted.jpg", jpeg_bytes(None, 30))
     long = "A" * 10_000
     subprocess.run(["exiftool", "-q", "-overwrite_original",
@@ -129,8 +131,11 @@ def test_crafted_metadata_never_reaches_a_path(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     [name] = tree_hashes(cfg.library)
     when = datetime.fromtimestamp(1_600_000_000)
-    assert name == when.strftime("%Y-%m/%Y-%m-%d %H.%M.%S.jpg")  # dated by its mtime
-    assert not any(".." in p.name for p in tmp_path.rglob("*"))
+    make, model, rest = name.split("/", 2)
+    assert set(make) == {"A"} and len(make) <= 64 and model == "_.._x"
+    assert rest == when.strftime("%Y-%m/%Y-%m-%d %H.%M.%S.jpg")  # dated by its mtime
+    assert all(p.resolve().is_relative_to(tmp_path.resolve()) for p in tmp_path.rglob("*"))
+    assert not (tmp_path.parent / "x").exists() and not Path("/etc/passwd.jpg").exists()
 
 
 def test_truncated_and_fuzzed_media_never_crash(tmp_path: Path) -> None:
