@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             from . import logs
 
             on_event = None
-            if args.command in TALKING and sys.stderr.isatty():
+            if args.command in TALKING and sys.stderr.isatty() \
+                    and logs.resolve_format(cfg.log_format) == "console":
                 from . import oneshot
 
                 args.progress = oneshot.Progress(

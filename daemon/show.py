@@ -66,6 +66,18 @@ def find(found: Found) -> Iterator[str]:
         yield "  ... more; use --limit to see them"
 
 
+def _raw_date(a: dict[str, Any]) -> str:
+    """The raw value a date came from; a file's mtime (kept in nanoseconds) as the local
+    time it stands for."""
+    raw = str(a["date_raw"])
+    if a.get("date_source") == "mtime" and raw.lstrip("-").isdigit():
+        try:
+            return datetime.fromtimestamp(int(raw) / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+        except (OverflowError, OSError, ValueError):
+            return raw
+    return raw
+
+
 def _answer(a: dict[str, Any]) -> Iterator[str]:
     outcome = a["outcome"]
     undo = a.get("undo")
@@ -84,7 +96,7 @@ def _answer(a: dict[str, Any]) -> Iterator[str]:
         offset = a.get("utc_offset")
         zone = f" UTC{'+' if offset >= 0 else '-'}{abs(offset) // 3600:02d}:" \
             f"{abs(offset) % 3600 // 60:02d}" if offset is not None else ""
-        raw = f" = {a['date_raw']!r}" if a.get("date_raw") else ""
+        raw = f" = {_raw_date(a)!r}" if a.get("date_raw") else ""
         conf = f", {a['confidence']} confidence" if a.get("confidence") else ""
         yield f"      date      {a['captured']}{zone}  from {a['date_source']}{raw}{conf}"
         if a.get("date_skipped"):
