@@ -133,8 +133,8 @@ def kill_hook_from_env() -> Hook:
 def inbox_roots(cfg: Config) -> list[bytes]:
     """The inbox folders, for {source}: `paths.inbox` (one path, or a list where the
     config has several)."""
-    found = getattr(cfg, "inboxes", None) or [cfg.inbox]
-    return [os.fsencode(p) for p in found]
+    found = getattr(cfg, "inboxes", None) or cfg.inbox
+    return [os.fsencode(p) for p in (found if isinstance(found, (list, tuple)) else [found])]
 
 
 def source_name(path: bytes, roots: Sequence[bytes]) -> str:

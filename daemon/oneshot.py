@@ -110,6 +110,13 @@ class Progress:
         with self.lock:
             self.total, self.total_bytes, self.started = total, total_bytes, self.clock()
 
+    def advance(self, size: int, counts: dict[str, int]) -> None:
+        """One more file handled (from any worker thread)."""
+        with self.lock:
+            self.done += 1
+            self.done_bytes += size
+        self.update(dict(counts))
+
     def update(self, counts: dict[str, int] | None = None, force: bool = False) -> None:
         with self.lock:
             if counts is not None:
@@ -238,9 +245,7 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
                 size = 0
             else:
                 return
-            progress.done += 1
-            progress.done_bytes += size
-            progress.update(counts)
+            progress.advance(size, counts)
 
         batch = batch_id("import")
         if paths:  # a replay alone (adopt, repair) is no import to announce
