@@ -252,14 +252,15 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
             log.info("import.started", batch=batch, files=len(paths), move=move)
         pool = Pool(cfg, move=move, batch=batch, log=log, make_reader=make_reader(cfg),
                     hook=hook, on_result=on_result)
-        # queued before the workers start, as far as the queue holds them: each worker
-        # then takes a full share, so a burst is decided together, in capture order
+        # unfinished jobs first (a path among them is then not queued again), then new
+        # files, before the workers start, as far as the queue holds them: each worker
+        # takes a full share, so a burst is decided together, in capture order
+        pool.replay(unfinished)
         ahead = 0
         while ahead < len(paths) and pool.offer(paths[ahead]):
             ahead += 1
         pool.start()
         try:
-            pool.replay(unfinished)
             for p in paths[ahead:]:
                 pool.put(p)
             pool.wait_idle()

@@ -3,6 +3,7 @@ rejects, races, and a crash at every step (in-process, then replay)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from datetime import datetime
@@ -214,3 +215,18 @@ def test_a_bad_file_never_blocks_the_others(tmp_path: Path) -> None:
         assert journal.counts(conn)["filed"] == 2
     finally:
         conn.close()
+
+
+def test_a_layout_that_would_leave_the_library_fails_the_file_not_the_library(
+        tmp_path: Path) -> None:
+    """Config loading refuses such a layout; should one get past it anyway, every path
+    is checked before it is reserved: the job fails, the source stays, nothing is
+    written outside the library (issue 16.2)."""
+    cfg, _ = make_config(tmp_path)
+    cfg = dataclasses.replace(cfg, layout="{year}/../../escaped/{month}{ext}")
+    src = write(tmp_path / "inbox" / "a.jpg", jpeg_bytes(WHEN, 70))
+    [result] = run_all(cfg, [src], move=True)
+    assert isinstance(result, Finished) and result.job.outcome is Outcome.FAILED
+    assert "'..'" in (result.job.error or "")
+    assert src.exists() and not (tmp_path / "escaped").exists()
+    assert tree_hashes(cfg.library) == {}
