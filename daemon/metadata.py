@@ -324,6 +324,8 @@ def _agrees(coarse: _Found, fine: _Found) -> bool:
 def _refine(best: _Found, later: Iterator[_Found]) -> _Found:
     """A date-only or minute-only winner gives way to the first later value of more
     precision that agrees with it; the zone it had is kept when the later one has none."""
+    if best.precision == _SECOND:
+        return best  # (the later values are not even looked at)
     for other in later:
         if best.precision == _SECOND:
             break
