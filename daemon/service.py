@@ -474,7 +474,12 @@ class Daemon:
                            kept="the previous configuration")
         else:
             self.reload_error = ""
-            self._apply(old, new, sorted(fixed))
+            try:
+                self._apply(old, new, sorted(fixed))
+            except Exception as e:  # noqa: BLE001 - a reload never stops the daemon
+                self.reload_error = f"applying it failed: {e}"
+                self.log.error("daemon.reload_failed", error=self.reload_error,
+                               config=old.source)
         self._publish()
         notify.send("READY=1", f"STATUS={self.status_line()}")
 
@@ -482,6 +487,14 @@ class Daemon:
         changed = [f.name for f in dataclasses.fields(Config)
                    if f.name not in ("source", "extra") and getattr(new, f.name) != getattr(
                        old, f.name)]
+        # first what can fail (a new connection, a new inotify watch): then nothing else
+        # has changed yet, and the old config runs on
+        if new.metrics_textfile is not None and self.metrics is None:
+            conn = db.connect(new.catalog)
+            self.metrics = Metrics(journal.counts(conn), query.filed_bytes(conn), time.time())
+            self.metrics_conn = conn
+        if new.inboxes != old.inboxes:
+            self._switch_inboxes(tuple(os.fsencode(i) for i in new.inboxes))
         if (new.log_level, new.log_format) != (old.log_level, old.log_format):
             logs.configure(new.log_level, new.log_format)
         self.cfg = new
@@ -493,13 +506,7 @@ class Daemon:
             tz = resolve_timezone(new.timezone)
             for reader in list(self.readers):
                 reader.tz = tz
-        if new.metrics_textfile is not None and self.metrics is None:
-            conn = db.connect(new.catalog)
-            self.metrics = Metrics(journal.counts(conn), query.filed_bytes(conn), time.time())
-            self.metrics_conn = conn
-        if new.inboxes != old.inboxes:
-            self._switch_inboxes(tuple(os.fsencode(i) for i in new.inboxes))
-        self.needs_restart = sorted(set(self.needs_restart) | set(restart))
+        self.needs_restart = restart  # the file's values that differ from the running ones
         if restart:
             self.log.warning("daemon.reload_needs_restart", keys=",".join(restart),
                              detail="these keys changed but apply only after "
@@ -512,10 +519,10 @@ class Daemon:
         an old one already queued are filed; the ones still settling there are dropped
         (left in place)."""
         gone = [i for i in self.inboxes if i not in inboxes]
-        self.inboxes = inboxes
-        for inbox in inboxes:
+        for inbox in inboxes:  # first: if a watch cannot start, the old set runs on
             if inbox not in self.watchers:
                 self.watchers[inbox] = self._watch(inbox)
+        self.inboxes = inboxes
         for inbox in gone:
             self.watchers.pop(inbox).stop()
         prefixes = tuple(i + b"/" for i in gone)

@@ -98,6 +98,9 @@ def test_a_bad_config_on_reload_keeps_the_old_one_and_says_so(daemon) -> None:
     assert "config reload failed" not in d.status(), d.status()
     assert "restart to apply queue_size" in d.status(), d.status()
     assert "CONFIG" in cli(cfg_path, "status").stdout  # "needs a restart" line
+    cfg_path.write_text(good)  # back to the running value: nothing waits for a restart
+    reload(d)
+    assert d.status().startswith("STATUS=watching "), d.status()
     log = (cfg_path.parent / "daemon.log").read_text()
     assert '"event": "daemon.reload_failed"' in log and "daemon.reload_needs_restart" in log
 
