@@ -233,3 +233,37 @@ def test_status_counts_are_net_of_undo(tmp_path: Path) -> None:
     assert info["outcomes"]["filed"] == info["library_files"] == 7
     assert info["outcomes"]["undone"] == 3 and info["today"]["filed"] == 7
     assert "7 filed" in cli(cfg_path, "status").stdout
+
+
+def test_the_daemon_names_by_source(tmp_path: Path) -> None:
+    """{source}: the inbox sub-folder with one inbox, the inbox's own name with several;
+    the real daemon, files dropped in while it runs."""
+    from tests.helpers import wait_for
+    from tests.system.daemon_harness import Daemon
+
+    layout = "{source|inbox}/{original}{ext}"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one, one_path = make_config(tmp_path / "one", layout=layout, settle_seconds=0.2)
+    two, two_path = make_config(tmp_path / "two", layout=layout, settle_seconds=0.2)
+    bob, alice = tmp_path / "two" / "bob-phone", tmp_path / "two" / "alice-phone"
+    bob.mkdir()
+    alice.mkdir()
+    text = two_path.read_text()
+    two_path.write_text(text.replace(f'inbox = "{two.inbox}"', f'inbox = ["{bob}", "{alice}"]'))
+    daemons = [Daemon(tmp_path / "one", one_path), Daemon(tmp_path / "two", two_path)]
+    try:
+        for d in daemons:
+            d.ready()
+        write(one.inbox / "bob-phone" / "DCIM" / "a.jpg", photo(WHEN, 80))
+        write(one.inbox / "b.jpg", photo(WHEN, 81))
+        write(bob / "DCIM" / "c.jpg", photo(WHEN, 82))
+        write(alice / "d.jpg", photo(WHEN, 83))
+        wait_for(lambda: len(tree_hashes(one.library)) == 2, 30, "one inbox filed")
+        wait_for(lambda: len(tree_hashes(two.library)) == 2, 30, "two inboxes filed")
+        assert set(tree_hashes(one.library)) == {"bob-phone/a.jpg", "inbox/b.jpg"}
+        assert set(tree_hashes(two.library)) == {"bob-phone/c.jpg", "alice-phone/d.jpg"}
+        assert all(d.terminate() == 0 for d in daemons)
+    finally:
+        for d in daemons:
+            d.close()
