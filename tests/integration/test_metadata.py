@@ -606,3 +606,44 @@ def test_a_skipped_future_date_is_named(media: dict[str, Path], berlin: Reader) 
     info = describe(berlin, media["future"])
     assert info.date_skipped == ("ExifIFD:DateTimeOriginal = '2099:01:01 00:00:00': "
                                  "in the future (after now + 1 day)")
+
+
+# Every FileType ExifTool knows, decided: the pictures and movies whose MIME type is not
+# image/* or video/*, and the image/* or video/* types that are neither. (AVI and WEBP get
+# video/x-msvideo and image/webp at run time, the QuickTime family its MIME by brand.)
+MEDIA_BY_RULE = {"PSD", "PSB", "CS1", "EIP", "ARQ", "MXF", "RM", "RMVB", "AVI", "WEBP"}
+NOT_MEDIA_BY_RULE = {"SVG", "DWG", "ICO", "CUR", "DJVU", "EXV", "VNT", "M4A", "M4B", "M4P",
+                     "F4A", "F4B", "AAX"}
+RUN_TIME_MIME = {"AVI": "video/x-msvideo", "WEBP": "image/webp", "M4A": "audio/mp4",
+                 "M4B": "audio/mp4", "M4P": "audio/mp4", "F4A": "audio/mp4",
+                 "F4B": "audio/mp4", "AAX": "audio/vnd.audible.aax"}
+
+
+def test_every_exiftool_file_type_is_decided_by_rule() -> None:
+    """ExifTool's own table of file types (%fileTypeLookup) and MIME types (%mimeType, the
+    base type's when a type has none, as SetFileType does): each is a picture, a movie, or
+    neither, by the rule book, and the exceptions to "image/* or video/*" are these."""
+    from daemon.metadata import decide
+    script = ('my %m = %Image::ExifTool::mimeType; my %l = %Image::ExifTool::fileTypeLookup;'
+              'for my $t (sort keys %l) { my $v = $l{$t}; next unless ref $v;'
+              ' my $b = ref $v->[0] ? $v->[0][0] : $v->[0]; my $mm = $m{$t};'
+              ' $mm = $m{$b} unless $mm or $b eq "TIFF";'
+              ' print "$t\\t", $mm || "application/unknown", "\\n" }')
+    table = subprocess.run(["perl", "-MImage::ExifTool", "-e", script], capture_output=True,
+                           text=True, check=True).stdout
+    types = dict(line.split("\t") for line in table.splitlines())
+    assert len(types) > 250 and {"PSD", "MXF", "JXL", "DNG", "AVIF", "M2TS"} <= set(types)
+    now = datetime.now(UTC)
+    wrong = []
+    for ftype, static in sorted(types.items()):
+        mime = RUN_TIME_MIME.get(ftype, static)
+        got = decide({"File:FileType": ftype, "File:MIMEType": mime,
+                      "File:FileTypeExtension": ftype.lower()}, "x", JULY, UTC, now)
+        want = ftype in MEDIA_BY_RULE or (mime.split("/")[0] in ("image", "video")
+                                          and ftype not in NOT_MEDIA_BY_RULE)
+        if isinstance(got, MediaInfo) != want:
+            wrong.append((ftype, mime, got))
+    # A Windows Media Center recording: a movie, but its extension (.dvr-ms) is no safe
+    # library extension: rejected with that reason, never lost.
+    assert wrong == [("DVR-MS", "video/x-ms-dvr",
+                      NotMedia("no usable file extension for DVR-MS content"))]
