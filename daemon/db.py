@@ -8,6 +8,7 @@ that returned is on disk. Every write transaction is BEGIN IMMEDIATE, so two wri
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import threading
@@ -21,6 +22,10 @@ import apsw
 from .errors import CatalogError
 
 BUSY_TIMEOUT_MS = 30_000
+# The catalog and its -wal and -shm are readable by their group (the service's own group,
+# `mediasortd`): its members run find/status/history without root. Never group-writable.
+CATALOG_MODE = 0o640
+WAL_LIMIT_BYTES = 64 << 20
 T = TypeVar("T")
 
 # what a job that finishes adds to the tallies (migration 3's triggers)
@@ -194,13 +199,26 @@ MIGRATIONS: list[str] = [
 
 
 def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
-    """Open the catalog (creating it with mode 0600 and migrating it unless readonly)."""
+    """Open the catalog (creating it with mode 0640 and migrating it unless readonly).
+
+    Writers keep the -wal and -shm files when they close (SQLITE_FCNTL_PERSIST_WAL) and
+    make the three files group-readable: a reader that may not write in the state dir
+    (a member of the service's group) can then open the catalog read-only at any time,
+    the daemon running or not. Run as root, a writer gives a catalog it creates to the
+    owner of the state dir (SQLite does the same for the -wal and -shm), so an admin's
+    `import` never leaves a file the service cannot open."""
     try:
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             if not path.exists():  # a new catalog: make its name durable before any commit
-                fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-                os.close(fd)
+                fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, CATALOG_MODE)
+                try:
+                    os.fchmod(fd, CATALOG_MODE)  # whatever the umask
+                    if os.geteuid() == 0:
+                        parent = os.stat(path.parent)
+                        os.fchown(fd, parent.st_uid, parent.st_gid)
+                finally:
+                    os.close(fd)
                 dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
                     os.fsync(dirfd)
@@ -212,15 +230,34 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
         conn = apsw.Connection(str(path), flags=flags)
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
+        if not readonly:
+            persist = ctypes.c_int(1)
+            conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(persist))
+            # ...emptied when the last writer closes, kept below 64 MiB meanwhile
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         _set_up(conn, readonly)
         if readonly and user_version(conn) != len(MIGRATIONS):
             raise CatalogError(f"{path}: catalog schema {user_version(conn)} is not "
                                f"{len(MIGRATIONS)}; run a writing command first")
+        if not readonly:
+            _group_readable(path)
         return conn
     except apsw.Error as e:
         raise CatalogError(f"{path}: cannot open the catalog: {e}") from None
     except OSError as e:
         raise CatalogError(f"{path}: cannot open the catalog: {e.strerror}") from None
+
+
+def _group_readable(path: Path) -> None:
+    """Give the catalog, -wal and -shm group read where they lack it (a catalog made
+    0600 by an older mediasortd): only their owner or root may, and nothing else changes."""
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            st = os.stat(name)
+            if not st.st_mode & 0o040 and os.geteuid() in (0, st.st_uid):
+                os.chmod(name, (st.st_mode & 0o7777) | 0o040)
+        except FileNotFoundError:
+            continue
 
 
 def _set_up(conn: apsw.Connection, readonly: bool) -> None:

@@ -178,10 +178,11 @@ _SCRATCH = threading.local()
 
 def _create(path: bytes, mode: int, dir_fd: int | None = None) -> int:
     """A new, empty file with exactly `mode`, whatever the umask (one left by an
-    earlier attempt is truncated)."""
+    earlier attempt is truncated), owned like its folder when made by root."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=dir_fd)
     try:
+        own_like_parent(fd, os.path.dirname(path))
         os.fchmod(fd, mode)
     except BaseException:
         os.close(fd)
@@ -322,7 +323,9 @@ def fsync_dir(path: bytes | int) -> None:
 
 
 def make_dirs(path: bytes, mode: int) -> None:
-    """mkdir -p with `mode`, fsyncing the parent of every directory it creates."""
+    """mkdir -p with `mode`, fsyncing the parent of every directory it creates. A new
+    folder keeps the setgid bit of its parent (the library's group stays on everything
+    below it) and, made by root, its parent's owner and group."""
     if os.path.isdir(path):
         return
     parent = os.path.dirname(path)
@@ -331,8 +334,22 @@ def make_dirs(path: bytes, mode: int) -> None:
         os.mkdir(path, mode)
     except FileExistsError:
         return
-    os.chmod(path, mode)
+    setgid = os.stat(parent).st_mode & stat.S_ISGID
+    own_like_parent(path, parent)
+    os.chmod(path, mode | setgid)
     fsync_dir(parent)
+
+
+def own_like_parent(target: bytes | int, parent: bytes) -> None:
+    """Run as root (an admin's `import` or `undo` on the service's folders), give a new
+    file or folder the owner and group of the folder it is in, so that the service can
+    still use it; as anyone else, nothing."""
+    if os.geteuid() == 0:
+        st = os.stat(parent or b".")
+        if isinstance(target, int):
+            os.fchown(target, st.st_uid, st.st_gid)
+        else:
+            os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
 
 
 def link_noreplace(src: bytes, dst: bytes) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 from . import config, db, journal, logs, notify, query
 from .config import Config
 from .errors import ConfigError, LockedError
-from .fsops import make_dirs
+from .fsops import make_dirs, own_like_parent
 from .ingest import Finished, Hook, Ingestor, Result, Retry, kill_hook_from_env
 from .metadata import Reader, resolve_timezone
 from .metrics import Gauges, Metrics, write_textfile
@@ -80,6 +80,7 @@ class StateLock:
     def _take_file(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
+            own_like_parent(fd, os.fsencode(self.dir))  # root's import: still the service's
             fcntl.fcntl(fd, fcntl.F_OFD_SETLK,
                         struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what older versions look for
