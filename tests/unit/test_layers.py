@@ -16,7 +16,7 @@ LEVELS = {
     "pairing": 3, "ingest": 4, "report": 3, "lookup": 3, "undo": 3,
     "pool": 5, "metrics": 5, "show": 4,
     "service": 6, "oneshot": 7, "maintain": 8,
-    "cli": 9, "__main__": 10, "__init__": 0,
+    "cli": 9, "__main__": 10, "completion": 10, "__init__": 0,
 }
 # modules allowed to import apsw (SQL lives only there), systemd, watchdog
 ONLY = {"apsw": {"db", "journal", "catalog", "query", "undolog", "ingest", "pairing", "pool", "report",
