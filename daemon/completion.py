@@ -19,7 +19,9 @@ _PATH_METAVARS = {"PATH", "SRC", "FILE", "DIR"}
 
 def _options(parser: argparse.ArgumentParser) -> tuple[list[str], list[str], list[str]]:
     """(every option, the options that take a value, those whose value is a path)"""
-    every, valued, paths = [], [], []
+    every: list[str] = []
+    valued: list[str] = []
+    paths: list[str] = []
     for action in parser._actions:
         hidden = action.help == argparse.SUPPRESS and action.dest != "config"
         if not action.option_strings or hidden:
