@@ -334,9 +334,14 @@ def make_dirs(path: bytes, mode: int) -> None:
         os.mkdir(path, mode)
     except FileExistsError:
         return
-    setgid = os.stat(parent).st_mode & stat.S_ISGID
     own_like_parent(path, parent)
-    os.chmod(path, mode | setgid)
+    have = os.stat(path).st_mode  # mkdir gave it the setgid bit of a setgid parent
+    want = mode | (have & stat.S_ISGID)
+    if stat.S_IMODE(have) != want:  # the umask took some of `mode`
+        try:
+            os.chmod(path, want)
+        except PermissionError:  # RestrictSUIDSGID= (the unit) refuses to set the bit
+            os.chmod(path, mode)
     fsync_dir(parent)
 
 
