@@ -50,6 +50,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "auto"
     batch_idle_seconds: float = 60.0  # the daemon starts a new batch after this much quiet
+    prune_folders: bool = True  # remove inbox folders the daemon emptied (not synced ones)
     metrics_textfile: Path | None = None  # Prometheus textfile; None: no metrics
     metrics_interval: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +94,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "layout": ("layout", "str"), "undated": ("undated", "str"), "file_mode": ("file_mode", "mode"),
         "dir_mode": ("dir_mode", "mode"),
         "batch_idle_seconds": ("batch_idle_seconds", "float"),
+        "prune_folders": ("prune_folders", "bool"),
     },
     "logging": {"level": ("log_level", "str"), "format": ("log_format", "str")},
     "metrics": {"textfile": ("metrics_textfile", "optional path"),
@@ -330,6 +332,10 @@ def _convert(value: Any, kind: str, fail: Any) -> Any:
         if not os.path.isabs(value):
             raise fail(f"must be an absolute path, not {value!r}")
         return Path(os.path.normpath(value))
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise fail(f"must be true or false, not {value!r}")
+        return value
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise fail(f"must be an integer, not {type(value).__name__}")

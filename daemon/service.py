@@ -439,6 +439,8 @@ class Daemon:
     def _prune_dirs(self, now: float) -> None:
         with self.candidates.lock:
             dirs, self.finished_dirs = self.finished_dirs, set()
+        if not self.cfg.prune_folders:
+            return
         quiet = max(self.cfg.settle_seconds, 1.0)
         fresh = {f for d in dirs for inbox in self.inboxes if d.startswith(inbox + b"/")
                  and (f := prune_empty_dirs(inbox, d, quiet, time.time()))}

@@ -182,11 +182,31 @@ def scan(inbox: bytes) -> Iterator[bytes]:
                 yield e.path
 
 
+# Files a sync tool keeps in the folders it syncs (Syncthing, Android's media scanner):
+# a folder holding one, and every folder below it, is long-lived and never removed.
+SYNC_MARKERS = (b".stfolder", b".stignore", b".nomedia")
+
+
+def in_synced_folder(inbox: bytes, folder: bytes) -> bool:
+    """Whether `folder`, or a folder above it up to and including the inbox, holds a sync
+    tool's marker."""
+    d = folder
+    while d == inbox or d.startswith(inbox + b"/"):
+        if any(os.path.lexists(os.path.join(d, m)) for m in SYNC_MARKERS):
+            return True
+        d = os.path.dirname(d)
+    return False
+
+
 def prune_empty_dirs(inbox: bytes, start: bytes, quiet_seconds: float,
                      now: float) -> bytes | None:
     """Remove `start` and its empty parents up to (never including) the inbox, when
-    nothing changed in them for `quiet_seconds` (a copy may still be creating them).
-    Returns the folder that was too fresh to judge (ask again later), else None."""
+    nothing changed in them for `quiet_seconds` (a copy may still be creating them),
+    unless they are in a synced folder (`in_synced_folder`): a sync tool would remove
+    them on the other side too. Returns the folder that was too fresh to judge (ask
+    again later), else None."""
+    if in_synced_folder(inbox, start):
+        return None
     d = start
     while d.startswith(inbox + b"/"):
         try:
