@@ -99,5 +99,5 @@ def test_nothing_world_writable_is_created(tmp_path: Path) -> None:
     for root in (cfg.library, cfg.state_dir):
         for p in [root, *root.rglob("*")]:
             assert not p.stat().st_mode & 0o002, f"{p} is world-writable"
-    assert cfg.catalog.stat().st_mode & 0o777 == 0o600
+    assert cfg.catalog.stat().st_mode & 0o777 == 0o640  # group-readable, never group-writable
     check_consistent(cfg, files, move=False)
