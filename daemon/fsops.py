@@ -182,7 +182,7 @@ def _create(path: bytes, mode: int, dir_fd: int | None = None) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=dir_fd)
     try:
-        own_like_parent(fd, os.path.dirname(path))
+        own_like_parent(fd, dir_fd if dir_fd is not None else os.path.dirname(path))
         os.fchmod(fd, mode)
     except BaseException:
         os.close(fd)
@@ -345,10 +345,10 @@ def make_dirs(path: bytes, mode: int) -> None:
     fsync_dir(parent)
 
 
-def own_like_parent(target: bytes | int, parent: bytes) -> None:
+def own_like_parent(target: bytes | int, parent: bytes | int) -> None:
     """Run as root (an admin's `import` or `undo` on the service's folders), give a new
-    file or folder the owner and group of the folder it is in, so that the service can
-    still use it; as anyone else, nothing."""
+    file or folder (a path or a descriptor) the owner and group of the folder it is in (a
+    path or a descriptor), so that the service can still use it; as anyone else, nothing."""
     if os.geteuid() == 0:
         st = os.stat(parent or b".")
         if isinstance(target, int):

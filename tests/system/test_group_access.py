@@ -65,9 +65,11 @@ def test_members_read_the_catalog_strangers_do_not_root_leaves_nothing_behind(ho
         os.umask(old)
     r = as_uid(SERVICE, cfg, "import", str(home / "src" / "0.jpg"))
     assert r.returncode == 0, r.stderr
-    for f in ("catalog.db", "catalog.db-wal", "catalog.db-shm", "lock"):
+    for f in ("catalog.db", "catalog.db-wal", "catalog.db-shm"):
         st = os.stat(home / "state" / f)
         assert (st.st_uid, st.st_mode & 0o777) == (SERVICE, 0o640), (f, oct(st.st_mode))
+    lock = os.stat(home / "state" / "lock")
+    assert lock.st_uid == SERVICE and lock.st_mode & 0o040 and not lock.st_mode & 0o022
 
     status = as_uid(MEMBER, cfg, "status", "--json", groups=(SERVICE,))
     assert status.returncode == 0, status.stderr

@@ -122,7 +122,7 @@ def test_group_member_drops_files_and_reads_without_root(service: Configured) ->
     reads(MEMBER)  # while the daemon runs (its connections hold the WAL)
     state = in_box(box, TEST_STATE)
     service_uid = uid_of(box, "mediasortd")
-    for name in ("catalog.db", "catalog.db-wal", "catalog.db-shm", "lock"):
+    for name in ("catalog.db", "catalog.db-wal", "catalog.db-shm", "lock"):  # UMask=0027
         st = os.stat(state / name)
         assert (st.st_uid, st.st_mode & 0o777) == (service_uid, 0o640), (name, oct(st.st_mode))
     denied = cli(box, "status", user=OUTSIDER, check=False)
