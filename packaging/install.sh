@@ -285,7 +285,7 @@ for spec in "$inbox:2770" "$library:2750"; do
 done
 if [ "$inbox $library" != "$INBOX $LIBRARY" ] && [ ! -d "$UNIT_DIR/$UNIT.d" ]; then
     log "NOTE: $CONFIG uses $inbox and $library; allow the service to write there with"
-    log "      \`systemctl edit mediasortd\`:  [Service] / ReadWritePaths= / ReadWritePaths=$inbox $library"
+    log "      $BIN_LINK unit-paths --write && systemctl daemon-reload"
 fi
 
 # --- systemd: load the new unit; an upgrade restarts a running service
