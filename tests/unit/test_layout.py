@@ -64,7 +64,8 @@ def test_text_fields_with_fallbacks() -> None:
 @pytest.mark.parametrize("value, clean", [
     ("../../etc/passwd", "_.._etc_passwd"), ("..", ""), (".hidden", "hidden"),
     ("a\x00b\x1b[0m\nc", "a_b_[0m_c"), ("  spaced  ", "spaced"), ("bad\udcffname", "bad_name"),
-    ("\u0085x", "_x"),
+    ("\u0085x", "_x"), (". .", ""), (".. ..", ""), (" . .x", "x"), (". . .jpg", "jpg"),
+    ("\u3000.\u3000.x", "x"),
 ])
 def test_values_are_cleaned_for_a_file_name(value: str, clean: str) -> None:
     assert layout.clean_component(value, 64) == clean

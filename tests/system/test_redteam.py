@@ -1,0 +1,27 @@
+"""Red-team findings against issues 12, 13 and 16: each test is a way the new code could
+still fail, lose or misplace a file, through the real `mediasortd` on real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import check_consistent, cli, make_config, tree_hashes, write
+from tests.system.test_naming import WHEN, photo
+
+
+def test_values_that_clean_to_dots_still_file(tmp_path: Path) -> None:
+    """A name or tag like ' . .x' or '.. ..' must not clean to a hidden, '.' or '..'
+    part: stripping blanks and leading dots once left one of them behind, and the file
+    failed instead of being filed."""
+    cfg, cfg_path = make_config(tmp_path, layout="{make}/{model}/{original}{ext}",
+                                undated="folder")
+    src = tmp_path / "src"
+    files = {write(src / " . .x.jpg", photo(WHEN, 1, make=". .", model=".. ..")): b"",
+             write(src / " . .scan.jpg", photo(None, 2)): b""}  # undated: undated/{original}
+    files = {p: p.read_bytes() for p in files}
+    done = cli(cfg_path, "import", str(src))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lib = set(tree_hashes(cfg.library))
+    assert lib == {"unknown/unknown/x.jpg", "undated/scan.jpg"}, lib
+    check_consistent(cfg, files, move=False)
