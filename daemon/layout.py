@@ -97,7 +97,9 @@ def clean_component(text: str, cap: int) -> str:
     """`text` made fit for one part of a file name: no '/', no control characters, no
     lone surrogates (each becomes '_'), no leading dots or surrounding blanks, at most
     `cap` bytes of UTF-8 (cut between characters). May be empty."""
-    text = _UNSAFE.sub("_", text).strip().lstrip(".").strip()
+    text = _UNSAFE.sub("_", text)
+    while text != (bare := text.strip().lstrip(".")):  # ' . .x' is 'x', never '.x'
+        text = bare
     raw = text.encode("utf-8")
     if len(raw) > cap:
         text = raw[:cap].decode("utf-8", "ignore").rstrip()
@@ -164,6 +166,7 @@ SAMPLES = (
     Naming(datetime(2020, 1, 1), ".mov", "../../etc/passwd", "/", "..", ".hidden", "."),
     Naming(datetime(2020, 1, 1), ".jpg", "\x00\x1b[31m\n", " . ", "a/../../b", "\ud800",
            "~/x"),
+    Naming(datetime(2020, 1, 1), ".jpg", " . .x", ".. ..", ". .", " .\u3000. ", "..."),
 )
 
 
