@@ -25,3 +25,18 @@ def test_values_that_clean_to_dots_still_file(tmp_path: Path) -> None:
     lib = set(tree_hashes(cfg.library))
     assert lib == {"unknown/unknown/x.jpg", "undated/scan.jpg"}, lib
     check_consistent(cfg, files, move=False)
+
+
+def test_a_hostile_takeout_json_does_not_fail_its_photo(tmp_path: Path) -> None:
+    """A Takeout JSON nested deeper than the JSON decoder's recursion limit beside an
+    undated photo: the photo failed with a RecursionError (logged as a bug) instead of
+    being filed without the JSON's date."""
+    cfg, cfg_path = make_config(tmp_path)
+    src = tmp_path / "src"
+    files = {write(src / "IMG_1.JPG", photo(None, 1)): b"",
+             write(src / "IMG_1.JPG.json", b'{"photoTakenTime": ' + b"[" * 100_000): b""}
+    files = {p: p.read_bytes() for p in files}
+    done = cli(cfg_path, "import", str(src))
+    assert "ingest.bug" not in done.stderr and "failed" not in done.stdout, done.stderr
+    assert set(tree_hashes(cfg.library)) == {"undated/IMG_1.jpg", "undated/IMG_1.jpg.json"}
+    check_consistent(cfg, files, move=False)
