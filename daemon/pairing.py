@@ -116,7 +116,7 @@ def takeout_date(source: bytes, info: MediaInfo, tz: tzinfo | None) -> MediaInfo
         try:
             stamp = int(json.loads(raw)["photoTakenTime"]["timestamp"])
             when = datetime.fromtimestamp(stamp, UTC).astimezone(tz)
-        except (ValueError, KeyError, TypeError, OverflowError, OSError):
+        except (ValueError, KeyError, TypeError, OverflowError, OSError, RecursionError):
             continue
         if not 1826 <= when.year or when > datetime.now(UTC) + timedelta(days=1):
             continue

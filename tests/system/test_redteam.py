@@ -3,7 +3,6 @@ still fail, lose or misplace a file, through the real `mediasortd` on real files
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tests.helpers import check_consistent, cli, make_config, tree_hashes, write
