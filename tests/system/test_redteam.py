@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import check_consistent, cli, make_config, tree_hashes, write
+from tests.helpers import check_consistent, cli, jpeg_bytes, make_config, sha, tree_hashes, write
+from tests.system.test_adopt_repair import BASE, rows, sorted_library
 from tests.system.test_naming import WHEN, photo
 
 
@@ -39,3 +40,27 @@ def test_a_hostile_takeout_json_does_not_fail_its_photo(tmp_path: Path) -> None:
     assert "ingest.bug" not in done.stderr and "failed" not in done.stdout, done.stderr
     assert set(tree_hashes(cfg.library)) == {"undated/IMG_1.jpg", "undated/IMG_1.jpg.json"}
     check_consistent(cfg, files, move=False)
+
+
+def test_a_file_deleted_beside_its_album_copy_is_not_filed_twice(tmp_path: Path) -> None:
+    """adopt recorded an album copy; the user deletes the dated file. repair marked the row
+    missing although the album copy still has the bytes: the next import of those bytes
+    filed them again (a second copy in the library), and the album copy, its record
+    gone with the row, turned into a stray."""
+    cfg, cfg_path = make_config(tmp_path)
+    sorted_library(cfg)
+    assert cli(cfg_path, "adopt", str(cfg.library)).returncode == 0
+    (cfg.library / "2019/05/IMG_1.JPG").unlink()
+    dry = cli(cfg_path, "verify", "--repair", "--dry-run")
+    assert "would move its row to the intact copy Albums/Trip/IMG_1 copy.JPG" in dry.stdout
+    r = cli(cfg_path, "verify", "--repair")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert rows(cfg, "SELECT path, missing_since FROM files WHERE sha256 = "
+                f"'{sha(jpeg_bytes(BASE, 1))}'") == [("Albums/Trip/IMG_1 copy.JPG", None)]
+    before = tree_hashes(cfg.library)
+    write(tmp_path / "phone" / "IMG_1.JPG", jpeg_bytes(BASE, 1))
+    done = cli(cfg_path, "import", str(tmp_path / "phone"))
+    assert done.returncode == 0 and "1 duplicate" in done.stdout, done.stdout + done.stderr
+    assert tree_hashes(cfg.library) == before
+    v = cli(cfg_path, "verify", "--deep")
+    assert v.returncode == 0, v.stdout
