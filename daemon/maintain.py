@@ -42,7 +42,8 @@ from .pairing import as_companion
 @dataclass(frozen=True)
 class Action:
     # catalogued | companion | copy | left | quarantined | rejected | skipped (adopt, strays)
-    # | edited | rot_quarantined | marked_missing | forgotten (repair); "would ..." in a dry run
+    # | edited | rot_quarantined | marked_missing | moved_to_copy | forgotten (repair);
+    # "would ..." in a dry run
     kind: str
     path: str  # relative to the library, as text (bytes that are not UTF-8 escaped)
     detail: str
@@ -175,11 +176,7 @@ def repair(cfg: Config, log: Any, *, dry_run: bool = False,
             elif p.kind in ("hash_mismatch", "size_mismatch"):
                 action = _changed(cfg, conn, rel, p.detail, say)
             elif p.kind == "missing":
-                with transaction(conn):
-                    catalog.mark_missing(conn, p.path, journal.now())
-                action = Action("marked_missing", shown(rel), "the catalog row is kept, "
-                                "marked missing; importing the same bytes again files them "
-                                "anew")
+                action = _missing(cfg, conn, p.path)
             elif p.kind == "kept_missing":
                 with transaction(conn):
                     catalog.forget_kept(conn, p.path)
@@ -197,6 +194,23 @@ def repair(cfg: Config, log: Any, *, dry_run: bool = False,
     for a in actions:
         log.info("repair.done", action=a.kind, path=a.path, detail=a.detail)
     return actions, left
+
+
+def _missing(cfg: Config, conn: Any, path: str) -> Action:
+    """A catalogued file that is gone: its row moves to an intact album copy `adopt`
+    recorded (the library still has the bytes: importing them again is a duplicate), else
+    it is marked missing."""
+    entry = catalog.by_path(conn, path)
+    good = _good_copy(cfg, conn, entry) if entry is not None else None
+    with transaction(conn):
+        if entry is not None and good is not None:
+            catalog.promote(conn, entry.id, good, os.lstat(os.path.join(
+                os.fsencode(cfg.library), os.fsencode(good))).st_mtime_ns)
+            return Action("moved_to_copy", shown(os.fsencode(path)), "gone; its row now "
+                          f"stands for the intact copy {catalog.printable(good)}")
+        catalog.mark_missing(conn, path, journal.now())
+    return Action("marked_missing", shown(os.fsencode(path)), "the catalog row is kept, "
+                  "marked missing; importing the same bytes again files them anew")
 
 
 def _rot_or_edit(conn: Any, entry: catalog.Entry, st: os.stat_result) -> tuple[bool, str]:
@@ -299,6 +313,9 @@ def _dry_run(cfg: Config, say: Say | None) -> tuple[list[Action], report.Report]
                                 f"{p.detail}; {why}: " + (
                                     f"would move it to {cfg.rejected / 'bitrot'}" if rot else
                                     "would keep it where it is and update its row"))
+            elif p.kind == "missing" and entry and (good := _good_copy(cfg, conn, entry)):
+                action = Action("would fix", text, f"{p.kind}: {p.detail}; would move its "
+                                f"row to the intact copy {catalog.printable(good)}")
             else:
                 action = Action("would fix", text, f"{p.kind}: {p.detail}")
             actions.append(action)
