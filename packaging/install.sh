@@ -265,18 +265,23 @@ PY
 fi
 
 # --- 4. the inbox and library the config names
-read -r inbox library < <("$PYTHON" - "$CONFIG" <<'PY'
+# (one line each: the library, then every inbox: paths.inbox is one path or a list)
+mapfile -t found < <("$PYTHON" - "$CONFIG" <<'PY'
 import sys, tomllib
 paths = tomllib.load(open(sys.argv[1], "rb")).get("paths", {})
-print(paths.get("inbox", ""), paths.get("library", ""))
+inbox = paths.get("inbox", "")
+print(paths.get("library", ""), *(inbox if isinstance(inbox, list) else [inbox]), sep="\n")
 PY
 ) || die "cannot read [paths] from $CONFIG"
+library=${found[0]:-}
+inboxes=("${found[@]:1}")
+inbox="${inboxes[*]}"
 [ -n "$inbox" ] && [ -n "$library" ] || die "$CONFIG has no [paths] inbox and library"
 # New folders only: an existing inbox or library keeps its owner and mode. The inbox is
 # setgid and group-writable so that members of the mediasortd group can drop files in;
 # the library is setgid and group-readable (mediasortd keeps the setgid bit on every
 # folder it makes there), so they can read it.
-for spec in "$inbox:2770" "$library:2750"; do
+for spec in "${inboxes[@]/%/:2770}" "$library:2750"; do
     dir=${spec%:*}
     if [ ! -d "$dir" ]; then
         install -d -m "${spec##*:}" -o "$SERVICE_USER" -g "$SERVICE_USER" "$dir"
