@@ -3,6 +3,7 @@ still fail, lose or misplace a file, through the real `mediasortd` on real files
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tests.helpers import check_consistent, cli, jpeg_bytes, make_config, sha, tree_hashes, write
@@ -62,5 +63,27 @@ def test_a_file_deleted_beside_its_album_copy_is_not_filed_twice(tmp_path: Path)
     done = cli(cfg_path, "import", str(tmp_path / "phone"))
     assert done.returncode == 0 and "1 duplicate" in done.stdout, done.stdout + done.stderr
     assert tree_hashes(cfg.library) == before
+    v = cli(cfg_path, "verify", "--deep")
+    assert v.returncode == 0, v.stdout
+
+
+def test_a_sidecar_of_a_photo_adopted_under_a_non_utf8_name(tmp_path: Path) -> None:
+    """adopt catalogues names that are not UTF-8 (stored as BLOBs). A phone then syncs the
+    same photo (a duplicate of that row) with its sidecar: the sidecar is filed beside
+    the adopted photo, whose name is not UTF-8. Reserving that name looked it up as text
+    and failed with a UnicodeEncodeError."""
+    cfg, cfg_path = make_config(tmp_path)
+    lib = os.fsencode(cfg.library)
+    os.makedirs(os.path.join(lib, b"2019"))
+    with open(os.path.join(lib, b"2019", b"caf\xe9.jpg"), "wb") as f:
+        f.write(jpeg_bytes(BASE, 5))
+    assert cli(cfg_path, "adopt", str(cfg.library)).returncode == 0
+    phone = tmp_path / "phone"
+    files = {write(phone / "IMG_5.JPG", jpeg_bytes(BASE, 5)): jpeg_bytes(BASE, 5),
+             write(phone / "IMG_5.JPG.xmp", b"<x:xmpmeta>rating 5</x:xmpmeta>"): b""}
+    done = cli(cfg_path, "import", str(phone))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ingest.bug" not in done.stderr, done.stderr
+    assert sorted(os.listdir(os.path.join(lib, b"2019"))) == [b"caf\xe9.jpg", b"caf\xe9.jpg.xmp"]
     v = cli(cfg_path, "verify", "--deep")
     assert v.returncode == 0, v.stdout
