@@ -83,7 +83,7 @@ def free_name(conn: apsw.Connection, library: bytes, preferred: str) -> str:
     n = 0
     while True:
         candidate = numbered(preferred, n)
-        taken = conn.execute("SELECT 1 FROM files WHERE path = ?", (candidate,)).fetchall()
+        taken = conn.execute("SELECT 1 FROM files WHERE path = ?", (to_db(candidate),)).fetchall()
         if not taken and not os.path.lexists(os.path.join(library, os.fsencode(candidate))):
             return candidate
         n += 1
@@ -91,7 +91,7 @@ def free_name(conn: apsw.Connection, library: bytes, preferred: str) -> str:
 
 def is_free(conn: apsw.Connection, library: bytes, path: str) -> bool:
     """`path` is taken neither in the catalog nor on disk."""
-    taken = conn.execute("SELECT 1 FROM files WHERE path = ?", (path,)).fetchall()
+    taken = conn.execute("SELECT 1 FROM files WHERE path = ?", (to_db(path),)).fetchall()
     return not taken and not os.path.lexists(os.path.join(library, os.fsencode(path)))
 
 
