@@ -87,3 +87,27 @@ def test_a_sidecar_of_a_photo_adopted_under_a_non_utf8_name(tmp_path: Path) -> N
     assert sorted(os.listdir(os.path.join(lib, b"2019"))) == [b"caf\xe9.jpg", b"caf\xe9.jpg.xmp"]
     v = cli(cfg_path, "verify", "--deep")
     assert v.returncode == 0, v.stdout
+
+
+def test_links_and_fifos_in_an_adopted_library_are_no_strays(tmp_path: Path) -> None:
+    """adopt records what is not a photo or video so that verify does not call it a stray;
+    symbolic links (to outside the library, to a library file) and FIFOs were skipped
+    unrecorded instead, and verify failed on them forever (repair skipped them too)."""
+    cfg, cfg_path = make_config(tmp_path)
+    lib = cfg.library
+    write(lib / "2019" / "a.jpg", jpeg_bytes(BASE, 1))
+    os.symlink("/etc/passwd", lib / "2019" / "out.jpg")
+    os.symlink("a.jpg", lib / "2019" / "in.jpg")
+    os.mkfifo(lib / "2019" / "fifo.jpg")
+    r = cli(cfg_path, "adopt", str(lib))
+    assert r.returncode == 0, r.stdout + r.stderr
+    v = cli(cfg_path, "verify")
+    assert v.returncode == 0, v.stdout
+    assert sorted(os.listdir(lib / "2019")) == ["a.jpg", "fifo.jpg", "in.jpg", "out.jpg"]
+    assert os.readlink(lib / "2019" / "out.jpg") == "/etc/passwd"
+    # a link that appears later is a stray: repair moves it (never its target) to rejected
+    os.symlink("/etc/hostname", lib / "2019" / "late.jpg")
+    r = cli(cfg_path, "verify", "--repair")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.readlink(cfg.rejected / "2019" / "late.jpg") == "/etc/hostname"
+    assert Path("/etc/hostname").exists() and not os.path.lexists(lib / "2019" / "late.jpg")
