@@ -115,7 +115,9 @@ def _catalogue(cfg: Config, conn: Any, reader: Reader, rel: bytes, note: str, *,
         st = os.lstat(full)
     except OSError as e:
         return Action("skipped", text, f"cannot be read: {e.strerror}")
-    hashed = hash_file(full) if stat.S_ISREG(st.st_mode) else None
+    if not stat.S_ISREG(st.st_mode):  # a link (never followed), a FIFO, a socket, ...
+        return _not_a_file(cfg, conn, full, rel, st, keep_other=keep_other)
+    hashed = hash_file(full)
     if hashed is None:
         return Action("skipped", text, "not a readable regular file; left as it is")
     sha256, size = hashed
@@ -149,6 +151,28 @@ def _catalogue(cfg: Config, conn: Any, reader: Reader, rel: bytes, note: str, *,
     assert isinstance(info, NotMedia)
     where = _move_aside(full, cfg.rejected, rel, cfg.dir_mode)
     return Action("rejected", text, f"{info.reason}; moved to {shown(where)}")
+
+
+def _not_a_file(cfg: Config, conn: Any, full: bytes, rel: bytes, st: os.stat_result, *,
+                keep_other: bool) -> Action:
+    """A library entry that is no regular file: recorded as kept where it stands (adopt),
+    or moved as it is to rejected (repair's strays, like any other non-media)."""
+    text = shown(rel)
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            what = f"a symbolic link to {shown(os.readlink(full))}"
+        except OSError:
+            what = "a symbolic link"
+    else:
+        what = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+    if keep_other:
+        with transaction(conn):
+            catalog.keep(conn, path=os.fsdecode(rel), kind="other", file_id=None, size=0,
+                         mtime_ns=st.st_mtime_ns, reason=f"{what} (never followed)",
+                         when=journal.now())
+        return Action("left", text, f"{what} (never followed); left where it is and listed")
+    where = _move_aside(full, cfg.rejected, rel, cfg.dir_mode)
+    return Action("rejected", text, f"{what}; moved as it is to {shown(where)}")
 
 
 # -- verify --repair ---------------------------------------------------------------------
