@@ -111,3 +111,17 @@ def test_links_and_fifos_in_an_adopted_library_are_no_strays(tmp_path: Path) -> 
     assert r.returncode == 0, r.stdout + r.stderr
     assert os.readlink(cfg.rejected / "2019" / "late.jpg") == "/etc/hostname"
     assert Path("/etc/hostname").exists() and not os.path.lexists(lib / "2019" / "late.jpg")
+
+
+def test_a_file_named_twice_is_counted_once(tmp_path: Path) -> None:
+    """`import DIR DIR/a.jpg DIR/`: the pool files each path once, but the summary and the
+    progress bar counted every mention ('imported 5 file(s): 2 filed'), so the bar never
+    reached its end and the summary did not add up."""
+    cfg, cfg_path = make_config(tmp_path)
+    src = tmp_path / "src"
+    files = {write(src / "a.jpg", jpeg_bytes(BASE, 1)): jpeg_bytes(BASE, 1),
+             write(src / "b.jpg", jpeg_bytes(BASE, 2)): jpeg_bytes(BASE, 2)}
+    done = cli(cfg_path, "import", str(src), str(src / "a.jpg"), f"{src}/", f"{src}/./b.jpg")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("imported 2 file(s): 2 filed"), done.stdout
+    check_consistent(cfg, files, move=False)
