@@ -223,7 +223,7 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
     try:
         unfinished = prepare(cfg, log, hook)
         skip = [os.fsencode(p) for p in (cfg.library, cfg.state_dir)]
-        paths = list(walk(sources, skip))
+        paths = list(dict.fromkeys(walk(sources, skip)))  # a file named twice: once
         if progress is None:
             progress = Progress(0, io.StringIO())  # not a terminal: never drawn
         if progress.on:
@@ -388,7 +388,7 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
     roots = inbox_roots(cfg)
     try:
         skip = [os.fsencode(p) for p in (cfg.library, cfg.state_dir)]
-        for path in walk(sources, skip):
+        for path in dict.fromkeys(walk(sources, skip)):  # as import_ does
             fd = open_source(path)
             if isinstance(fd, Unusable):
                 yield Plan(path, "vanished" if fd.missing else "rejected", "", fd.reason)
