@@ -5,8 +5,10 @@ before any new work is taken. Signal handlers only set events.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -137,15 +139,23 @@ def check_writable(cfg: Config) -> None:
     really create and remove a probe file in it. A sandbox that leaves a folder read-only
     (the unit's ReadWritePaths=) or a wrong owner is found here, in one line naming the
     folder and what to write, instead of as sources left in the inbox later."""
+    # One probe name per catalog, the same on every start: a probe that a crash or a
+    # power cut left behind (in the inbox or a quarantine folder) is removed by the next
+    # check instead of staying there as a file that no job made.
+    name = f"{PROBE}-{hashlib.sha256(os.fsencode(cfg.state_dir)).hexdigest()[:12]}".encode()
     for what, path in writable_folders(cfg):
         raw = os.fsencode(path)
-        probe = os.path.join(raw, f"{PROBE}-{os.getpid()}".encode())
+        probe = os.path.join(raw, name)
         try:
             existed = os.path.isdir(raw)
             make_dirs(raw, 0o750 if what == "state_dir" else cfg.dir_mode)
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(probe)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                         | os.O_NOFOLLOW, 0o600)
             os.close(fd)
-            os.unlink(probe)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(probe)
         except OSError as e:
             how = "cannot be created" if not existed else "is not writable"
             raise ConfigError(
