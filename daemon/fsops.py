@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
 import os
+import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ class Unusable:
 
     reason: str
     missing: bool = False
+    unreadable: bool = False  # permission denied: worth a new look once that changes
 
 
 class SourceChanged(Exception):
@@ -72,7 +75,7 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
     except OSError as e:
         if e.errno == errno.ELOOP:
             return Unusable("a symbolic link, not a regular file")
-        return Unusable(f"cannot open: {e.strerror}")
+        return Unusable(f"cannot open: {e.strerror}", unreadable=e.errno == errno.EACCES)
     fst = os.fstat(fd)
     if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)
@@ -83,6 +86,228 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
     return fd
 
 
+# -- paths beneath the inbox, never through a link ----------------------------------------
+#
+# Anyone who can write in the inbox can swap a folder for a symlink after the daemon saw
+# a file in it. So every path under the inbox is resolved from the inbox's descriptor,
+# one folder at a time, never following a link (openat2 RESOLVE_BENEATH|NO_SYMLINKS,
+# else O_NOFOLLOW|O_DIRECTORY per component), and the entry itself is then used through
+# its folder's descriptor (fstatat, openat, unlinkat, renameat2). Paths longer than
+# PATH_MAX work the same way.
+
+_SYS_OPENAT2 = 437  # the same number on every architecture
+_RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH = 0x02, 0x04, 0x08
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PATH_MAX = 4096
+_libc.syscall.restype = ctypes.c_long
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+_openat2_works = [True]  # set to False the first time the kernel (or seccomp) refuses it
+
+
+def _openat2(dir_fd: int, rel: bytes) -> int | None:
+    """openat2 of a folder beneath dir_fd without links; None where there is no openat2."""
+    how = _OpenHow(_DIR_FLAGS, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS
+                   | _RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), ctypes.c_char_p(rel),
+                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd >= 0:
+        return int(fd)
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
+        _openat2_works[0] = False
+        return None
+    raise OSError(err, os.strerror(err), rel)
+
+
+def open_dir_beneath(root_fd: int, rel: bytes) -> int:
+    """The folder `rel` (relative, may be b"") beneath the open folder `root_fd`, opened
+    without following any symlink and never leaving it. Raises OSError: ELOOP for a link
+    on the way, ENOTDIR, ENOENT, EXDEV for '..' or a way out."""
+    parts = [p for p in rel.split(b"/") if p not in (b"", b".")]
+    if b".." in parts:
+        raise OSError(errno.EXDEV, "a '..' in a path under the inbox", rel)
+    if not parts:
+        return os.dup(root_fd)
+    joined = b"/".join(parts)
+    if _openat2_works[0] and len(joined) < _PATH_MAX:
+        fd = _openat2(root_fd, joined)
+        if fd is not None:
+            return fd
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def parent_beneath(root: bytes | None, path: bytes) -> tuple[int, bytes]:
+    """(descriptor of the folder holding `path`, the entry's name). With a `root` (the
+    inbox) that `path` lies under, the folder is resolved beneath it without links; else
+    (a source the user named) it is opened as named. Raises OSError."""
+    name = os.path.basename(path)
+    if root is None or not path.startswith(root.rstrip(b"/") + b"/"):
+        return open_dir(os.path.dirname(path) or b"/"), name
+    root_fd = open_dir(root)
+    try:
+        rel = os.path.dirname(path[len(root.rstrip(b"/")) + 1:])
+        return open_dir_beneath(root_fd, rel), name
+    finally:
+        os.close(root_fd)
+
+
+def stat_beneath(root: bytes | None, path: bytes) -> os.stat_result:
+    """lstat of `path`, its folders resolved as parent_beneath does. Raises OSError."""
+    dir_fd, name = parent_beneath(root, path)
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        os.close(dir_fd)
+
+
+WAY_ERRNOS = (errno.ELOOP, errno.ENOTDIR, errno.EXDEV)  # a folder on the way is not one
+
+
+def way_reason(e: OSError) -> str:
+    return ("a folder on its path is now a symbolic link or not a folder (not followed)"
+            if e.errno in WAY_ERRNOS else f"cannot open its folder: {e.strerror}")
+
+
+@dataclass
+class Source:
+    """A source opened beneath its root: its folder's descriptor and name (for the
+    unlinkat or renameat2 that retires it), and the file's descriptor once opened."""
+
+    dir_fd: int
+    name: bytes
+    fd: int | None = None
+    st: os.stat_result | None = None
+    leased: bool = False
+
+    def close(self) -> None:
+        for fd in (self.fd, self.dir_fd):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        self.fd = None
+        self.dir_fd = -1
+
+
+def open_source_beneath(root: bytes | None, path: bytes) -> Source | Unusable:
+    """open_source, with the folders resolved beneath `root` (parent_beneath): the entry
+    is looked at (fstatat) and opened (openat, O_NOFOLLOW|O_NONBLOCK) through its
+    folder's descriptor, which the caller keeps for removing it later."""
+    try:
+        dir_fd, name = parent_beneath(root, path)
+    except FileNotFoundError:
+        return Unusable("the file disappeared", missing=True)
+    except OSError as e:
+        return Unusable(way_reason(e), missing=e.errno in WAY_ERRNOS)
+    src = Source(dir_fd, name)
+    got = _open_at(dir_fd, name)
+    if isinstance(got, Unusable):
+        src.close()
+        return got
+    src.fd, src.st = got
+    return src
+
+
+def _open_at(dir_fd: int, name: bytes) -> tuple[int, os.stat_result] | Unusable:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return Unusable("the file disappeared", missing=True)
+    except OSError as e:
+        return Unusable(f"cannot stat: {e.strerror}")
+    if not stat.S_ISREG(st.st_mode):
+        return Unusable(f"{kind_of(st.st_mode)}, not a regular file")
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return Unusable("the file disappeared", missing=True)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return Unusable("a symbolic link, not a regular file")
+        return Unusable(f"cannot open: {e.strerror}", unreadable=e.errno == errno.EACCES)
+    fst = os.fstat(fd)
+    if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        return Unusable("the entry was replaced while it was being opened")
+    return fd, fst
+
+
+def unlink_at_if(dir_fd: int, name: bytes, expected: Identity,
+                 held: os.stat_result | None = None) -> bool:
+    """Remove the entry `name` of folder `dir_fd` only if it is still the file `expected`
+    describes (and, with `held`, the very inode of that open file); True if removed (or
+    already gone), False if something else stands there now."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return True
+    if not identity(st).same_file(expected) or not stat.S_ISREG(st.st_mode) or (
+            held is not None and (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino)):
+        return False
+    os.unlink(name, dir_fd=dir_fd)
+    return True
+
+
+# -- leases: the kernel says whether anyone has a file open for writing ------------------
+
+_F_SETSIG, _F_SETLEASE, _F_GETLEASE = 10, 1024, 1025
+_F_RDLCK, _F_UNLCK = 0, 2
+# filesystems whose writers are elsewhere (a lease there says nothing about them)
+_REMOTE_FS = {0x6969: "NFS", 0xFF534D42: "CIFS", 0xFE534D42: "SMB2", 0x517B: "SMB"}
+
+
+def take_lease(fd: int) -> str | None:
+    """Take a read lease on an open source: None when taken (no one has the file open
+    for writing, and a writer that opens it from now on breaks the lease), "busy" when
+    someone has it open for writing, else why a lease cannot be had here (not the
+    owner and no CAP_LEASE, a filesystem without leases, a network filesystem)."""
+    try:
+        kind = _REMOTE_FS.get(_fs_type(fd))
+        if kind is not None:
+            return f"{kind}: a lease there does not see the writers"
+        # a broken lease signals its holder (SIGIO kills by default): SIGURG is ignored
+        fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, _F_SETLEASE, _F_RDLCK)
+        return None
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EBUSY):
+            return "busy"
+        return e.strerror or str(e)
+
+
+def lease_held(fd: int) -> bool:
+    """The read lease on `fd` is intact: no writer has opened the file since."""
+    try:
+        return fcntl.fcntl(fd, _F_GETLEASE) == _F_RDLCK
+    except OSError:
+        return False
+
+
+class _StatFS(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
+
+
+def _fs_type(fd: int) -> int:
+    buf = _StatFS()
+    if _libc.fstatfs(fd, ctypes.byref(buf)) != 0:
+        return 0
+    return int(buf.f_type) & 0xFFFFFFFF
+
+
 class Copied(NamedTuple):
     sha256: str
     size: int
@@ -91,13 +316,16 @@ class Copied(NamedTuple):
 
 def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
                   head: Callable[[memoryview], bytes] | None = None,
-                  before: os.stat_result | None = None, dir_fd: int | None = None) -> Copied:
+                  before: os.stat_result | None = None, dir_fd: int | None = None,
+                  intact: Callable[[], bool] | None = None) -> Copied:
     """Copy an open source into a new file `dst` (truncated if it exists), hashing in the
     same single read; fsync it. Holes stay holes (a 10 GiB sparse file costs no disk),
     memory stays two chunks. Raises SourceChanged if the source changed meanwhile.
     `head`: picks what to keep of the first chunk read (what a metadata reader needs,
     so it does not read the copy again); `before`: the source's fstat, if the caller has it;
-    `dir_fd`: the folder `dst` is relative to.
+    `dir_fd`: the folder `dst` is relative to; `intact`: asked every 16 MiB (and at the
+    end) whether the source is still unwritten (its lease): SourceChanged at once if not,
+    so a writer that opened it waits no longer than that.
 
     Each chunk read is hashed here while a writer thread writes it (both release the
     GIL), and written ranges are handed to the disk as they go (sync_file_range), so a
@@ -135,6 +363,8 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
                     chunk = view[:n]
                     if head is not None and offset == 0:
                         first = head(chunk)
+                    if intact is not None and i % 16 == 0 and not intact():
+                        raise SourceChanged("a writer opened it")
                     if writer is None:
                         _pwrite_all(out, chunk, offset)
                         h.update(chunk)
@@ -160,6 +390,8 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
     if large:
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_DONTNEED)
     after = os.fstat(src_fd)
+    if intact is not None and not intact():
+        raise SourceChanged("a writer opened it")
     if size != after.st_size or identity(before) != identity(after):
         raise SourceChanged(f"size {before.st_size} -> {after.st_size} bytes while copying")
     return Copied(h.hexdigest(), size, first)

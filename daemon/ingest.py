@@ -29,19 +29,27 @@ from .config import Config
 from .db import Committer, transaction
 from .errors import ToolError
 from .fsops import (
+    WAY_ERRNOS,
+    Source,
     SourceChanged,
     Unusable,
     copy_and_hash,
     fsync_dir,
     hash_file,
     identity,
+    lease_held,
     link_noreplace,
     make_dirs,
-    open_source,
-    rename_noreplace,
+    move_at,
+    open_dir,
+    open_source_beneath,
+    parent_beneath,
     same_file,
-    unlink_if,
+    stat_beneath,
+    take_lease,
+    unlink_at_if,
     unlink_quiet,
+    way_reason,
 )
 from .layout import (
     UNDATED_LAYOUT,
@@ -55,6 +63,8 @@ from .layout import (
 from .model import Identity, Job, MediaInfo, NotMedia, Outcome, Step
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+UNREADABLE = "unreadable:"  # a reject's reason starts with this: taken again once readable
+WRITING = "still open for writing"
 BATCH_BYTES = 64 << 20  # take_many: files go through a step together up to this size
 T = TypeVar("T")
 
@@ -101,6 +111,15 @@ Result = Finished | Retry | Skipped
 def _when(info: MediaInfo | NotMedia | None) -> datetime:
     return info.captured if isinstance(info, MediaInfo) else datetime.max
 Hook = Callable[[Job], None]
+
+
+def _distinct_folders(fds: list[int]) -> list[int]:
+    """One descriptor per folder (workers' sources often share one)."""
+    seen: dict[tuple[int, int], int] = {}
+    for fd in fds:
+        st = os.fstat(fd)
+        seen.setdefault((st.st_dev, st.st_ino), fd)
+    return list(seen.values())
 
 
 def display(path: bytes) -> str:
@@ -204,6 +223,10 @@ class Ingestor:
         self.library = os.fsencode(config.library)
         self.roots = inbox_roots(config)
         self.staging = os.fsencode(config.staging)
+        # Sources opened by this worker's copies (by job id): their folder's descriptor
+        # (the source is removed through it) and the file's, with its read lease.
+        self.held: dict[int, Source] = {}
+        self.lease_trouble: set[str] = set()  # why leases could not be had (logged once)
         # The first bytes of copies made by this worker and not yet described (by job
         # id): the metadata reader takes them instead of reading the copy again.
         self.heads: dict[int, bytes] = {}
@@ -231,9 +254,14 @@ class Ingestor:
         chunk_bytes = 0
         for i, path in enumerate(paths):
             try:
-                st = os.lstat(path)
+                st = stat_beneath(self._root(path), path)
             except FileNotFoundError:
                 results[i] = Skipped(path, "gone")
+                continue
+            except OSError as e:
+                if e.errno not in WAY_ERRNOS:
+                    raise
+                results[i] = Skipped(path, way_reason(e))
                 continue
             if stat.S_ISDIR(st.st_mode):  # lstat: a link to a folder is an entry
                 results[i] = Skipped(path, "a directory")
@@ -250,15 +278,23 @@ class Ingestor:
     def resume(self, job: Job) -> Result:
         """Run a job's remaining steps; each step is committed before the next starts."""
         started = self.clock()
-        while job.step is not Step.DONE:
-            out = self._step(job)
-            if isinstance(out, Retry):
-                return self._deferred(out)
-            job = out
-            self.hook(job)
+        try:
+            while job.step is not Step.DONE:
+                out = self._step(job)
+                if isinstance(out, Retry):
+                    return self._deferred(out)
+                job = out
+                self.hook(job)
+        finally:
+            self._let_go(job.id)
         result = Finished(job, (self.clock() - started) * 1000)
         self._log_finished(result)
         return result
+
+    def _let_go(self, job_id: int) -> None:
+        """Close what this worker holds open for a job (its source and folder)."""
+        if (src := self.held.pop(job_id, None)) is not None:
+            src.close()
 
     def replay(self) -> list[Result]:
         """Resume every unfinished job, then remove staging files that no job owns."""
@@ -313,8 +349,14 @@ class Ingestor:
         self._place_all(jobs, advanced, alone)  # DECIDED -> PLACED
         self._retire_all(jobs, alone, results, started)  # PLACED -> DONE
         for i, left in alone.items():
-            results[i] = self._deferred(left) if isinstance(left, Retry) else self.resume(left)
+            if isinstance(left, Retry):
+                self._let_go(left.job.id)
+                results[i] = self._deferred(left)
+            else:
+                results[i] = self.resume(left)
         self.heads.clear()
+        for job_id in list(self.held):
+            self._let_go(job_id)
         return results
 
     def _decide_all(self, jobs: dict[int, Job],
@@ -355,7 +397,7 @@ class Ingestor:
         linked: dict[int, Job] = {}
         for i, job in list(jobs.items()):
             if job.dest is None or job.sha256 is None or not job.staged \
-                    or not os.path.exists(job.staged):
+                    or not os.path.exists(job.staged) or self._written_since(job):
                 advanced(i, self._step(job), Step.PLACED)  # the rare cases, as resume would
                 continue
             try:
@@ -382,7 +424,7 @@ class Ingestor:
         commit for all."""
         errors = {i: self._release(job) for i, job in jobs.items()}
         try:
-            for folder in {folder for _, folder in errors.values() if folder is not None}:
+            for folder in _distinct_folders([f for _, f in errors.values() if f is not None]):
                 fsync_dir(folder)
         except OSError:
             alone.update(jobs)  # each removes (finds removed) and fsyncs again, alone
@@ -405,12 +447,30 @@ class Ingestor:
         def record(conn: apsw.Connection) -> Job | None:
             job = journal.active_for(conn, path)
             if job is None:
-                if move and journal.settled_for(conn, path, ident):
+                settled = journal.settled_for(conn, path, ident) if move else None
+                if settled is not None and not self._readable_again(settled):
                     return None
                 job = journal.record(conn, self.batch, path, ident, move, self.staging)
             return job
 
         return record
+
+    def _readable_again(self, settled: Job) -> bool:
+        """A file left in place because it could not be read (and not moved) is taken
+        again once it can be (a chmod: IN_ATTRIB or the rescan)."""
+        if not (settled.error or "").startswith(UNREADABLE):
+            return False
+        got = open_source_beneath(self._root(settled.source), settled.source)
+        if isinstance(got, Unusable):
+            return False
+        got.close()
+        return True
+
+    def _root(self, path: bytes) -> bytes | None:
+        """The inbox `path` lies in: its folders are resolved beneath it, never through a
+        link (fsops.parent_beneath); None for a source named by the user (an import)."""
+        inbox = self.cfg.inbox_of(path)
+        return os.fsencode(inbox) if inbox is not None else None
 
     def _step(self, job: Job) -> Job | Retry:
         """Run the job's next step; any trouble becomes a retry or a failed job."""
@@ -426,18 +486,37 @@ class Ingestor:
         return out
 
     def _copy(self, job: Job) -> Job | Retry:
-        """RECORDED -> COPIED: a fsynced private copy and its sha256, in one read."""
+        """RECORDED -> COPIED: a fsynced private copy and its sha256, in one read.
+
+        The source is opened beneath the inbox (no link followed) and, when it is to be
+        removed, under a read lease: the kernel's word that no one has it open for
+        writing (a writer we cannot see, too); one who opens it later breaks the lease,
+        and the job starts again. The source and its folder stay open until retired."""
         assert job.staged is not None
-        fd = open_source(job.source)
-        if isinstance(fd, Unusable):
-            return self._unusable(job, fd)
+        self._let_go(job.id)
+        src = open_source_beneath(self._root(job.source), job.source)
+        if isinstance(src, Unusable):
+            return self._unusable(job, src)
+        assert src.fd is not None and src.st is not None
+        fd, st, keep = src.fd, src.st, False
         try:
-            st = os.fstat(fd)
             ident = identity(st)
+            if job.move:
+                why = take_lease(fd)
+                if why == "busy":
+                    return self._retry(job, f"{WRITING}; waiting until it is closed", ident,
+                                       after=max(self.cfg.settle_seconds, 1.0), patient=True)
+                src.leased = why is None
+                if why is not None and why not in self.lease_trouble:
+                    self.lease_trouble.add(why)
+                    self.log.warning("ingest.no_lease", source=display(job.source), reason=why,
+                                     note="a writer the daemon cannot see is not detected: "
+                                     "grant CAP_LEASE, or make the daemon's user own the inbox")
             try:
                 copied = copy_and_hash(fd, job.staged, self.cfg.file_mode, before=st,
                                        head=self.reader.head_of(
-                                           os.fsdecode(os.path.basename(job.source))))
+                                           os.fsdecode(os.path.basename(job.source))),
+                                       intact=(lambda: lease_held(fd)) if src.leased else None)
             except SourceChanged as e:
                 unlink_quiet(job.staged)
                 return self._retry(job, f"the file changed while being copied ({e})", ident,
@@ -448,8 +527,10 @@ class Ingestor:
                     return self._retry(job, f"copy failed: {e.strerror}: {journal.FULL_MARK}",
                                        None, full=True)
                 raise
+            self.held[job.id], keep = src, True
         finally:
-            os.close(fd)
+            if not keep:
+                src.close()
         # The staged copy is durable (fsynced). COPIED is committed together with the
         # decision that follows at once (one commit fewer per file): a crash in between
         # leaves the job at RECORDED, and replay copies again (the source is still
@@ -474,8 +555,9 @@ class Ingestor:
                 return journal.advance(self.conn, job.id, Step.DONE,
                                        outcome=Outcome.VANISHED, error=why.reason)
             dest = self._side_path(self.cfg.rejected, job) if job.move else None
+            reason = f"{UNREADABLE} {why.reason}" if why.unreadable else why.reason
             return journal.advance(self.conn, job.id, Step.DECIDED, outcome=Outcome.REJECTED,
-                                   error=why.reason, dest=dest, sha256=None)
+                                   error=reason, dest=dest, sha256=None)
 
     def _decide(self, job: Job) -> Job | Retry:
         """COPIED -> DECIDED, in one transaction: duplicate, rejected, or a catalog row
@@ -597,7 +679,7 @@ class Ingestor:
                 return candidate
         return catalog.free_stem(conn, self.library, preferred)
 
-    def _place(self, job: Job) -> Job:
+    def _place(self, job: Job) -> Job | Retry:
         """DECIDED -> PLACED: the staged copy gets its final name without overwriting
         anything (or is dropped, when nothing is to be kept); rejects that were never
         copied are moved as they are.
@@ -608,6 +690,8 @@ class Ingestor:
         assert job.staged is not None
         if job.outcome is Outcome.REJECTED and job.sha256 is None:
             return self._move_entry(job)
+        if self._written_since(job):
+            return self._copy_again(job, "a writer opened the source while it was being filed")
         if job.dest is None:
             unlink_quiet(job.staged)
         elif os.path.exists(job.staged):
@@ -621,6 +705,24 @@ class Ingestor:
                     catalog.delete(self.conn, entry.id)
                 return journal.advance(self.conn, job.id, Step.RECORDED, outcome=None, dest=None)
         return dataclasses.replace(job, step=Step.PLACED)
+
+    def _written_since(self, job: Job) -> bool:
+        """A writer opened this worker's leased source since it was copied."""
+        src = self.held.get(job.id)
+        return (src is not None and src.leased and src.fd is not None
+                and not lease_held(src.fd))
+
+    def _copy_again(self, job: Job, reason: str) -> Retry | Job:
+        """Before anything is placed: drop the copy and its reservation, and start the job
+        again from the source (once the writer is done), so no file is filed in pieces."""
+        assert job.staged is not None
+        self._let_go(job.id)
+        unlink_quiet(job.staged)
+        with transaction(self.conn):
+            if (entry := catalog.by_job(self.conn, job.id)) is not None:
+                catalog.delete(self.conn, entry.id)
+            job = journal.advance(self.conn, job.id, Step.RECORDED, outcome=None, dest=None)
+        return self._retry(job, reason, None, after=max(self.cfg.settle_seconds, 1.0))
 
     def _link(self, job: Job) -> Job:
         """The staged copy linked at the job's destination, or at the next free name if
@@ -655,25 +757,53 @@ class Ingestor:
         dest, note = job.dest, None
         if dest is not None:
             try:
-                st = os.lstat(job.source)
-            except FileNotFoundError:
-                st = None  # moved before a crash, or removed by someone
-            if st is not None and st.st_ino != job.identity.ino:  # not st_dev: see Identity
-                dest, note = None, "a different file now stands at the source; left alone"
-            elif st is not None:
-                make_dirs(os.path.dirname(dest), self.cfg.dir_mode)
-                try:
-                    while not rename_noreplace(job.source, dest):
-                        dest = self._rename_dest(job, dest)
-                    fsync_dir(os.path.dirname(dest))
-                    fsync_dir(os.path.dirname(job.source))
-                except OSError as e:
-                    dest, note = None, f"left in place: cannot move it: {e.strerror}"
+                src_dir, name = parent_beneath(self._root(job.source), job.source)
+            except OSError as e:  # moved before a crash, or removed, or its folder swapped
+                src_dir, name = -1, b""
+                if e.errno != errno.ENOENT:
+                    dest, note = None, f"left alone: {way_reason(e)}"
+            try:
+                if src_dir >= 0 and dest is not None:
+                    dest, note = self._move_from(job, src_dir, name, dest)
+            finally:
+                if src_dir >= 0:
+                    os.close(src_dir)
         with transaction(self.conn):
             fields: dict[str, Any] = {"dest": dest}
             if note:
                 fields["error"] = f"{job.error}; {note}"
             return journal.advance(self.conn, job.id, Step.PLACED, **fields)
+
+    def _move_from(self, job: Job, src_dir: int, name: bytes, dest: bytes
+                   ) -> tuple[bytes | None, str | None]:
+        """_move_entry's move of the entry `name` of folder `src_dir` (renameat2, or
+        recreated across filesystems: fsops.move_at): where it went and a note."""
+        try:
+            st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
+        except FileNotFoundError:
+            return dest, None  # moved before a crash, or removed by someone
+        if st.st_ino != job.identity.ino:  # not st_dev: see Identity
+            return None, "a different file now stands at the source; left alone"
+        make_dirs(os.path.dirname(dest), self.cfg.dir_mode)
+        try:
+            dst_dir = open_dir(os.path.dirname(dest))
+            try:
+                while not move_at(src_dir, name, dst_dir, os.path.basename(dest),
+                                  expected_ino=job.identity.ino):
+                    dest = self._rename_dest(job, dest)
+                fsync_dir(dst_dir)
+                fsync_dir(src_dir)
+            finally:
+                os.close(dst_dir)
+        except SourceChanged:
+            return None, "a different file now stands at the source; left alone"
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM) and (job.error or "").startswith(
+                    UNREADABLE):
+                return None, ("left in the inbox (it cannot be read, so not copied to "
+                              "another filesystem): filed once it is readable")
+            return None, f"left in place: cannot move it: {e.strerror}"
+        return dest, None
 
     def _retire(self, job: Job) -> Job:
         """PLACED -> DONE: remove the source, but only if its bytes are safely placed
@@ -683,16 +813,33 @@ class Ingestor:
             fsync_dir(folder)
         return self._commit(self._done(job, error))
 
-    def _release(self, job: Job) -> tuple[str | None, bytes | None]:
-        """Remove a PLACED job's source if it is to go: the error to record, and the
-        folder to fsync before DONE is committed (None: nothing was removed)."""
+    def _release(self, job: Job) -> tuple[str | None, int | None]:
+        """Remove a PLACED job's source if it is to go (unlinkat through the folder it was
+        opened from, only if it is still the inode that was copied): the error to record,
+        and the folder (descriptor) to fsync before DONE is committed (None: nothing was
+        removed)."""
         keep = (not job.move or job.sha256 is None
                 or (job.outcome is Outcome.DUPLICATE and self.cfg.on_duplicate == "keep"))
         if keep:
             return job.error, None
+        src = self.held.get(job.id)
         try:
-            if unlink_if(job.source, job.identity):
-                return job.error, os.path.dirname(job.source)
+            if src is None:  # resumed after a restart: its folder found again, no link
+                try:
+                    dir_fd, name = parent_beneath(self._root(job.source), job.source)
+                except FileNotFoundError:
+                    return job.error, None
+                except OSError as e:
+                    if e.errno not in WAY_ERRNOS:
+                        raise
+                    return f"the source's folder was replaced ({way_reason(e)}); left alone", \
+                        None
+                src = self.held[job.id] = Source(dir_fd, name)
+            if src.leased and src.fd is not None and not lease_held(src.fd):
+                return ("a writer opened the source while it was being filed; left in "
+                        "place"), None
+            if unlink_at_if(src.dir_fd, src.name, job.identity, src.st):
+                return job.error, src.dir_fd
             return "the source changed after it was copied; left in place", None
         except OSError as e:
             return f"cannot remove the source: {e.strerror}; left in place", None
@@ -750,10 +897,14 @@ class Ingestor:
         return new
 
     def _retry(self, job: Job, reason: str, ident: Any, *, after: float | None = None,
-               full: bool = False) -> Retry | Job:
+               full: bool = False, patient: bool = False) -> Retry | Job:
         with transaction(self.conn):
             journal.note_attempt(self.conn, job.id, reason, ident)
             job = journal.get(self.conn, job.id)
+        if patient:  # a writer still at work: wait for it (a minute or more), then give up
+            if self.max_attempts is not None and job.attempts >= self.max_attempts * 12:
+                return self._fail(job, f"{reason} (gave up after {job.attempts} attempts)")
+            return Retry(job, after or 1.0, reason)
         if not full and self.max_attempts is not None and job.attempts >= self.max_attempts:
             return self._fail(job, f"{reason} (gave up after {job.attempts} attempts)")
         if full and self.max_attempts is not None and job.attempts >= self.max_attempts * 2:

@@ -237,7 +237,7 @@ class Daemon:
         self.fatal: BaseException | None = None
         self.rescan_due = threading.Event()
         self.candidates = Candidates(cfg.settle_seconds, capacity=max(10 * cfg.queue_size, 1000),
-                                     clock=clock)
+                                     clock=clock, root_of=self._inbox_of)
         # settled candidates waiting for room in the queue, in arrival order (a burst
         # larger than the queue waits here, not re-checked: the worker checks again)
         self.ready: dict[bytes, None] = {}
@@ -432,6 +432,13 @@ class Daemon:
             if str(e) != self.metrics_error:
                 self.log.warning("metrics.write_failed", path=str(path), error=str(e))
                 self.metrics_error = str(e)
+
+    def _inbox_of(self, path: bytes) -> bytes | None:
+        """The inbox a path lies in (its folders are looked at beneath it, no link)."""
+        for inbox in self.inboxes:
+            if path.startswith(inbox + b"/"):
+                return inbox
+        return None
 
     def _rescan(self) -> None:
         self.rescan_due.clear()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileMovedEvent,
@@ -28,6 +29,7 @@ from watchdog.events import (
 )
 from watchdog.observers.inotify import InotifyObserver
 
+from .fsops import open_dir, open_dir_beneath, parent_beneath, stat_beneath
 from .layout import is_partial
 
 
@@ -43,7 +45,10 @@ class Candidates:
     """Paths waiting to settle, each looked at only when it could be due (a heap of
     check times), so a burst of 20,000 files costs no polling. Thread-safe."""
 
-    def __init__(self, settle_seconds: float, capacity: int, clock: Callable[[], float]) -> None:
+    def __init__(self, settle_seconds: float, capacity: int, clock: Callable[[], float],
+                 root_of: Callable[[bytes], bytes | None] = lambda path: None) -> None:
+        # the inbox a path lies in: looked at beneath it, never through links
+        self.root_of = root_of
         self.settle = settle_seconds
         self.capacity = capacity
         self.clock = clock
@@ -77,7 +82,7 @@ class Candidates:
                 if seen is None or seen.version != version:
                     continue
                 try:
-                    st = os.lstat(path)
+                    st = stat_beneath(self.root_of(path), path)
                 except OSError:
                     del self.seen[path]
                     continue
@@ -92,7 +97,7 @@ class Candidates:
                     heapq.heappush(self.heap, (seen.since + self.settle, version, path))
         if ready:
             writing = open_for_writing()
-            busy = {p for p in ready if _devino(p) in writing}
+            busy = {p for p in ready if _devino(self.root_of(p), p) in writing}
             for p in busy:  # still open: look again after another settle period
                 self._recheck(p, now, now + max(self.settle, 0.1))
             ready = [p for p in ready if p not in busy]
@@ -120,9 +125,9 @@ class Candidates:
             return [(p, now - s.since) for p, s in self.seen.items()]
 
 
-def _devino(path: bytes) -> tuple[int, int] | None:
+def _devino(root: bytes | None, path: bytes) -> tuple[int, int] | None:
     try:
-        st = os.lstat(path)
+        st = stat_beneath(root, path)
     except OSError:
         return None
     return st.st_dev, st.st_ino
@@ -164,22 +169,39 @@ def candidate_name(name: bytes) -> bool:
 
 
 def scan(inbox: bytes) -> Iterator[bytes]:
-    """Every candidate entry under the inbox (links not followed; hidden folders skipped)."""
-    stack = [inbox]
-    while stack:
-        d = stack.pop()
-        try:
-            with os.scandir(d) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for e in entries:
-            if not candidate_name(e.name):
+    """Every candidate entry under the inbox (links not followed; hidden folders skipped).
+    Each folder is opened beneath the inbox's descriptor (fsops.open_dir_beneath), so a
+    folder swapped for a link is never listed, and paths longer than PATH_MAX are found."""
+    try:
+        root = open_dir(inbox)
+    except OSError:
+        return
+    try:
+        stack = [b""]
+        while stack:
+            rel = stack.pop()
+            try:
+                fd = open_dir_beneath(root, rel)
+            except OSError:
                 continue
-            if e.is_dir(follow_symlinks=False):
-                stack.append(e.path)
-            else:
-                yield e.path
+            try:
+                with os.scandir(fd) as it:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+            for name, is_dir in entries:
+                bname = os.fsencode(name)
+                if not candidate_name(bname):
+                    continue
+                sub = rel + b"/" + bname if rel else bname
+                if is_dir:
+                    stack.append(sub)
+                else:
+                    yield inbox + b"/" + sub
+    finally:
+        os.close(root)
 
 
 # Files a sync tool keeps in the folders it syncs (Syncthing, Android's media scanner):
@@ -209,11 +231,17 @@ def prune_empty_dirs(inbox: bytes, start: bytes, quiet_seconds: float,
         return None
     d = start
     while d.startswith(inbox + b"/"):
-        try:
-            st = os.lstat(d)
-            if now - st.st_mtime < quiet_seconds:
-                return d
-            os.rmdir(d)
+        try:  # through its parent's descriptor, resolved beneath the inbox: no link
+            parent, name = parent_beneath(inbox, d)
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    return None
+                if now - st.st_mtime < quiet_seconds:
+                    return d
+                os.rmdir(name, dir_fd=parent)
+            finally:
+                os.close(parent)
         except OSError:
             return None  # not empty, or gone: nothing more to do here
         d = os.path.dirname(d)
@@ -252,7 +280,9 @@ class _Handler(FileSystemEventHandler):
 class Watcher:
     """An inotify observer on the inbox and every folder under it."""
 
-    EVENTS = (FileClosedEvent, FileMovedEvent, FileCreatedEvent, DirCreatedEvent, DirMovedEvent)
+    # FileAttribEvent: a chmod makes an unreadable file readable (taken again)
+    EVENTS = (FileClosedEvent, FileMovedEvent, FileCreatedEvent, FileAttribEvent,
+              DirCreatedEvent, DirMovedEvent)
 
     def __init__(self, inbox: bytes, on_file: Callable[[bytes], None],
                  on_dir: Callable[[bytes], None], on_overflow: Callable[[], None]) -> None:

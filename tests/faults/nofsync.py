@@ -7,12 +7,14 @@ WHICH is one of:
   staging  the fsync of the staging folder after the copy (Ingestor._copy)
   place    the fsync of the destination folder after linking the copy (Ingestor._place,
            _place_all)
-  move     both fsyncs after moving a rejected entry as it is (Ingestor._move_entry)
+  move     both fsyncs after moving a rejected entry as it is (Ingestor._move_entry,
+           and fsops.move_at's own across filesystems)
   retire   the fsync of the source folder after removing the source (Ingestor._retire,
            _retire_all)
 
 Folder fsyncs are skipped only while that one step runs (a thread-local flag: the
-workers are threads), so make_dirs and every other step keep theirs. The daemon's code is
+workers are threads), so every other step keeps theirs (fsops' fsync_dir is skipped too
+while the step runs: make_dirs inside it loses its fsync as well). The daemon's code is
 not changed; this is a monkeypatch before `daemon.cli.main`.
 """
 
@@ -38,11 +40,13 @@ def _skip_folder_fsyncs_in(methods: tuple[str, ...]) -> None:
         _flag_while_running(method)
     real = getattr(ingest, "fsync_dir")  # noqa: B009 - imported by name into ingest
 
-    def fsync_dir(path: bytes) -> None:
+    def fsync_dir(path: bytes | int) -> None:
         if not getattr(_in_step, "depth", 0):
             real(path)
 
     setattr(ingest, "fsync_dir", fsync_dir)  # noqa: B010 - ingest's own name for it
+    # fsops.move_at's own fsync (the destination before the source goes, across filesystems)
+    setattr(fsops, "fsync_dir", fsync_dir)  # noqa: B010 - fsops' name for it
 
 
 def _flag_while_running(method: str) -> None:

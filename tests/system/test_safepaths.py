@@ -1,0 +1,372 @@
+"""An attacker in the inbox, against the real `mediasortd run`: folders swapped for
+symlinks under a file the daemon already saw (decoys of the same size and mtime, so they
+settle at once), writers that stall or reopen mid-file, and entries that must leave an
+inbox on another filesystem. Nothing outside the configured folders is read, moved or
+removed; no file is cut into pieces; nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon import db
+from tests.helpers import (
+    cli,
+    cli_argv,
+    jpeg_bytes,
+    make_config,
+    sha,
+    tree_hashes,
+    wait_for,
+    write,
+)
+from tests.system.daemon_harness import Daemon
+
+BASE = datetime(2022, 3, 4, 5, 6, 7)
+
+
+def catalog_ok(cfg) -> None:
+    """Every catalog row's file is in the library with its bytes."""
+    conn = db.connect(cfg.catalog)
+    try:
+        rows = conn.execute("SELECT path, sha256 FROM files").fetchall()
+    finally:
+        conn.close()
+    for path, digest in rows:
+        assert sha((cfg.library / path).read_bytes()) == digest, path
+
+
+def idle(cfg) -> bool:
+    conn = db.connect(cfg.catalog)
+    try:
+        return conn.execute("SELECT count(*) FROM jobs WHERE step != 'done'").fetchall()[0][0] == 0
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def daemon_setup(tmp_path: Path) -> Iterator[tuple]:
+    daemons: list[Daemon] = []
+
+    def start(cfg_path: Path) -> Daemon:
+        d = Daemon(tmp_path, cfg_path)
+        daemons.append(d)
+        d.ready()
+        return d
+
+    yield start
+    for d in daemons:
+        d.close()
+
+
+def swap_loop(inbox: Path, targets: list[Path], seconds: float, seed: int) -> dict[str, int]:
+    """For `seconds`: a real folder `inbox/d` holding decoys (the names, sizes and mtimes
+    of the files in a target folder), swapped for a symlink to that folder once the
+    daemon may have seen them, and back. Returns how often each was done."""
+    rng = random.Random(seed)
+    trash = inbox.parent / "trash"
+    trash.mkdir(exist_ok=True)
+    done = {"decoys": 0, "links": 0}
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        target = rng.choice(targets)
+        n += 1
+        d = inbox / "d"
+        try:  # the daemon prunes emptied folders and rejects symlinks: it may race us
+            d.mkdir()
+            for f in target.iterdir():
+                if f.is_file():
+                    st = f.stat()
+                    decoy = d / f.name
+                    decoy.write_bytes(os.urandom(st.st_size))
+                    os.utime(decoy, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError:
+            pass
+        done["decoys"] += 1
+        time.sleep(rng.uniform(0.05, 0.6))  # the attacker's own pace, not a sync point
+        try:
+            os.rename(d, trash / f"d{n}")  # whatever the daemon left of the decoys
+        except OSError:
+            pass
+        try:
+            os.symlink(target, d)
+        except OSError:
+            continue
+        done["links"] += 1
+        time.sleep(rng.uniform(0.05, 0.6))
+        try:
+            os.unlink(d)
+        except OSError:
+            pass
+    return done
+
+
+def test_symlink_swapped_folders_never_reach_outside(tmp_path: Path, daemon_setup) -> None:
+    """A folder under the inbox swapped for a symlink to a canary folder outside every
+    configured folder and to a library folder, with on_duplicate = "delete", for ~12 s:
+    the canaries and the library's files survive, and no byte of them is read (no copy of
+    a canary anywhere under the library, rejected or quarantine)."""
+    cfg, cfg_path = make_config(tmp_path, on_duplicate="delete")
+    start = daemon_setup
+    canary = tmp_path / "canary"
+    for i in range(3):
+        write(canary / f"c{i}.jpg", jpeg_bytes(BASE + timedelta(minutes=i), 100 + i))
+    d = start(cfg_path)
+    photos = {write(cfg.inbox / f"p{i}.jpg", jpeg_bytes(BASE + timedelta(hours=i), i)): None
+              for i in range(3)}
+    wait_for(lambda: not any(p.exists() for p in photos) and idle(cfg), 30, "photos filed")
+    before_library = tree_hashes(cfg.library)
+    month = next(p.parent for p in cfg.library.rglob("*.jpg") if ".staging" not in str(p))
+    before_canary = tree_hashes(canary)
+    counts = swap_loop(cfg.inbox, [canary, month], 12.0, seed=15)
+    assert counts["links"] > 10
+    wait_for(lambda: idle(cfg), 30, "the daemon to finish")
+    assert d.terminate() == 0
+    assert tree_hashes(canary) == before_canary, "a canary outside the folders was touched"
+    after = tree_hashes(cfg.library)
+    for rel, digest in before_library.items():
+        assert after.get(rel) == digest, f"library file {rel} lost or changed"
+    catalog_ok(cfg)
+    outside_bytes = set(before_canary.values()) | set(before_library.values())
+    for folder in (cfg.library, cfg.rejected, cfg.duplicates):
+        for rel, digest in tree_hashes(folder, hidden=True).items():
+            if folder == cfg.library and before_library.get(rel) == digest:
+                continue
+            assert digest not in outside_bytes, f"{folder / rel}: read through a symlink"
+    shutil.rmtree(tmp_path / "trash", ignore_errors=True)
+
+
+# -- the daemon as an unprivileged user (as under the unit), other users' writers ---------
+
+DAEMON_UID = 65534  # nobody: the daemon's user here
+WRITER_UID = 4242  # another user: its processes are invisible to the daemon's /proc look
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder both users can reach (pytest's tmp_path is private to root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the daemon and a writer as two other users")
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="mediasortd-safepaths-", dir="/var/tmp"))
+    d.chmod(0o755)
+    yield d
+    subprocess.run(["umount", "-l", str(d / "inbox")], check=False, capture_output=True)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def as_user(uid: int, argv: list[str], lease: bool = False) -> list[str]:
+    caps = ["--inh-caps=+lease", "--ambient-caps=+lease"] if lease else []
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *caps, *argv]
+
+
+class UserDaemon:
+    """The real `mediasortd run` as the user nobody, with CAP_LEASE alone (as the unit
+    grants it)."""
+
+    def __init__(self, base: Path, cfg_path: Path) -> None:
+        self.log_path = base / "daemon.log"
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by close()
+        self.proc = subprocess.Popen(as_user(DAEMON_UID, [*cli_argv(cfg_path), "run"],
+                                             lease=True), stdout=self.log, stderr=self.log)
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        self.log.close()
+
+
+def user_setup(base: Path, inbox_tmpfs: bool, **ingest) -> tuple:
+    """Config, inbox (a tmpfs when asked: another filesystem than the library's),
+    library and state owned by the daemon's user; the inbox writable by everyone."""
+    if inbox_tmpfs:
+        (base / "inbox").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0777", "tmpfs",
+                        str(base / "inbox")], check=True)
+    cfg, cfg_path = make_config(base, **ingest)
+    cfg_path.write_text(cfg_path.read_text().replace('level = "info"', 'level = "debug"'))
+    for p in (cfg.library, cfg.state_dir):
+        p.mkdir(exist_ok=True)
+        os.chown(p, DAEMON_UID, DAEMON_UID)
+    cfg.inbox.chmod(0o777)  # not sticky: the daemon removes what others wrote
+    return cfg, cfg_path
+
+
+def user_jobs(cfg) -> list[tuple[bytes, str | None, str | None, bytes | None, str]]:
+    conn = db.connect(cfg.catalog)
+    try:
+        return [(bytes(s), o, e, bytes(d) if d else None, st) for s, o, e, d, st in
+                conn.execute("SELECT source, outcome, error, dest, step FROM jobs ORDER BY id")]
+    finally:
+        conn.close()
+
+
+WRITER = """
+import os, sys
+path, halves = sys.argv[1], int(sys.argv[2])
+data = sys.stdin.buffer.read(int(sys.argv[3]))
+step = -(-len(data) // halves)
+reopen = sys.argv[4] == "reopen"
+f = open(path, "wb")
+for k in range(halves):
+    if reopen and k:
+        f = open(path, "ab")
+    f.write(data[k * step:(k + 1) * step]); f.flush()
+    if reopen:
+        f.close()
+    print(k, flush=True)
+    if k < halves - 1:
+        sys.stdin.readline()  # the test says when to go on
+if not reopen:
+    f.close()
+"""
+
+
+def writer(path: Path, data: bytes, pieces: int, mode: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(as_user(WRITER_UID, [sys.executable, "-c", WRITER, str(path),
+                                                 str(pieces), str(len(data)), mode]),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(data)
+    proc.stdin.flush()
+    return proc
+
+
+def finish(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for a writer to end; close its pipes."""
+    code = proc.wait(30)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
+    return code
+
+
+def go_on(proc: subprocess.Popen[bytes]) -> int:
+    assert proc.stdin is not None and proc.stdout is not None
+    line = proc.stdout.readline()
+    proc.stdin.write(b"\n")
+    proc.stdin.flush()
+    return int(line)
+
+
+def test_a_stalled_writer_of_another_user_is_waited_for(shared_dir: Path) -> None:
+    """Another user's writer (invisible to the daemon's /proc look) stalls 3 x settle
+    with half of the photo written: nothing is filed and the source stays while it has
+    the file open (the read lease says so; `status` says why it waits); once it closes,
+    the whole photo is filed and the source removed."""
+    cfg, cfg_path = user_setup(shared_dir, inbox_tmpfs=False, settle_seconds=0.5)
+    data = jpeg_bytes(BASE, 7, size=96)
+    d = UserDaemon(shared_dir, cfg_path)
+    try:
+        wait_for(lambda: "daemon.ready" in d.text(), 30, "the daemon to start")
+        path = cfg.inbox / "slow.jpg"
+        w = writer(path, data, 2, "stall")
+        assert w.stdout is not None and int(w.stdout.readline()) == 0  # half written, open
+        stalled = time.monotonic()
+        wait_for(lambda: any(e and "still open for writing" in e for _, _, e, _, _ in
+                             user_jobs(cfg)), 30, "the daemon to see the writer")
+        out = cli(cfg_path, "status").stdout
+        assert "still open for writing" in out, out
+        while time.monotonic() < stalled + 3 * 0.5:  # the stall: nothing filed meanwhile
+            assert path.exists() and not list(cfg.library.glob("20*/*")), "filed mid-write"
+            time.sleep(0.05)
+        assert w.stdin is not None
+        w.stdin.write(b"\n")
+        w.stdin.flush()
+        assert finish(w) == 0
+        wait_for(lambda: not path.exists() and idle(cfg), 30,
+                 lambda: f"the photo to be filed: {user_jobs(cfg)}\n{d.text()[-3000:]}")
+        filed = list(cfg.library.glob("20*/*"))
+        assert [p.read_bytes() for p in filed] == [data]
+    finally:
+        d.close()
+
+
+def test_a_writer_that_reopens_between_chunks_is_not_cut(shared_dir: Path) -> None:
+    """Another user's writer that closes and reopens the file between chunks (quicker
+    than settle): the photo is filed once, whole; no piece of it is filed."""
+    cfg, cfg_path = user_setup(shared_dir, inbox_tmpfs=False, settle_seconds=0.4)
+    photos = {i: jpeg_bytes(BASE + timedelta(seconds=i), 20 + i, size=64) for i in range(3)}
+    d = UserDaemon(shared_dir, cfg_path)
+    try:
+        wait_for(lambda: "daemon.ready" in d.text(), 30, "the daemon to start")
+        writers = [writer(cfg.inbox / f"r{i}.jpg", data, 8, "reopen")
+                   for i, data in photos.items()]
+        for _ in range(7):
+            for w in writers:
+                go_on(w)
+            t = time.monotonic()
+            while time.monotonic() < t + 0.15:  # the writers' pause between chunks
+                time.sleep(0.02)
+        for w in writers:
+            assert finish(w) == 0
+        wait_for(lambda: not list(cfg.inbox.glob("*.jpg")) and idle(cfg), 30, "all filed")
+        filed = sorted(p.read_bytes() for p in cfg.library.glob("20*/*"))
+        assert filed == sorted(photos.values())
+    finally:
+        d.close()
+
+
+def test_entries_leave_an_inbox_on_another_filesystem(shared_dir: Path) -> None:
+    """Inbox on a tmpfs, library on the disk (rename(2) gives EXDEV, as under the unit's
+    bind mounts): a symlink (recreated as a symlink), a FIFO and a socket go to rejected;
+    a duplicate to quarantine; an unreadable file waits in the inbox and is filed once a
+    chmod makes it readable; a device node is left in place, reported once and never
+    retried, over several rescans."""
+    import socket
+
+    cfg, cfg_path = user_setup(shared_dir, inbox_tmpfs=True, settle_seconds=0.2,
+                               rescan_seconds=0.5)
+    photo, secret = jpeg_bytes(BASE, 30), jpeg_bytes(BASE + timedelta(days=1), 31)
+    d = UserDaemon(shared_dir, cfg_path)
+    try:
+        wait_for(lambda: "daemon.ready" in d.text(), 30, "the daemon to start")
+        write(cfg.inbox / "first.jpg", photo)
+        wait_for(lambda: not (cfg.inbox / "first.jpg").exists() and idle(cfg), 30, "filed")
+        write(cfg.inbox / "again.jpg", photo)
+        os.symlink("/etc/passwd", cfg.inbox / "link.jpg")
+        os.mkfifo(cfg.inbox / "pipe.jpg")
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(cfg.inbox / "sock.jpg"))
+        sock.close()
+        os.mknod(cfg.inbox / "null.jpg", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        write(cfg.inbox / "secret.jpg", secret).chmod(0o600)  # root's: nobody cannot read
+        gone = ["again.jpg", "link.jpg", "pipe.jpg", "sock.jpg"]
+        wait_for(lambda: not any(os.path.lexists(cfg.inbox / n) for n in gone)
+                 and idle(cfg), 30, lambda: f"{os.listdir(cfg.inbox)} {user_jobs(cfg)}")
+        assert os.readlink(cfg.rejected / "link.jpg") == "/etc/passwd"
+        assert stat.S_ISFIFO(os.lstat(cfg.rejected / "pipe.jpg").st_mode)
+        assert stat.S_ISSOCK(os.lstat(cfg.rejected / "sock.jpg").st_mode)
+        assert (cfg.duplicates / "again.jpg").read_bytes() == photo
+        assert sorted(os.listdir(cfg.inbox)) == ["null.jpg", "secret.jpg"]
+        scans = d.text().count("watcher.scanned")
+        wait_for(lambda: d.text().count("watcher.scanned") >= scans + 3, 30, "3 rescans")
+        jobs = user_jobs(cfg)
+        [null] = [j for j in jobs if j[0].endswith(b"/null.jpg")]
+        assert null[1] == "rejected" and "left in place" in null[2], null
+        [waiting] = [j for j in jobs if j[0].endswith(b"/secret.jpg")]
+        assert "filed once it is readable" in waiting[2], waiting
+        (cfg.inbox / "secret.jpg").chmod(0o644)
+        wait_for(lambda: not (cfg.inbox / "secret.jpg").exists() and idle(cfg), 30,
+                 "the readable file to be filed")
+        assert secret in [p.read_bytes() for p in cfg.library.glob("20*/*")]
+        assert os.listdir(cfg.inbox) == ["null.jpg"]
+        assert [j[0] for j in user_jobs(cfg)].count(null[0]) == 1, "the device was retried"
+    finally:
+        d.close()
