@@ -332,6 +332,12 @@ class Daemon:
             if self.reload_due.is_set():
                 self._reload()
                 last_status = ""
+            for watcher in list(self.watchers.values()):
+                if not watcher.alive() and not self.stop.is_set():
+                    error = watcher.restart()
+                    self.log.warning("watcher.restarted", inbox=os.fsdecode(watcher.inbox),
+                                     reason="an observer thread died", error=error)
+                    self.rescan_due.set()
             due = self.candidates.due()
             if due and not pool.busy() and now - self.last_busy >= self.cfg.batch_idle_seconds:
                 if not self._lock_ok():  # each batch: is the catalog still ours alone?

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
-    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileMovedEvent,
@@ -280,24 +279,47 @@ class _Handler(FileSystemEventHandler):
 class Watcher:
     """An inotify observer on the inbox and every folder under it."""
 
-    # FileAttribEvent: a chmod makes an unreadable file readable (taken again)
-    EVENTS = (FileClosedEvent, FileMovedEvent, FileCreatedEvent, FileAttribEvent,
-              DirCreatedEvent, DirMovedEvent)
+    # (A chmod that makes an unreadable file readable is seen by the rescan: watchdog
+    # asks inotify for IN_ATTRIB only together with every IN_MODIFY of every write.)
+    EVENTS = (FileClosedEvent, FileMovedEvent, FileCreatedEvent, DirCreatedEvent, DirMovedEvent)
 
     def __init__(self, inbox: bytes, on_file: Callable[[bytes], None],
                  on_dir: Callable[[bytes], None], on_overflow: Callable[[], None]) -> None:
         self.inbox = inbox
-        self.observer = InotifyObserver()
-        self.observer.schedule(_Handler(on_file, on_dir), os.fsdecode(inbox), recursive=True,
-                               event_filter=list(self.EVENTS))
+        self.handler = _Handler(on_file, on_dir)
+        self.observer = self._observer()
         self.overflow = _Overflow(on_overflow)
+
+    def _observer(self) -> InotifyObserver:
+        observer = InotifyObserver()
+        observer.schedule(self.handler, os.fsdecode(self.inbox), recursive=True,
+                          event_filter=list(self.EVENTS))
+        return observer
 
     def start(self) -> None:
         logging.getLogger("watchdog.observers").addHandler(self.overflow)
         self.observer.start()
 
     def alive(self) -> bool:
-        return self.observer.is_alive()
+        """The observer and every thread of it run (watchdog's inotify reader thread can
+        die on an error of its own, e.g. folders swapped and removed in quick succession,
+        and the observer would go on, deaf)."""
+        threads = [self.observer, *self.observer.emitters,
+                   getattr(self.observer, "_inotify_fd", self.observer)]
+        return all(t.is_alive() for t in threads)
+
+    def restart(self) -> str | None:
+        """A new observer in place of one with a dead thread (the caller rescans: events
+        meanwhile were lost). Returns the old one's error on stopping, if any."""
+        error = None
+        try:
+            self.observer.stop()
+            self.observer.join(10)
+        except Exception as e:  # noqa: BLE001 - the old one is broken anyway; a new one follows
+            error = str(e)
+        self.observer = self._observer()
+        self.observer.start()
+        return error
 
     def stop(self) -> None:
         self.observer.stop()

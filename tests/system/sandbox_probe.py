@@ -149,6 +149,62 @@ def _files() -> str:
     return h.hexdigest()[:12]
 
 
+@check("openat2 RESOLVE_BENEATH|NO_SYMLINKS, fstatat/openat/unlinkat on a folder fd, "
+       "mknodat FIFO")
+def _beneath() -> str:
+    class OpenHow(ctypes.Structure):
+        _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                    ("resolve", ctypes.c_uint64)]
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    sub = inbox / "probe-sub"
+    sub.mkdir(exist_ok=True)
+    (sub / "f").write_bytes(b"x")
+    root = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        how = OpenHow(os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0, 0x02 | 0x04 | 0x08)
+        fd = libc.syscall(ctypes.c_long(437), ctypes.c_int(root), ctypes.c_char_p(b"probe-sub"),
+                          ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), f"openat2: {os.strerror(ctypes.get_errno())}")
+        os.stat("f", dir_fd=fd, follow_symlinks=False)
+        os.close(os.open("f", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd))
+        os.mknod("fifo", 0o600 | 0o010000, dir_fd=fd)
+        os.unlink("fifo", dir_fd=fd)
+        os.unlink("f", dir_fd=fd)
+        os.fsync(fd)
+        os.close(fd)
+        os.rmdir("probe-sub", dir_fd=root)
+    finally:
+        os.close(root)
+    return "openat2 works"
+
+
+@check("fcntl read lease (F_SETLEASE/F_GETLEASE, F_SETSIG) on a file of another owner")
+def _lease() -> str:
+    import fcntl
+    import signal
+
+    path = inbox / "probe-lease"
+    path.write_bytes(b"x")
+    try:
+        os.chown(path, 0, 0)  # someone else's file: the lease needs CAP_LEASE
+        owner = "root's"
+    except OSError:
+        owner = "our own"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, 10, signal.SIGURG)  # F_SETSIG
+        fcntl.fcntl(fd, 1024, 0)  # F_SETLEASE F_RDLCK
+        if fcntl.fcntl(fd, 1025) != 0:  # F_GETLEASE
+            raise OSError("the lease is not held")
+    finally:
+        os.close(fd)
+        path.unlink()
+    return f"leased {owner} file"
+
+
 @check("exiftool (perl) child process")
 def _exiftool() -> str:
     out = subprocess.run(

@@ -132,6 +132,8 @@ def test_symlink_swapped_folders_never_reach_outside(tmp_path: Path, daemon_setu
     counts = swap_loop(cfg.inbox, [canary, month], 12.0, seed=15)
     assert counts["links"] > 10
     wait_for(lambda: idle(cfg), 30, "the daemon to finish")
+    after_photo = write(cfg.inbox / "after.jpg", jpeg_bytes(BASE - timedelta(days=9), 99))
+    wait_for(lambda: not after_photo.exists(), 15, "the daemon to still hear the inbox")
     assert d.terminate() == 0
     assert tree_hashes(canary) == before_canary, "a canary outside the folders was touched"
     after = tree_hashes(cfg.library)
@@ -370,3 +372,30 @@ def test_entries_leave_an_inbox_on_another_filesystem(shared_dir: Path) -> None:
         assert [j[0] for j in user_jobs(cfg)].count(null[0]) == 1, "the device was retried"
     finally:
         d.close()
+
+
+def test_a_path_longer_than_path_max_is_filed(tmp_path: Path, daemon_setup) -> None:
+    """A photo 22 folders of 203 bytes deep (past PATH_MAX: no path-based call can reach
+    it) is found, filed and removed through folder descriptors."""
+    cfg, cfg_path = make_config(tmp_path, rescan_seconds=1.0)
+    d = daemon_setup(cfg_path)
+    data = jpeg_bytes(BASE, 44)
+    fd = os.open(cfg.inbox, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(22):
+            name = f"d{i:02d}" + "x" * 200
+            os.mkdir(name, dir_fd=fd)
+            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        out = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, data)
+        os.close(out)
+        wait_for(lambda: [p.read_bytes() for p in cfg.library.glob("20*/*")] == [data], 30,
+                 "the deep photo to be filed")
+        wait_for(lambda: "deep.jpg" not in os.listdir(fd) and idle(cfg), 30,
+                 "its source to be removed")
+    finally:
+        os.close(fd)
+    assert d.terminate() == 0
+    shutil.rmtree(cfg.inbox)
