@@ -601,7 +601,8 @@ class Ingestor:
                                            file_type=info.file_type, mime=info.mime,
                                            content_id=info.content_id)
             elif isinstance(info, MediaInfo) and info.confidence != "high":
-                info = pairing.takeout_date(job.source, info, self.tz)
+                info = pairing.takeout_date(job.source, info, self.tz,
+                                            self._root(job.source))
             if isinstance(info, MediaInfo) and partner is None \
                     and info.date_source == "mtime" and self.cfg.undated == "reject":
                 info = NotMedia("no capture date in its content, name or sidecar "

@@ -17,7 +17,7 @@ import apsw
 
 from . import catalog, journal
 from .companions import Companion, matches_stem, takeout_names
-from .fsops import Unusable, open_source
+from .fsops import Unusable, open_source_beneath
 from .model import Job, MediaInfo, Outcome, Step
 
 WAIT_LIMIT = 600.0  # a partner still in the inbox is waited for this long at most
@@ -101,18 +101,21 @@ def partner(conn: apsw.Connection, job: Job, companion: Companion,
         return WAIT
     return None
 
-def takeout_date(source: bytes, info: MediaInfo, tz: tzinfo | None) -> MediaInfo:
+def takeout_date(source: bytes, info: MediaInfo, tz: tzinfo | None,
+                 root: bytes | None = None) -> MediaInfo:
     """A Google Takeout JSON beside the photo dates it when the photo has no date of
-    its own (photoTakenTime, UTC seconds)."""
+    its own (photoTakenTime, UTC seconds). `root`: the inbox, beneath which the folder
+    is resolved without links (fsops.open_source_beneath)."""
     folder = os.path.dirname(source)
     for name in takeout_names(os.path.basename(source)):
-        fd = open_source(os.path.join(folder, name))
-        if isinstance(fd, Unusable):
+        src = open_source_beneath(root, os.path.join(folder, name))
+        if isinstance(src, Unusable):
             continue
         try:
-            raw = os.read(fd, 1 << 20)
+            assert src.fd is not None
+            raw = os.read(src.fd, 1 << 20)
         finally:
-            os.close(fd)
+            src.close()
         try:
             stamp = int(json.loads(raw)["photoTakenTime"]["timestamp"])
             when = datetime.fromtimestamp(stamp, UTC).astimezone(tz)
