@@ -20,7 +20,7 @@ import apsw
 
 from . import catalog, journal, query, undolog
 from .config import Config
-from .fsops import hash_file
+from .fsops import hash_file, stat_beneath
 from .layout import UNDATED_LAYOUT
 from .watcher import open_for_writing, scan
 
@@ -186,7 +186,8 @@ def inbox_waiting(cfg: Config, conn: apsw.Connection,
             complete = False
             break
         try:
-            st = os.lstat(path)
+            root = cfg.inbox_of(path)  # its folders looked at beneath it: past PATH_MAX too
+            st = stat_beneath(os.fsencode(root) if root is not None else None, path)
         except OSError:
             continue
         job = query.latest_job_for(conn, path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import json
 import os
@@ -166,8 +167,14 @@ def _beneath() -> str:
         how = OpenHow(os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0, 0x02 | 0x04 | 0x08)
         fd = libc.syscall(ctypes.c_long(437), ctypes.c_int(root), ctypes.c_char_p(b"probe-sub"),
                           ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        how_opened = "openat2"
         if fd < 0:
-            raise OSError(ctypes.get_errno(), f"openat2: {os.strerror(ctypes.get_errno())}")
+            err = ctypes.get_errno()
+            if err not in (errno.ENOSYS, errno.EPERM):  # the daemon falls back on these
+                raise OSError(err, f"openat2: {os.strerror(err)}")
+            how_opened = f"openat2 refused ({errno.errorcode[err]}): O_NOFOLLOW walk"
+            fd = os.open("probe-sub", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                         dir_fd=root)
         os.stat("f", dir_fd=fd, follow_symlinks=False)
         os.close(os.open("f", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd))
         os.mknod("fifo", 0o600 | 0o010000, dir_fd=fd)
@@ -178,7 +185,7 @@ def _beneath() -> str:
         os.rmdir("probe-sub", dir_fd=root)
     finally:
         os.close(root)
-    return "openat2 works"
+    return how_opened
 
 
 @check("fcntl read lease (F_SETLEASE/F_GETLEASE, F_SETSIG) on a file of another owner")
