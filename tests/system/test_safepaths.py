@@ -334,7 +334,7 @@ def test_entries_leave_an_inbox_on_another_filesystem(shared_dir: Path) -> None:
     import socket
 
     cfg, cfg_path = user_setup(shared_dir, inbox_tmpfs=True, settle_seconds=0.2,
-                               rescan_seconds=0.5)
+                               rescan_seconds=1.0)
     photo, secret = jpeg_bytes(BASE, 30), jpeg_bytes(BASE + timedelta(days=1), 31)
     d = UserDaemon(shared_dir, cfg_path)
     try:
