@@ -669,8 +669,25 @@ def unlink_quiet(path: bytes) -> None:
 # -- moves that never replace, across filesystems too -------------------------------------
 
 def open_dir(path: bytes) -> int:
-    """A folder the configuration names (links in it followed: the admin chose it)."""
-    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """A folder the configuration or the user names (links in it followed: they chose
+    it), also past PATH_MAX (opened one folder at a time from the longest prefix that
+    fits)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    if len(path) < _PATH_MAX:
+        return os.open(path, flags)
+    head = path[:_PATH_MAX - 1].rpartition(b"/")[0] or b"/"
+    rest = path[len(head):].lstrip(b"/")
+    fd = os.open(head, flags)
+    try:
+        for part in rest.split(b"/"):
+            if part:
+                nxt = os.open(part, flags, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def move_at(src_dir: int, name: bytes, dst_dir: int, dst_name: bytes, *,

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from . import catalog, db, journal, undolog
 from .config import Config
 from .errors import MediasortError, UsageError
-from .fsops import Unusable, hash_fd, open_source
+from .fsops import Unusable, hash_fd, open_dir, open_source
 from .ingest import (
     Finished,
     Result,
@@ -70,15 +70,21 @@ def walk(sources: list[str], skip: list[bytes]) -> Iterator[bytes]:
             d = stack.pop()
             if any(d == s or d.startswith(s + b"/") for s in skip):
                 continue
-            try:
-                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            try:  # through a descriptor: folders past PATH_MAX are walked too
+                fd = open_dir(d)
+                try:
+                    with os.scandir(fd) as it:
+                        entries = sorted((os.fsencode(e.name), e.is_dir(follow_symlinks=False))
+                                         for e in it)
+                finally:
+                    os.close(fd)
             except OSError:
                 continue
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
+            for name, is_dir in entries:
+                if is_dir:
+                    stack.append(os.path.join(d, name))
                 else:
-                    yield entry.path
+                    yield os.path.join(d, name)
 
 
 class Progress:

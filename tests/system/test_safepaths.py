@@ -399,3 +399,30 @@ def test_a_path_longer_than_path_max_is_filed(tmp_path: Path, daemon_setup) -> N
         os.close(fd)
     assert d.terminate() == 0
     shutil.rmtree(cfg.inbox)
+
+
+def test_import_move_of_a_tree_past_path_max(tmp_path: Path) -> None:
+    """`import --move` of a folder whose photo lies past PATH_MAX: found (the walk goes
+    through folder descriptors), filed, and its source removed."""
+    cfg, cfg_path = make_config(tmp_path)
+    data = jpeg_bytes(BASE, 45)
+    top = tmp_path / "card"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(22):
+            name = f"d{i:02d}" + "y" * 200
+            os.mkdir(name, dir_fd=fd)
+            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        out = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, data)
+        os.close(out)
+        r = cli(cfg_path, "import", "--move", str(top))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert [p.read_bytes() for p in cfg.library.glob("20*/*")] == [data]
+        assert "deep.jpg" not in os.listdir(fd)
+    finally:
+        os.close(fd)
+    shutil.rmtree(top)
