@@ -302,8 +302,9 @@ def test_a_stalled_writer_of_another_user_is_waited_for(shared_dir: Path) -> Non
 
 def test_a_writer_that_reopens_between_chunks_is_not_cut(shared_dir: Path) -> None:
     """Another user's writer that closes and reopens the file between chunks (quicker
-    than settle): the photo is filed once, whole; no piece of it is filed."""
-    cfg, cfg_path = user_setup(shared_dir, inbox_tmpfs=False, settle_seconds=0.4)
+    than settle, with room for a loaded machine): the photo is filed once, whole; no
+    piece of it is filed."""
+    cfg, cfg_path = user_setup(shared_dir, inbox_tmpfs=False, settle_seconds=1.0)
     photos = {i: jpeg_bytes(BASE + timedelta(seconds=i), 20 + i, size=64) for i in range(3)}
     d = UserDaemon(shared_dir, cfg_path)
     try:
