@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tests.helpers import check_consistent, cli, jpeg_bytes, make_config, sha, tree_hashes, write
+from tests.integration import media_factory
 from tests.system.test_adopt_repair import BASE, rows, sorted_library
 from tests.system.test_naming import WHEN, photo
 
@@ -125,3 +126,21 @@ def test_a_file_named_twice_is_counted_once(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("imported 2 file(s): 2 filed"), done.stdout
     check_consistent(cfg, files, move=False)
+
+
+def test_import_does_not_wait_for_a_partner_it_was_not_given(tmp_path: Path) -> None:
+    """`import DIR/IMG_1.MOV DIR/IMG_2.JPG.xmp` with IMG_1.JPG and IMG_2.JPG beside them but
+    not imported: the companions waited 10 minutes (WAIT_LIMIT) for partners that this
+    import would never bring, although import waits only for photos it imports too."""
+    cfg, cfg_path = make_config(tmp_path)
+    src = tmp_path / "src"
+    write(src / "IMG_1.JPG", jpeg_bytes(BASE, 1))
+    media_factory.video(src / "IMG_1.MOV")
+    write(src / "IMG_2.JPG", jpeg_bytes(BASE, 2))
+    write(src / "IMG_2.JPG.xmp", b"<x:xmpmeta>rating 2</x:xmpmeta>")
+    done = cli(cfg_path, "import", str(src / "IMG_1.MOV"), str(src / "IMG_2.JPG.xmp"),
+               timeout=60)
+    assert done.stdout.startswith("imported 2 file(s): 1 filed, 1 rejected"), \
+        done.stdout + done.stderr
+    assert [p for p in tree_hashes(cfg.library) if p.endswith(".mov")]
+    assert "a sidecar whose photo is not in the library" in done.stderr
