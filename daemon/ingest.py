@@ -16,7 +16,7 @@ import os
 import stat
 import time
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, Protocol, TypeVar
@@ -217,6 +217,7 @@ class Ingestor:
         self.max_attempts = max_attempts
         self.clock = clock
         self.companion_grace = companion_grace
+        self.expected: Container[bytes] | None = None  # an import's paths (see pairing)
         self.committer = committer
         self.tz: tzinfo | None = (None if config.timezone == "local"
                                   else zoneinfo.ZoneInfo(config.timezone))
@@ -579,7 +580,8 @@ class Ingestor:
         companion = companion_of(name)
         partner: catalog.Entry | None = None
         if companion is not None:
-            found = pairing.partner(self.conn, job, companion, self.companion_grace)
+            found = pairing.partner(self.conn, job, companion, self.companion_grace,
+                                    self.expected)
             if found is pairing.WAIT:  # keep the copy while waiting: commit COPIED
                 with transaction(self.conn):
                     journal.advance(self.conn, job.id, Step.COPIED, **self._copied(job))

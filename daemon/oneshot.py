@@ -258,6 +258,7 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
             log.info("import.started", batch=batch, files=len(paths), move=move)
         pool = Pool(cfg, move=move, batch=batch, log=log, make_reader=make_reader(cfg),
                     hook=hook, on_result=on_result)
+        pool.expected = _Expected(cfg, paths)
         # unfinished jobs first (a path among them is then not queued again), then new
         # files, before the workers start, as far as the queue holds them: each worker
         # takes a full share, so a burst is decided together, in capture order
@@ -282,6 +283,20 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
                              handled[0], reasons)
     finally:
         lock.release()
+
+
+class _Expected:
+    """The files an import will still see: the ones it was given, and any in an inbox (a
+    daemon's unfinished job replayed here waits for its partner there, as the daemon
+    would); a partner lying elsewhere beside them is not on its way."""
+
+    def __init__(self, cfg: Config, paths: list[bytes]) -> None:
+        self.cfg = cfg
+        self.paths = frozenset(paths)
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, bytes) and (path in self.paths
+                                            or self.cfg.inbox_of(path) is not None)
 
 
 def _lsize(path: bytes) -> int:

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import json
 import os
+from collections.abc import Container
 from datetime import UTC, datetime, timedelta, tzinfo
 
 import apsw
@@ -68,11 +69,13 @@ def motion_pairs(video: MediaInfo, still: catalog.Entry) -> bool:
     return abs((video.captured - captured).total_seconds()) <= PAIR_SECONDS
 
 
-def partner(conn: apsw.Connection, job: Job, companion: Companion,
-            grace: float) -> catalog.Entry | None | Wait:
+def partner(conn: apsw.Connection, job: Job, companion: Companion, grace: float,
+            expected: Container[bytes] | None = None) -> catalog.Entry | None | Wait:
     """The catalog row of the photo this file travels with; None when there is none to
     wait for; WAIT while the partner is still on its way (in the inbox, or in hand), or
-    (sidecars) while the job is younger than `grace` seconds."""
+    (sidecars) while the job is younger than `grace` seconds. `expected`: the paths an
+    import was given (a file beside them that is not one of them is not on its way);
+    None for the daemon (every file in the inbox is)."""
     folder = os.path.dirname(job.source)
     jobs = journal.latest_for(conn, [os.path.join(folder, n) for n in companion.names])
     on_disk = [n for n in companion.names if os.path.lexists(os.path.join(folder, n))]
@@ -95,7 +98,8 @@ def partner(conn: apsw.Connection, job: Job, companion: Companion,
             return entry
     waited = journal.age(conn, job.id)
     on_its_way = any(j.step is not Step.DONE for j in jobs.values()) or any(
-        os.path.join(folder, n) not in jobs for n in on_disk)
+        os.path.join(folder, n) not in jobs for n in on_disk
+        if expected is None or os.path.join(folder, n) in expected)
     grace = grace if companion.kind == "sidecar" else 0.0
     if (on_its_way and waited < max(grace, WAIT_LIMIT)) or waited < grace:
         return WAIT

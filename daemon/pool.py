@@ -15,7 +15,7 @@ import threading
 import time
 import zoneinfo
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any, Protocol
 
 import apsw
@@ -50,6 +50,7 @@ class Pool:
         self.hook = hook
         self.on_result = on_result
         self.companion_grace = companion_grace
+        self.expected: Container[bytes] | None = None  # an import's paths (see pairing)
         self.clock = clock
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
@@ -168,6 +169,7 @@ class Pool:
         ingest = Ingestor(self.cfg, conn, reader, batch=self.batch, log=self.log,
                           hook=self.hook, max_attempts=self.max_attempts, clock=self.clock,
                           companion_grace=self.companion_grace, committer=self.committer)
+        ingest.expected = self.expected
         try:
             while not self.stopping.is_set():
                 self.beats[i] = self.clock()
