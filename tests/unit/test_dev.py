@@ -3,6 +3,7 @@ local_config function, run by bash as ./dev runs it."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _local_config(cwd: Path) -> subprocess.CompletedProcess[str]:
-    script = (f'HERE="{cwd}"; eval "$(sed -n "/^local_config() {{/,/^}}/p" "{ROOT}/dev")"; '
+    script = (f'HERE={shlex.quote(str(cwd))}; eval "$(sed -n "/^local_config() {{/,/^}}/p" "{ROOT}/dev")"; '
               "local_config")
     return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True,
                           check=True)
@@ -24,3 +25,16 @@ def test_dev_run_keeps_an_edited_config(tmp_path: Path) -> None:
     again = _local_config(tmp_path)
     assert cfg.read_text().endswith("# my edit\n")
     assert "existing var/config.toml" in again.stderr
+
+
+def test_dev_run_config_loads_from_any_checkout_path(tmp_path: Path) -> None:
+    """A checkout whose path holds a backslash or a double quote: the written TOML broke
+    (exit 78) or, worse, read `\\n` in the path as a newline and named other folders."""
+    from daemon import config
+
+    here = tmp_path / 'it\'s a "dev" \\new dir'
+    here.mkdir()
+    _local_config(here)
+    cfg = config.load(str(here / "var" / "config.toml"))
+    assert cfg.inbox == here / "var" / "inbox" and cfg.library == here / "var" / "library"
+    assert cfg.state_dir == here / "var" / "state"
