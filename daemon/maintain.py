@@ -171,6 +171,9 @@ def _not_a_file(cfg: Config, conn: Any, full: bytes, rel: bytes, st: os.stat_res
                          mtime_ns=st.st_mtime_ns, reason=f"{what} (never followed)",
                          when=journal.now())
         return Action("left", text, f"{what} (never followed); left where it is and listed")
+    if not (stat.S_ISLNK(st.st_mode) or stat.S_ISFIFO(st.st_mode)
+            or stat.S_ISSOCK(st.st_mode)):  # a device cannot be moved to another filesystem
+        return Action("skipped", text, f"{what}; left as it is")
     where = _move_aside(full, cfg.rejected, rel, cfg.dir_mode)
     return Action("rejected", text, f"{what}; moved as it is to {shown(where)}")
 
