@@ -144,3 +144,22 @@ def test_import_does_not_wait_for_a_partner_it_was_not_given(tmp_path: Path) -> 
         done.stdout + done.stderr
     assert [p for p in tree_hashes(cfg.library) if p.endswith(".mov")]
     assert "a sidecar whose photo is not in the library" in done.stderr
+
+
+def test_an_album_copy_replaced_by_another_photo_is_catalogued(tmp_path: Path) -> None:
+    """adopt recorded an album copy; the user then saves another photo over it. verify
+    (even --deep) said all was well, and that photo was never catalogued: the record said
+    'a copy of IMG_1' whatever the file held."""
+    cfg, cfg_path = make_config(tmp_path)
+    sorted_library(cfg)
+    assert cli(cfg_path, "adopt", str(cfg.library)).returncode == 0
+    copy = cfg.library / "Albums/Trip/IMG_1 copy.JPG"
+    copy.write_bytes(jpeg_bytes(BASE, 42))  # another photo, another size
+    v = cli(cfg_path, "verify")
+    assert v.returncode == 1 and "Albums/Trip/IMG_1 copy.JPG" in v.stdout, v.stdout
+    r = cli(cfg_path, "verify", "--repair")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert copy.read_bytes() == jpeg_bytes(BASE, 42)  # where it stands
+    assert rows(cfg, f"SELECT path FROM files WHERE sha256 = '{sha(jpeg_bytes(BASE, 42))}'") \
+        == [("Albums/Trip/IMG_1 copy.JPG",)]
+    assert cli(cfg_path, "verify", "--deep").returncode == 0
