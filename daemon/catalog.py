@@ -197,6 +197,14 @@ def kept(conn: apsw.Connection) -> Iterator[tuple[str, str, str]]:
         yield from_db(path), kind, reason
 
 
+def kept_copies(conn: apsw.Connection) -> dict[str, tuple[str, int, str]]:
+    """Every kept copy: path -> (the sha256 and size its row's file has, the row's path)."""
+    return {from_db(path): (str(sha256).partition(":")[0], size, from_db(row))
+            for path, sha256, size, row in conn.execute(
+                "SELECT k.path, f.sha256, f.size, f.path FROM kept_files k"
+                " JOIN files f ON f.id = k.file_id WHERE k.kind = 'copy'")}
+
+
 def is_kept(conn: apsw.Connection, path: str) -> bool:
     return bool(conn.execute("SELECT 1 FROM kept_files WHERE path = ?",
                              (to_db(path),)).fetchall())

@@ -204,6 +204,11 @@ def repair(cfg: Config, log: Any, *, dry_run: bool = False,
                 action = _changed(cfg, conn, rel, p.detail, say)
             elif p.kind == "missing":
                 action = _missing(cfg, conn, p.path)
+            elif p.kind == "kept_changed":  # another file saved over an album copy
+                with transaction(conn):
+                    catalog.forget_kept(conn, p.path)
+                action = _catalogue(cfg, conn, reader, rel, "a kept copy whose bytes changed",
+                                    keep_copy=True, keep_other=True)
             elif p.kind == "kept_missing":
                 with transaction(conn):
                     catalog.forget_kept(conn, p.path)

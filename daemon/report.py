@@ -32,7 +32,7 @@ WRITING_COMMANDS = ("run", "import", "undo")
 @dataclass
 class Problem:
     kind: str  # missing | size_mismatch | hash_mismatch | stray | staging | unfinished
-    # | kept_missing
+    # | kept_missing | kept_changed
     path: str
     detail: str = ""
 
@@ -294,17 +294,35 @@ def verify(cfg: Config, conn: apsw.Connection, deep: bool = False) -> Report:
         elif deep and hash_file(full) != (entry.sha256, entry.size):
             report.problems.append(Problem("hash_mismatch", entry.path,
                                            f"bytes no longer match sha256 {entry.sha256}"))
+    copies = catalog.kept_copies(conn)
     for path, kind, reason in catalog.kept(conn):  # adopt's album copies and other files
         rel = os.fsencode(path)
         known.add(rel)
         if not os.path.lexists(os.path.join(library, rel)):
             report.problems.append(Problem("kept_missing", path, f"recorded as kept ({kind}: "
                                            f"{reason}), no longer on disk"))
+        elif path in copies and _changed_copy(os.path.join(library, rel), *copies[path][:2],
+                                              deep=deep):
+            report.problems.append(Problem("kept_changed", path, "recorded as a copy of "
+                                           f"{catalog.printable(copies[path][2])}, its bytes "
+                                           "are no longer that file's"))
     for rel in library_files(library):
         if rel not in known:
             report.problems.append(Problem("stray", os.fsdecode(rel), "in the library, not in "
                                            "the catalog"))
     return report
+
+
+def _changed_copy(full: bytes, sha256: str, size: int, *, deep: bool) -> bool:
+    """A kept copy that no longer holds its row's bytes (a file saved over it)."""
+    try:
+        st = os.lstat(full)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        return True
+    got = hash_file(full) if deep else None
+    return got is not None and got != (sha256, size)  # unreadable: not known to differ
 
 
 def _listdir(path: bytes) -> list[bytes]:
