@@ -104,11 +104,11 @@ def _partner(cfg: Config, conn: Any, rel: bytes, companion: Companion) -> catalo
 
 
 def _catalogue(cfg: Config, conn: Any, reader: Reader, rel: bytes, note: str, *,
-               keep_copy: bool, keep_other: bool) -> Action:
+               keep_copy: bool, keep_other: bool, was_kept: bool = False) -> Action:
     """Catalogue one library file where it stands. What cannot be a row of its own is
     recorded as kept (adopt) or moved aside (repair's strays): the same bytes as a row
     (`keep_copy`, else to quarantine), not a photo or video (`keep_other`, else to
-    rejected)."""
+    rejected). `was_kept`: its kept record is replaced in the same transaction."""
     full = os.path.join(os.fsencode(cfg.library), rel)
     path, text = os.fsdecode(rel), shown(rel)
     try:
@@ -123,6 +123,8 @@ def _catalogue(cfg: Config, conn: Any, reader: Reader, rel: bytes, note: str, *,
     sha256, size = hashed
     info = _describe(cfg, conn, reader, rel, st)
     with transaction(conn):
+        if was_kept:
+            catalog.forget_kept(conn, path)
         existing = catalog.by_sha256(conn, sha256)
         if existing is not None and existing.missing_since:
             catalog.delete(conn, existing.id)  # the lost file came back: catalogue it anew
@@ -205,10 +207,8 @@ def repair(cfg: Config, log: Any, *, dry_run: bool = False,
             elif p.kind == "missing":
                 action = _missing(cfg, conn, p.path)
             elif p.kind == "kept_changed":  # another file saved over an album copy
-                with transaction(conn):
-                    catalog.forget_kept(conn, p.path)
                 action = _catalogue(cfg, conn, reader, rel, "a kept copy whose bytes changed",
-                                    keep_copy=True, keep_other=True)
+                                    keep_copy=True, keep_other=True, was_kept=True)
             elif p.kind == "kept_missing":
                 with transaction(conn):
                     catalog.forget_kept(conn, p.path)
