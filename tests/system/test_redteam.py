@@ -163,3 +163,19 @@ def test_an_album_copy_replaced_by_another_photo_is_catalogued(tmp_path: Path) -
     assert rows(cfg, f"SELECT path FROM files WHERE sha256 = '{sha(jpeg_bytes(BASE, 42))}'") \
         == [("Albums/Trip/IMG_1 copy.JPG",)]
     assert cli(cfg_path, "verify", "--deep").returncode == 0
+
+
+def test_names_cannot_drive_the_terminal_during_an_import(tmp_path: Path) -> None:
+    """On a terminal, import prints rejects as short lines above its progress bar (and
+    adopt its listing): a file name holding escape sequences or a newline reached the
+    terminal raw (set the title, clear the screen, forge a line)."""
+    from tests.system.test_terminal import on_terminal, terminal_config
+
+    cfg_path = terminal_config(tmp_path)
+    src = tmp_path / "src"
+    write(src / "evil\x1b]0;pwned\x07\x1b[2J\nFAKE  line.txt", b"not a photo\n")
+    write(src / "ok.jpg", jpeg_bytes(BASE, 1))
+    rc, out = on_terminal(cfg_path, "import", "-v", str(src))
+    assert rc == 0, out
+    assert "\x1b]0;" not in out and "\x1b[2J" not in out, repr(out)
+    assert "\nFAKE" not in out.replace("\r\n", "\n"), repr(out)
