@@ -87,6 +87,13 @@ def walk(sources: list[str], skip: list[bytes]) -> Iterator[bytes]:
                     yield os.path.join(d, name)
 
 
+# What a file name may carry that a terminal would obey or a reader take for a new line
+# (C0 and C1 controls, DEL, line separators, bidi overrides): shown escaped.
+_TERMINAL_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_TERMINAL_UNSAFE.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F),
+                                                     *range(0x2066, 0x206A))})
+
+
 class Progress:
     """A terminal that talks: one progress line (files, bytes, rate, time left) redrawn in
     place, warnings and errors as short lines above it (per-file lines too with
@@ -151,11 +158,11 @@ class Progress:
         self.drawn = True
 
     def line(self, text: str) -> None:
-        """A short line above the progress line."""
+        """A short line above the progress line (control characters of names escaped)."""
         with self.lock:
             if not self.on or self.verbosity < 0:
                 return
-            self.out.write(f"\r\x1b[K{text}\n")
+            self.out.write(f"\r\x1b[K{text.translate(_TERMINAL_UNSAFE)}\n")
             if self.drawn:
                 self._draw()
             else:
@@ -324,7 +331,7 @@ def summary_table(summary: ImportSummary, library: str) -> list[str]:
         top = summary.reasons.get(key)
         if top and name in ("rejected", "failed"):
             note = "; ".join(f"{why} ({k})" for why, k in top.most_common(3))
-        lines.append(f"  {name:<11}{n:>7,}  {note}".rstrip())
+        lines.append(f"  {name:<11}{n:>7,}  {note}".rstrip().translate(_TERMINAL_UNSAFE))
     return lines
 
 
