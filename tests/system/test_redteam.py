@@ -179,3 +179,33 @@ def test_names_cannot_drive_the_terminal_during_an_import(tmp_path: Path) -> Non
     assert rc == 0, out
     assert "\x1b]0;" not in out and "\x1b[2J" not in out, repr(out)
     assert "\nFAKE" not in out.replace("\r\n", "\n"), repr(out)
+
+
+def test_the_metrics_temporary_never_truncates_a_file_linked_at_its_name(
+        tmp_path: Path) -> None:
+    """The metrics textfile is written through a temporary with a predictable name
+    (.NAME.PID.tmp) opened with O_TRUNC and without O_EXCL: a hard link left at that name
+    in the (shared) textfile folder had its target truncated and rewritten."""
+    from tests.helpers import wait_for
+    from tests.system.daemon_harness import Daemon
+
+    _, cfg_path = make_config(tmp_path)
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    textfile = prom / "mediasortd.prom"
+    cfg_path.write_text(cfg_path.read_text()
+                        + f'[metrics]\ntextfile = "{textfile}"\ninterval_seconds = 0.1\n')
+    canary = write(tmp_path / "canary.txt", b"precious bytes\n")
+    daemon = Daemon(tmp_path, cfg_path)
+    try:
+        daemon.ready()
+        first = wait_for(lambda: textfile.exists() and os.stat(textfile).st_ino, 30,
+                         "the first metrics textfile")
+        os.link(canary, prom / f".mediasortd.prom.{daemon.proc.pid}.tmp")
+        wait_for(lambda: os.stat(textfile).st_ino != first
+                 and os.stat(textfile).st_ino != os.stat(canary).st_ino, 30,
+                 "the textfile rewritten")
+        assert canary.read_bytes() == b"precious bytes\n"
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
