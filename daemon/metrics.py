@@ -213,7 +213,11 @@ def write_textfile(path: Path, text: str) -> None:
     check_ours(path)
     text = HEADER + "\n" + text
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+    try:  # a leftover, or a link someone left at this predictable name: never written through
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644)
     try:
         os.fchmod(fd, 0o644)
