@@ -209,3 +209,24 @@ def test_the_metrics_temporary_never_truncates_a_file_linked_at_its_name(
         assert daemon.terminate() == 0
     finally:
         daemon.close()
+
+
+def test_import_dry_run_files_sidecars_beside_their_photo(tmp_path: Path) -> None:
+    """`import --dry-run` said every sidecar would be rejected ('not a photo or video')
+    while the import files it beside its photo: the dry run must say what import does."""
+    cfg, cfg_path = make_config(tmp_path)
+    src = tmp_path / "src"
+    write(src / "IMG_1.JPG", jpeg_bytes(BASE, 1))
+    write(src / "IMG_1.JPG.xmp", b"<x:xmpmeta>rating 1</x:xmpmeta>")
+    write(src / "IMG_1.AAE", b"<plist>edits</plist>")  # sorts before its photo
+    write(src / "lonely.jpg.xmp", b"<x:xmpmeta>no photo</x:xmpmeta>")
+    dry = cli(cfg_path, "import", "--dry-run", str(src))
+    assert dry.returncode == 0, dry.stderr
+    said = {line.split()[1]: line.split()[0] for line in dry.stdout.splitlines()[:-1]}
+    assert said == {str(src / "IMG_1.JPG"): "filed", str(src / "IMG_1.JPG.xmp"): "filed",
+                    str(src / "IMG_1.AAE"): "filed", str(src / "lonely.jpg.xmp"): "rejected"}, \
+        dry.stdout
+    assert "2019-05/2019-05-06 07.08.09.jpg.xmp" in dry.stdout
+    assert "2019-05/2019-05-06 07.08.09.aae" in dry.stdout
+    done = cli(cfg_path, "import", str(src))
+    assert "3 filed, 1 rejected" in done.stdout, done.stdout + done.stderr
