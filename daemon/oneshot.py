@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from . import catalog, db, journal, undolog
+from .companions import Companion, companion_of, library_name, matches_stem
 from .config import Config
 from .errors import MediasortError, UsageError
 from .fsops import Unusable, hash_fd, open_dir, open_source
@@ -394,6 +395,30 @@ def undo(cfg: Config, *, batches: list[str] | None, since: str | None, dry_run: 
 
 
 
+def _sidecar_plan(conn: Any, path: bytes, companion: Companion,
+                  planned: dict[bytes, str]) -> Plan:
+    """A sidecar goes beside its photo (one this dry run files, or one filed before from
+    the same folder), under the photo's new name; with no photo it is rejected."""
+    folder = os.path.dirname(path)
+    try:
+        beside = [n for n in os.listdir(folder) if matches_stem(companion, n)]
+    except OSError:
+        beside = []
+    partners = [os.path.join(folder, n) for n in (*companion.names, *sorted(beside))]
+    rel = next((planned[p] for p in partners if p in planned), None)
+    if rel is None and conn is not None:
+        for job in journal.latest_for(conn, partners).values():
+            entry = (catalog.by_job(conn, job.id) if job.outcome is Outcome.FILED else
+                     catalog.by_id(conn, job.duplicate_of or -1)
+                     if job.outcome is Outcome.DUPLICATE else None)
+            if entry is not None and not entry.missing_since:
+                rel = entry.path
+                break
+    if rel is None:
+        return Plan(path, "rejected", "", "a sidecar whose photo is not in the library")
+    return Plan(path, "filed", library_name(rel, companion), f"a sidecar of {rel}")
+
+
 @dataclass(frozen=True)
 class Plan:
     """What `import --dry-run` predicts for one source."""
@@ -412,11 +437,17 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
     reader = Reader(timezone=cfg.timezone)
     seen: dict[str, str] = {}
     taken: set[str] = set()
+    planned: dict[bytes, str] = {}  # source -> the library path it would be filed at
     library = os.fsencode(cfg.library)
     roots = inbox_roots(cfg)
     try:
         skip = [os.fsencode(p) for p in (cfg.library, cfg.state_dir)]
+        sidecars: list[tuple[bytes, Companion]] = []  # planned once their photos are
         for path in dict.fromkeys(walk(sources, skip)):  # as import_ does
+            companion = companion_of(os.path.basename(path))
+            if companion is not None and companion.kind == "sidecar":
+                sidecars.append((path, companion))
+                continue
             fd = open_source(path)
             if isinstance(fd, Unusable):
                 yield Plan(path, "vanished" if fd.missing else "rejected", "", fd.reason)
@@ -451,7 +482,10 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
                 n += 1
             taken.add(rel)
             seen[sha256] = rel
+            planned[path] = rel
             yield Plan(path, "filed", rel, f"date from {info.date_source}")
+        for path, companion in sidecars:
+            yield _sidecar_plan(conn, path, companion, planned)
     finally:
         reader.close()
         if conn is not None:
