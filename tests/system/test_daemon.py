@@ -5,6 +5,7 @@ arrives, slow writers, bursts, SIGTERM with work in flight, SIGKILL and replay."
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -225,17 +226,26 @@ def test_a_file_appended_to_forever_is_never_taken_and_status_says_why(setup) ->
     start()
     from tests.helpers import cli
     target = write(cfg.inbox / "growing.jpg", jpeg_bytes(BASE, 77))
-    said = ""
-    end = time.monotonic() + 3.0  # ten settle periods of steady growth
-    next_write = time.monotonic()
-    while time.monotonic() < end:
-        if time.monotonic() >= next_write:  # paced appends, as a recorder would
+    stop = threading.Event()
+
+    def append() -> None:  # paced appends, as a recorder would; in a thread of its own so
+        while not stop.wait(0.1):  # that the status command below never pauses them
             with open(target, "ab") as g:
                 g.write(b"\0")
-            next_write = time.monotonic() + 0.1
-        assert library_count(cfg) == 0, "taken while still growing"
-        if not said:
-            out = cli(cfg.source, "status").stdout
-            said = out if "still changing" in out else ""
+
+    appender = threading.Thread(target=append)
+    appender.start()
+    said = ""
+    try:
+        end = time.monotonic() + 3.0  # ten settle periods of steady growth
+        while time.monotonic() < end:
+            assert library_count(cfg) == 0, "taken while still growing"
+            if not said:
+                out = cli(cfg.source, "status").stdout
+                said = out if "still changing" in out else ""
+            time.sleep(0.02)  # the poll interval of this loop, not a synchronisation
+    finally:
+        stop.set()
+        appender.join()
     assert "growing.jpg" in said and "still changing" in said, said
     wait_for(lambda: library_count(cfg) == 1, 15, "filed once it stopped growing")
