@@ -230,3 +230,26 @@ def test_import_dry_run_files_sidecars_beside_their_photo(tmp_path: Path) -> Non
     assert "2019-05/2019-05-06 07.08.09.aae" in dry.stdout
     done = cli(cfg_path, "import", str(src))
     assert "3 filed, 1 rejected" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_daemon_files_hostile_source_folders_and_names(tmp_path: Path) -> None:
+    """The daemon's {source} is an inbox sub-folder anyone who can write the inbox names:
+    '. .', '.. ..' and ' . .x' must become plain names, never a hidden or '..' part."""
+    from tests.helpers import wait_for
+    from tests.system.daemon_harness import Daemon
+
+    cfg, cfg_path = make_config(tmp_path, layout="{source}/{original}{ext}")
+    inbox = tmp_path / "inbox"
+    daemon = Daemon(tmp_path, cfg_path)
+    try:
+        daemon.ready()
+        write(inbox / ". ." / " . .a.jpg", photo(WHEN, 1))
+        write(inbox / ".. .." / "b.jpg", photo(WHEN, 2))
+        write(inbox / " . .x" / "c.jpg", photo(None, 3))  # undated: undated/{original}
+        want = {"unknown/a.jpg", "unknown/b.jpg", "undated/c.jpg"}
+        wait_for(lambda: set(tree_hashes(cfg.library)) == want, 30,
+                 lambda: f"library {sorted(tree_hashes(cfg.library))}")
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+    assert not [p for p in (tmp_path / "inbox").rglob("*") if p.is_file()]
