@@ -66,6 +66,8 @@ def test_text_fields_with_fallbacks() -> None:
     ("a\x00b\x1b[0m\nc", "a_b_[0m_c"), ("  spaced  ", "spaced"), ("bad\udcffname", "bad_name"),
     ("\u0085x", "_x"), (". .", ""), (".. ..", ""), (" . .x", "x"), (". . .jpg", "jpg"),
     ("\u3000.\u3000.x", "x"),
+    # bidi overrides and line separators: a name that reads otherwise than it is
+    ("IMG_\u202egpj.exe", "IMG__gpj.exe"), ("a\u2028b\u2066c", "a_b_c"),
 ])
 def test_values_are_cleaned_for_a_file_name(value: str, clean: str) -> None:
     assert layout.clean_component(value, 64) == clean
