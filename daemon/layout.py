@@ -36,8 +36,10 @@ RAW_EXTS = frozenset({".3fr", ".ari", ".arq", ".arw", ".cr2", ".cr3", ".crw", ".
 STILL_EXTS = frozenset({".jpg", ".jpeg", ".heic", ".heif", ".hif"})
 
 _EXT_RE = re.compile(r"^\.[a-z0-9]{1,10}$")
-# C0 and C1 control characters, DEL, '/', and lone surrogates (a name that was not UTF-8)
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f/\ud800-\udfff]")
+# C0 and C1 control characters, DEL, '/', lone surrogates (a name that was not UTF-8),
+# line separators and bidi overrides (a name that would read otherwise than it is)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f/\ud800-\udfff\u2028\u2029\u202a-\u202e"
+                     "\u2066-\u2069]")
 
 
 class LayoutError(ValueError):
