@@ -8,7 +8,7 @@ so two workers can never be given the same name or file the same content twice.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,15 +78,50 @@ def by_path(conn: apsw.Connection, path: str) -> Entry | None:
     return _entry(rows[0]) if rows else None
 
 
-def free_name(conn: apsw.Connection, library: bytes, preferred: str) -> str:
-    """The first of `preferred`, `.1`, `.2`, ... taken neither in the catalog nor on disk."""
-    n = 0
-    while True:
-        candidate = numbered(preferred, n)
-        taken = conn.execute("SELECT 1 FROM files WHERE path = ?", (to_db(candidate),)).fetchall()
-        if not taken and not os.path.lexists(os.path.join(library, os.fsencode(candidate))):
-            return candidate
+def free_number(conn: apsw.Connection, library: bytes, preferred: Sequence[str]) -> int:
+    """Reserve one `.N` for a set of preferred library paths (one name, or several
+    extensions of one stem): the lowest n above the highest number already given for
+    any of them such that `numbered(p, n)` is taken neither in the catalog nor on disk
+    for every p. Runs inside the caller's write transaction, which must also insert the
+    rows for the names: the counters move with them.
+
+    O(log n) whatever the number of files sharing a name: each preferred path keeps the
+    highest `.N` given for it (table name_seq), so only the next candidate is looked at
+    (one indexed look-up in the catalog and one lstat), and more only when something
+    else already holds it (a stray file on disk, a row adopted or renamed there). The
+    numbers are never given back: undo, repair and adopt leave gaps, never reuse."""
+    n = max((next_number(conn, path) for path in preferred), default=0)
+    while not all(is_free(conn, library, numbered(path, n)) for path in preferred):
         n += 1
+    _count(conn, preferred, n)
+    return n
+
+
+def free_name(conn: apsw.Connection, library: bytes, preferred: str) -> str:
+    """`preferred` or its first free `.N` (free_number for one name), reserved."""
+    return numbered(preferred, free_number(conn, library, [preferred]))
+
+
+def next_number(conn: apsw.Connection, key: str) -> int:
+    """Where the search for a free `.N` starts for `key` (a preferred path, or
+    stem_key's): one above the highest given (nothing reserved; the dry run counts from
+    here too)."""
+    rows: list[Any] = conn.execute("SELECT last FROM name_seq WHERE path = ?",
+                                   (to_db(key),)).fetchall()
+    return int(rows[0][0]) + 1 if rows else 0
+
+
+def stem_key(preferred: str) -> str:
+    """The counter a RAW+JPEG/HEIC stem keeps (`a/b.*`: no library path ends so)."""
+    return stem_of(preferred) + ".*"
+
+
+def _count(conn: apsw.Connection, keys: Sequence[str], n: int) -> None:
+    """Remember `n` as given for each key (in the caller's transaction)."""
+    if n:
+        conn.executemany("INSERT INTO name_seq (path, last) VALUES (?, ?) ON CONFLICT (path)"
+                         " DO UPDATE SET last = max(last, excluded.last)",
+                         [(to_db(key), n) for key in keys])
 
 
 def is_free(conn: apsw.Connection, library: bytes, path: str) -> bool:
@@ -98,8 +133,11 @@ def is_free(conn: apsw.Connection, library: bytes, path: str) -> bool:
 def free_stem(conn: apsw.Connection, library: bytes, preferred: str) -> str:
     """The first of `preferred`, `.1`, `.2`, ... whose stem no catalogued RAW, JPEG or
     HEIC has (with any of their extensions: `x.cr2` takes the stem of `x.jpg` too), and
-    free on disk: the stem a RAW+JPEG pair's first file reserves for both."""
-    n = 0
+    free on disk: the stem a RAW+JPEG pair's first file reserves for both. Counted from
+    one above the highest number given to the stem (name_seq, as free_number), so the
+    n-th pair or JPEG of one second costs what the first does."""
+    key = stem_key(preferred)
+    n = next_number(conn, key)
     while True:
         candidate = numbered(preferred, n)
         prefix = stem_of(candidate) + "."
@@ -108,6 +146,7 @@ def free_stem(conn: apsw.Connection, library: bytes, preferred: str) -> str:
         exts = (str(path)[len(prefix):] for (path,) in rows)
         if not any("." not in ext and pairs_with("." + ext) for ext in exts) \
                 and not os.path.lexists(os.path.join(library, os.fsencode(candidate))):
+            _count(conn, [key], n)
             return candidate
         n += 1
 

@@ -195,6 +195,40 @@ MIGRATIONS: list[str] = [
     ALTER TABLE files ADD COLUMN content_id TEXT;
     ALTER TABLE files ADD COLUMN date_skipped TEXT;
     """,
+    # the highest `.N` given for each preferred library path (catalog.free_name), and for
+    # each stem a RAW+JPEG/HEIC pair shares (catalog.free_stem, key `stem.*`), so a name
+    # shared by many files costs one look-up instead of one per file already there.
+    # Filled from the catalog: every path that reads as `numbered(P, N)`, that is
+    # `X.N.ext` with P = `X.ext` itself in the catalog (ext: lower-case letters and
+    # digits, as layout.clean_ext makes them). A number missed here (P not in the
+    # catalog, a name without a dot) costs a longer look once, never a file: the
+    # candidate given is still looked up in the catalog and on disk.
+    """
+    CREATE TABLE name_seq (
+        path TEXT PRIMARY KEY,  -- a preferred library path (relative), or `stem.*`
+        last INTEGER NOT NULL   -- the highest N of `path.N` given so far (>= 1)
+    ) WITHOUT ROWID;
+    INSERT INTO name_seq (path, last)
+    WITH dotted AS MATERIALIZED (  -- a: the path up to the '.' before its extension
+        SELECT path, rtrim(path, 'abcdefghijklmnopqrstuvwxyz0123456789') AS a FROM files
+        WHERE path GLOB '*.[1-9]*.*'
+    ), counted AS MATERIALIZED (  -- c: a without its number: `X.`
+        SELECT path, a, rtrim(substr(a, 1, length(a) - 1), '0123456789') AS c FROM dotted
+        WHERE a GLOB '*[^/].[1-9]*.'
+    ), guesses AS MATERIALIZED (
+        SELECT substr(c, 1, length(c) - 1) AS stem,
+               substr(c, 1, length(c) - 1) || substr(path, length(a)) AS preferred,
+               CAST(substr(a, length(c) + 1, length(a) - length(c) - 1) AS INTEGER) AS num
+        FROM counted
+        WHERE c GLOB '*[^/].' AND substr(a, length(c) + 1, 1) BETWEEN '1' AND '9'
+          AND length(a) - length(c) <= 19
+    ), sure AS MATERIALIZED (
+        SELECT stem, preferred, num FROM guesses WHERE preferred IN (SELECT path FROM files)
+    )
+    SELECT preferred, max(num) FROM sure GROUP BY preferred
+    UNION ALL
+    SELECT stem || '.*', max(num) FROM sure GROUP BY stem;
+    """,
 ]
 
 

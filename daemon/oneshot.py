@@ -438,6 +438,7 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
     seen: dict[str, str] = {}
     taken: set[str] = set()
     planned: dict[bytes, str] = {}  # source -> the library path it would be filed at
+    nexts: dict[str, int] = {}  # the next number to try for a preferred path
     library = os.fsencode(cfg.library)
     roots = inbox_roots(cfg)
     try:
@@ -472,7 +473,9 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
                 yield Plan(path, "rejected", "", info.reason)
                 continue
             preferred = preferred_path(cfg, roots, path, info)
-            n = 0
+            n = nexts.get(preferred) or (max(catalog.next_number(conn, preferred),
+                                             catalog.next_number(conn, catalog.stem_key(
+                                                 preferred))) if conn is not None else 0)
             while True:
                 rel = numbered(preferred, n)
                 in_catalog = conn is not None and catalog.by_path(conn, rel) is not None
@@ -481,6 +484,7 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
                     break
                 n += 1
             taken.add(rel)
+            nexts[preferred] = n + 1  # as free_number counts on
             seen[sha256] = rel
             planned[path] = rel
             yield Plan(path, "filed", rel, f"date from {info.date_source}")

@@ -1,0 +1,177 @@
+"""Library names shared by many files (`.N`): chosen in O(log n), never over a stranger's
+file, never reused, right after a migration of an old catalog. Real SQLite files, real
+folders, the real ingest for the end-to-end case."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import apsw
+
+from daemon import catalog, db, journal, logs
+from daemon.db import transaction
+from daemon.ingest import Finished, Ingestor
+from daemon.layout import numbered
+from daemon.metadata import Reader
+from daemon.model import MediaInfo
+from tests.helpers import check_consistent, jpeg_bytes, make_config, write
+
+logs.configure("warning", "json")
+LOG = logs.get()
+WHEN = datetime(2024, 6, 3, 10, 11, 12)
+P = "2024-06/2024-06-03 10.11.12.jpg"
+INFO = MediaInfo(captured=WHEN, utc_offset=None, date_source="test", date_raw="",
+                 confidence="high", file_type="JPEG", mime="image/jpeg", kind="image",
+                 ext=".jpg")
+
+
+def _reserve(conn: apsw.Connection, library: Path, preferred: str, i: int) -> str:
+    """Reserve a name and insert its row in one transaction, as ingest's decision does."""
+    with transaction(conn):
+        rel = catalog.free_name(conn, os.fsencode(library), preferred)
+        catalog.insert(conn, sha256=f"{i:064x}", size=1, path=rel, info=INFO,
+                       original_name=f"IMG_{i}.JPG", source=b"/in/%d" % i,
+                       imported_at=journal.now(), job_id=None)
+    return rel
+
+
+def _statements(conn: apsw.Connection, fn) -> tuple[object, int]:  # type: ignore[no-untyped-def]
+    count = [0]
+
+    def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
+        count[0] += 1
+        return True
+
+    conn.exec_trace = trace
+    try:
+        return fn(), count[0]
+    finally:
+        conn.exec_trace = None
+
+
+def test_shared_name_costs_the_same_for_the_1000th_file(tmp_path: Path) -> None:
+    """The `.N` of the n-th file sharing a name takes as many statements as the 2nd
+    (it took n before: quadratic over a day of WhatsApp images all at 00:00:00)."""
+    library = tmp_path / "library"
+    library.mkdir()
+    conn = db.connect(tmp_path / "catalog.db")
+    conn.execute("PRAGMA synchronous=OFF")  # statements are counted here, not durability
+    names = []
+    costs = []
+    for i in range(1000):
+        rel, n = _statements(conn, lambda i=i: _reserve(conn, library, P, i))
+        names.append(rel)
+        costs.append(n)
+    assert names == [numbered(P, n) for n in range(1000)]
+    assert costs[999] == costs[2] <= 8, costs[:3] + costs[-3:]
+
+
+def test_stray_file_at_the_next_name_is_never_overwritten(tmp_path: Path) -> None:
+    """A file on disk that the catalog does not know (copied in by hand) sits at the
+    very next candidate: the name after it is given, the stray stays as it was."""
+    cfg, _ = make_config(tmp_path)
+    first = {cfg.inbox / f"a{i}.jpg": jpeg_bytes(WHEN, i) for i in range(3)}
+    for path, data in first.items():
+        write(path, data)
+    _import(cfg, first)
+    stray = write(cfg.library / numbered(P, 3), b"someone else's")
+    also = write(cfg.library / numbered(P, 4), b"and another")
+    more = {cfg.inbox / f"b{i}.jpg": jpeg_bytes(WHEN, 10 + i) for i in range(2)}
+    for path, data in more.items():
+        write(path, data)
+    dests = sorted(os.path.basename(r.job.dest).decode() for r in _import(cfg, more))
+    assert dests == ["2024-06-03 10.11.12.5.jpg", "2024-06-03 10.11.12.6.jpg"]
+    assert stray.read_bytes() == b"someone else's" and also.read_bytes() == b"and another"
+    stray.unlink()
+    also.unlink()  # strays are not the catalog's: the shared check would name them
+    check_consistent(cfg, {**first, **more}, move=True)
+
+
+def _import(cfg, files: dict[Path, bytes]) -> list[Finished]:  # type: ignore[no-untyped-def]
+    conn = db.connect(cfg.catalog)
+    reader = Reader(timezone="UTC")
+    try:
+        cfg.staging.mkdir(parents=True, exist_ok=True)
+        ing = Ingestor(cfg, conn, reader, batch="t", log=LOG)
+        out = [r for _, r in ing.take_many([os.fsencode(p) for p in sorted(files)], True)]
+    finally:
+        reader.close()
+        conn.close()
+    assert all(isinstance(r, Finished) for r in out), out
+    return out  # type: ignore[return-value]
+
+
+def test_numbers_are_not_reused_and_rows_put_there_are_skipped(tmp_path: Path) -> None:
+    """Undo (a row deleted) leaves a gap that is never filled; a row put at a later
+    number by adopt or a rename is stepped over; a rolled-back reservation counts for
+    nothing."""
+    library = tmp_path / "library"
+    library.mkdir()
+    conn = db.connect(tmp_path / "catalog.db")
+    for i in range(3):
+        _reserve(conn, library, P, i)  # P, P.1, P.2
+    with transaction(conn):  # undo of P.2
+        entry = catalog.by_path(conn, numbered(P, 2))
+        assert entry is not None
+        catalog.delete(conn, entry.id)
+    with transaction(conn):  # adopt catalogues a file that sits at P.4
+        catalog.insert(conn, sha256="f" * 64, size=1, path=numbered(P, 4), info=INFO,
+                       original_name="x", source=b"/x", imported_at=journal.now(), job_id=None)
+    try:
+        with transaction(conn):
+            catalog.free_name(conn, os.fsencode(library), P)  # would be P.3
+            raise RuntimeError("the decision failed")
+    except RuntimeError:
+        pass
+    assert [_reserve(conn, library, P, 10 + i) for i in range(3)] == [
+        numbered(P, 3), numbered(P, 5), numbered(P, 6)]
+
+
+def test_one_number_for_a_set_of_extensions(tmp_path: Path) -> None:
+    """free_number for a RAW+JPEG stem: the first n free for every extension."""
+    library = tmp_path / "library"
+    library.mkdir()
+    conn = db.connect(tmp_path / "catalog.db")
+    raw = P.replace(".jpg", ".cr2")
+    _reserve(conn, library, P, 0)  # P taken by a JPEG alone
+    write(library / numbered(raw, 1), b"stray raw")  # and a stranger at raw.1
+    with transaction(conn):
+        n = catalog.free_number(conn, os.fsencode(library), [raw, P])
+    assert n == 2
+    with transaction(conn):  # both counters moved: each name alone goes on after 2
+        assert catalog.free_name(conn, os.fsencode(library), raw) == numbered(raw, 3)
+        assert catalog.free_name(conn, os.fsencode(library), P) == numbered(P, 3)
+
+
+def test_migration_counts_the_numbers_already_in_an_old_catalog(tmp_path: Path) -> None:
+    """A catalog made before the counters: the migration fills them from the rows, so
+    the next file goes after the highest number at once."""
+    path = tmp_path / "catalog.db"
+    old = apsw.Connection(str(path))
+    with transaction(old):
+        for sql in db.MIGRATIONS[:3]:  # the schema before the counters
+            old.execute(sql)
+        old.execute("PRAGMA user_version=3")
+    other = "2024-06/2024-06-03 10.11.13.jpg"
+    noext = "2024-06/2024-06-03 10.11.14"
+    rows = ([numbered(P, n) for n in (0, 1, 2, 7)] + [numbered(other, n) for n in (0, 12)]
+            + [numbered(noext, n) for n in (0, 3)] + ["2024-06/orphan.4.jpg",
+                                                       "2024-06/2024-06-03 10.11.15.jpg"])
+    with transaction(old):
+        for i, rel in enumerate(rows):
+            catalog.insert(old, sha256=f"{i:064x}", size=1, path=rel, info=INFO,
+                           original_name="x", source=b"/x", imported_at="t", job_id=None)
+    old.close()
+    conn = db.connect(path)
+    assert dict(conn.execute("SELECT path, last FROM name_seq").fetchall()) == {
+        P: 7, other: 12, noext: 3}  # orphan.jpg is in no row; 10.11.15 is not numbered
+    library = tmp_path / "library"
+    library.mkdir()
+    assert _reserve(conn, library, P, 100) == numbered(P, 8)
+    assert _reserve(conn, library, "2024-06/orphan.jpg", 101) == "2024-06/orphan.jpg"
+    assert _reserve(conn, library, "2024-06/orphan.jpg", 102) == "2024-06/orphan.1.jpg"
+    assert _reserve(conn, library, "2024-06/orphan.jpg", 103) == "2024-06/orphan.2.jpg"
+    assert _reserve(conn, library, "2024-06/orphan.jpg", 104) == "2024-06/orphan.3.jpg"
+    assert _reserve(conn, library, "2024-06/orphan.jpg", 105) == "2024-06/orphan.5.jpg"
