@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import traceback
@@ -238,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwritten: {args.json}")
     if not args.keep:
         for d in (datadir, ctx.runs, *ctx.workdir.glob("src-*")):
-            shutil.rmtree(d, ignore_errors=True)
+            ctx.remove(d)
     failed = [r for r in rows if r.kind == "ours" and r.status != "ok"]
     return 1 if failed else 0
 

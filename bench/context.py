@@ -3,6 +3,7 @@ row of the table (Row)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from . import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 RECENTLY_DELETED_S = 62  # fs/ext4/ialloc.c: RECENTCY_MIN 60 s (+ a margin); blocks synced
+REMOVED_STAMP = ".last-removal"  # in the work dir: when clean() last removed something
 
 
 def ext4_without_journal(path: Path) -> bool:
@@ -51,6 +53,19 @@ class Context:
     log: Any = print
     quiet_until: float = 0.0  # monotonic time before which no timing starts (see clean)
     waited: float = 0.0  # seconds spent waiting for that, in all
+    # outputs are set aside instead of removed (and removed by empty_trash): a series of
+    # runs then pays ext4's wait after removals once, not before every timing
+    defer_clean: bool = False
+    trash_files: int = 0
+    load1_at_start: float = 0.0  # the 1-min load average when the last timing started
+
+    def __post_init__(self) -> None:
+        """An earlier run's removals count too (a run in pieces is several processes)."""
+        try:
+            removed = float((self.workdir / REMOVED_STAMP).read_text())
+        except (OSError, ValueError):
+            return
+        self.quiet_until = time.monotonic() + RECENTLY_DELETED_S - (time.time() - removed)
 
     @property
     def runs(self) -> Path:
@@ -77,10 +92,31 @@ class Context:
         timing therefore starts only once that window has passed (fair_start)."""
         if not path.exists():
             return
-        shutil.rmtree(path)
+        if self.defer_clean:
+            trash = self.workdir / "trash"
+            trash.mkdir(exist_ok=True)
+            self.trash_files += measure.count_files(path, hidden=True)
+            path.rename(trash / f"{path.name}-{time.monotonic_ns()}")
+            return
+        self.remove(path)
+
+    def remove(self, path: Path) -> None:
+        """Remove a tree now, and note when (see clean)."""
+        if not path.exists():
+            return
+        shutil.rmtree(path, ignore_errors=True)
         os.sync()
         if ext4_without_journal(self.workdir):
             self.quiet_until = time.monotonic() + RECENTLY_DELETED_S
+            with contextlib.suppress(OSError):
+                (self.workdir / REMOVED_STAMP).write_text(str(time.time()))
+
+    def empty_trash(self) -> None:
+        """Remove what clean() set aside (the next timing then waits as after clean)."""
+        trash = self.workdir / "trash"
+        if trash.exists():
+            self.remove(trash)
+        self.trash_files = 0
 
     def fair_start(self, source: Path | None = None, *, creates: bool = True) -> None:
         """Before each timing: nothing dirty, and the same cache state for everyone.
@@ -95,6 +131,7 @@ class Context:
                      "skipped by ext4 (no journal) for 60 s when it allocates new ones")
             time.sleep(wait)
             self.waited += wait
+        self.load1_at_start = os.getloadavg()[0]
         if (self.cache == "cold" or source is None) and self.drop:
             self.caches_dropped = measure.drop_caches()
             return

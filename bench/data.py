@@ -167,10 +167,12 @@ def _fresh(root: Path) -> None:
 
 
 def make_jpegs(root: Path, name: str, count: int, size: int, epoch: datetime,
-               step_s: int, log: Any = print) -> DataSet:
-    """`count` JPEGs of about `size` bytes under root/files, DCIM-like folders."""
+               step_s: int, log: Any = print, per_folder: int = FILES_PER_FOLDER) -> DataSet:
+    """`count` JPEGs of about `size` bytes under root/files, DCIM-like folders of
+    `per_folder` files; captured `step_s` seconds apart (0: all in the same second)."""
     params = {"kind": "jpeg", "count": count, "size": size, "epoch": epoch.isoformat(),
-              "step": step_s, "v": 2}
+              "step": step_s, "v": 2, **({"per_folder": per_folder}
+                                         if per_folder != FILES_PER_FOLDER else {})}
     files = _manifest_ok(root, params)
     if files is not None:
         return DataSet(name, root / "files", files)
@@ -180,11 +182,11 @@ def make_jpegs(root: Path, name: str, count: int, size: int, epoch: datetime,
     files = []
     for i in range(count):
         captured = epoch + timedelta(seconds=i * step_s)
-        folder = f"DCIM/{100 + i // FILES_PER_FOLDER}BENCH"
+        folder = f"DCIM/{100 + i // per_folder}BENCH"
         rel = f"{folder}/IMG_{i:06d}.JPG"
         data = jpeg_with_exif(base, captured, f"mediasortd bench {name} {i:08d}")
         path = root / "files" / rel
-        if i % FILES_PER_FOLDER == 0:
+        if i % per_folder == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         ts = captured.timestamp()

@@ -8,6 +8,7 @@ Nothing here sleeps to synchronise: it polls the inbox, the library, the socket.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -96,11 +97,19 @@ class Daemon:
                              tree_rss_mb=max(tree, last), rc=self.proc.returncode)
 
 
-def import_copy(ctx: Context, ds: DataSet) -> Row:
+def _catalog_from(catalog: Path | None, rundir: Path) -> None:
+    """Start the run with a copy of this catalog (its rows stand for a library's past)."""
+    if catalog is not None:
+        (rundir / "state").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(catalog, rundir / "state" / "catalog.db")
+
+
+def import_copy(ctx: Context, ds: DataSet, catalog: Path | None = None) -> Row:
     row = Row(ds.name, "mediasortd import", "ours", ds.count, ds.bytes,
               note=f"copy mode, workers={ctx.workers or 'default'}")
     rundir = ctx.rundir(ds.name, "import")
     cfg = ctx.config(rundir)
+    _catalog_from(catalog, rundir)
     ctx.logs.mkdir(parents=True, exist_ok=True)
     ctx.fair_start(ds.root)
     cpu = CpuWatch()
@@ -113,13 +122,14 @@ def import_copy(ctx: Context, ds: DataSet) -> Row:
     return row
 
 
-def daemon_burst(ctx: Context, ds: DataSet) -> Row:
+def daemon_burst(ctx: Context, ds: DataSet, catalog: Path | None = None) -> Row:
     """Everything dropped at once (one rename of a prepared folder into the inbox); the
     time until the inbox holds no file (each is removed only once placed)."""
     row = Row(ds.name, "mediasortd run (burst)", "ours", ds.count, ds.bytes,
               note=f"settle {ctx.settle:g} s included")
     rundir = ctx.rundir(ds.name, "daemon")
     cfg = ctx.config(rundir)
+    _catalog_from(catalog, rundir)
     link_tree(ds.root, rundir / "drop" / "batch")
     d = Daemon(ctx, cfg, rundir, f"{ds.name}-daemon")
     try:
