@@ -75,8 +75,10 @@ def advance(conn: apsw.Connection, item_id: int, step: UndoStep, now: str, **fie
 
 
 def unfinished(conn: apsw.Connection) -> list[UndoItem]:
-    return [_item(r) for r in conn.execute(
-        f"SELECT {_COLS} FROM undos WHERE step != 'done' ORDER BY id").fetchall()]
+    """Oldest first; sorted here so that SQLite reads the partial index of unfinished
+    undos, not the whole table (as journal.unfinished)."""
+    return sorted((_item(r) for r in conn.execute(
+        f"SELECT {_COLS} FROM undos WHERE step != 'done'").fetchall()), key=lambda u: u.id)
 
 
 def batch_items(conn: apsw.Connection, batch: str) -> list[UndoItem]:
