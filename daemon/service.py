@@ -350,7 +350,11 @@ class Daemon:
                     break  # queue full: the rest wait for the next round, in order
                 del self.ready[path]
                 self.candidates.taken(path)
-            if now >= next_rescan or (self.rescan_due.is_set() and pool.queued() == 0
+            # a rescan (overflow, folder moved in) as soon as half the candidates are
+            # gone, not once the queue is empty: what it finds settles while the workers
+            # still have work (waiting for an empty queue idled them settle_seconds
+            # per 5,000 files of a large burst)
+            if now >= next_rescan or (self.rescan_due.is_set()
                                       and len(self.candidates) < self.candidates.capacity // 2):
                 self._rescan()
                 next_rescan = now + self.cfg.rescan_seconds
