@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         state = datadir / "catalog" / "state"
         try:
             data.make_catalog(state, args.catalog_rows, log)
-            waiting = made.get("small")
+            waiting = made.get("small") or (dataset("small") if "small" in args.sets
+                                            and "startup" in want else None)
             if "startup" in want:
                 attempt(lambda c, d: ours.startup(c, state, args.catalog_rows, waiting),
                         ctx, None)
