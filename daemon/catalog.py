@@ -89,7 +89,11 @@ def free_number(conn: apsw.Connection, library: bytes, preferred: Sequence[str])
     highest `.N` given for it (table name_seq), so only the next candidate is looked at
     (one indexed look-up in the catalog and one lstat), and more only when something
     else already holds it (a stray file on disk, a row adopted or renamed there). The
-    numbers are never given back: undo, repair and adopt leave gaps, never reuse."""
+    number of a deleted row (a crash's redo, an undo) is given again first (name_free);
+    other gaps stay: numbers need not be dense."""
+    for n in _holes(conn, preferred[0]):
+        if all(is_free(conn, library, numbered(path, n)) for path in preferred):
+            return n
     n = max((next_number(conn, path) for path in preferred), default=0)
     while not all(is_free(conn, library, numbered(path, n)) for path in preferred):
         n += 1
@@ -109,6 +113,23 @@ def next_number(conn: apsw.Connection, key: str) -> int:
     rows: list[Any] = conn.execute("SELECT last FROM name_seq WHERE path = ?",
                                    (to_db(key),)).fetchall()
     return int(rows[0][0]) + 1 if rows else 0
+
+
+def _holes(conn: apsw.Connection, key: str) -> Iterator[int]:
+    """The numbers of `key` freed by deletions, lowest first; each is forgotten as it
+    is looked at (given again, or taken meanwhile by something else)."""
+    rows: list[Any] = conn.execute("SELECT n FROM name_free WHERE path = ? ORDER BY n",
+                                   (to_db(key),)).fetchall()
+    for (n,) in rows:
+        conn.execute("DELETE FROM name_free WHERE path = ? AND n = ?", (to_db(key), n))
+        yield int(n)
+
+
+def first_number(conn: apsw.Connection, key: str) -> int:
+    """The lowest number a reservation for `key` could give (the dry run starts there)."""
+    rows: list[Any] = conn.execute("SELECT min(n) FROM name_free WHERE path = ?",
+                                   (to_db(key),)).fetchall()
+    return rows[0][0] if rows and rows[0][0] is not None else next_number(conn, key)
 
 
 def stem_key(preferred: str) -> str:
@@ -137,18 +158,24 @@ def free_stem(conn: apsw.Connection, library: bytes, preferred: str) -> str:
     one above the highest number given to the stem (name_seq, as free_number), so the
     n-th pair or JPEG of one second costs what the first does."""
     key = stem_key(preferred)
-    n = next_number(conn, key)
-    while True:
-        candidate = numbered(preferred, n)
-        prefix = stem_of(candidate) + "."
-        rows = conn.execute("SELECT path FROM files WHERE path >= ? AND path < ?",
-                            (prefix, prefix[:-1] + "/")).fetchall()
-        exts = (str(path)[len(prefix):] for (path,) in rows)
-        if not any("." not in ext and pairs_with("." + ext) for ext in exts) \
-                and not os.path.lexists(os.path.join(library, os.fsencode(candidate))):
-            _count(conn, [key], n)
+    for n in _holes(conn, key):
+        if _stem_free(conn, library, candidate := numbered(preferred, n)):
             return candidate
+    n = next_number(conn, key)
+    while not _stem_free(conn, library, candidate := numbered(preferred, n)):
         n += 1
+    _count(conn, [key], n)
+    return candidate
+
+
+def _stem_free(conn: apsw.Connection, library: bytes, candidate: str) -> bool:
+    """No catalogued RAW, JPEG or HEIC has the candidate's stem, and it is free on disk."""
+    prefix = stem_of(candidate) + "."
+    rows = conn.execute("SELECT path FROM files WHERE path >= ? AND path < ?",
+                        (prefix, prefix[:-1] + "/")).fetchall()
+    exts = (str(path)[len(prefix):] for (path,) in rows)
+    return not any("." not in ext and pairs_with("." + ext) for ext in exts) \
+        and not os.path.lexists(os.path.join(library, os.fsencode(candidate)))
 
 
 def filed_from(conn: apsw.Connection, prefix: bytes) -> list[tuple[bytes, Entry]]:
@@ -273,7 +300,29 @@ def by_job(conn: apsw.Connection, job_id: int) -> Entry | None:
 
 
 def delete(conn: apsw.Connection, file_id: int) -> None:
-    conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+    """Remove a row; the `.N` its path held is free again for the names it counted in
+    (name_free), so that a file filed again after a crash or an undo gets its number
+    back rather than the next one."""
+    rows: list[Any] = conn.execute("DELETE FROM files WHERE id = ? RETURNING path",
+                                   (file_id,)).fetchall()
+    if rows:
+        conn.executemany(
+            "INSERT OR IGNORE INTO name_free (path, n) SELECT ?1, ?2 WHERE EXISTS "
+            "(SELECT 1 FROM name_seq WHERE path = ?1 AND last >= ?2)",
+            [(to_db(key), n) for key, n in _readings(from_db(rows[0][0]))])
+
+
+def _readings(path: str) -> list[tuple[str, int]]:
+    """The (counter key, number) a library path may have been given as: itself and its
+    stem with 0, and, when it reads `X.N.ext`, `X.ext` and the stem X with N."""
+    out = [(path, 0), (stem_key(path), 0)]
+    head, _, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    base, dot2, num = stem.rpartition(".")
+    if dot and stem and dot2 and base and num.isdigit() and not num.startswith("0"):
+        preferred = (f"{head}/" if head else "") + f"{base}.{ext}"
+        out += [(preferred, int(num)), (stem_key(preferred), int(num))]
+    return out
 
 
 def all_entries(conn: apsw.Connection) -> Iterator[Entry]:

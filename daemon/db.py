@@ -208,6 +208,11 @@ MIGRATIONS: list[str] = [
         path TEXT PRIMARY KEY,  -- a preferred library path (relative), or `stem.*`
         last INTEGER NOT NULL   -- the highest N of `path.N` given so far (>= 1)
     ) WITHOUT ROWID;
+    CREATE TABLE name_free (   -- numbers at or below `last` whose row was deleted
+        path TEXT NOT NULL,     -- as name_seq.path
+        n    INTEGER NOT NULL,  -- given again first (a crash's redo gets its name back)
+        PRIMARY KEY (path, n)
+    ) WITHOUT ROWID;
     INSERT INTO name_seq (path, last)
     WITH dotted AS MATERIALIZED (  -- a: the path up to the '.' before its extension
         SELECT path, rtrim(path, 'abcdefghijklmnopqrstuvwxyz0123456789') AS a FROM files

@@ -473,8 +473,8 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
                 yield Plan(path, "rejected", "", info.reason)
                 continue
             preferred = preferred_path(cfg, roots, path, info)
-            n = nexts.get(preferred) or (max(catalog.next_number(conn, preferred),
-                                             catalog.next_number(conn, catalog.stem_key(
+            n = nexts.get(preferred) or (min(catalog.first_number(conn, preferred),
+                                             catalog.first_number(conn, catalog.stem_key(
                                                  preferred))) if conn is not None else 0)
             while True:
                 rel = numbered(preferred, n)
