@@ -253,3 +253,29 @@ def test_the_daemon_files_hostile_source_folders_and_names(tmp_path: Path) -> No
     finally:
         daemon.close()
     assert not [p for p in (tmp_path / "inbox").rglob("*") if p.is_file()]
+
+
+def test_verify_when_a_folder_of_the_library_became_a_file(tmp_path: Path) -> None:
+    """A catalogued file's folder replaced by a file (or made unreadable): verify, verify
+    --repair and its --dry-run died with a NotADirectoryError traceback; the row is
+    missing (repair marks it so) and the new file is a stray like any other."""
+    cfg, cfg_path = make_config(tmp_path)
+    src = tmp_path / "src"
+    write(src / "IMG_1.JPG", jpeg_bytes(BASE, 1))
+    assert cli(cfg_path, "import", str(src)).returncode == 0
+    folder = cfg.library / "2019-05"
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    folder.write_bytes(b"a file where a folder was\n")
+    for args in (("verify",), ("verify", "--repair", "--dry-run")):
+        r = cli(cfg_path, *args)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "missing" in r.stdout and "stray" in r.stdout, r.stdout
+    r = cli(cfg_path, "verify", "--repair")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert (cfg.rejected / "2019-05").read_bytes() == b"a file where a folder was\n"
+    assert cli(cfg_path, "verify").returncode == 0
+    again = cli(cfg_path, "import", str(src))  # the lost photo comes back from its source
+    assert "1 filed" in again.stdout, again.stdout + again.stderr
+    assert cli(cfg_path, "verify", "--deep").returncode == 0
