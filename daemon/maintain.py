@@ -348,6 +348,8 @@ def _dry_run(cfg: Config, say: Say | None) -> tuple[list[Action], report.Report]
             elif p.kind == "missing" and entry and (good := _good_copy(cfg, conn, entry)):
                 action = Action("would fix", text, f"{p.kind}: {p.detail}; would move its "
                                 f"row to the intact copy {catalog.printable(good)}")
+            elif p.kind == "unreadable":  # repair cannot look either
+                action = Action("would leave", text, f"{p.kind}: {p.detail}")
             else:
                 action = Action("would fix", text, f"{p.kind}: {p.detail}")
             actions.append(action)

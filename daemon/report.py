@@ -32,7 +32,7 @@ WRITING_COMMANDS = ("run", "import", "undo")
 @dataclass
 class Problem:
     kind: str  # missing | size_mismatch | hash_mismatch | stray | staging | unfinished
-    # | kept_missing | kept_changed
+    # | kept_missing | kept_changed | unreadable
     path: str
     detail: str = ""
 
@@ -283,8 +283,12 @@ def verify(cfg: Config, conn: apsw.Connection, deep: bool = False) -> Report:
         full = os.path.join(library, rel)
         try:
             st = os.lstat(full)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # gone, or a folder of it is a file
             report.problems.append(Problem("missing", entry.path, "catalogued but not on disk"))
+            continue
+        except OSError as e:  # a folder that cannot be searched: said, left to the admin
+            report.problems.append(Problem("unreadable", entry.path,
+                                           f"cannot be looked at: {e.strerror}"))
             continue
         if not stat.S_ISREG(st.st_mode):
             report.problems.append(Problem("missing", entry.path, "not a regular file"))
