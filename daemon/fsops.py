@@ -80,7 +80,7 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
     if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)
         return Unusable("the entry was replaced while it was being opened")
-    if expected is not None and fst.st_ino != expected.ino:
+    if expected is not None and identity(fst).ino != expected.ino:
         os.close(fd)
         return Unusable("a different file now stands at this path", missing=True)
     return fd
@@ -702,7 +702,7 @@ def move_at(src_dir: int, name: bytes, dst_dir: int, dst_name: bytes, *,
     a folder across filesystems raises OSError(EXDEV). The caller fsyncs both folders
     afterwards (for the rename). `expected_ino`: the entry must still be this inode."""
     st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
-    if expected_ino is not None and st.st_ino != expected_ino:
+    if expected_ino is not None and identity(st).ino != expected_ino:
         raise SourceChanged("a different file now stands at the source")
     if _libc.renameat2(src_dir, name, dst_dir, dst_name, _RENAME_NOREPLACE) == 0:
         return True

@@ -316,12 +316,17 @@ class Ingestor:
         recorded = self._commit_many([self._recorder(path, ident, move)
                                       for _, path, ident in batch])
         for out in recorded:
-            if isinstance(out, Exception):
-                raise out
+            if isinstance(out, (apsw.Error, OSError)):
+                raise out  # the catalog's trouble, not one file's: the caller decides
         results: dict[int, Result] = {}
         alone: dict[int, Job | Retry] = {}  # jobs that go on by themselves
         jobs: dict[int, Job] = {}
         for (i, path, _), job in zip(batch, recorded):
+            if isinstance(job, Exception):  # one file's values the journal cannot hold
+                self.log.error("ingest.unrecordable", source=display(path),
+                               error=f"{type(job).__name__}: {job}")
+                results[i] = Skipped(path, f"cannot be recorded: {job}")
+                continue
             if job is None:
                 results[i] = Skipped(path, "already handled and left in place")
                 continue
@@ -785,7 +790,7 @@ class Ingestor:
             st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
         except FileNotFoundError:
             return dest, None  # moved before a crash, or removed by someone
-        if st.st_ino != job.identity.ino:  # not st_dev: see Identity
+        if identity(st).ino != job.identity.ino:  # not st_dev: see Identity
             return None, "a different file now stands at the source; left alone"
         make_dirs(os.path.dirname(dest), self.cfg.dir_mode)
         try:

@@ -338,9 +338,11 @@ def _refine(best: _Found, later: Iterator[_Found]) -> _Found:
 def _from_mtime(mtime_ns: int, clock: _Clock) -> _Found:
     try:
         instant = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=mtime_ns // 1000)
+        if instant > clock.limit:
+            raise OverflowError("an mtime in the future")
         local = instant.astimezone(clock.tz)
-    except OverflowError:
-        local = clock.now.astimezone(clock.tz)  # an impossible mtime: nothing else is left
+    except OverflowError:  # an impossible or future mtime: nothing else is left
+        local = clock.now.astimezone(clock.tz)
     delta = local.utcoffset() or timedelta()
     return _Found(local.replace(tzinfo=None), int(delta.total_seconds()), "mtime",
                   str(mtime_ns), "low")

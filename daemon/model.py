@@ -29,6 +29,21 @@ class Outcome(enum.StrEnum):
 HANDLED = frozenset({Outcome.FILED, Outcome.DUPLICATE, Outcome.REJECTED, Outcome.VANISHED})
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def as_int64(n: int) -> int:
+    """An unsigned 64-bit number (an inode, a device) as SQLite can store it: wrapped
+    into the signed range, so distinct numbers stay distinct."""
+    n &= (1 << 64) - 1
+    return n - (1 << 64) if n > INT64_MAX else n
+
+
+def clamp_int64(n: int) -> int:
+    """A signed number (an mtime in ns, a size) kept within what SQLite can store."""
+    return max(INT64_MIN, min(INT64_MAX, n))
+
+
 @dataclass(frozen=True)
 class Identity:
     """What a source file was when the job was recorded; checked before every use."""
@@ -37,6 +52,16 @@ class Identity:
     ino: int
     size: int
     mtime_ns: int
+
+    def __post_init__(self) -> None:
+        """Range-checked where it enters: SQLite stores signed 64-bit integers. Device and
+        inode numbers are unsigned 64-bit (wrapped: still one value per file); an mtime
+        before 1677 or after 2262 does not fit in nanoseconds (clamped to the bound: the
+        inode and size still tell a changed file, and no date is read from it)."""
+        object.__setattr__(self, "dev", as_int64(self.dev))
+        object.__setattr__(self, "ino", as_int64(self.ino))
+        object.__setattr__(self, "size", clamp_int64(self.size))
+        object.__setattr__(self, "mtime_ns", clamp_int64(self.mtime_ns))
 
     def same_file(self, other: Identity) -> bool:
         """The same file, unchanged: inode, size and mtime. Not the device number, which a

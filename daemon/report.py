@@ -20,7 +20,7 @@ import apsw
 
 from . import catalog, journal, query, undolog
 from .config import Config
-from .fsops import hash_file, stat_beneath
+from .fsops import hash_file, identity, stat_beneath
 from .layout import UNDATED_LAYOUT
 from .watcher import open_for_writing, scan
 
@@ -193,12 +193,12 @@ def inbox_waiting(cfg: Config, conn: apsw.Connection,
         job = query.latest_job_for(conn, path)
         if job and job["step"] == "done" and job["move"] and job["outcome"] in (
                 "duplicate", "rejected") and (job["ino"], job["size"], job["mtime_ns"]) == (
-                st.st_ino, st.st_size, st.st_mtime_ns):
+                (i := identity(st)).ino, i.size, i.mtime_ns):
             left += 1  # a kept duplicate, or a reject that could not be moved
             continue
         if job and job["step"] == "done" and job["move"] and job["outcome"] == "filed" and (
                 job["ino"], job["size"], job["mtime_ns"]) == (
-                st.st_ino, st.st_size, st.st_mtime_ns):
+                (i := identity(st)).ino, i.size, i.mtime_ns):
             stuck += 1  # filed, but the source could not be removed: a problem
             stuck_why = stuck_why or (job["reason"] or "")
             continue
