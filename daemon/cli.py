@@ -196,6 +196,7 @@ def _answer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cfg: config.Config | None = None
     try:
         config_error = None
         try:
@@ -228,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        # the catalog's own errors (damaged, full, read-only) are told, not traced back
+        known = db.as_error(e, cfg.catalog) if cfg is not None else None
+        if known is None:
+            raise
+        print(f"mediasortd: {known}", file=sys.stderr)
+        return known.exit_code
 
 
 def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import queue
 import threading
@@ -19,7 +20,13 @@ from typing import Any, TypeVar
 
 import apsw
 
-from .errors import CatalogError
+from .errors import (
+    CatalogError,
+    LockedError,
+    MediasortError,
+    StateFullError,
+    StateReadOnlyError,
+)
 
 BUSY_TIMEOUT_MS = 30_000
 # The catalog and its -wal and -shm are readable by their group (the service's own group,
@@ -234,6 +241,17 @@ MIGRATIONS: list[str] = [
     UNION ALL
     SELECT stem || '.*', max(num) FROM sure GROUP BY stem;
     """,
+    # the catalog's identity: written in the library too ({library}/.mediasortd-library),
+    # so a lost or replaced catalog is noticed instead of filing every content again
+    """
+    CREATE TABLE catalog_identity (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        catalog_id TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO catalog_identity VALUES (1, lower(hex(randomblob(16))),
+                                         strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+    """,
 ]
 
 
@@ -282,9 +300,21 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
             _group_readable(path)
         return conn
     except apsw.Error as e:
-        raise CatalogError(f"{path}: cannot open the catalog: {e}") from None
+        raise (as_error(e, path) or CatalogError(f"{path}: cannot open the catalog: {e}")
+               ) from None
     except OSError as e:
-        raise CatalogError(f"{path}: cannot open the catalog: {e.strerror}") from None
+        raise os_error(e, path, "cannot open the catalog") from None
+
+
+def os_error(e: OSError, path: Path, what: str) -> MediasortError:
+    """An OSError met in the state directory, as a clear message and exit code."""
+    where = e.filename if e.filename is not None else path
+    text = f"{os.fsdecode(where)}: {what}: {e.strerror or e}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StateFullError(f"{text}; free some space there and try again")
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StateReadOnlyError(f"{text}; the state directory must be writable")
+    return CatalogError(text)
 
 
 def _group_readable(path: Path) -> None:
@@ -319,6 +349,51 @@ def _set_up(conn: apsw.Connection, readonly: bool) -> None:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
+
+
+def catalog_id(conn: apsw.Connection) -> str:
+    """The id this catalog was created with (the library's marker names it)."""
+    return str(_first(conn.execute("SELECT catalog_id FROM catalog_identity").fetchall()))
+
+
+def is_empty(conn: apsw.Connection) -> bool:
+    """Nothing catalogued and no job ever recorded: a new (or lost and re-made) catalog."""
+    return not _first(conn.execute("SELECT EXISTS (SELECT 1 FROM files) "
+                                   "OR EXISTS (SELECT 1 FROM jobs)").fetchall())
+
+
+def integrity_problems(conn: apsw.Connection, limit: int = 20) -> list[str]:
+    """SQLite's own check of every page and index (empty when the file is sound)."""
+    try:
+        rows = [str(r[0]) for r in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+    except apsw.Error as e:
+        return [f"{type(e).__name__}: {e}"]
+    return [] if rows == ["ok"] else rows
+
+
+# apsw errors that say the catalog itself is broken (not one file's trouble)
+CATALOG_BROKEN = (apsw.CorruptError, apsw.NotADBError, apsw.IOError, apsw.CantOpenError)
+
+
+def as_error(e: BaseException, path: Path) -> MediasortError | None:
+    """An apsw error as a clear message with its exit code (None: not a catalog error).
+    The commands and the daemon stop with these instead of a traceback."""
+    if not isinstance(e, apsw.Error):
+        return None
+    where = f"catalog {path}"
+    if isinstance(e, apsw.FullError):
+        return StateFullError(f"{where}: its filesystem ({path.parent}) is full: {e}; free "
+                              "some space there and run the command again")
+    if isinstance(e, (apsw.ReadOnlyError, apsw.CantOpenError, apsw.PermissionsError)):
+        return StateReadOnlyError(f"{where}: cannot be written ({type(e).__name__}: {e}); "
+                                  f"is {path.parent} read-only or not ours?")
+    if isinstance(e, apsw.BusyError):
+        return LockedError(f"{where}: locked by another process for too long: {e}")
+    if isinstance(e, (apsw.CorruptError, apsw.NotADBError)):
+        return CatalogError(f"{where} is damaged ({e}): `mediasortd verify --deep` says where; "
+                            "restore it from a backup, or move it aside and rebuild it from "
+                            "the library with `mediasortd verify --repair`")
+    return CatalogError(f"{where}: {type(e).__name__}: {e}")
 
 
 def user_version(conn: apsw.Connection) -> int:

@@ -11,6 +11,7 @@ EX_FAILED = 1  # the command ran, but some file failed or the library is inconsi
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
+EX_CANTCREAT = 73  # the state directory (or a file in it) cannot be written: read-only
 EX_TEMPFAIL = 75
 EX_CONFIG = 78  # the unit says RestartPreventExitStatus=78: restarting will not help
 
@@ -52,3 +53,21 @@ class ToolError(MediasortError):
     """A helper program (ExifTool) is missing or broken."""
 
     exit_code = EX_UNAVAILABLE
+
+
+class StateFullError(MediasortError):
+    """The state directory's filesystem is full: nothing was lost; free space, run again."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class StateReadOnlyError(MediasortError):
+    """The state directory cannot be written (read-only filesystem or permissions)."""
+
+    exit_code = EX_CANTCREAT
+
+
+class ForeignCatalogError(MediasortError):
+    """The catalog does not belong to this library (lost, replaced, or new)."""
+
+    exit_code = EX_CONFIG

@@ -26,7 +26,7 @@ import apsw
 from . import catalog, journal, pairing
 from .companions import companion_of, library_name
 from .config import Config
-from .db import Committer, transaction
+from .db import CATALOG_BROKEN, Committer, transaction
 from .errors import ToolError
 from .fsops import (
     WAY_ERRNOS,
@@ -927,6 +927,8 @@ class Ingestor:
         """An unexpected error in a step: retry a few times, then fail the job."""
         if isinstance(e, apsw.BusyError):
             return Retry(job, 1.0, f"the catalog is locked: {e}")
+        if isinstance(e, CATALOG_BROKEN):
+            raise e  # the catalog's trouble, not this file's: it stops the service
         if isinstance(e, ToolError):  # ExifTool missing or dying: not this file's fault
             return self._retry(job, f"{job.step.value}: {e}", None)
         if isinstance(e, OSError):

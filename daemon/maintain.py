@@ -31,7 +31,7 @@ from . import catalog, db, journal, oneshot, report, service
 from .companions import Companion, companion_of, matches_stem
 from .config import Config
 from .db import transaction
-from .errors import MediasortError
+from .errors import ForeignCatalogError, MediasortError
 from .fsops import fsync_dir, hash_file, make_dirs, move_noreplace
 from .layout import numbered_name
 from .metadata import Reader
@@ -190,7 +190,10 @@ def repair(cfg: Config, log: Any, *, dry_run: bool = False,
     replay, no lock, the catalog opened read-only)."""
     if dry_run:
         return _dry_run(cfg, say)
-    oneshot.import_(cfg, [], move=False, log=log)  # replay unfinished jobs, sweep staging
+    # replay unfinished jobs, sweep staging (a catalog the library does not know is
+    # what repair is for: it is rebuilt from the library below, see _claim)
+    _check_rebuildable(cfg)
+    oneshot.import_(cfg, [], move=False, log=log, check_catalog=False)
     lock = service.StateLock(cfg)
     conn = db.connect(cfg.catalog)
     reader = Reader(timezone=cfg.timezone)
@@ -215,6 +218,10 @@ def repair(cfg: Config, log: Any, *, dry_run: bool = False,
                 action = Action("forgotten", shown(rel), f"{p.detail}: no longer recorded")
             else:
                 continue
+            actions.append(action)
+            if say is not None:
+                say(action)
+        for action in _claim(cfg, conn):
             actions.append(action)
             if say is not None:
                 say(action)
@@ -260,6 +267,39 @@ def _rot_or_edit(conn: Any, entry: catalog.Entry, st: os.stat_result) -> tuple[b
         return False, f"an edit: modified {when}, after it was filed ({imported_at} UTC)"
     return True, ("bit rot: other bytes, same size, not modified since it was filed "
                   f"({imported_at} UTC)")
+
+
+def _check_rebuildable(cfg: Config) -> None:
+    """Repair rebuilds a new (empty) catalog from the library; a catalog with a history
+    of its own that the library does not know is another library's: merging the two
+    would take its rows for rot. It must be moved aside first."""
+    if not cfg.catalog.exists():
+        return
+    conn = db.connect(cfg.catalog)
+    try:
+        marker = report.library_marker(os.fsencode(cfg.library))
+        if marker is None or marker == db.catalog_id(conn) or db.is_empty(conn):
+            return
+    finally:
+        conn.close()
+    raise ForeignCatalogError(
+        f"{cfg.catalog} is not this library's catalog (the library {cfg.library} was "
+        f"filed by catalog {marker or '?'}): restore the right one from a backup, or move "
+        "this one aside and run `mediasortd verify --repair` again to rebuild the catalog "
+        "from the library")
+
+
+def _claim(cfg: Config, conn: Any) -> list[Action]:
+    """The catalog now knows the library's files (every stray catalogued where it
+    stands): the library's marker names this catalog, so the daemon starts again."""
+    previous = report.library_marker(os.fsencode(cfg.library))
+    ours = db.catalog_id(conn)
+    if previous == ours:
+        return []
+    service.claim_library(cfg, conn)
+    return [Action("catalog_claimed", str(cfg.library), f"the library's marker now names "
+                   f"this catalog ({ours}; before: {previous or 'none'})")]
+
 
 
 def _changed(cfg: Config, conn: Any, rel: bytes, detail: str, say: Say | None) -> Action:
@@ -373,7 +413,8 @@ def adopt(cfg: Config, path: str, log: Any,
         raise MediasortError(f"{path}: adopt catalogues files in place, so PATH must be the "
                              f"library ({cfg.library}) or a folder in it; use `import` to "
                              "copy files from elsewhere")
-    oneshot.import_(cfg, [], move=False, log=log)  # replay first, and create the catalog
+    # replay first, and create the catalog
+    oneshot.import_(cfg, [], move=False, log=log, check_catalog=False)
     lock = service.StateLock(cfg)
     conn = db.connect(cfg.catalog)
     reader = Reader(timezone=cfg.timezone)
@@ -391,6 +432,7 @@ def adopt(cfg: Config, path: str, log: Any,
                                           keep_copy=not quarantine_copies, keep_other=True))
             if on_progress is not None:
                 on_progress(i + 1, len(rels))
+        _claim(cfg, conn)
     finally:
         reader.close()
         conn.close()

@@ -229,13 +229,15 @@ def _duration(secs: float) -> str:
 
 
 def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
-            progress: Progress | None = None) -> ImportSummary:
-    """Import `sources` (none: only finish what an earlier run left, saying nothing)."""
+            progress: Progress | None = None, check_catalog: bool = True) -> ImportSummary:
+    """Import `sources` (none: only finish what an earlier run left, saying nothing).
+    `check_catalog`: refuse a catalog the library does not know (service.check_catalog);
+    off only for the commands that make them agree (`verify --repair`, `adopt`)."""
     hook = kill_hook_from_env()
     lock = StateLock(cfg)
     started = time.monotonic()
     try:
-        unfinished = prepare(cfg, log, hook)
+        unfinished = prepare(cfg, log, hook, check=check_catalog)
         skip = [os.fsencode(p) for p in (cfg.library, cfg.state_dir)]
         paths = list(dict.fromkeys(walk(sources, skip)))  # a file named twice: once
         if progress is None:

@@ -203,7 +203,10 @@ class Pool:
                 for p, result in results:
                     self._settle(p, result)
         except BaseException as e:  # a broken catalog: the service stops with it
-            self.log.exception("pool.worker_died", worker=i)
+            if isinstance(e, apsw.Error):  # said clearly by the command, no traceback
+                self.log.error("pool.worker_died", worker=i, error=f"{type(e).__name__}: {e}")
+            else:
+                self.log.exception("pool.worker_died", worker=i)
             with self.idle:
                 self.errors.append(e)
                 self.idle.notify_all()

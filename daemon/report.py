@@ -18,7 +18,7 @@ from typing import Any
 
 import apsw
 
-from . import catalog, journal, query, undolog
+from . import catalog, db, journal, query, undolog
 from .config import Config
 from .fsops import hash_file, identity, stat_beneath
 from .layout import UNDATED_LAYOUT
@@ -32,7 +32,7 @@ WRITING_COMMANDS = ("run", "import", "undo")
 @dataclass
 class Problem:
     kind: str  # missing | size_mismatch | hash_mismatch | stray | staging | unfinished
-    # | kept_missing | kept_changed | unreadable
+    # | kept_missing | kept_changed | unreadable | catalog_damaged | foreign_catalog
     path: str
     detail: str = ""
 
@@ -258,9 +258,35 @@ def library_files(library: bytes) -> Iterator[bytes]:
                 yield child
 
 
+MARKER = b".mediasortd-library"  # in the library: the id of the catalog that knows it
+
+
+def library_marker(library: bytes) -> str | None:
+    """The catalog id written in the library's marker (None: no marker yet)."""
+    try:
+        with open(os.path.join(library, MARKER), "rb") as f:
+            text = f.read(4096).decode("ascii", "replace")
+    except FileNotFoundError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "catalog_id" and value.strip():
+            return value.strip()
+    return ""  # unreadable content: belongs to no catalog
+
+
 def verify(cfg: Config, conn: apsw.Connection, deep: bool = False) -> Report:
     report = Report()
     library = os.fsencode(cfg.library)
+    if deep:
+        for problem in db.integrity_problems(conn):
+            report.problems.append(Problem("catalog_damaged", str(cfg.catalog), problem))
+    marker = library_marker(library)
+    if marker is not None and marker != db.catalog_id(conn):
+        report.problems.append(Problem(
+            "foreign_catalog", str(cfg.catalog), f"the library's marker names catalog "
+            f"{marker or '?'}, this is {db.catalog_id(conn)}: lost or replaced? "
+            "`verify --repair` rebuilds it from the library"))
     unfinished = journal.unfinished(conn)
     for job in unfinished:
         report.problems.append(Problem("unfinished", job.source.decode("utf-8", "replace"),

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import config, db, journal, logs, notify, query
+from . import config, db, journal, logs, notify, query, report
 from .config import Config
-from .errors import ConfigError, LockedError
-from .fsops import make_dirs, own_like_parent
+from .errors import CatalogError, ConfigError, ForeignCatalogError, LockedError
+from .fsops import fsync_dir, make_dirs, own_like_parent
 from .ingest import Finished, Hook, Ingestor, Result, Retry, kill_hook_from_env
 from .metadata import Reader, resolve_timezone
 from .metrics import Gauges, Metrics, write_textfile
@@ -182,18 +182,101 @@ def unit_paths(cfg: Config) -> str:
             f"[Service]\nReadWritePaths={quoted}\n")
 
 
+def check_catalog(cfg: Config, conn: Any, log: Any) -> None:
+    """The library knows its catalog: {library}/.mediasortd-library holds the id of the
+    catalog that filed it. A new (empty) catalog beside a library that holds files, or a
+    catalog the library does not know, is refused (exit 78): starting would file every
+    content a second time. Otherwise the marker is written if it is missing."""
+    library = os.fsencode(cfg.library)
+    ours, theirs = db.catalog_id(conn), report.library_marker(library)
+    if theirs == ours:
+        return
+    empty = db.is_empty(conn)
+    if empty and next(report.library_files(library), None) is not None:
+        detail = ("this catalog is new, but the library holds files" if theirs is None else
+                  f"this catalog ({ours}) is new, but the library was filed by catalog "
+                  f"{theirs or '?'}")
+    elif theirs is not None and not empty:
+        detail = (f"the library was filed by catalog {theirs or '?'}, not by this one "
+                  f"({ours})")
+    else:
+        if theirs is not None:
+            log.warning("catalog.library_claimed", library=str(cfg.library),
+                        previous=theirs, catalog=ours)
+        claim_library(cfg, conn)
+        return
+    raise ForeignCatalogError(
+        f"{cfg.catalog}: {detail} ({cfg.library}). Nothing was started, so nothing is filed "
+        "twice. If the catalog was lost or damaged, restore it from a backup or run "
+        "`mediasortd verify --repair` to rebuild it from the library; to catalogue an "
+        f"existing library for the first time, run `mediasortd adopt {cfg.library}`.")
+
+
+def claim_library(cfg: Config, conn: Any) -> None:
+    """Write this catalog's id into the library's marker (atomically, durably)."""
+    library = os.fsencode(cfg.library)
+    marker = os.path.join(library, report.MARKER)
+    tmp = marker + b".tmp-%d" % os.getpid()
+    text = ("# the mediasortd catalog that files this library; if the catalog is lost,\n"
+            "# `mediasortd verify --repair` rebuilds it from the files here\n"
+            f"catalog_id = {db.catalog_id(conn)}\ncatalog = {cfg.catalog}\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, marker)
+    fsync_dir(library)
+
+
+class CatalogGuard:
+    """Notices the catalog file deleted, replaced or truncated under a running daemon
+    (its connections would go on writing into a file no one will ever open again)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.size = os.fstat(self.fd).st_size
+
+    def lost(self) -> str | None:
+        """Why the catalog at the path is no longer the one we write (None: it is)."""
+        st = os.fstat(self.fd)
+        if st.st_nlink == 0:
+            return "the catalog file was deleted"
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return "the catalog file was renamed or deleted"
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return "the catalog file was replaced by another file"
+        if st.st_size < self.size:  # SQLite never shrinks it here (no VACUUM)
+            return f"the catalog file was truncated ({self.size} -> {st.st_size} bytes)"
+        self.size = st.st_size
+        return None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def make_reader(cfg: Config) -> Callable[[], Reader]:
     return lambda: Reader(timezone=cfg.timezone)
 
 
-def prepare(cfg: Config, log: Any, hook: Hook,
-            companion_grace: float = 0.0) -> list[tuple[int, bytes, float]]:
+def prepare(cfg: Config, log: Any, hook: Hook, companion_grace: float = 0.0, *,
+            check: bool = True) -> list[tuple[int, bytes, float]]:
     """Make the library's folders, finish an interrupted undo, and replay every unfinished
     job once, here, before any new work is taken (then remove staging files no job owns).
     Returns the jobs that must wait (job id, source, seconds) for the pool to retry."""
     for path in (cfg.library, cfg.staging):
         make_dirs(os.fsencode(path), 0o700 if path == cfg.staging else cfg.dir_mode)
     conn = db.connect(cfg.catalog)
+    try:
+        if check:  # not for `verify --repair` and `adopt`: they make the catalog whole
+            check_catalog(cfg, conn, log)
+    except BaseException:
+        conn.close()
+        raise
     reader = Reader(timezone=cfg.timezone)
     try:
         Undoer(cfg, conn, log).replay()  # an interrupted `undo` is finished first
@@ -251,6 +334,8 @@ class Daemon:
         self.metrics: Metrics | None = None
         self.metrics_conn: Any = None
         self.metrics_error = ""
+        self.guard: CatalogGuard | None = None
+        self.catalog_lost = ""
 
     def request_stop(self, signum: int = 0, frame: object = None) -> None:
         self.stop.set()
@@ -270,6 +355,7 @@ class Daemon:
         try:
             hook = kill_hook_from_env()
             unfinished = prepare(cfg, log, hook, cfg.companion_grace_seconds)
+            self.guard = CatalogGuard(cfg.catalog)
             conn: Any = db.connect(cfg.catalog)
             try:
                 self.base_counts = journal.counts(conn)
@@ -305,7 +391,14 @@ class Daemon:
             if self.metrics_conn is not None:
                 self._write_metrics()
                 self.metrics_conn.close()
+            if self.guard is not None:
+                self.guard.close()
             lock.release()
+        if self.catalog_lost:
+            raise CatalogError(f"{cfg.catalog}: {self.catalog_lost} while the daemon was "
+                               "running; stopped so that nothing more is recorded in a "
+                               "catalog no one will read. What was filed is in the library: "
+                               "`mediasortd verify --repair` rebuilds the catalog from it")
         if self.pool is not None and self.pool.errors:
             raise self.pool.errors[0]
         if self.fatal is not None:
@@ -373,6 +466,11 @@ class Daemon:
                 next_ping = now + ping_every
             if now >= next_status:
                 if not self._lock_ok():
+                    return
+                if self.guard is not None and (lost := self.guard.lost()):
+                    self.log.error("daemon.catalog_lost", catalog=str(self.cfg.catalog),
+                                   error=lost)
+                    self.catalog_lost = lost
                     return
                 line = self.status_line()
                 if line != last_status:
