@@ -241,7 +241,7 @@ MIGRATIONS: list[str] = [
     UNION ALL
     SELECT stem || '.*', max(num) FROM sure GROUP BY stem;
     """,
-    # the catalog's identity: written in the library too ({library}/.mediasortd-library),
+    # the catalog's identity: written in the library too ({library}/.mediasortd.library),
     # so a lost or replaced catalog is noticed instead of filing every content again
     """
     CREATE TABLE catalog_identity (
@@ -385,8 +385,9 @@ def as_error(e: BaseException, path: Path) -> MediasortError | None:
         return StateFullError(f"{where}: its filesystem ({path.parent}) is full: {e}; free "
                               "some space there and run the command again")
     if isinstance(e, (apsw.ReadOnlyError, apsw.CantOpenError, apsw.PermissionsError)):
-        return StateReadOnlyError(f"{where}: cannot be written ({type(e).__name__}: {e}); "
-                                  f"is {path.parent} read-only or not ours?")
+        return StateReadOnlyError(f"{where}: cannot be opened or written ({type(e).__name__}: "
+                                  f"{e}); is {path.parent} read-only or not ours (or is the "
+                                  "process out of file descriptors)?")
     if isinstance(e, apsw.BusyError):
         return LockedError(f"{where}: locked by another process for too long: {e}")
     if isinstance(e, (apsw.CorruptError, apsw.NotADBError)):

@@ -28,6 +28,13 @@ _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 
 
+# errors that are the daemon's or the system's trouble of the moment, not the file's:
+# a file that meets one is tried again later, never rejected
+TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EIO,
+                              errno.EAGAIN, errno.EINTR, errno.ENOBUFS, errno.EBUSY,
+                              errno.ETIMEDOUT, errno.ESTALE, errno.EDEADLK})
+
+
 @dataclass(frozen=True)
 class Unusable:
     """A source that is not a regular file we may read, and why (a value, not an error)."""
@@ -65,6 +72,8 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
     except FileNotFoundError:
         return Unusable("the file disappeared", missing=True)
     except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise  # retried later
         return Unusable(f"cannot stat: {e.strerror}")
     if not stat.S_ISREG(st.st_mode):
         return Unusable(f"{kind_of(st.st_mode)}, not a regular file")
@@ -75,6 +84,8 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
     except OSError as e:
         if e.errno == errno.ELOOP:
             return Unusable("a symbolic link, not a regular file")
+        if e.errno in TRANSIENT_ERRNOS:
+            raise  # retried later
         return Unusable(f"cannot open: {e.strerror}", unreadable=e.errno == errno.EACCES)
     fst = os.fstat(fd)
     if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
@@ -528,11 +539,15 @@ def hash_fd(fd: int) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def hash_file(path: bytes) -> tuple[str, int] | None:
-    """The sha256 and size of a file, or None if it cannot be read (no links followed)."""
+def hash_file(path: bytes, *, strict: bool = False) -> tuple[str, int] | None:
+    """The sha256 and size of a file, or None if it cannot be read (no links followed).
+    `strict`: None only when there is no such file; any other trouble (out of file
+    descriptors...) raises, for callers that act on "not there"."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+    except OSError as e:
+        if strict and e.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

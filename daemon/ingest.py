@@ -706,7 +706,7 @@ class Ingestor:
             linked = self._link(job)
             fsync_dir(os.path.dirname(linked.dest or b""))
             return self._unstage(linked)
-        elif hash_file(job.dest) != (job.sha256, job.size):
+        elif hash_file(job.dest, strict=True) != (job.sha256, job.size):
             # neither the staged copy nor a placed one survived: copy again from the source
             with transaction(self.conn):
                 if (entry := catalog.by_job(self.conn, job.id)) is not None:

@@ -11,8 +11,13 @@ from systemd import daemon as _sd  # type: ignore[import-untyped]
 
 
 def send(*lines: str) -> None:
+    """Fire and forget: a message that cannot be sent (no descriptor left for the
+    socket, systemd busy) never stops the daemon; the next one says the same."""
     if os.environ.get("NOTIFY_SOCKET"):
-        _sd.notify("\n".join(lines))
+        try:
+            _sd.notify("\n".join(lines))
+        except OSError:
+            pass
 
 
 def watchdog_interval() -> float | None:

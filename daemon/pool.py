@@ -22,6 +22,7 @@ import apsw
 
 from . import db, journal
 from .config import Config
+from .errors import MediasortError
 from .ingest import Describer, Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
 
 RETRY_SECONDS = 5.0  # a path whose job could not be recorded is tried again after this
@@ -164,13 +165,16 @@ class Pool:
         return paths
 
     def _worker(self, i: int) -> None:
-        conn = db.connect(self.cfg.catalog)
-        reader = self.make_reader()
-        ingest = Ingestor(self.cfg, conn, reader, batch=self.batch, log=self.log,
-                          hook=self.hook, max_attempts=self.max_attempts, clock=self.clock,
-                          companion_grace=self.companion_grace, committer=self.committer)
-        ingest.expected = self.expected
-        try:
+        conn: apsw.Connection | None = None
+        reader: Closeable | None = None
+        try:  # a worker that cannot even start (no fd left...) says so: no silent hang
+            conn = db.connect(self.cfg.catalog)
+            reader = self.make_reader()
+            ingest = Ingestor(self.cfg, conn, reader, batch=self.batch, log=self.log,
+                              hook=self.hook, max_attempts=self.max_attempts,
+                              clock=self.clock, companion_grace=self.companion_grace,
+                              committer=self.committer)
+            ingest.expected = self.expected
             while not self.stopping.is_set():
                 self.beats[i] = self.clock()
                 item = self._next()
@@ -203,7 +207,7 @@ class Pool:
                 for p, result in results:
                     self._settle(p, result)
         except BaseException as e:  # a broken catalog: the service stops with it
-            if isinstance(e, apsw.Error):  # said clearly by the command, no traceback
+            if isinstance(e, (apsw.Error, MediasortError)):  # said clearly, no traceback
                 self.log.error("pool.worker_died", worker=i, error=f"{type(e).__name__}: {e}")
             else:
                 self.log.exception("pool.worker_died", worker=i)
@@ -211,8 +215,10 @@ class Pool:
                 self.errors.append(e)
                 self.idle.notify_all()
         finally:
-            reader.close()
-            conn.close()
+            if reader is not None:
+                reader.close()
+            if conn is not None:
+                conn.close()
 
     def _settle(self, path: bytes, result: Result) -> None:
         with self.idle:

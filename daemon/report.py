@@ -258,7 +258,7 @@ def library_files(library: bytes) -> Iterator[bytes]:
                 yield child
 
 
-MARKER = b".mediasortd-library"  # in the library: the id of the catalog that knows it
+MARKER = b".mediasortd.library"  # in the library: the id of the catalog that knows it
 
 
 def library_marker(library: bytes) -> str | None:

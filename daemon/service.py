@@ -183,7 +183,7 @@ def unit_paths(cfg: Config) -> str:
 
 
 def check_catalog(cfg: Config, conn: Any, log: Any) -> None:
-    """The library knows its catalog: {library}/.mediasortd-library holds the id of the
+    """The library knows its catalog: {library}/.mediasortd.library holds the id of the
     catalog that filed it. A new (empty) catalog beside a library that holds files, or a
     catalog the library does not know, is refused (exit 78): starting would file every
     content a second time. Otherwise the marker is written if it is missing."""
@@ -203,7 +203,11 @@ def check_catalog(cfg: Config, conn: Any, log: Any) -> None:
         if theirs is not None:
             log.warning("catalog.library_claimed", library=str(cfg.library),
                         previous=theirs, catalog=ours)
-        claim_library(cfg, conn)
+        try:
+            claim_library(cfg, conn)
+        except OSError as e:  # a library we cannot write to files nothing: said there
+            log.warning("catalog.marker_unwritable", library=str(cfg.library),
+                        error=f"{e.strerror}: {os.fsdecode(e.filename or b'')}")
         return
     raise ForeignCatalogError(
         f"{cfg.catalog}: {detail} ({cfg.library}). Nothing was started, so nothing is filed "
@@ -224,9 +228,12 @@ def claim_library(cfg: Config, conn: Any) -> None:
     try:
         os.write(fd, text.encode())
         os.fsync(fd)
+        os.rename(tmp, marker)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     finally:
         os.close(fd)
-    os.rename(tmp, marker)
     fsync_dir(library)
 
 
@@ -549,6 +556,13 @@ class Daemon:
         return None
 
     def _rescan(self) -> None:
+        try:
+            self._scan_inbox()
+        except OSError as e:  # out of descriptors, the inbox unreadable a moment: later
+            self.log.warning("watcher.scan_failed", error=str(e))
+            self.rescan_due.set()
+
+    def _scan_inbox(self) -> None:
         self.rescan_due.clear()
         self.candidates.overflowed.clear()
         n = 0
@@ -567,8 +581,12 @@ class Daemon:
         if not self.cfg.prune_folders:
             return
         quiet = max(self.cfg.settle_seconds, 1.0)
-        fresh = {f for d in dirs for inbox in self.inboxes if d.startswith(inbox + b"/")
-                 and (f := prune_empty_dirs(inbox, d, quiet, time.time()))}
+        try:
+            fresh = {f for d in dirs for inbox in self.inboxes if d.startswith(inbox + b"/")
+                     and (f := prune_empty_dirs(inbox, d, quiet, time.time()))}
+        except OSError as e:  # tried again with the next finished file
+            self.log.warning("watcher.prune_failed", error=str(e))
+            fresh = dirs
         if fresh:
             with self.candidates.lock:
                 self.finished_dirs |= fresh

@@ -1,6 +1,6 @@
 """Issue 15.4: a lost or damaged catalog is noticed, never silently replaced.
 
-The library knows its catalog ({library}/.mediasortd-library holds the catalog's id):
+The library knows its catalog ({library}/.mediasortd.library holds the catalog's id):
 a catalog deleted, truncated or replaced while the daemon is stopped makes it refuse to
 start (exit 78, naming `verify --repair`), which rebuilds the catalog from the library;
 while it runs, the daemon notices and stops loudly; a damaged page is found by
@@ -48,7 +48,7 @@ def assert_refused(res: object) -> None:
 def test_lost_while_stopped_refuses_then_repair_rebuilds(tmp_path: Path, how: str) -> None:
     cfg, cfg_path, card = filed_library(tmp_path)
     before = tree_hashes(cfg.library)
-    assert (cfg.library / ".mediasortd-library").exists()
+    assert (cfg.library / ".mediasortd.library").exists()
     if how == "deleted":
         remove_catalog(cfg.catalog)
     elif how == "truncated":
@@ -97,7 +97,7 @@ def test_new_catalog_beside_unknown_library_points_to_adopt(tmp_path: Path) -> N
 
 def test_empty_library_and_upgrade_need_no_marker(tmp_path: Path) -> None:
     cfg, cfg_path, card = filed_library(tmp_path, 2)
-    marker = cfg.library / ".mediasortd-library"
+    marker = cfg.library / ".mediasortd.library"
     marker.unlink()  # as a catalog from before the marker: it is written again
     assert cli(cfg_path, "import", str(card)).returncode == 0
     assert db.catalog_id(db.connect(cfg.catalog, readonly=True)) in marker.read_text()
