@@ -375,13 +375,41 @@ def integrity_problems(conn: apsw.Connection, limit: int = 20) -> list[str]:
 CATALOG_BROKEN = (apsw.CorruptError, apsw.NotADBError, apsw.IOError, apsw.CantOpenError)
 
 
+LOW_SPACE_BYTES = 1 << 20
+
+
+def state_trouble(path: Path) -> str | None:
+    """What is wrong with the catalog's filesystem, if anything: "full" (under 1 MiB
+    left) or "read-only". SQLite often says only "disk I/O error" (a WAL or shared-memory
+    file that cannot grow); this tells why."""
+    try:
+        vfs = os.statvfs(path.parent)
+    except OSError:
+        return None
+    if vfs.f_flag & os.ST_RDONLY:
+        return "read-only"
+    if vfs.f_bavail * vfs.f_frsize < LOW_SPACE_BYTES:
+        return "full"
+    return None
+
+
+def is_full(e: BaseException, path: Path) -> bool:
+    """The catalog's filesystem is full (said as such, or as an I/O error on a full disk)."""
+    return isinstance(e, apsw.FullError) or (
+        isinstance(e, apsw.IOError) and state_trouble(path) == "full")
+
+
 def as_error(e: BaseException, path: Path) -> MediasortError | None:
     """An apsw error as a clear message with its exit code (None: not a catalog error).
     The commands and the daemon stop with these instead of a traceback."""
     if not isinstance(e, apsw.Error):
         return None
     where = f"catalog {path}"
-    if isinstance(e, apsw.FullError):
+    trouble = state_trouble(path) if isinstance(e, (apsw.IOError, apsw.CantOpenError)) \
+        else None
+    if trouble == "read-only":
+        e = apsw.ReadOnlyError(str(e))
+    if isinstance(e, apsw.FullError) or trouble == "full":
         return StateFullError(f"{where}: its filesystem ({path.parent}) is full: {e}; free "
                               "some space there and run the command again")
     if isinstance(e, (apsw.ReadOnlyError, apsw.CantOpenError, apsw.PermissionsError)):

@@ -65,6 +65,7 @@ class Pool:
         self.busy_since: dict[int, float] = {}
         self.counts: Counter[str] = Counter()
         self.library_full = False
+        self.state_full = False  # the catalog's filesystem is full: waiting for space
         self.errors: list[BaseException] = []
 
     # -- feeding ------------------------------------------------------------------------
@@ -192,9 +193,16 @@ class Pool:
                 try:
                     results = ([(path, ingest.resume(journal.get(conn, job_id)))]
                                if job_id is not None else ingest.take_many(paths, self.move))
-                except (apsw.BusyError, OSError) as e:
-                    # recording the jobs met a locked catalog or a passing I/O error: the
-                    # paths are looked at again later (a broken catalog still stops us)
+                except (apsw.BusyError, apsw.FullError, apsw.IOError, OSError) as e:
+                    # recording the jobs met a locked catalog, a passing I/O error or (the
+                    # daemon) a full state directory: the paths are looked at again
+                    # later (a broken catalog still stops us; a one-shot import stops
+                    # with a full one and says so)
+                    if isinstance(e, apsw.Error) and not isinstance(e, apsw.BusyError):
+                        if self.max_attempts is not None or not db.is_full(
+                                e, self.cfg.catalog):
+                            raise
+                        self.state_full = True
                     self.log.warning("pool.deferred", source=path.decode("utf-8", "replace"),
                                      files=len(paths), error=str(e))
                     with self.idle:
@@ -224,12 +232,13 @@ class Pool:
         with self.idle:
             if isinstance(result, Retry):
                 self.library_full = result.full
+                self.state_full = result.state_full
                 heapq.heappush(self.delayed, (self.clock() + result.after, next(self.seq),
                                               result.job.id, path))
             else:
                 self.in_flight.discard(path)
                 if isinstance(result, Finished):
-                    self.library_full = False
+                    self.library_full = self.state_full = False
                     assert result.job.outcome is not None
                     self.counts[result.job.outcome.value] += 1
                 # Wake put() and wait_idle() when there is something for them (half the

@@ -51,6 +51,9 @@ class Report:
                 "problems": [vars(p) for p in self.problems]}
 
 
+STATE_LOW_BYTES = 1 << 20
+
+
 def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
     totals = catalog.totals(conn)
     free: int | None
@@ -60,6 +63,12 @@ def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
         free, size = vfs.f_bavail * vfs.f_frsize, vfs.f_blocks * vfs.f_frsize
     except OSError:
         free = size = None
+    try:
+        svfs = os.statvfs(cfg.state_dir)
+        state_free: int | None = svfs.f_bavail * svfs.f_frsize
+        state_ro = bool(svfs.f_flag & os.ST_RDONLY)
+    except OSError:
+        state_free, state_ro = None, False
     today = query.parse_when("today")  # local midnight
     holder = writer(cfg)
     return {
@@ -79,6 +88,10 @@ def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
         "library_full": journal.waiting_for_space(conn) > 0,
         "library_files": totals["files"], "library_bytes": totals["bytes"],
         "library_free_bytes": free,
+        # the catalog's filesystem: full (under 1 MiB free) or read-only stops the filing
+        "state_dir": str(cfg.state_dir), "state_free_bytes": state_free,
+        "state_full": state_free is not None and state_free < STATE_LOW_BYTES,
+        "state_read_only": state_ro,
         "recent_problems": list(journal.recent_problems(conn)),
         "daemon": daemon_state(cfg, holder),
     }

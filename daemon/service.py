@@ -51,11 +51,14 @@ class StateLock:
     directory itself was replaced."""
 
     def __init__(self, cfg: Config, command: str | None = None) -> None:
-        make_dirs(os.fsencode(cfg.state_dir), 0o750)  # durable: its parent is fsynced
         self.dir = cfg.state_dir
         self.path = cfg.state_dir / LOCK_FILE
         self.command = command or next((a for a in sys.argv[1:] if a in COMMANDS), "?")
-        self.dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            make_dirs(os.fsencode(cfg.state_dir), 0o750)  # durable: its parent is fsynced
+            self.dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:  # read-only or full: said with the path, exit 73 / 75
+            raise db.os_error(e, self.dir, "cannot take the state lock") from None
         try:
             fcntl.flock(self.dirfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -80,7 +83,10 @@ class StateLock:
         return f"pid {text[0]}, {text[1] if len(text) > 1 else '?'}" if text else "pid ?"
 
     def _take_file(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:  # read-only or full: said with the path, exit 73 / 75
+            raise db.os_error(e, self.path, "cannot take the state lock") from None
         try:
             own_like_parent(fd, os.fsencode(self.dir))  # root's import: still the service's
             fcntl.fcntl(fd, fcntl.F_OFD_SETLK,
@@ -90,8 +96,11 @@ class StateLock:
             os.close(fd)
             raise LockedError(f"{self.path}: another mediasortd ({self._holder()}) is using "
                               "this catalog; stop it first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {self.command}\n".encode(), 0)
+        try:  # who holds it, for `status` (on a full disk: untold)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {self.command}\n".encode(), 0)
+        except OSError:
+            pass
         self.fd = fd
 
     def check(self) -> str | None:
@@ -729,6 +738,8 @@ class Daemon:
             head = f"config reload failed, running on the previous config ({self.reload_error}); {head}"
         elif self.needs_restart:
             head = f"restart to apply {', '.join(self.needs_restart)}; {head}"
+        if pool is not None and pool.state_full:
+            head = f"catalog's filesystem full ({self.cfg.state_dir}), waiting for space; {head}"
         return (f"{head}: {queued:,} queued, {counts.get('filed', 0):,} filed, "
                 f"{counts.get('duplicate', 0):,} duplicates, {counts.get('rejected', 0):,} "
                 f"rejected, {counts.get('failed', 0):,} failed")

@@ -248,6 +248,13 @@ def status(info: dict[str, Any]) -> Iterator[str]:
     if info["library_full"]:
         yield ("LIBRARY FULL: files are waiting for space on the library's filesystem; "
                "they are filed by themselves once space is freed")
+    if info.get("state_full"):
+        yield (f"CATALOG FULL: the state directory {info['state_dir']} has "
+               f"{size(info['state_free_bytes'] or 0)} left: nothing can be recorded, so "
+               "nothing is filed; free some space there and the daemon goes on by itself")
+    if info.get("state_read_only"):
+        yield (f"CATALOG READ-ONLY: the state directory {info['state_dir']} is on a "
+               "read-only filesystem: nothing can be recorded, so nothing is filed")
     if b := now["batch"]:
         c = b["counts"]
         yield (f"batch      {b['batch']} (started {local_time(b['started'])}): "
