@@ -249,7 +249,7 @@ def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
             detail = {"filed": f"-> {plan.where} ({plan.reason})",
                       "duplicate": f"(same content as {plan.where})"}.get(
                           plan.outcome, f"({plan.reason})")
-            print(f"{plan.outcome:9} {src} {detail}")
+            print(show.printable(f"{plan.outcome:9} {src} {detail}"))
         parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing to do"
         print(f"dry run, nothing changed: would import {sum(counts.values())} file(s): {parts}")
         return EX_OK
@@ -292,7 +292,7 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        print("\n".join(show.status(info)))
+        print(show.lines(show.status(info)))
     if args.config_error:  # shown, and the exit status says the config is broken
         print(f"mediasortd: {args.config_error}", file=sys.stderr)
         return ConfigError.exit_code
@@ -304,7 +304,7 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         from . import maintain
 
         def say(a: Any) -> None:
-            print(f"{a.kind:15} {a.path}: {a.detail}", flush=True)
+            print(show.printable(f"{a.kind:15} {a.path}: {a.detail}"), flush=True)
 
         actions, left = maintain.repair(cfg, log, dry_run=args.dry_run,
                                         say=None if args.json else say)
@@ -316,7 +316,7 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
             return EX_OK if left.ok else EX_FAILED
         else:
             for p in left.problems:
-                print(f"{'still ' + p.kind:15} {_shown(p.path)}: {p.detail}")
+                print(show.printable(f"{'still ' + p.kind:15} {_shown(p.path)}: {p.detail}"))
             print(f"repaired {len(actions)} problem(s): "
                   + ("consistent" if left.ok else f"{len(left.problems)} left"))
         return EX_OK if left.ok else EX_FAILED
@@ -331,7 +331,7 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         print(json.dumps(rep.as_dict(), indent=2))
     else:
         for p in rep.problems:
-            print(f"{p.kind:14} {_shown(p.path)}: {p.detail}")
+            print(show.printable(f"{p.kind:14} {_shown(p.path)}: {p.detail}"))
         print(f"{rep.checked:,} catalogued file(s) checked"
               f"{' (re-hashed)' if args.deep else ''}: "
               + ("consistent" if rep.ok else f"{len(rep.problems)} problem(s)"))
@@ -358,7 +358,7 @@ def cmd_adopt(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         progress.close()
     for a in actions:
         if a.kind not in ("catalogued", "companion"):
-            print(f"{a.kind:12} {a.path}: {a.detail}")
+            print(show.printable(f"{a.kind:12} {a.path}: {a.detail}"))
     counts = {k: sum(a.kind == k for a in actions) for k in maintain.ADOPT_KINDS}
     print("adopted: " + ", ".join(f"{n} {k}" for k, n in counts.items()
                                   if n or k in ("catalogued", "copy", "left")))
@@ -389,7 +389,7 @@ def cmd_find(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         print(json.dumps([f.as_dict() for f in found], indent=2))
     else:
         for f in found:
-            print("\n".join(show.find(f)))
+            print(show.lines(show.find(f)))
     return EX_OK if all(f.results for f in found) else EX_FAILED
 
 
@@ -413,7 +413,7 @@ def cmd_history(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print("\n".join(show.history(rows, str(cfg.library))))
+        print(show.lines(show.history(rows, str(cfg.library))))
     return EX_OK
 
 
@@ -429,12 +429,12 @@ def cmd_undo(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         print(f"finished an interrupted undo: {show.undo_counts(summary.resumed)}")
     if summary.preview is not None:
         for line in show.undo_preview(summary.preview):
-            print(line)
+            print(show.printable(line))
         print(f"dry run, nothing changed: undo {what}: would undo {len(summary.preview)} "
               "file(s)")
     else:
         for item in summary.items:
-            print(show.undo_item(item, summary.sources[item.job_id]))
+            print(show.printable(show.undo_item(item, summary.sources[item.job_id])))
         print(f"undo {what} ({summary.batch}): {len(summary.items)} file(s): "
               f"{show.undo_counts(summary.items)}")
     if summary.already_undone:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,24 @@ from .query import local_time
 
 _FIND_KINDS = {"file": "this file's content", "date": "captured on", "sha256": "sha256 prefix",
                "name": "original name", "source": "source path"}
+
+
+# What a file name may carry that a terminal would obey or a reader take for a new line:
+# C0 controls (newline, escape...), DEL, C1 controls, line/paragraph separators and the
+# bidirectional overrides. Text output shows them escaped (JSON escapes them itself).
+_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_UNSAFE.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F),
+                                             *range(0x2066, 0x206A))})
+
+
+def printable(text: str) -> str:
+    """`text` with every control character escaped: one line, as a reader sees it."""
+    return text.translate(_UNSAFE)
+
+
+def lines(out: Iterable[str]) -> str:
+    """Lines of text output joined, each made printable (a name cannot forge a line)."""
+    return "\n".join(printable(line) for line in out)
 
 
 def size(n: int | None) -> str:

@@ -170,3 +170,30 @@ def test_daemon_survives_every_extreme(tmp_path: Path) -> None:
     finally:
         d.close()
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+
+
+def test_names_cannot_forge_output_lines(tmp_path: Path) -> None:
+    """Issue 15.8: a file name with a newline, escape sequences or bidi overrides is shown
+    escaped by history, status, find and verify: it can neither forge a line nor drive the
+    terminal (JSON escapes them itself)."""
+    cfg, cfg_path = make_config(tmp_path)
+    card = tmp_path / "card"
+    names = [b"a\nfiled     FORGED.jpg", b"b\x1b[2J\x1b]0;owned\x07.jpg", b"c\xe2\x80\xaegpj.txt",
+             b"d\r\x85FORGED.txt"]
+    for i, name in enumerate(names):
+        os.makedirs(card, exist_ok=True)
+        with open(os.fsencode(card) + b"/" + name, "wb") as f:
+            f.write(exif_jpeg(500 + i, {DTO: "2018:01:01 00:00:00"}) if name.endswith(b".jpg")
+                    else b"not media %d" % i)
+    assert cli(cfg_path, "import", str(card)).returncode == 0
+    bad = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, 0x202E)
+           if c != 0x0A]
+    for args in (["history"], ["status"], ["find", "*"], ["find", "a*"],
+                 ["import", "--dry-run", str(card)]):
+        out = cli(cfg_path, *args).stdout
+        assert not [c for c in bad if c in out], (args, out)
+        assert not any(line.startswith(("filed     FORGED", "FORGED"))
+                       for line in out.splitlines()), (args, out)
+    raw = cli(cfg_path, "history", "--json").stdout
+    assert "a\\nfiled     FORGED.jpg" in raw  # JSON: the name as it is, escaped by JSON
+    json.loads(raw)
