@@ -34,9 +34,21 @@ class Entry:
     content_id: str | None = None  # Apple's Live Photo identifier, when the file has one
 
 
+def companion_key(sha256: str, partner_id: int) -> str:
+    """The sha256 column of a sidecar whose bytes another row already has: a companion is
+    never deduplicated away from its photo (two photos with byte-identical XMPs keep one
+    each), and `sha256` stays UNIQUE: `<sha256>:<the photo's row id>`."""
+    return f"{sha256}:{partner_id}"
+
+
+def content_sha256(key: str) -> str:
+    """The sha256 of a row's bytes (its key without a companion's suffix)."""
+    return key.partition(":")[0]
+
+
 def _entry(row: Any) -> Entry:
     file_id, sha256, size, path, *rest = row
-    return Entry(file_id, sha256, size, from_db(path), *rest)
+    return Entry(file_id, content_sha256(sha256), size, from_db(path), *rest)
 
 
 def to_db(path: str) -> str | bytes:

@@ -618,9 +618,19 @@ class Ingestor:
         copied = self._copied(job)
         sha256, size = job.sha256, job.size
         mtime_ns = os.stat(job.staged).st_mtime_ns  # the library file's (it is linked)
+        # a sidecar filed with its photo: (the photo's row id, what dates a sidecar of it)
+        sidecar_of = ((partner.id, f"partner:{catalog.printable(partner.path)}")
+                      if companion is not None and companion.kind == "sidecar"
+                      and partner is not None and isinstance(info, MediaInfo) else None)
 
         def decide(conn: apsw.Connection) -> Job:
+            key = sha256
             existing = catalog.by_sha256(conn, sha256)
+            if existing is not None and sidecar_of is not None \
+                    and existing.date_source != sidecar_of[1]:
+                # the same bytes as another photo's sidecar: this photo keeps its own
+                key = catalog.companion_key(sha256, sidecar_of[0])
+                existing = catalog.by_sha256(conn, key)
             if existing is not None and existing.missing_since:
                 catalog.delete(conn, existing.id)  # lost from the library: file it anew
                 existing = None
@@ -643,7 +653,7 @@ class Ingestor:
             rel = (catalog.free_name(conn, self.library, library_name(partner.path, companion))
                    if partner is not None and companion is not None
                    else self._library_name(conn, job, info))
-            catalog.insert(conn, sha256=sha256, size=size, path=rel, info=info,
+            catalog.insert(conn, sha256=key, size=size, path=rel, info=info,
                            original_name=display(name), source=job.source,
                            imported_at=journal.now(), job_id=job.id, mtime_ns=mtime_ns)
             return journal.advance(conn, job.id, Step.DECIDED, **copied,

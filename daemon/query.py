@@ -15,7 +15,7 @@ from typing import Any
 
 import apsw
 
-_FILE_COLS = ("f.id, f.sha256, f.size, f.path, f.captured, f.utc_offset, f.date_source, "
+_FILE_COLS = ("f.id, substr(f.sha256, 1, 64), f.size, f.path, f.captured, f.utc_offset, f.date_source, "
               "f.date_raw, f.confidence, f.original_name, f.source_path, f.imported_at, "
               "f.file_type, f.kind, f.job_id, f.missing_since, j.batch, j.finished_at, j.step, "
               "f.date_skipped")
@@ -75,7 +75,8 @@ def jobs_where(conn: apsw.Connection, where: str, args: tuple[Any, ...],
 
 def find_sha256(conn: apsw.Connection, sha256: str, limit: int) -> list[dict[str, Any]]:
     """Exact content: the catalog row and every other job that saw these bytes."""
-    return (files_where(conn, "f.sha256 = ?", (sha256,), limit)
+    return (files_where(conn, "(f.sha256 = ? OR (f.sha256 > ? AND f.sha256 < ?))",
+                        (sha256, sha256 + ":", sha256 + ";"), limit)  # companions' keys too
             + jobs_where(conn, "j.sha256 = ?", (sha256,), limit))
 
 

@@ -172,9 +172,12 @@ def check_consistent(cfg: config.Config, inputs: dict[Path, bytes], *, move: boo
         assert catalog.totals(conn) == dict(zip(("files", "bytes"), conn.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM files").fetchall()[0]))
         assert not cfg.staging.exists() or os.listdir(cfg.staging) == []
-        catalog_shas = {r[0]: r[1] for r in conn.execute("SELECT sha256, path FROM files")}
+        rows = conn.execute("SELECT sha256, path FROM files").fetchall()
+        # a sidecar's row is keyed <sha256>:<photo> when another photo's has its bytes
+        catalog_shas = {catalog.content_sha256(r[0]): r[1] for r in rows}
         library = tree_hashes(cfg.library)
-        assert sorted(library.values()) == sorted(set(library.values())), "a file filed twice"
+        assert sorted(library.values()) == sorted(catalog.content_sha256(r[0]) for r in rows), \
+            "a file filed twice (or one lacks its row)"
         assert set(library.values()) == set(catalog_shas)
         quarantined = tree_hashes(cfg.duplicates, True) if cfg.duplicates.exists() else {}
         rejected = tree_hashes(cfg.rejected, True) if cfg.rejected.exists() else {}
