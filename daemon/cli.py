@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "--deep, hash) mismatches, strays, staging leftovers, unfinished "
                          "jobs. Exit status 0 when consistent, 1 otherwise (each problem "
                          "listed).")
-    ver.add_argument("--deep", action="store_true", help="re-hash every library file")
+    ver.add_argument("--deep", action="store_true", help="re-hash every library file and "
+                     "run SQLite's integrity check on the catalog")
     ver.add_argument("--json", action="store_true", help="print JSON")
     ver.add_argument("--repair", action="store_true",
                      help="fix what is found (implies --deep): finish unfinished jobs, remove "
