@@ -393,10 +393,14 @@ def state_trouble(path: Path) -> str | None:
     return None
 
 
-def is_full(e: BaseException, path: Path) -> bool:
-    """The catalog's filesystem is full (said as such, or as an I/O error on a full disk)."""
-    return isinstance(e, apsw.FullError) or (
-        isinstance(e, apsw.IOError) and state_trouble(path) == "full")
+def state_blocked(e: BaseException, path: Path) -> str | None:
+    """"full" or "read-only" when `e` is the catalog's filesystem refusing writes (said as
+    such, or as an I/O error on a full or read-only disk), else None."""
+    if isinstance(e, apsw.FullError):
+        return "full"
+    if isinstance(e, (apsw.IOError, apsw.ReadOnlyError, apsw.CantOpenError)):
+        return state_trouble(path)
+    return None
 
 
 def as_error(e: BaseException, path: Path) -> MediasortError | None:

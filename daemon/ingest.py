@@ -26,7 +26,7 @@ import apsw
 from . import catalog, journal, pairing
 from .companions import companion_of, library_name
 from .config import Config
-from .db import CATALOG_BROKEN, Committer, is_full, transaction
+from .db import CATALOG_BROKEN, Committer, state_blocked, transaction
 from .errors import ToolError
 from .fsops import (
     WAY_ERRNOS,
@@ -95,7 +95,7 @@ class Retry:
     after: float
     reason: str
     full: bool = False  # the library's filesystem is full
-    state_full: bool = False  # the catalog's (the state directory's) filesystem is full
+    state: str = ""  # the catalog's filesystem refuses writes: "full" or "read-only"
 
 
 @dataclass(frozen=True)
@@ -938,13 +938,13 @@ class Ingestor:
         """An unexpected error in a step: retry a few times, then fail the job."""
         if isinstance(e, apsw.BusyError):
             return Retry(job, 1.0, f"the catalog is locked: {e}")
-        if is_full(e, self.cfg.catalog):
+        if blocked := state_blocked(e, self.cfg.catalog):
             if self.max_attempts is not None:
-                raise e  # a one-shot command stops and says so (exit 75)
-            # the daemon waits for space, as for a full library; nothing can be
-            # written to the journal meanwhile, so the attempt is not counted
-            return Retry(job, 5.0, f"{job.step.value}: the catalog's filesystem is full "
-                         f"({self.cfg.state_dir})", state_full=True)
+                raise e  # a one-shot command stops and says so (exit 75 / 73)
+            # the daemon waits, as for a full library; nothing can be written to the
+            # journal meanwhile, so the attempt is not counted
+            return Retry(job, 5.0, f"{job.step.value}: the catalog's filesystem is "
+                         f"{blocked} ({self.cfg.state_dir})", state=blocked)
         if isinstance(e, CATALOG_BROKEN):
             raise e  # the catalog's trouble, not this file's: it stops the service
         if isinstance(e, ToolError):  # ExifTool missing or dying: not this file's fault

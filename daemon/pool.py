@@ -65,7 +65,7 @@ class Pool:
         self.busy_since: dict[int, float] = {}
         self.counts: Counter[str] = Counter()
         self.library_full = False
-        self.state_full = False  # the catalog's filesystem is full: waiting for space
+        self.state = ""  # the catalog's filesystem is "full" or "read-only": waiting
         self.errors: list[BaseException] = []
 
     # -- feeding ------------------------------------------------------------------------
@@ -193,16 +193,17 @@ class Pool:
                 try:
                     results = ([(path, ingest.resume(journal.get(conn, job_id)))]
                                if job_id is not None else ingest.take_many(paths, self.move))
-                except (apsw.BusyError, apsw.FullError, apsw.IOError, OSError) as e:
+                except (apsw.BusyError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError,
+                        OSError) as e:
                     # recording the jobs met a locked catalog, a passing I/O error or (the
                     # daemon) a full state directory: the paths are looked at again
                     # later (a broken catalog still stops us; a one-shot import stops
                     # with a full one and says so)
                     if isinstance(e, apsw.Error) and not isinstance(e, apsw.BusyError):
-                        if self.max_attempts is not None or not db.is_full(
-                                e, self.cfg.catalog):
+                        blocked = db.state_blocked(e, self.cfg.catalog)
+                        if self.max_attempts is not None or not blocked:
                             raise
-                        self.state_full = True
+                        self.state = blocked
                     self.log.warning("pool.deferred", source=path.decode("utf-8", "replace"),
                                      files=len(paths), error=str(e))
                     with self.idle:
@@ -232,13 +233,13 @@ class Pool:
         with self.idle:
             if isinstance(result, Retry):
                 self.library_full = result.full
-                self.state_full = result.state_full
+                self.state = result.state
                 heapq.heappush(self.delayed, (self.clock() + result.after, next(self.seq),
                                               result.job.id, path))
             else:
                 self.in_flight.discard(path)
                 if isinstance(result, Finished):
-                    self.library_full = self.state_full = False
+                    self.library_full, self.state = False, ""
                     assert result.job.outcome is not None
                     self.counts[result.job.outcome.value] += 1
                 # Wake put() and wait_idle() when there is something for them (half the

@@ -738,8 +738,9 @@ class Daemon:
             head = f"config reload failed, running on the previous config ({self.reload_error}); {head}"
         elif self.needs_restart:
             head = f"restart to apply {', '.join(self.needs_restart)}; {head}"
-        if pool is not None and pool.state_full:
-            head = f"catalog's filesystem full ({self.cfg.state_dir}), waiting for space; {head}"
+        if pool is not None and pool.state:
+            head = (f"catalog's filesystem {pool.state} ({self.cfg.state_dir}), waiting; "
+                    f"{head}")
         return (f"{head}: {queued:,} queued, {counts.get('filed', 0):,} filed, "
                 f"{counts.get('duplicate', 0):,} duplicates, {counts.get('rejected', 0):,} "
                 f"rejected, {counts.get('failed', 0):,} failed")

@@ -119,3 +119,4 @@ def test_daemon_waits_while_the_state_dir_is_full(tmp_path: Path, small_state: P
         d.close()
     check_consistent(cfg, files, move=True)
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+
