@@ -222,9 +222,15 @@ def open_source_beneath(root: bytes | None, path: bytes) -> Source | Unusable:
     except FileNotFoundError:
         return Unusable("the file disappeared", missing=True)
     except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise  # retried later
         return Unusable(way_reason(e), missing=e.errno in WAY_ERRNOS)
     src = Source(dir_fd, name)
-    got = _open_at(dir_fd, name)
+    try:
+        got = _open_at(dir_fd, name)
+    except BaseException:
+        src.close()
+        raise
     if isinstance(got, Unusable):
         src.close()
         return got
@@ -238,6 +244,8 @@ def _open_at(dir_fd: int, name: bytes) -> tuple[int, os.stat_result] | Unusable:
     except FileNotFoundError:
         return Unusable("the file disappeared", missing=True)
     except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise  # retried later
         return Unusable(f"cannot stat: {e.strerror}")
     if not stat.S_ISREG(st.st_mode):
         return Unusable(f"{kind_of(st.st_mode)}, not a regular file")
@@ -249,6 +257,8 @@ def _open_at(dir_fd: int, name: bytes) -> tuple[int, os.stat_result] | Unusable:
     except OSError as e:
         if e.errno == errno.ELOOP:
             return Unusable("a symbolic link, not a regular file")
+        if e.errno in TRANSIENT_ERRNOS:
+            raise  # retried later
         return Unusable(f"cannot open: {e.strerror}", unreadable=e.errno == errno.EACCES)
     fst = os.fstat(fd)
     if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
