@@ -279,3 +279,23 @@ def test_verify_when_a_folder_of_the_library_became_a_file(tmp_path: Path) -> No
     again = cli(cfg_path, "import", str(src))  # the lost photo comes back from its source
     assert "1 filed" in again.stdout, again.stdout + again.stderr
     assert cli(cfg_path, "verify", "--deep").returncode == 0
+
+
+def test_a_kept_non_media_file_replaced_by_a_photo_is_catalogued(tmp_path: Path) -> None:
+    """adopt lists what is not a photo or video (notes.txt, a symbolic link) as kept; a
+    photo saved later under such a name was never catalogued and verify said nothing."""
+    cfg, cfg_path = make_config(tmp_path)
+    sorted_library(cfg)
+    os.symlink("IMG_1.JPG", cfg.library / "2019/05/link.jpg")
+    assert cli(cfg_path, "adopt", str(cfg.library)).returncode == 0
+    assert cli(cfg_path, "verify").returncode == 0
+    notes = cfg.library / "2019/05/notes.txt"
+    notes.unlink()
+    notes.write_bytes(jpeg_bytes(BASE, 43))  # a photo under the old name
+    v = cli(cfg_path, "verify")
+    assert v.returncode == 1 and "2019/05/notes.txt" in v.stdout, v.stdout
+    r = cli(cfg_path, "verify", "--repair")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert rows(cfg, f"SELECT path FROM files WHERE sha256 = '{sha(jpeg_bytes(BASE, 43))}'") \
+        == [("2019/05/notes.txt",)]
+    assert cli(cfg_path, "verify", "--deep").returncode == 0
