@@ -283,6 +283,12 @@ def kept_copies(conn: apsw.Connection) -> dict[str, tuple[str, int, str]]:
                 " JOIN files f ON f.id = k.file_id WHERE k.kind = 'copy'")}
 
 
+def kept_others(conn: apsw.Connection) -> dict[str, tuple[int, int | None]]:
+    """Every kept file that is not a photo or video: path -> (size, mtime_ns) as recorded."""
+    return {from_db(path): (size, mtime_ns) for path, size, mtime_ns in conn.execute(
+        "SELECT path, size, mtime_ns FROM kept_files WHERE kind = 'other'")}
+
+
 def is_kept(conn: apsw.Connection, path: str) -> bool:
     return bool(conn.execute("SELECT 1 FROM kept_files WHERE path = ?",
                              (to_db(path),)).fetchall())

@@ -116,7 +116,7 @@ def _catalogue(cfg: Config, conn: Any, reader: Reader, rel: bytes, note: str, *,
     except OSError as e:
         return Action("skipped", text, f"cannot be read: {e.strerror}")
     if not stat.S_ISREG(st.st_mode):  # a link (never followed), a FIFO, a socket, ...
-        return _not_a_file(cfg, conn, full, rel, st, keep_other=keep_other)
+        return _not_a_file(cfg, conn, full, rel, st, keep_other=keep_other, was_kept=was_kept)
     hashed = hash_file(full)
     if hashed is None:
         return Action("skipped", text, "not a readable regular file; left as it is")
@@ -156,7 +156,7 @@ def _catalogue(cfg: Config, conn: Any, reader: Reader, rel: bytes, note: str, *,
 
 
 def _not_a_file(cfg: Config, conn: Any, full: bytes, rel: bytes, st: os.stat_result, *,
-                keep_other: bool) -> Action:
+                keep_other: bool, was_kept: bool = False) -> Action:
     """A library entry that is no regular file: recorded as kept where it stands (adopt),
     or moved as it is to rejected (repair's strays, like any other non-media)."""
     text = shown(rel)
@@ -169,7 +169,10 @@ def _not_a_file(cfg: Config, conn: Any, full: bytes, rel: bytes, st: os.stat_res
         what = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
     if keep_other:
         with transaction(conn):
-            catalog.keep(conn, path=os.fsdecode(rel), kind="other", file_id=None, size=0,
+            if was_kept:
+                catalog.forget_kept(conn, os.fsdecode(rel))
+            catalog.keep(conn, path=os.fsdecode(rel), kind="other", file_id=None,
+                         size=st.st_size,
                          mtime_ns=st.st_mtime_ns, reason=f"{what} (never followed)",
                          when=journal.now())
         return Action("left", text, f"{what} (never followed); left where it is and listed")

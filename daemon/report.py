@@ -337,7 +337,7 @@ def verify(cfg: Config, conn: apsw.Connection, deep: bool = False) -> Report:
         elif deep and hash_file(full) != (entry.sha256, entry.size):
             report.problems.append(Problem("hash_mismatch", entry.path,
                                            f"bytes no longer match sha256 {entry.sha256}"))
-    copies = catalog.kept_copies(conn)
+    copies, others = catalog.kept_copies(conn), catalog.kept_others(conn)
     for path, kind, reason in catalog.kept(conn):  # adopt's album copies and other files
         rel = os.fsencode(path)
         known.add(rel)
@@ -349,6 +349,9 @@ def verify(cfg: Config, conn: apsw.Connection, deep: bool = False) -> Report:
             report.problems.append(Problem("kept_changed", path, "recorded as a copy of "
                                            f"{catalog.printable(copies[path][2])}, its bytes "
                                            "are no longer that file's"))
+        elif path in others and _changed_other(os.path.join(library, rel), *others[path]):
+            report.problems.append(Problem("kept_changed", path, f"recorded as kept ({reason})"
+                                           ", changed since (size or mtime)"))
     for rel in library_files(library):
         if rel not in known:
             report.problems.append(Problem("stray", os.fsdecode(rel), "in the library, not in "
@@ -366,6 +369,15 @@ def _changed_copy(full: bytes, sha256: str, size: int, *, deep: bool) -> bool:
         return True
     got = hash_file(full) if deep else None
     return got is not None and got != (sha256, size)  # unreadable: not known to differ
+
+
+def _changed_other(full: bytes, size: int, mtime_ns: int | None) -> bool:
+    """A kept non-media entry written since it was recorded (a photo saved over it?)."""
+    try:
+        st = os.lstat(full)
+    except OSError:
+        return False
+    return st.st_size != size or (mtime_ns is not None and st.st_mtime_ns != mtime_ns)
 
 
 def _listdir(path: bytes) -> list[bytes]:
