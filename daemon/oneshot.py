@@ -36,6 +36,7 @@ from .metadata import Reader
 from .model import Job, MediaInfo, NotMedia, Outcome, UndoItem, UndoOutcome
 from .pool import Pool
 from .service import StateLock, batch_id, make_reader, prepare
+from .show import printable
 from .undo import Undoer
 from .undo import kill_hook_from_env as undo_kill_hook_from_env
 
@@ -86,13 +87,6 @@ def walk(sources: list[str], skip: list[bytes]) -> Iterator[bytes]:
                     stack.append(os.path.join(d, name))
                 else:
                     yield os.path.join(d, name)
-
-
-# What a file name may carry that a terminal would obey or a reader take for a new line
-# (C0 and C1 controls, DEL, line separators, bidi overrides): shown escaped.
-_TERMINAL_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-_TERMINAL_UNSAFE.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F),
-                                                     *range(0x2066, 0x206A))})
 
 
 class Progress:
@@ -163,7 +157,7 @@ class Progress:
         with self.lock:
             if not self.on or self.verbosity < 0:
                 return
-            self.out.write(f"\r\x1b[K{text.translate(_TERMINAL_UNSAFE)}\n")
+            self.out.write(f"\r\x1b[K{printable(text)}\n")
             if self.drawn:
                 self._draw()
             else:
@@ -334,7 +328,7 @@ def summary_table(summary: ImportSummary, library: str) -> list[str]:
         top = summary.reasons.get(key)
         if top and name in ("rejected", "failed"):
             note = "; ".join(f"{why} ({k})" for why, k in top.most_common(3))
-        lines.append(f"  {name:<11}{n:>7,}  {note}".rstrip().translate(_TERMINAL_UNSAFE))
+        lines.append(printable(f"  {name:<11}{n:>7,}  {note}".rstrip()))
     return lines
 
 
