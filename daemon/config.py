@@ -41,6 +41,7 @@ class Config:
     settle_seconds: float = 2.0
     rescan_seconds: float = 300.0
     companion_grace_seconds: float = 60.0
+    incomplete_grace_seconds: float = 3600.0
     on_duplicate: str = "quarantine"
     timezone: str = "local"
     layout: str = DEFAULT_LAYOUT
@@ -90,6 +91,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "settle_seconds": ("settle_seconds", "float"),
         "rescan_seconds": ("rescan_seconds", "float"),
         "companion_grace_seconds": ("companion_grace_seconds", "float"),
+        "incomplete_grace_seconds": ("incomplete_grace_seconds", "float"),
         "on_duplicate": ("on_duplicate", "str"), "timezone": ("timezone", "str"),
         "layout": ("layout", "str"), "undated": ("undated", "str"), "file_mode": ("file_mode", "mode"),
         "dir_mode": ("dir_mode", "mode"),
@@ -156,6 +158,7 @@ _NUMBERS: dict[str, tuple[str, float, float, bool]] = {
     "settle_seconds": ("ingest.settle_seconds", 0, _DAY, False),
     "rescan_seconds": ("ingest.rescan_seconds", 1, 30 * _DAY, True),
     "companion_grace_seconds": ("ingest.companion_grace_seconds", 0, 30 * _DAY, False),
+    "incomplete_grace_seconds": ("ingest.incomplete_grace_seconds", 0, 30 * _DAY, False),
     "batch_idle_seconds": ("ingest.batch_idle_seconds", 0, 30 * _DAY, False),
     "metrics_interval": ("metrics.interval_seconds", 0, _DAY, False),
 }

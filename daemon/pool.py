@@ -52,6 +52,8 @@ class Pool:
         self.on_result = on_result
         self.companion_grace = companion_grace
         self.expected: Container[bytes] | None = None  # an import's paths (see pairing)
+        # why read leases cannot be had here, shared by the workers (logged once; `status`)
+        self.lease_trouble: set[str] = set()
         self.clock = clock
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
@@ -176,6 +178,7 @@ class Pool:
                               clock=self.clock, companion_grace=self.companion_grace,
                               committer=self.committer)
             ingest.expected = self.expected
+            ingest.lease_trouble = self.lease_trouble
             while not self.stopping.is_set():
                 self.beats[i] = self.clock()
                 item = self._next()

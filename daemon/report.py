@@ -71,12 +71,14 @@ def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
         state_free, state_ro = None, False
     today = query.parse_when("today")  # local midnight
     holder = writer(cfg)
+    daemon = daemon_state(cfg, holder)
     return {
         "now": {"writer": holder, "in_progress": journal.pending(conn),
                 "last_finished": query.last_finished(conn),
                 "last_filed": query.last_finished(conn, "filed"),
                 "batch": query.latest_batch(conn)},
-        "inbox_waiting": inbox_waiting(cfg, conn, holder),
+        "inbox_waiting": inbox_waiting(cfg, conn, holder,
+                                       (daemon or {}).get("held") or {}),
         "library_fs_bytes": size,
         "inbox": str(cfg.inbox), "inboxes": [str(i) for i in cfg.inboxes],
         "library": str(cfg.library),
@@ -93,7 +95,7 @@ def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
         "state_full": state_free is not None and state_free < STATE_LOW_BYTES,
         "state_read_only": state_ro,
         "recent_problems": list(journal.recent_problems(conn)),
-        "daemon": daemon_state(cfg, holder),
+        "daemon": daemon,
     }
 
 
@@ -184,8 +186,8 @@ def _flock_holder(st: os.stat_result) -> int | None:
     return None
 
 
-def inbox_waiting(cfg: Config, conn: apsw.Connection,
-                  holder: dict[str, Any] | None) -> dict[str, Any]:
+def inbox_waiting(cfg: Config, conn: apsw.Connection, holder: dict[str, Any] | None,
+                  held: dict[str, str] | None = None) -> dict[str, Any]:
     """Files in the inbox the daemon would take (partial and hidden names aside): how many
     wait, how many were handled and left in place on purpose, and the oldest waiting one
     (by ctime: when it arrived, even if moved in with an old mtime) and why it waits."""
@@ -225,7 +227,8 @@ def inbox_waiting(cfg: Config, conn: apsw.Connection,
         out["oldest"] = {"path": path.decode("utf-8", "backslashreplace"),
                          "since": query.utc_iso(datetime.fromtimestamp(ctime, UTC)),
                          "waiting_seconds": max(0.0, time.time() - ctime),
-                         "why": _why_waiting(cfg, st, job, holder)}
+                         "why": (held or {}).get(os.fsdecode(path))
+                         or _why_waiting(cfg, st, job, holder)}
     return out
 
 

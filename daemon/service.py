@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ def batch_id(kind: str) -> str:
 
 _FLOCK = "hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len, l_pid (Linux)
 LOCK_FILE = "lock"
+HELD_PUBLISHED = 200  # held-back files named in daemon.json (all are counted)
 COMMANDS = ("run", "import", "undo", "adopt", "verify")
 
 
@@ -336,7 +338,8 @@ class Daemon:
         self.fatal: BaseException | None = None
         self.rescan_due = threading.Event()
         self.candidates = Candidates(cfg.settle_seconds, capacity=max(10 * cfg.queue_size, 1000),
-                                     clock=clock, root_of=self._inbox_of)
+                                     clock=clock, root_of=self._inbox_of,
+                                     grace=cfg.incomplete_grace_seconds)
         # settled candidates waiting for room in the queue, in arrival order (a burst
         # larger than the queue waits here, not re-checked: the worker checks again)
         self.ready: dict[bytes, None] = {}
@@ -352,6 +355,7 @@ class Daemon:
         self.metrics_error = ""
         self.guard: CatalogGuard | None = None
         self.catalog_lost = ""
+        self.published = (-1, 0)  # (held files version, lease troubles) last published
 
     def request_stop(self, signum: int = 0, frame: object = None) -> None:
         self.stop.set()
@@ -446,6 +450,7 @@ class Daemon:
                     error = watcher.restart()
                     self.log.warning("watcher.restarted", inbox=os.fsdecode(watcher.inbox),
                                      reason="an observer thread died", error=error)
+                    self.candidates.events_lost()
                     self.rescan_due.set()
             due = self.candidates.due()
             if due and not pool.busy() and now - self.last_busy >= self.cfg.batch_idle_seconds:
@@ -454,6 +459,11 @@ class Daemon:
                 pool.batch = self._new_batch()  # a new burst after a quiet inbox
                 self.log.info("daemon.batch_started", batch=pool.batch)
             self.ready.update(dict.fromkeys(due))
+            while self.candidates.filed_short:
+                path, why = self.candidates.filed_short.pop()
+                self.log.warning("watcher.filed_cut_short", source=os.fsdecode(path), reason=why,
+                                 note=f"unchanged for {self.cfg.incomplete_grace_seconds:g} s: "
+                                 "filed as it is")
             for path in list(self.ready):
                 if not pool.offer(path):
                     break  # queue full: the rest wait for the next round, in order
@@ -468,6 +478,8 @@ class Daemon:
                 self._rescan()
                 next_rescan = now + self.cfg.rescan_seconds
             self._prune_dirs(now)
+            if (self.candidates.held_version, len(pool.lease_trouble)) != self.published:
+                self._publish()  # files held back, and why; why no lease can be had
             if pool.busy():
                 self.last_busy = now
             if self.metrics is not None and now >= next_metrics:
@@ -500,11 +512,16 @@ class Daemon:
         self.candidates.add(path)
         self.wake.set()  # look at it now, so its settle time starts now
 
+    def _on_closed(self, path: bytes) -> None:
+        self.candidates.add(path, closed=True)
+        self.wake.set()
+
     def _on_dir(self, path: bytes) -> None:
         self.rescan_due.set()  # a folder moved in brings files without events of their own
 
     def _on_overflow(self) -> None:
         self.log.warning("watcher.overflowed")
+        self.candidates.events_lost()
         self.rescan_due.set()
 
     def _on_result(self, result: Result) -> None:
@@ -604,7 +621,8 @@ class Daemon:
 
     def _watch(self, inbox: bytes) -> Watcher:
         watcher = Watcher(inbox, on_file=self._on_file, on_dir=self._on_dir,
-                          on_overflow=self._on_overflow)
+                          on_overflow=self._on_overflow, on_write=self.candidates.modified,
+                          on_close=self._on_closed)
         watcher.start()
         return watcher
 
@@ -657,6 +675,7 @@ class Daemon:
             self.pool.cfg = new  # each worker takes it up before its next files
             self.pool.companion_grace = new.companion_grace_seconds
         self.candidates.settle = new.settle_seconds
+        self.candidates.grace = new.incomplete_grace_seconds
         if new.timezone != old.timezone:
             tz = resolve_timezone(new.timezone)
             for reader in list(self.readers):
@@ -712,9 +731,19 @@ class Daemon:
     def _publish(self) -> None:
         """{state_dir}/daemon.json: what `status` shows of this daemon beyond the catalog
         (a failed reload, keys that need a restart, the inbox watched). Best effort."""
+        with self.candidates.lock:
+            version = self.candidates.held_version
+            held = dict(itertools.islice(self.candidates.held.items(), HELD_PUBLISHED))
+            n_held = len(self.candidates.held)
+        trouble = sorted(self.pool.lease_trouble) if self.pool is not None else []
+        self.published = (version, len(trouble))
         state = {"pid": os.getpid(), "config": self.cfg.source,
                  "inboxes": [str(i) for i in self.cfg.inboxes],
-                 "config_error": self.reload_error, "needs_restart": self.needs_restart}
+                 "config_error": self.reload_error, "needs_restart": self.needs_restart,
+                 # why a file the daemon sees is not taken yet (path: why), and how many
+                 "held": {os.fsdecode(p): why for p, why in held.items()}, "held_files": n_held,
+                 # why no read lease can be had (then the settle rule is all there is)
+                 "no_lease": trouble, "settle_seconds": self.cfg.settle_seconds}
         path = self.cfg.state_dir / STATE_FILE
         tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}")
         try:
@@ -734,6 +763,9 @@ class Daemon:
         head = f"watching {', '.join(map(str, self.cfg.inboxes))}"
         if pool is not None and pool.library_full:
             head = f"library full, waiting for space; {head}"
+        if pool is not None and pool.lease_trouble:
+            head = (f"no read lease ({'; '.join(sorted(pool.lease_trouble))}): filing on the "
+                    f"settle guess; {head}")
         if self.reload_error:
             head = f"config reload failed, running on the previous config ({self.reload_error}); {head}"
         elif self.needs_restart:

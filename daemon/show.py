@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -262,6 +263,13 @@ def status(info: dict[str, Any]) -> Iterator[str]:
         if d.get("needs_restart"):
             yield (f"CONFIG     changed but applied only after a restart: "
                    f"{', '.join(d['needs_restart'])} (systemctl restart mediasortd)")
+        if d.get("no_lease"):
+            yield (f"SETTLE     no read lease can be had on the inbox's files "
+                   f"({'; '.join(d['no_lease'])}): they are filed on the settle guess "
+                   f"(unchanged for {d.get('settle_seconds', 0):g} s, no writer the daemon "
+                   "can see, closed after its last write when seen arriving); a writer it "
+                   "cannot see that pauses longer is not detected (grant CAP_LEASE, or run "
+                   "the daemon as the inbox files' owner)")
     yield f"last       filed {ago(now['last_filed'])}"
     if info["library_full"]:
         yield ("LIBRARY FULL: files are waiting for space on the library's filesystem; "
@@ -301,6 +309,10 @@ def status(info: dict[str, Any]) -> Iterator[str]:
         why = inbox.get("filed_left_reason") or "the source could not be removed"
         yield (f"LEFT       {stuck:,} file(s) filed but left in the inbox: {why} "
                "(the service needs write access to the inbox)")
+    if d and d.get("held_files"):
+        yield (f"held       {d['held_files']:,} file(s) settled but not taken yet: "
+               + "; ".join(f"{n:,} {why.split(':')[0]}" for why, n in
+                           Counter(d["held"].values()).most_common(3)))
     if old := inbox["oldest"]:
         yield (f"oldest     {old['path']}, waiting since {local_time(old['since'])} "
                f"({duration(old['waiting_seconds'])}): {old['why']}")

@@ -2,7 +2,9 @@
 
 A file is a candidate on close-after-write, move-in or creation (hard links), and on
 every scan. It is handed on only once it is complete: size and mtime unchanged for
-settle_seconds and no process we can see has it open for writing. Partial names
+settle_seconds, no process we can see has it open for writing and, for a file seen
+being written (IN_MODIFY), a close-after-write (IN_CLOSE_WRITE) since its last write.
+Files held back, and why, are in `Candidates.held` (published for `status`). Partial names
 (`*.part`, dot-files, ...) wait until renamed. Memory is bounded: past `capacity`
 candidates, new ones are dropped and a rescan is requested instead.
 """
@@ -22,13 +24,22 @@ from watchdog.events import (
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
 from watchdog.observers.inotify import InotifyObserver
 
-from .fsops import open_dir, open_dir_beneath, parent_beneath, stat_beneath
+from .complete import cut_short
+from .fsops import (
+    Unusable,
+    open_dir,
+    open_dir_beneath,
+    open_source_beneath,
+    parent_beneath,
+    stat_beneath,
+)
 from .layout import is_partial
 
 
@@ -38,6 +49,13 @@ class _Seen:
     mtime_ns: int = -1
     since: float = 0.0  # when (size, mtime) was last seen to change
     version: int = 0  # bumped on every event; stale heap entries are skipped
+    writing: bool = False  # written to (IN_MODIFY) and not closed after writing since
+
+
+# why a settled file is held back (`status` shows these)
+NOT_CLOSED = ("written to and not closed since (inotify saw a write and no close-after-"
+              "write): taken once the writer closes it")
+CUT_SHORT = "looks cut short"
 
 
 class Candidates:
@@ -45,7 +63,8 @@ class Candidates:
     check times), so a burst of 20,000 files costs no polling. Thread-safe."""
 
     def __init__(self, settle_seconds: float, capacity: int, clock: Callable[[], float],
-                 root_of: Callable[[bytes], bytes | None] = lambda path: None) -> None:
+                 root_of: Callable[[bytes], bytes | None] = lambda path: None,
+                 grace: float | None = None) -> None:
         # the inbox a path lies in: looked at beneath it, never through links
         self.root_of = root_of
         self.settle = settle_seconds
@@ -55,8 +74,15 @@ class Candidates:
         self.seen: dict[bytes, _Seen] = {}
         self.heap: list[tuple[float, int, bytes]] = []
         self.overflowed = threading.Event()  # dropped something: rescan when there is room
+        self.held: dict[bytes, str] = {}  # settled but held back, and why
+        self.held_version = 0  # bumped when `held` changes (the daemon publishes it)
+        # a settled file that looks cut short (complete.cut_short) waits until it changes,
+        # or `grace` s unchanged, then is handed on as it is (listed in `filed_short`)
+        self.grace = grace
+        self.filed_short: list[tuple[bytes, str]] = []
 
-    def add(self, path: bytes) -> None:
+    def add(self, path: bytes, closed: bool = False) -> None:
+        """A path to look at now (an event or a scan); `closed`: a close-after-write."""
         with self.lock:
             seen = self.seen.get(path)
             if seen is None:
@@ -64,8 +90,39 @@ class Candidates:
                     self.overflowed.set()
                     return
                 seen = self.seen[path] = _Seen()
+            if closed:
+                seen.writing = False
             seen.version += 1
             heapq.heappush(self.heap, (self.clock(), seen.version, path))
+
+    def modified(self, path: bytes) -> None:
+        """A write to `path` (IN_MODIFY): not taken before a close-after-write. Cheap (one
+        per write): no heap entry unless the path is new."""
+        with self.lock:
+            seen = self.seen.get(path)
+            if seen is not None:
+                seen.writing = True
+                return
+        self.add(path)
+        with self.lock:
+            if (seen := self.seen.get(path)) is not None:
+                seen.writing = True
+
+    def events_lost(self) -> None:
+        """Events were lost (inotify overflow, an observer restarted): a close may be
+        among them, so no file waits for one; the settle rule (and the lease) stay."""
+        with self.lock:
+            for seen in self.seen.values():
+                seen.writing = False
+
+    def _hold(self, path: bytes, why: str | None) -> None:
+        """Record (or clear, why=None) why `path` is held back. Under the lock."""
+        if why is None:
+            if self.held.pop(path, None) is not None:
+                self.held_version += 1
+        elif self.held.get(path) != why:
+            self.held[path] = why
+            self.held_version += 1
 
     def __len__(self) -> int:
         return len(self.seen)
@@ -84,23 +141,58 @@ class Candidates:
                     st = stat_beneath(self.root_of(path), path)
                 except OSError:
                     del self.seen[path]
+                    self._hold(path, None)
                     continue
                 if stat.S_ISDIR(st.st_mode):
                     del self.seen[path]
+                    self._hold(path, None)
                     continue
                 if (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
                     seen.size, seen.mtime_ns, seen.since = st.st_size, st.st_mtime_ns, now
-                if now - seen.since >= self.settle:
-                    ready.append(path)
-                else:
+                if now - seen.since < self.settle:
                     heapq.heappush(self.heap, (seen.since + self.settle, version, path))
+                elif seen.writing:  # its writer has not closed it: look again later
+                    self._hold(path, NOT_CLOSED)
+                    heapq.heappush(self.heap, (now + max(self.settle, 0.1), version, path))
+                else:
+                    ready.append(path)
         if ready:
             writing = open_for_writing()
             busy = {p for p in ready if _devino(self.root_of(p), p) in writing}
             for p in busy:  # still open: look again after another settle period
                 self._recheck(p, now, now + max(self.settle, 0.1))
             ready = [p for p in ready if p not in busy]
-        return ready
+        return self._whole(ready, now) if ready and self.grace is not None else ready
+
+    def _whole(self, ready: list[bytes], now: float) -> list[bytes]:
+        """The settled files that do not look cut short, or have waited `grace` s
+        unchanged; the others wait until they change (an event, a rescan) or that long."""
+        assert self.grace is not None
+        out = []
+        for p in ready:
+            why = self._cut_short(p)
+            with self.lock:
+                seen = self.seen.get(p)
+                if why is not None and seen is not None and now - seen.since < self.grace:
+                    self._hold(p, f"{CUT_SHORT}: {why}; looked at again when it changes, "
+                               f"else filed as it is after {self.grace:g} s unchanged")
+                    heapq.heappush(self.heap, (seen.since + self.grace, seen.version, p))
+                    continue
+                if why is not None:
+                    self.filed_short.append((p, why))
+                self._hold(p, None)
+            out.append(p)
+        return out
+
+    def _cut_short(self, path: bytes) -> str | None:
+        src = open_source_beneath(self.root_of(path), path)
+        if isinstance(src, Unusable):
+            return None  # the worker says what is wrong with it
+        try:
+            assert src.fd is not None and src.st is not None
+            return cut_short(src.fd, src.st.st_size)
+        finally:
+            src.close()
 
     def next_due(self) -> float:
         """When the earliest candidate could be due (infinity when there is none)."""
@@ -116,6 +208,7 @@ class Candidates:
     def taken(self, path: bytes) -> None:
         with self.lock:
             self.seen.pop(path, None)
+            self._hold(path, None)
 
     def waiting(self) -> list[tuple[bytes, float]]:
         """(path, seconds since it last changed) for every candidate."""
@@ -260,9 +353,12 @@ class _Overflow(logging.Handler):
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_file: Callable[[bytes], None], on_dir: Callable[[bytes], None]):
+    def __init__(self, on_file: Callable[[bytes], None], on_dir: Callable[[bytes], None],
+                 on_write: Callable[[bytes], None], on_close: Callable[[bytes], None]):
         self.on_file = on_file
         self.on_dir = on_dir
+        self.on_write = on_write  # IN_MODIFY
+        self.on_close = on_close  # IN_CLOSE_WRITE
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         path = event.dest_path if isinstance(event, (FileMovedEvent, DirMovedEvent)) \
@@ -272,6 +368,10 @@ class _Handler(FileSystemEventHandler):
             return
         if event.is_directory:
             self.on_dir(p)
+        elif isinstance(event, FileModifiedEvent):
+            self.on_write(p)
+        elif isinstance(event, FileClosedEvent):
+            self.on_close(p)
         else:
             self.on_file(p)
 
@@ -281,12 +381,15 @@ class Watcher:
 
     # (A chmod that makes an unreadable file readable is seen by the rescan: watchdog
     # asks inotify for IN_ATTRIB only together with every IN_MODIFY of every write.)
-    EVENTS = (FileClosedEvent, FileMovedEvent, FileCreatedEvent, DirCreatedEvent, DirMovedEvent)
+    EVENTS = (FileClosedEvent, FileModifiedEvent, FileMovedEvent, FileCreatedEvent,
+              DirCreatedEvent, DirMovedEvent)
 
     def __init__(self, inbox: bytes, on_file: Callable[[bytes], None],
-                 on_dir: Callable[[bytes], None], on_overflow: Callable[[], None]) -> None:
+                 on_dir: Callable[[bytes], None], on_overflow: Callable[[], None],
+                 on_write: Callable[[bytes], None] = lambda path: None,
+                 on_close: Callable[[bytes], None] | None = None) -> None:
         self.inbox = inbox
-        self.handler = _Handler(on_file, on_dir)
+        self.handler = _Handler(on_file, on_dir, on_write, on_close or on_file)
         self.observer = self._observer()
         self.overflow = _Overflow(on_overflow)
 

@@ -12,7 +12,7 @@ LEVELS = {
     "errors": 0, "model": 0,
     "config": 1, "layout": 0, "companions": 0,
     "db": 2, "journal": 2, "catalog": 2, "query": 2, "undolog": 2,
-    "fsops": 2, "exiftool": 2, "quickmeta": 2, "metadata": 3, "watcher": 3, "notify": 2, "logs": 2,
+    "fsops": 2, "complete": 1, "exiftool": 2, "quickmeta": 2, "metadata": 3, "watcher": 3, "notify": 2, "logs": 2,
     "pairing": 3, "ingest": 4, "report": 4, "lookup": 3, "undo": 3,
     "pool": 5, "metrics": 5, "show": 4,
     "service": 6, "oneshot": 7, "maintain": 8,
