@@ -459,6 +459,9 @@ class Daemon:
                 pool.batch = self._new_batch()  # a new burst after a quiet inbox
                 self.log.info("daemon.batch_started", batch=pool.batch)
             self.ready.update(dict.fromkeys(due))
+            while self.candidates.newly_held:
+                path, why = self.candidates.newly_held.pop(0)
+                self.log.info("watcher.held", source=os.fsdecode(path), reason=why)
             while self.candidates.filed_short:
                 path, why = self.candidates.filed_short.pop()
                 self.log.warning("watcher.filed_cut_short", source=os.fsdecode(path), reason=why,

@@ -76,6 +76,7 @@ class Candidates:
         self.overflowed = threading.Event()  # dropped something: rescan when there is room
         self.held: dict[bytes, str] = {}  # settled but held back, and why
         self.held_version = 0  # bumped when `held` changes (the daemon publishes it)
+        self.newly_held: list[tuple[bytes, str]] = []  # (path, why) to log, newest last
         # a settled file that looks cut short (complete.cut_short) waits until it changes,
         # or `grace` s unchanged, then is handed on as it is (listed in `filed_short`)
         self.grace = grace
@@ -123,6 +124,8 @@ class Candidates:
         elif self.held.get(path) != why:
             self.held[path] = why
             self.held_version += 1
+            if len(self.newly_held) < 1000:
+                self.newly_held.append((path, why))
 
     def __len__(self) -> int:
         return len(self.seen)

@@ -166,8 +166,9 @@ def test_rejects_leave_the_inbox_across_bind_mounts(hostile: Configured) -> None
 
 def test_a_stalled_writer_of_another_user_under_the_unit(hostile: Configured) -> None:
     """A writer of another user (outside the service's sight: another uid, another pid
-    namespace) stalls 3 x settle with half a photo written: the service waits (its read
-    lease cannot be had while the file is open for writing), then files the whole."""
+    namespace) stalls 3 x settle with half a photo written: the service waits (inotify saw
+    writes and no close; its read lease cannot be had while the file is open for
+    writing), then files the whole."""
     box, inbox, library = hostile.box, hostile.inbox, hostile.library
     gid = inbox.stat().st_gid  # the inbox's group may write there
     data = make_jpeg(5300, datetime(2016, 7, 8, 9, 10, 11)) + os.urandom(200_000)
@@ -181,7 +182,10 @@ def test_a_stalled_writer_of_another_user_under_the_unit(hostile: Configured) ->
         w.stdin.flush()
         assert int(w.stdout.readline()) == 0
         stalled = time.monotonic()
+        # held by the first check that sees it: inotify's writes without a close (the
+        # watcher), else the read lease (the worker)
         wait_for(lambda: any(says(e, "still open for writing", "hostile-slow")
+                             or says(e, "not closed since", "hostile-slow")
                              for e in box.journal()),
                  30, lambda: "the service to see the writer: " + box.sx(
                      "journalctl", "-u", UNIT, "-n", "20", "--no-pager", check=False).stdout)
