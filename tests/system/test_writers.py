@@ -8,11 +8,13 @@ MOV) waits until it is whole, or is filed as it is after incomplete_grace_second
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench.ours import Notify as NotifySocket
 from tests.helpers import cli, cli_argv, jpeg_bytes, wait_for
 from tests.system.test_safepaths import (
     BASE,
@@ -30,12 +32,16 @@ from tests.system.test_safepaths import (
 
 
 class NoLeaseDaemon:
-    """The real `mediasortd run` as nobody, with no capability at all."""
+    """The real `mediasortd run` as nobody, with no capability at all (and a
+    NOTIFY_SOCKET it can write to)."""
 
     def __init__(self, base: Path, cfg_path: Path) -> None:
         self.log_path = base / "daemon.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by close()
+        self.notify = NotifySocket(base / "notify.sock")
+        os.chmod(self.notify.path, 0o777)
         self.proc = subprocess.Popen(as_user(DAEMON_UID, [*cli_argv(cfg_path), "run"]),
+                                     env={**os.environ, "NOTIFY_SOCKET": str(self.notify.path)},
                                      stdout=self.log, stderr=self.log)
 
     def text(self) -> str:
@@ -46,6 +52,7 @@ class NoLeaseDaemon:
             self.proc.terminate()
             self.proc.wait(30)
         self.log.close()
+        self.notify.close()
 
 
 def test_no_lease_is_said_in_status(shared_dir: Path) -> None:  # noqa: F811
@@ -71,6 +78,9 @@ def test_no_lease_is_said_in_status(shared_dir: Path) -> None:  # noqa: F811
         assert "no read lease" in line and ("denied" in line or "not permitted" in line), line
         info = json.loads(cli(cfg_path, "status", "--json").stdout)
         assert info["daemon"]["no_lease"], info["daemon"]
+        wait_for(lambda: any("no read lease" in ln and "settle guess" in ln
+                             for ln in d.notify.seen("STATUS=")), 10,
+                 lambda: f"STATUS= to say it: {d.notify.seen('STATUS=')}")
     finally:
         d.close()
 
