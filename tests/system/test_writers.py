@@ -99,7 +99,8 @@ def test_an_open_stalled_writer_without_lease_is_waited_for(shared_dir: Path) ->
         w = writer(path, data, 2, "stall")
         assert w.stdout is not None and int(w.stdout.readline()) == 0  # half written, open
         stalled = time.monotonic()
-        wait_for(lambda: "not closed since" in cli(cfg_path, "status").stdout, 30,
+        wait_for(lambda: any(ln.startswith("oldest") and "open.jpg" in ln and "not closed since"
+                             in ln for ln in cli(cfg_path, "status").stdout.splitlines()), 30,
                  lambda: cli(cfg_path, "status").stdout + d.text()[-2000:])
         while time.monotonic() < stalled + 3 * settle:  # the stall: nothing taken
             assert path.exists() and not list(cfg.library.glob("20*/*")), "filed mid-write"
@@ -137,7 +138,8 @@ def _cut_and_resumed(base: Path, name: str, data: bytes, cut: int) -> None:
         w.stdin.close()
         assert w.stdout.readline().strip() == b"paused"  # first part written and closed
         paused = time.monotonic()
-        wait_for(lambda: "looks cut short" in cli(cfg_path, "status").stdout, 30,
+        wait_for(lambda: any(ln.startswith("oldest") and name in ln and "looks cut short" in ln
+                             for ln in cli(cfg_path, "status").stdout.splitlines()), 30,
                  lambda: cli(cfg_path, "status").stdout + d.text()[-2000:])
         while time.monotonic() < paused + 3 * settle:  # the pause: nothing taken
             assert path.exists() and not user_jobs(cfg), "taken while cut short"
