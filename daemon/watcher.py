@@ -382,8 +382,9 @@ class _Handler(FileSystemEventHandler):
 class Watcher:
     """An inotify observer on the inbox and every folder under it."""
 
-    # (A chmod that makes an unreadable file readable is seen by the rescan: watchdog
-    # asks inotify for IN_ATTRIB only together with every IN_MODIFY of every write.)
+    # IN_MODIFY (FileModifiedEvent) marks a file as being written until its
+    # IN_CLOSE_WRITE (FileClosedEvent). (A chmod that makes an unreadable file readable is
+    # seen by the rescan: watchdog's FileAttribEvent is not among these.)
     EVENTS = (FileClosedEvent, FileModifiedEvent, FileMovedEvent, FileCreatedEvent,
               DirCreatedEvent, DirMovedEvent)
 
