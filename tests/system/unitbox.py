@@ -77,12 +77,14 @@ def files_under(top: Path, skip_dot_dirs: bool = False) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(top):
         if skip_dot_dirs and dirpath == str(top):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            filenames = [f for f in filenames if not f.startswith(".")]  # .mediasortd.library
         found += [Path(dirpath, f) for f in filenames]
     return found
 
 
 def library_files(library: Path) -> list[Path]:
-    """The filed files: everything except the dot folders (.staging, .duplicates, ...)."""
+    """The filed files: everything except the library's own dot entries (.staging,
+    .duplicates, ..., the catalog marker .mediasortd.library)."""
     return files_under(library, skip_dot_dirs=True)
 
 
