@@ -67,30 +67,10 @@ def open_source(path: bytes, expected: Identity | None = None) -> int | Unusable
     Returns the descriptor, or Unusable when the entry is missing, not a regular file,
     or unreadable. `expected` (its inode) guards against the entry being swapped.
     """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return Unusable("the file disappeared", missing=True)
-    except OSError as e:
-        if e.errno in TRANSIENT_ERRNOS:
-            raise  # retried later
-        return Unusable(f"cannot stat: {e.strerror}")
-    if not stat.S_ISREG(st.st_mode):
-        return Unusable(f"{kind_of(st.st_mode)}, not a regular file")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return Unusable("the file disappeared", missing=True)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return Unusable("a symbolic link, not a regular file")
-        if e.errno in TRANSIENT_ERRNOS:
-            raise  # retried later
-        return Unusable(f"cannot open: {e.strerror}", unreadable=e.errno == errno.EACCES)
-    fst = os.fstat(fd)
-    if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-        os.close(fd)
-        return Unusable("the entry was replaced while it was being opened")
+    got = _open_at(None, path)
+    if isinstance(got, Unusable):
+        return got
+    fd, fst = got
     if expected is not None and identity(fst).ino != expected.ino:
         os.close(fd)
         return Unusable("a different file now stands at this path", missing=True)
@@ -238,7 +218,9 @@ def open_source_beneath(root: bytes | None, path: bytes) -> Source | Unusable:
     return src
 
 
-def _open_at(dir_fd: int, name: bytes) -> tuple[int, os.stat_result] | Unusable:
+def _open_at(dir_fd: int | None, name: bytes) -> tuple[int, os.stat_result] | Unusable:
+    """lstat, open without following a link, and check the descriptor is that entry;
+    `dir_fd` None: `name` is a path."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:

@@ -37,6 +37,7 @@ from .model import Job, MediaInfo, NotMedia, Outcome, UndoItem, UndoOutcome
 from .pool import Pool
 from .service import StateLock, batch_id, make_reader, prepare
 from .show import printable
+from .show import size as human_size
 from .undo import Undoer
 from .undo import kill_hook_from_env as undo_kill_hook_from_env
 
@@ -143,8 +144,8 @@ class Progress:
         line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done:,}/{self.total:,} files"
         if self.total_bytes:
             rate = self.done_bytes / elapsed
-            line += f", {_size(self.done_bytes)}/{_size(self.total_bytes)}"
-            line += f", {_size(int(rate))}/s" if self.done_bytes else ""
+            line += f", {human_size(self.done_bytes)}/{human_size(self.total_bytes)}"
+            line += f", {human_size(int(rate))}/s" if self.done_bytes else ""
             if rate > 0 and self.done < self.total:
                 line += f", {_duration((self.total_bytes - self.done_bytes) / rate)} left"
         parts = ", ".join(f"{n:,} {k}" for k, n in self.counts.items() if n)
@@ -202,15 +203,6 @@ class Progress:
                              if k not in ("event", "level", "timestamp") and v is not None)
             return f"{name} {extra}".rstrip()
         return None
-
-
-def _size(n: int) -> str:
-    f = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if f < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{f:.1f} {unit}"
-        f /= 1024
-    return f"{n} B"
 
 
 def _duration(secs: float) -> str:
@@ -315,8 +307,8 @@ def summary_table(summary: ImportSummary, library: str) -> list[str]:
     where the library is."""
     c = summary.counts
     rate = summary.bytes / summary.seconds if summary.seconds > 0 else 0
-    lines = [(f"  {summary.total:,} file(s), {_size(summary.bytes)} in "
-              f"{_duration(summary.seconds)} ({_size(int(rate))}/s), batch {summary.batch}")]
+    lines = [(f"  {summary.total:,} file(s), {human_size(summary.bytes)} in "
+              f"{_duration(summary.seconds)} ({human_size(int(rate))}/s), batch {summary.batch}")]
     rows = [("filed", c.get("filed", 0), f"into {library}"),
             ("duplicates", c.get("duplicate", 0), "content already in the library"),
             ("rejected", c.get("rejected", 0), ""), ("failed", c.get("failed", 0), ""),
