@@ -33,6 +33,7 @@ from watchdog.observers.inotify import InotifyObserver
 
 from .complete import cut_short
 from .fsops import (
+    TRANSIENT_ERRNOS,
     Unusable,
     open_dir,
     open_dir_beneath,
@@ -142,7 +143,11 @@ class Candidates:
                     continue
                 try:
                     st = stat_beneath(self.root_of(path), path)
-                except OSError:
+                except OSError as e:
+                    if e.errno in TRANSIENT_ERRNOS:  # our trouble (EMFILE...), not the
+                        # file's: it stays a candidate and is looked at again later
+                        heapq.heappush(self.heap, (now + max(self.settle, 1.0), version, path))
+                        continue
                     del self.seen[path]
                     self._hold(path, None)
                     continue
@@ -173,7 +178,13 @@ class Candidates:
         assert self.grace is not None
         out = []
         for p in ready:
-            why = self._cut_short(p)
+            try:
+                why = self._cut_short(p)
+            except OSError:  # EMFILE and the like (open_source_beneath raises only those):
+                with self.lock:  # it stays a candidate, looked at again later
+                    if (seen := self.seen.get(p)) is not None:
+                        heapq.heappush(self.heap, (now + max(self.settle, 1.0), seen.version, p))
+                continue
             with self.lock:
                 seen = self.seen.get(p)
                 if why is not None and seen is not None and now - seen.since < self.grace:
