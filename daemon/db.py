@@ -44,6 +44,12 @@ _TALLY_JOB = """
         ON CONFLICT (batch, outcome) DO UPDATE SET n = n + 1;
 """
 
+# a job's source's base name, lowered, when the source is printable ASCII, else NULL
+# (indexed by the last migration; query.find_name must use this very expression)
+_SRC = "CAST(source AS TEXT)"
+JOB_LOWER_BASE = (f"CASE WHEN {_SRC} NOT GLOB '*[^ -~]*' THEN lower(substr({_SRC}, "
+                  f"length(rtrim({_SRC}, replace({_SRC}, '/', ''))) + 1)) END")
+
 MIGRATIONS: list[str] = [
     # 1: the catalog (one row per library file) and the journal (one row per job)
     """
@@ -251,6 +257,14 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO catalog_identity VALUES (1, lower(hex(randomblob(16))),
                                          strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+    """,
+    # `find 'IMG_12*'`: a name glob's literal prefix as an index range (query.find_name)
+    # instead of reading every row: the catalog's names as `lower()` compares them, and
+    # each job's base name, lowered, when it is printable ASCII (NULL otherwise: Python's
+    # lower() of other names can differ from SQLite's, so find_name reads those apart)
+    f"""
+    CREATE INDEX files_lower_name ON files(lower(original_name));
+    CREATE INDEX jobs_lower_base ON jobs({JOB_LOWER_BASE});
     """,
 ]
 

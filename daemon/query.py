@@ -15,6 +15,8 @@ from typing import Any
 
 import apsw
 
+from . import db
+
 _FILE_COLS = ("f.id, substr(f.sha256, 1, 64), f.size, f.path, f.captured, f.utc_offset, f.date_source, "
               "f.date_raw, f.confidence, f.original_name, f.source_path, f.imported_at, "
               "f.file_type, f.kind, f.job_id, f.missing_since, j.batch, j.finished_at, j.step, "
@@ -93,11 +95,42 @@ def find_date(conn: apsw.Connection, day_or_month: str, limit: int) -> list[dict
                        (day_or_month, day_or_month + "\x7f"), limit)
 
 
+def _ascii_prefix_range(pat: str) -> tuple[str, str] | None:
+    """[lo, hi): every string that starts with the glob's literal ASCII prefix (the part
+    before the first `*`, `?`, `[` or non-ASCII character), or None when it is empty.
+
+    Only ASCII: an ASCII character of a pattern matches only that very byte, in SQLite's
+    GLOB (which decodes malformed UTF-8 to U+FFFD or to the code point an overlong form
+    spells) as in fnmatch on a lowered name, so a match always starts with these bytes."""
+    end = 0
+    while end < len(pat) and pat[end] not in "*?[" and pat[end] < "\x80":
+        end += 1
+    if not end:
+        return None
+    lo = pat[:end]
+    return lo, lo[:-1] + chr(ord(lo[-1]) + 1)  # byte order is code point order in UTF-8
+
+
 def find_name(conn: apsw.Connection, pattern: str, limit: int) -> list[dict[str, Any]]:
-    """Original names matching a glob (`IMG_12*`), case-insensitively."""
+    """Original names matching a glob (`IMG_12*`), case-insensitively.
+
+    A literal prefix is an index range (db migration `files_lower_name`,
+    `jobs_lower_base`) besides the glob, which still decides: the same rows as a scan.
+    Jobs whose base name is not printable ASCII are indexed as NULL and always looked at,
+    since Python's lower() (the match below) may fold them differently than SQLite's."""
     pat = pattern.lower()
-    files = files_where(conn, "lower(f.original_name) GLOB ?", (pat,), limit)
-    jobs = [j for j in jobs_where(conn, "1", (), None)
+    rng = _ascii_prefix_range(pat)
+    # `+`: not SQLite's own GLOB-to-range rewrite on the index, which would compare the
+    # bytes of a non-ASCII prefix where GLOB compares decoded (even malformed) characters
+    if rng is None:
+        files = files_where(conn, "+lower(f.original_name) GLOB ?", (pat,), limit)
+        jobs_in = jobs_where(conn, "1", (), None)
+    else:
+        files = files_where(conn, "lower(f.original_name) >= ? AND lower(f.original_name) < ?"
+                            " AND +lower(f.original_name) GLOB ?", (*rng, pat), limit)
+        base = db.JOB_LOWER_BASE
+        jobs_in = jobs_where(conn, f"({base} >= ? AND {base} < ?) OR {base} IS NULL", rng, None)
+    jobs = [j for j in jobs_in
             if fnmatch.fnmatchcase(os.path.basename(j["source"]).lower(), pat)][:limit]
     return files + jobs
 
