@@ -44,12 +44,6 @@ _TALLY_JOB = """
         ON CONFLICT (batch, outcome) DO UPDATE SET n = n + 1;
 """
 
-# a job's source's base name, lowered, when the source is printable ASCII, else NULL
-# (indexed by the last migration; query.find_name must use this very expression)
-_SRC = "CAST(source AS TEXT)"
-JOB_LOWER_BASE = (f"CASE WHEN {_SRC} NOT GLOB '*[^ -~]*' THEN lower(substr({_SRC}, "
-                  f"length(rtrim({_SRC}, replace({_SRC}, '/', ''))) + 1)) END")
-
 MIGRATIONS: list[str] = [
     # 1: the catalog (one row per library file) and the journal (one row per job)
     """
@@ -262,9 +256,13 @@ MIGRATIONS: list[str] = [
     # instead of reading every row: the catalog's names as `lower()` compares them, and
     # each job's base name, lowered, when it is printable ASCII (NULL otherwise: Python's
     # lower() of other names can differ from SQLite's, so find_name reads those apart)
-    f"""
+    # (query.JOB_LOWER_BASE is the jobs' expression, written the same; test_find_name)
+    """
     CREATE INDEX files_lower_name ON files(lower(original_name));
-    CREATE INDEX jobs_lower_base ON jobs({JOB_LOWER_BASE});
+    CREATE INDEX jobs_lower_base ON jobs(
+        CASE WHEN CAST(source AS TEXT) NOT GLOB '*[^ -~]*'
+             THEN lower(substr(CAST(source AS TEXT), length(rtrim(CAST(source AS TEXT),
+                               replace(CAST(source AS TEXT), '/', ''))) + 1)) END);
     """,
 ]
 

@@ -15,8 +15,6 @@ from typing import Any
 
 import apsw
 
-from . import db
-
 _FILE_COLS = ("f.id, substr(f.sha256, 1, 64), f.size, f.path, f.captured, f.utc_offset, f.date_source, "
               "f.date_raw, f.confidence, f.original_name, f.source_path, f.imported_at, "
               "f.file_type, f.kind, f.job_id, f.missing_since, j.batch, j.finished_at, j.step, "
@@ -35,6 +33,11 @@ _NOT_IN_CATALOG = "NOT EXISTS (SELECT 1 FROM files c WHERE c.job_id = j.id)"
 
 SHA_PREFIX = re.compile(r"^[0-9a-fA-F]{6,64}$")
 DATE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
+# a job's source's base name, lowered, when the source is printable ASCII, else NULL:
+# the expression of the index jobs_lower_base (db.MIGRATIONS), written the same
+_SRC = "CAST(source AS TEXT)"
+JOB_LOWER_BASE = (f"CASE WHEN {_SRC} NOT GLOB '*[^ -~]*' THEN lower(substr({_SRC}, "
+                  f"length(rtrim({_SRC}, replace({_SRC}, '/', ''))) + 1)) END")
 
 
 def _text(v: Any) -> Any:
@@ -114,7 +117,7 @@ def _ascii_prefix_range(pat: str) -> tuple[str, str] | None:
 def find_name(conn: apsw.Connection, pattern: str, limit: int) -> list[dict[str, Any]]:
     """Original names matching a glob (`IMG_12*`), case-insensitively.
 
-    A literal prefix is an index range (db migration `files_lower_name`,
+    A literal prefix is an index range (indexes `files_lower_name`,
     `jobs_lower_base`) besides the glob, which still decides: the same rows as a scan.
     Jobs whose base name is not printable ASCII are indexed as NULL and always looked at,
     since Python's lower() (the match below) may fold them differently than SQLite's."""
@@ -128,7 +131,7 @@ def find_name(conn: apsw.Connection, pattern: str, limit: int) -> list[dict[str,
     else:
         files = files_where(conn, "lower(f.original_name) >= ? AND lower(f.original_name) < ?"
                             " AND +lower(f.original_name) GLOB ?", (*rng, pat), limit)
-        base = db.JOB_LOWER_BASE
+        base = JOB_LOWER_BASE
         jobs_in = jobs_where(conn, f"({base} >= ? AND {base} < ?) OR {base} IS NULL", rng, None)
     jobs = [j for j in jobs_in
             if fnmatch.fnmatchcase(os.path.basename(j["source"]).lower(), pat)][:limit]

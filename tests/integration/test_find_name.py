@@ -100,7 +100,7 @@ def test_find_name_through_the_indexes_equals_the_scan(tmp_path: Path) -> None:
             "EXPLAIN QUERY PLAN SELECT id FROM files WHERE lower(original_name) >= 'img_1'"
             " AND lower(original_name) < 'img_2'"))
         assert "files_lower_name" in plan, plan
-        base = db.JOB_LOWER_BASE
+        base = query.JOB_LOWER_BASE
         plan = " ".join(str(r) for r in conn.execute(
             f"EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE ({base} >= 'img_1' AND"
             f" {base} < 'img_2') OR {base} IS NULL"))
@@ -118,7 +118,7 @@ def test_job_base_name_index_expression(tmp_path: Path) -> None:
         for source in [b"/a/b/IMG_1.JPG", b"IMG_1.JPG", b"/a/b/", b"/", b"", b"a//B",
                        b"/a/\xc3\xa9.jpg", b"/a/\xff.jpg", b"/a\xff/b.JPG", b"/a/\x01.jpg",
                        b"/a/\x7f.jpg", b"/x y/~Z.JPG"]:
-            got = conn.execute(f"SELECT {db.JOB_LOWER_BASE} FROM (SELECT ? AS source)",
+            got = conn.execute(f"SELECT {query.JOB_LOWER_BASE} FROM (SELECT ? AS source)",
                                (source,)).fetchall()[0][0]
             printable = all(0x20 <= c <= 0x7E for c in source)
             want = os.path.basename(source.decode()).lower() if printable else None
