@@ -166,6 +166,31 @@ def stat_beneath(root: bytes | None, path: bytes) -> os.stat_result:
         os.close(dir_fd)
 
 
+class FolderStats:
+    """stat_beneath for a run of paths: the folder of the last path stays open and is
+    used again for the next path in the same folder under the same root (resolved once,
+    as parent_beneath does), instead of opening it again for every file. The caller
+    closes it before anything slow, so it is never older than its run of lstat calls."""
+
+    def __init__(self) -> None:
+        self.key: tuple[bytes | None, bytes] | None = None
+        self.fd = -1
+
+    def stat(self, root: bytes | None, path: bytes) -> os.stat_result:
+        """stat_beneath(root, path). Raises OSError."""
+        key = (root, os.path.dirname(path))
+        if key != self.key:
+            self.close()
+            self.fd, _ = parent_beneath(root, path)
+            self.key = key
+        return os.stat(os.path.basename(path), dir_fd=self.fd, follow_symlinks=False)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd, self.key = -1, None
+
+
 WAY_ERRNOS = (errno.ELOOP, errno.ENOTDIR, errno.EXDEV)  # a folder on the way is not one
 
 

@@ -30,6 +30,7 @@ from .db import CATALOG_BROKEN, Committer, state_blocked, transaction
 from .errors import ToolError
 from .fsops import (
     WAY_ERRNOS,
+    FolderStats,
     Source,
     SourceChanged,
     Unusable,
@@ -45,7 +46,6 @@ from .fsops import (
     open_source_beneath,
     parent_beneath,
     same_file,
-    stat_beneath,
     take_lease,
     unlink_at_if,
     unlink_quiet,
@@ -254,25 +254,30 @@ class Ingestor:
         results: dict[int, Result] = {}
         chunk: list[tuple[int, bytes, Identity]] = []
         chunk_bytes = 0
-        for i, path in enumerate(paths):
-            try:
-                st = stat_beneath(self._root(path), path)
-            except FileNotFoundError:
-                results[i] = Skipped(path, "gone")
-                continue
-            except OSError as e:
-                if e.errno not in WAY_ERRNOS:
-                    raise
-                results[i] = Skipped(path, way_reason(e))
-                continue
-            if stat.S_ISDIR(st.st_mode):  # lstat: a link to a folder is an entry
-                results[i] = Skipped(path, "a directory")
-                continue
-            if chunk and chunk_bytes + st.st_size > BATCH_BYTES:
-                results.update(self._lockstep(chunk, move))
-                chunk, chunk_bytes = [], 0
-            chunk.append((i, path, identity(st)))
-            chunk_bytes += st.st_size
+        folders = FolderStats()  # one open of a folder for its run of paths
+        try:
+            for i, path in enumerate(paths):
+                try:
+                    st = folders.stat(self._root(path), path)
+                except FileNotFoundError:
+                    results[i] = Skipped(path, "gone")
+                    continue
+                except OSError as e:
+                    if e.errno not in WAY_ERRNOS:
+                        raise
+                    results[i] = Skipped(path, way_reason(e))
+                    continue
+                if stat.S_ISDIR(st.st_mode):  # lstat: a link to a folder is an entry
+                    results[i] = Skipped(path, "a directory")
+                    continue
+                if chunk and chunk_bytes + st.st_size > BATCH_BYTES:
+                    folders.close()  # resolved again after the batch's work
+                    results.update(self._lockstep(chunk, move))
+                    chunk, chunk_bytes = [], 0
+                chunk.append((i, path, identity(st)))
+                chunk_bytes += st.st_size
+        finally:
+            folders.close()
         if chunk:
             results.update(self._lockstep(chunk, move))
         return [(path, results[i]) for i, path in enumerate(paths)]

@@ -65,9 +65,22 @@ class _Field:
     fallback: str | None  # the `|text` part, when given
 
 
-def parse_layout(layout: str) -> list[str | _Field]:
+_PARSED: dict[str, tuple[str | _Field, ...]] = {}  # parse_layout's answers (pure, per text)
+
+
+def parse_layout(layout: str) -> tuple[str | _Field, ...]:
     """Literal text and fields, in order; LayoutError when `layout` is not a plain template
-    of known fields (no format specs, no conversions, no attribute or index access)."""
+    of known fields (no format specs, no conversions, no attribute or index access).
+    Parsed once per text (render runs for every file); errors are not kept."""
+    if (got := _PARSED.get(layout)) is not None:
+        return got
+    parsed = tuple(_parse_layout(layout))
+    if len(_PARSED) < 64:
+        _PARSED[layout] = parsed
+    return parsed
+
+
+def _parse_layout(layout: str) -> list[str | _Field]:
     out: list[str | _Field] = []
     try:
         parsed = list(string.Formatter().parse(layout))
