@@ -130,10 +130,15 @@ def open_dir_beneath(root_fd: int, rel: bytes) -> int:
         fd = _openat2(root_fd, joined)
         if fd is not None:
             return fd
-    fd = os.dup(root_fd)
+    return _down(os.dup(root_fd), parts, _DIR_FLAGS)
+
+
+def _down(fd: int, parts: list[bytes], flags: int) -> int:
+    """From the folder `fd` (taken over), open each of `parts` in turn beneath the last;
+    the last one's descriptor (every other one closed, also on failure)."""
     try:
         for part in parts:
-            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            nxt = os.open(part, flags, dir_fd=fd)
             os.close(fd)
             fd = nxt
     except BaseException:
@@ -709,17 +714,7 @@ def open_dir(path: bytes) -> int:
         return os.open(path, flags)
     head = path[:_PATH_MAX - 1].rpartition(b"/")[0] or b"/"
     rest = path[len(head):].lstrip(b"/")
-    fd = os.open(head, flags)
-    try:
-        for part in rest.split(b"/"):
-            if part:
-                nxt = os.open(part, flags, dir_fd=fd)
-                os.close(fd)
-                fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _down(os.open(head, flags), [part for part in rest.split(b"/") if part], flags)
 
 
 def move_at(src_dir: int, name: bytes, dst_dir: int, dst_name: bytes, *,
