@@ -99,6 +99,9 @@ def cli(cfg_path: Path, *args: str, env: dict[str, str] | None = None,
                           env={**os.environ, **(env or {})}, check=check)
 
 
+POLL = 0.02  # how often wait_for and holds look
+
+
 def wait_for(pred: Callable[[], Any], timeout: float = 30.0,
              what: str | Callable[[], str] = "condition") -> Any:
     """Poll `pred` until it is truthy, against a deadline (never a fixed sleep). A
@@ -111,7 +114,16 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0,
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:g}s waiting for "
                                  f"{what() if callable(what) else what}")
-        time.sleep(0.02)
+        time.sleep(POLL)
+
+
+def holds(pred: Callable[[], Any], seconds: float, what: str) -> None:
+    """Check, polling like wait_for, that `pred` stays truthy for `seconds`: for what must
+    not happen during a period (nothing filed while a writer stalls)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        assert pred(), what
+        time.sleep(POLL)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from daemon import db, journal
-from tests.helpers import check_consistent, jpeg_bytes, make_config, tree_hashes, wait_for, write
+from tests.helpers import (
+    check_consistent,
+    holds,
+    jpeg_bytes,
+    make_config,
+    tree_hashes,
+    wait_for,
+    write,
+)
 from tests.system.daemon_harness import Daemon
 
 BASE = datetime(2021, 5, 6, 7, 8, 9)
@@ -236,14 +244,16 @@ def test_a_file_appended_to_forever_is_never_taken_and_status_says_why(setup) ->
     appender = threading.Thread(target=append)
     appender.start()
     said = ""
+
+    def not_taken() -> bool:  # and, until it does, ask status why it waits
+        nonlocal said
+        if not said:
+            out = cli(cfg.source, "status").stdout
+            said = out if "still changing" in out else ""
+        return library_count(cfg) == 0
+
     try:
-        end = time.monotonic() + 3.0  # ten settle periods of steady growth
-        while time.monotonic() < end:
-            assert library_count(cfg) == 0, "taken while still growing"
-            if not said:
-                out = cli(cfg.source, "status").stdout
-                said = out if "still changing" in out else ""
-            time.sleep(0.02)  # the poll interval of this loop, not a synchronisation
+        holds(not_taken, 3.0, "taken while still growing")  # ten settle periods of growth
     finally:
         stop.set()
         appender.join()

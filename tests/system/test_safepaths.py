@@ -22,6 +22,7 @@ import pytest
 from daemon import db
 from tests.helpers import (
     cli,
+    holds,
     cli_argv,
     jpeg_bytes,
     make_config,
@@ -176,13 +177,15 @@ def as_user(uid: int, argv: list[str], lease: bool = False) -> list[str]:
 
 class UserDaemon:
     """The real `mediasortd run` as the user nobody, with CAP_LEASE alone (as the unit
-    grants it)."""
+    grants it), or with no capability at all (`lease=False`); `env`: more environment."""
 
-    def __init__(self, base: Path, cfg_path: Path) -> None:
+    def __init__(self, base: Path, cfg_path: Path, *, lease: bool = True,
+                 env: dict[str, str] | None = None) -> None:
         self.log_path = base / "daemon.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by close()
         self.proc = subprocess.Popen(as_user(DAEMON_UID, [*cli_argv(cfg_path), "run"],
-                                             lease=True), stdout=self.log, stderr=self.log)
+                                             lease=lease), env={**os.environ, **(env or {})},
+                                     stdout=self.log, stderr=self.log)
 
     def text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -286,9 +289,8 @@ def test_a_stalled_writer_of_another_user_is_waited_for(shared_dir: Path) -> Non
         wait_for(lambda: any(why in cli(cfg_path, "status").stdout for why in
                              ("still open for writing", "not closed since")), 30,
                  "the daemon to see the writer")
-        while time.monotonic() < stalled + 3 * 0.5:  # the stall: nothing filed meanwhile
-            assert path.exists() and not list(cfg.library.glob("20*/*")), "filed mid-write"
-            time.sleep(0.05)
+        holds(lambda: path.exists() and not list(cfg.library.glob("20*/*")),  # the stall
+              stalled + 3 * 0.5 - time.monotonic(), "filed mid-write")
         assert w.stdin is not None
         w.stdin.write(b"\n")
         w.stdin.flush()
@@ -315,9 +317,7 @@ def test_a_writer_that_reopens_between_chunks_is_not_cut(shared_dir: Path) -> No
         for _ in range(7):
             for w in writers:
                 go_on(w)
-            t = time.monotonic()
-            while time.monotonic() < t + 0.15:  # the writers' pause between chunks
-                time.sleep(0.02)
+            time.sleep(0.15)  # the writers' own pace between chunks, not a sync point
         for w in writers:
             assert finish(w) == 0
         wait_for(lambda: not list(cfg.inbox.glob("*.jpg")) and idle(cfg), 30, "all filed")
@@ -376,23 +376,30 @@ def test_entries_leave_an_inbox_on_another_filesystem(shared_dir: Path) -> None:
         d.close()
 
 
+def deep_photo(top: Path, fill: str, data: bytes) -> int:
+    """`data` as deep.jpg 22 folders of 203 bytes below `top` (past PATH_MAX, so made
+    through folder descriptors): the deepest folder's descriptor (the caller closes it)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for i in range(22):
+        name = f"d{i:02d}" + fill * 200
+        os.mkdir(name, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    out = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(out, data)
+    os.close(out)
+    return fd
+
+
 def test_a_path_longer_than_path_max_is_filed(tmp_path: Path, daemon_setup) -> None:
     """A photo 22 folders of 203 bytes deep (past PATH_MAX: no path-based call can reach
     it) is found, filed and removed through folder descriptors."""
     cfg, cfg_path = make_config(tmp_path, rescan_seconds=1.0)
     d = daemon_setup(cfg_path)
     data = jpeg_bytes(BASE, 44)
-    fd = os.open(cfg.inbox, os.O_RDONLY | os.O_DIRECTORY)
+    fd = deep_photo(cfg.inbox, "x", data)
     try:
-        for i in range(22):
-            name = f"d{i:02d}" + "x" * 200
-            os.mkdir(name, dir_fd=fd)
-            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        out = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(out, data)
-        os.close(out)
         wait_for(lambda: [p.read_bytes() for p in cfg.library.glob("20*/*")] == [data], 30,
                  "the deep photo to be filed")
         wait_for(lambda: "deep.jpg" not in os.listdir(fd) and idle(cfg), 30,
@@ -410,17 +417,8 @@ def test_import_move_of_a_tree_past_path_max(tmp_path: Path) -> None:
     data = jpeg_bytes(BASE, 45)
     top = tmp_path / "card"
     top.mkdir()
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    fd = deep_photo(top, "y", data)
     try:
-        for i in range(22):
-            name = f"d{i:02d}" + "y" * 200
-            os.mkdir(name, dir_fd=fd)
-            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        out = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(out, data)
-        os.close(out)
         r = cli(cfg_path, "import", "--move", str(top))
         assert r.returncode == 0, r.stdout + r.stderr
         assert [p.read_bytes() for p in cfg.library.glob("20*/*")] == [data]

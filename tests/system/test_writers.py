@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 from bench.ours import Notify as NotifySocket
-from tests.helpers import cli, cli_argv, jpeg_bytes, wait_for
+from tests.helpers import cli, jpeg_bytes, wait_for
 from tests.system.test_safepaths import (
     BASE,
-    DAEMON_UID,
     WRITER_UID,
     UserDaemon,
     as_user,
@@ -31,27 +30,18 @@ from tests.system.test_safepaths import (
 )
 
 
-class NoLeaseDaemon:
+class NoLeaseDaemon(UserDaemon):
     """The real `mediasortd run` as nobody, with no capability at all (and a
     NOTIFY_SOCKET it can write to)."""
 
     def __init__(self, base: Path, cfg_path: Path) -> None:
-        self.log_path = base / "daemon.log"
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by close()
         self.notify = NotifySocket(base / "notify.sock")
         os.chmod(self.notify.path, 0o777)
-        self.proc = subprocess.Popen(as_user(DAEMON_UID, [*cli_argv(cfg_path), "run"]),
-                                     env={**os.environ, "NOTIFY_SOCKET": str(self.notify.path)},
-                                     stdout=self.log, stderr=self.log)
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(base, cfg_path, lease=False,
+                         env={"NOTIFY_SOCKET": str(self.notify.path)})
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-        self.log.close()
+        super().close()
         self.notify.close()
 
 
