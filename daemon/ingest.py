@@ -65,6 +65,7 @@ from .model import Identity, Job, MediaInfo, NotMedia, Outcome, Step
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 UNREADABLE = "unreadable:"  # a reject's reason starts with this: taken again once readable
 WRITING = "still open for writing"
+WRITER_PATIENCE = 60.0  # s an import waits for a writer that has a source open
 BATCH_BYTES = 64 << 20  # take_many: files go through a step together up to this size
 T = TypeVar("T")
 
@@ -923,11 +924,14 @@ class Ingestor:
     def _retry(self, job: Job, reason: str, ident: Any, *, after: float | None = None,
                full: bool = False, patient: bool = False) -> Retry | Job:
         with transaction(self.conn):
-            journal.note_attempt(self.conn, job.id, reason, ident)
+            # a writer still at work is not a failed attempt: waiting for it does not use
+            # up the retries that an error of the file's own is allowed
+            journal.note_attempt(self.conn, job.id, reason, ident, count=not patient)
             job = journal.get(self.conn, job.id)
-        if patient:  # a writer still at work: wait for it (a minute or more), then give up
-            if self.max_attempts is not None and job.attempts >= self.max_attempts * 12:
-                return self._fail(job, f"{reason} (gave up after {job.attempts} attempts)")
+            waited = journal.age(self.conn, job.id) if patient else 0.0
+        if patient:  # the daemon waits as long as it takes; a one-shot import a minute
+            if self.max_attempts is not None and waited >= WRITER_PATIENCE:
+                return self._fail(job, f"{reason} (gave up after {waited:.0f} s)")
             return Retry(job, after or 1.0, reason)
         if not full and self.max_attempts is not None and job.attempts >= self.max_attempts:
             return self._fail(job, f"{reason} (gave up after {job.attempts} attempts)")

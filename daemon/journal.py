@@ -113,15 +113,18 @@ def advance(conn: apsw.Connection, job_id: int, step: Step, **fields: Any) -> Jo
                              (*args, job_id)).fetchall()[0])
 
 
-def note_attempt(conn: apsw.Connection, job_id: int, error: str, ident: Identity | None) -> None:
-    """Count a failed attempt that will be retried (and the source's new identity)."""
+def note_attempt(conn: apsw.Connection, job_id: int, error: str, ident: Identity | None,
+                 count: bool = True) -> None:
+    """Record why a job will be retried (and the source's new identity); `count`: it is a
+    failed attempt (waiting for a writer to finish is not one)."""
+    n = 1 if count else 0
     if ident is None:
-        conn.execute("UPDATE jobs SET attempts = attempts + 1, error = ?, updated_at = ? "
-                     "WHERE id = ?", (error, now(), job_id))
+        conn.execute("UPDATE jobs SET attempts = attempts + ?, error = ?, updated_at = ? "
+                     "WHERE id = ?", (n, error, now(), job_id))
     else:
-        conn.execute("UPDATE jobs SET attempts = attempts + 1, error = ?, updated_at = ?, "
+        conn.execute("UPDATE jobs SET attempts = attempts + ?, error = ?, updated_at = ?, "
                      "dev = ?, ino = ?, size = ?, mtime_ns = ? WHERE id = ?",
-                     (error, now(), ident.dev, ident.ino, ident.size, ident.mtime_ns, job_id))
+                     (n, error, now(), ident.dev, ident.ino, ident.size, ident.mtime_ns, job_id))
 
 
 def unfinished(conn: apsw.Connection) -> list[Job]:
