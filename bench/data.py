@@ -236,8 +236,8 @@ def check_exiftool_reads(ds: DataSet) -> str:
 
 def make_catalog(state_dir: Path, rows: int, log: Any = print) -> Path:
     """A catalog of `rows` files (and as many finished jobs) in the project's own schema
-    (daemon.db.connect creates and migrates it), inserted in big transactions."""
-    from daemon import db  # the project's schema, not a copy of it
+    (daemon.store.db.connect creates and migrates it), inserted in big transactions."""
+    from daemon.store import db
 
     params = {"rows": rows, "v": 2, "migrations": len(db.MIGRATIONS)}
     stamp = state_dir / "bench-manifest.json"

@@ -290,7 +290,9 @@ def status(ctx: Context, state_dir: Path, rows: int) -> list[Row]:
     row.note += f"; cold {cold:.2f} s"
     out.append(row)
 
-    from daemon import config, db, report  # the very query, minus the interpreter start
+    from daemon import config
+    from daemon.app import report
+    from daemon.store import db
 
     c = config.load(str(cfg))
 

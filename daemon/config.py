@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .layout import DEFAULT_LAYOUT, validate_layout
+from .rules.layout import DEFAULT_LAYOUT, validate_layout
 
 DEFAULT_PATH = "/etc/mediasortd/config.toml"
 ENV_VAR = "MEDIASORTD_CONFIG"

@@ -174,7 +174,7 @@ else
 fi
 [ -f "$SRC/README.md" ] && install -m 0644 "$SRC/README.md" "$release/README.md"
 "$release/bin/mediasortd" --help >/dev/null || die "$release/bin/mediasortd does not run"
-"$release/bin/python" -m daemon.completion >"$release/bash-completion" \
+"$release/bin/python" -m daemon.app.completion >"$release/bash-completion" \
     || die "cannot generate the bash completion"
 version=$("$release/bin/mediasortd" --version)
 

@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from daemon import catalog, config, db, journal, report
+from daemon import config
+from daemon.app import report
 from daemon.model import Outcome, Step
+from daemon.store import catalog, db, journal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +90,7 @@ def cli_argv(cfg_path: Path, *args: str) -> list[str]:
     """argv for the real `mediasortd` that works as any user (no dependence on the
     venv's console script or on the caller's working directory)."""
     return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-            "from daemon.cli import main; sys.exit(main())", "--config", str(cfg_path), *args]
+            "from daemon.app.cli import main; sys.exit(main())", "--config", str(cfg_path), *args]
 
 
 def cli(cfg_path: Path, *args: str, env: dict[str, str] | None = None,

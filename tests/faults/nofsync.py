@@ -15,7 +15,7 @@ WHICH is one of:
 Folder fsyncs are skipped only while that one step runs (a thread-local flag: the
 workers are threads), so every other step keeps theirs (fsops' fsync_dir is skipped too
 while the step runs: make_dirs inside it loses its fsync as well). The daemon's code is
-not changed; this is a monkeypatch before `daemon.cli.main`.
+not changed; this is a monkeypatch before `daemon.app.cli.main`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import threading
 import types
 from typing import Any
 
-from daemon import cli, fsops, ingest
+from daemon.app import cli
+from daemon.engine import ingest
+from daemon.files import fsops
 
 # The single-job step and its lockstep form (Ingestor.take_many) both lose the fsync.
 STEP_OF = {"staging": ("_copy",), "place": ("_place", "_place_all"), "move": ("_move_entry",),

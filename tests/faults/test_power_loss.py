@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db
 from daemon.config import Config
+from daemon.store import db
 from tests.faults.powercut import PowerFS, unavailable
 from tests.helpers import ROOT, check_consistent, jpeg_bytes, make_config, tree_hashes, wait_for
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db, fsops
+from daemon.files import fsops
+from daemon.store import db
 from tests.faults.powercut import PowerFS, unavailable
 from tests.helpers import ROOT, wait_for
 
@@ -327,7 +328,7 @@ def test_an_armed_cut_freezes_before_the_nth_change(fs: PowerFS) -> None:
 SQLITE_WRITER = """
 import sys
 from pathlib import Path
-from daemon import db
+from daemon.store import db
 conn = db.connect(Path(sys.argv[1]))
 conn.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY, pad TEXT)")
 for n in range(1, 400):

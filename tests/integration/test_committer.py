@@ -10,7 +10,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from daemon import db
+from daemon.store import db
 
 
 def test_many_threads_one_committer_each_change_committed_once(tmp_path: Path) -> None:
@@ -84,13 +84,13 @@ def test_a_catalog_locked_past_the_busy_timeout_defers_the_file(
     does not die; the path is looked at again and filed once the lock is gone."""
     from datetime import datetime
 
-    from daemon import logs
-    from daemon.metadata import Reader
-    from daemon.pool import Pool
+    from daemon.app import logs
+    from daemon.app.pool import Pool
+    from daemon.media.metadata import Reader
     from tests.helpers import jpeg_bytes, make_config, tree_hashes, wait_for, write
 
     monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 100)
-    monkeypatch.setattr("daemon.pool.RETRY_SECONDS", 0.2)
+    monkeypatch.setattr("daemon.app.pool.RETRY_SECONDS", 0.2)
     logs.configure("warning", "json")
     cfg, _ = make_config(tmp_path)
     photo = write(cfg.inbox / "a.jpg", jpeg_bytes(datetime(2024, 1, 2, 3, 4, 5), 1))
@@ -146,9 +146,9 @@ def test_a_batch_taken_in_lockstep_shares_its_commits(tmp_path: Path) -> None:
     and consistent."""
     from datetime import datetime, timedelta
 
-    from daemon import logs
-    from daemon.ingest import Finished, Ingestor
-    from daemon.metadata import Reader
+    from daemon.app import logs
+    from daemon.engine.ingest import Finished, Ingestor
+    from daemon.media.metadata import Reader
     from daemon.model import Outcome
     from tests.helpers import check_consistent, jpeg_bytes, make_config, write
 

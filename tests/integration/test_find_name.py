@@ -13,7 +13,7 @@ from typing import Any
 
 import apsw
 
-from daemon import db, query
+from daemon.store import db, query
 
 NAMES = [
     "IMG_1.JPG", "IMG_10.JPG", "img_1.jpg", "IMG_1", "IMG_10", "IMG_100.jpg", "IMG_2.JPG",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import fsops
+from daemon.files import fsops
 from tests.helpers import small_tmpfs
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db, journal, logs
-from daemon.ingest import Finished, Ingestor
-from daemon.metadata import Reader
+from daemon.app import logs
+from daemon.engine.ingest import Finished, Ingestor
+from daemon.media.metadata import Reader
 from daemon.model import Job, Outcome, Step
+from daemon.store import db, journal
 from tests.helpers import (
     check_consistent,
     jpeg_bytes,

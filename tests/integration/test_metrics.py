@@ -12,10 +12,12 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon import config, db, logs
-from daemon.ingest import Ingestor, Result, Retry
-from daemon.metadata import Reader
-from daemon.metrics import BUCKETS, Gauges, Metrics, write_textfile
+from daemon import config
+from daemon.app import logs
+from daemon.app.metrics import BUCKETS, Gauges, Metrics, write_textfile
+from daemon.engine.ingest import Ingestor, Result, Retry
+from daemon.media.metadata import Reader
+from daemon.store import db
 from tests.helpers import jpeg_bytes, make_config, wait_for, write
 from tests.system.daemon_harness import Daemon
 
@@ -147,7 +149,7 @@ def test_the_daemon_writes_its_textfile_atomically_every_interval(tmp_path: Path
 def test_only_a_metrics_file_of_ours_is_ever_replaced(tmp_path: Path) -> None:
     """A textfile path that already holds someone else's file (a photo, a config, a
     symlink, a folder of the node exporter's) is left exactly as it is; ours is rewritten."""
-    from daemon.metrics import HEADER, NotOurs
+    from daemon.app.metrics import HEADER, NotOurs
 
     m = Metrics({}, 0, start_time=1.0)
     g = Gauges(queue_depth=0, inbox_waiting=0, jobs_pending=0, library_full=False,

@@ -10,10 +10,11 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from daemon import db, logs
-from daemon.ingest import Finished, Ingestor, Retry
-from daemon.metadata import Reader
+from daemon.app import logs
+from daemon.engine.ingest import Finished, Ingestor, Retry
+from daemon.media.metadata import Reader
 from daemon.model import Outcome
+from daemon.store import db
 from tests.helpers import check_consistent, jpeg_bytes, make_config, sha, write
 
 logs.configure("warning", "json")

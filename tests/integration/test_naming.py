@@ -11,12 +11,13 @@ from pathlib import Path
 import apsw
 import pytest
 
-from daemon import catalog, db, journal, logs
-from daemon.db import transaction
-from daemon.ingest import Finished, Ingestor
-from daemon.layout import numbered
-from daemon.metadata import Reader
+from daemon.app import logs
+from daemon.engine.ingest import Finished, Ingestor
+from daemon.media.metadata import Reader
 from daemon.model import MediaInfo
+from daemon.rules.layout import numbered
+from daemon.store import catalog, db, journal
+from daemon.store.db import transaction
 from tests.helpers import check_consistent, jpeg_bytes, make_config, write
 
 logs.configure("warning", "json")

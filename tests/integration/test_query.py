@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from daemon import config, db, lookup, query
+from daemon import config
+from daemon.app import lookup
+from daemon.store import db, query
 from tests.helpers import cli, jpeg_bytes, make_config, sha, write
 
 JUNE = datetime(2024, 6, 3, 10, 11, 12)

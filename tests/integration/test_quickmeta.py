@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import quickmeta
-from daemon.metadata import Reader
+from daemon.media import quickmeta
+from daemon.media.metadata import Reader
 from daemon.model import MediaInfo
 from tests.helpers import jpeg_bytes
 from tests.integration import media_factory as make

@@ -15,7 +15,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from daemon import report
+from daemon.app import report
 from tests.helpers import cli, jpeg_bytes, make_config, sha, tree_hashes, write
 
 BASE = datetime(2019, 5, 6, 7, 8, 9)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db
+from daemon.store import db
 from tests.helpers import cli, jpeg_bytes, make_config, tree_hashes, wait_for, write
 from tests.system.daemon_harness import Daemon
 

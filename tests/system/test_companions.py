@@ -10,7 +10,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon import db
+from daemon.store import db
 from tests.helpers import cli, jpeg_bytes, make_config, tree_hashes, wait_for, write
 from tests.system.daemon_harness import Daemon
 

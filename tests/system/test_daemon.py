@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db, journal
+from daemon.store import db, journal
 from tests.helpers import (
     check_consistent,
     holds,

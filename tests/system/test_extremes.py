@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from daemon import db
+from daemon.store import db
 from tests.helpers import cli, make_config, wait_for
 from tests.system.daemon_harness import Daemon
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db
+from daemon.store import db
 from tests.helpers import (
     check_consistent,
     cli,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from daemon import db
+from daemon.store import db
 from tests.helpers import cli, make_config, tree_hashes
 from tests.integration import media_factory as make
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from daemon import db
+from daemon.store import db
 from tests.helpers import check_consistent, cli, make_config, tree_hashes, write
 from tests.integration import media_factory
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import report
+from daemon.app import report
 from daemon.config import load
 from tests.helpers import ROOT, jpeg_bytes, make_config, tree_hashes, wait_for, write
 from tests.system.daemon_harness import Daemon

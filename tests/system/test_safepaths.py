@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db
+from daemon.store import db
 from tests.helpers import (
     cli,
-    holds,
     cli_argv,
+    holds,
     jpeg_bytes,
     make_config,
     sha,

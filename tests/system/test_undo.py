@@ -12,7 +12,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from daemon import config, db, lookup, report
+from daemon import config
+from daemon.app import lookup, report
+from daemon.store import db
 from tests.helpers import (
     check_consistent,
     cli,

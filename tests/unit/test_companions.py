@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.companions import companion_of, library_name, matches_stem, takeout_names
+from daemon.rules.companions import companion_of, library_name, matches_stem, takeout_names
 
 
 @pytest.mark.parametrize("name, kind, names, stem, suffix", [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from daemon.complete import cut_short
+from daemon.inbox.complete import cut_short
 from tests.helpers import jpeg_bytes
 
 

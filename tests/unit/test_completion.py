@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import build_parser
-from daemon.completion import _subcommands, bash_script
+from daemon.app.cli import build_parser
+from daemon.app.completion import _subcommands, bash_script
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 

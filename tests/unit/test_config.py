@@ -11,7 +11,7 @@ import pytest
 
 from daemon import config
 from daemon.errors import EX_CONFIG, ConfigError
-from daemon.layout import DEFAULT_LAYOUT
+from daemon.rules.layout import DEFAULT_LAYOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from daemon.metadata import decide, resolve_timezone
+from daemon.media.metadata import decide, resolve_timezone
 from daemon.model import MediaInfo, NotMedia
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -447,7 +447,7 @@ def test_content_identifier_from_the_video_or_the_stills_maker_note() -> None:
 
 
 def _still(captured: str, offset: int | None = 3600, cid: str | None = None) -> Any:
-    from daemon.catalog import Entry
+    from daemon.store.catalog import Entry
     return Entry(1, "0" * 64, 1, "2021-03/2021-03-04 05.06.07.jpg", captured,
                  "Composite:SubSecDateTimeOriginal", "IMG_1.JPG", 1, None, offset, "high", cid)
 
@@ -457,7 +457,7 @@ def _video(tags: dict[str, Any], name: str = "IMG_1.MOV") -> MediaInfo:
 
 
 def test_a_video_pairs_with_its_still_by_content_identifier() -> None:
-    from daemon.pairing import motion_pairs
+    from daemon.engine.pairing import motion_pairs
     video = _video({"Keys:CreationDate": "2021:03:04 05:06:08+01:00",
                     "Keys:ContentIdentifier": "CID-1"})
     assert motion_pairs(video, _still("2021-03-04 05:06:07", cid="CID-1"))
@@ -468,7 +468,7 @@ def test_a_video_pairs_with_its_still_by_content_identifier() -> None:
 
 
 def test_by_name_only_when_the_video_has_no_date_or_the_dates_agree() -> None:
-    from daemon.pairing import PAIR_SECONDS, motion_pairs
+    from daemon.engine.pairing import PAIR_SECONDS, motion_pairs
     still = _still("2021-03-04 05:06:07")
     five_years = _video({"Keys:CreationDate": "2016:03:04 05:06:07+01:00"})
     assert five_years.confidence == "high" and not motion_pairs(five_years, still)

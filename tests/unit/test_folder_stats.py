@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.fsops import FolderStats, stat_beneath
+from daemon.files.fsops import FolderStats, stat_beneath
 
 
 def test_same_answers_as_stat_beneath_and_links_refused(tmp_path: Path) -> None:

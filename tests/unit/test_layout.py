@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from daemon import layout
+from daemon.rules import layout
 
 
 def test_default_layout() -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .model import Identity
+from ..model import Identity
 
 CHUNK = 1 << 20
 _libc = ctypes.CDLL(None, use_errno=True)

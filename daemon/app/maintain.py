@@ -27,16 +27,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import catalog, db, journal, oneshot, report, service
-from .companions import Companion, companion_of, matches_stem
-from .config import Config
-from .db import transaction
-from .errors import ForeignCatalogError, MediasortError
-from .fsops import fsync_dir, hash_file, make_dirs, move_noreplace
-from .layout import numbered_name
-from .metadata import Reader
-from .model import MediaInfo, NotMedia
-from .pairing import as_companion
+from ..config import Config
+from ..engine.pairing import as_companion
+from ..errors import ForeignCatalogError, MediasortError
+from ..files.fsops import fsync_dir, hash_file, make_dirs, move_noreplace
+from ..media.metadata import Reader
+from ..model import MediaInfo, NotMedia
+from ..rules.companions import Companion, companion_of, matches_stem
+from ..rules.layout import numbered_name
+from ..store import catalog, db, journal
+from ..store.db import transaction
+from . import oneshot, report, service
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 import apsw
 
-from . import catalog, journal
-from .companions import Companion, matches_stem, takeout_names
-from .fsops import Unusable, open_source_beneath
-from .model import Job, MediaInfo, Outcome, Step
+from ..files.fsops import Unusable, open_source_beneath
+from ..model import Job, MediaInfo, Outcome, Step
+from ..rules.companions import Companion, matches_stem, takeout_names
+from ..store import catalog, journal
 
 WAIT_LIMIT = 600.0  # a partner still in the inbox is waited for this long at most
 # A Live Photo's still and video start within a second or two of each other (the video

@@ -22,16 +22,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import config, db, journal, logs, notify, query, report
-from .config import Config
-from .errors import CatalogError, ConfigError, ForeignCatalogError, LockedError
-from .fsops import fsync_dir, make_dirs, own_like_parent
-from .ingest import Finished, Hook, Ingestor, Result, Retry, kill_hook_from_env
-from .metadata import Reader, resolve_timezone
+from .. import config
+from ..config import Config
+from ..engine.ingest import Finished, Hook, Ingestor, Result, Retry, kill_hook_from_env
+from ..engine.undo import Undoer
+from ..errors import CatalogError, ConfigError, ForeignCatalogError, LockedError
+from ..files.fsops import fsync_dir, make_dirs, own_like_parent
+from ..inbox.watcher import Candidates, Watcher, prune_empty_dirs, scan
+from ..media.metadata import Reader, resolve_timezone
+from ..store import db, journal, query
+from . import logs, notify, report
 from .metrics import Gauges, Metrics, write_textfile
 from .pool import Pool
-from .undo import Undoer
-from .watcher import Candidates, Watcher, prune_empty_dirs, scan
 
 
 def batch_id(kind: str) -> str:

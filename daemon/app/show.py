@@ -10,9 +10,9 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
+from ..model import Job, UndoItem, UndoOutcome
+from ..store.query import local_time
 from .lookup import Found
-from .model import Job, UndoItem, UndoOutcome
-from .query import local_time
 
 _FIND_KINDS = {"file": "this file's content", "date": "captured on", "sha256": "sha256 prefix",
                "name": "original name", "source": "source path"}

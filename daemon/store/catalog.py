@@ -14,8 +14,8 @@ from typing import Any
 
 import apsw
 
-from .layout import numbered, pairs_with, stem_of
-from .model import MediaInfo
+from ..model import MediaInfo
+from ..rules.layout import numbered, pairs_with, stem_of
 
 
 @dataclass(frozen=True)

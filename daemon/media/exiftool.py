@@ -18,7 +18,7 @@ import time
 import weakref
 from typing import Any, Self
 
-from .errors import MediasortError, ToolError
+from ..errors import MediasortError, ToolError
 
 # -G1 names tags by their precise group ("ExifIFD:DateTimeOriginal", "Keys:CreationDate").
 # No -n: dates stay ExifTool's raw "YYYY:MM:DD HH:MM:SS[.ss][+hh:mm]" strings. No -fast:

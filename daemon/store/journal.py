@@ -12,7 +12,7 @@ from typing import Any
 
 import apsw
 
-from .model import Identity, Job, Outcome, Step
+from ..model import Identity, Job, Outcome, Step
 
 _COLS = ("id, batch, source, dev, ino, size, mtime_ns, move, step, staged, sha256, bytes, "
          "dest, outcome, error, attempts, duplicate_of")

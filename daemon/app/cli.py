@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__, config, db, lookup, query, report, show
-from .errors import EX_FAILED, EX_OK, ConfigError, MediasortError, UsageError
-from .model import Outcome
+from .. import __version__, config
+from ..errors import EX_FAILED, EX_OK, ConfigError, MediasortError, UsageError
+from ..model import Outcome
+from ..store import db, query
+from . import lookup, report, show
 
 DESCRIPTION = """\
 mediasortd files photos and videos into a date-sorted library

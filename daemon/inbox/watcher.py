@@ -31,8 +31,7 @@ from watchdog.events import (
 )
 from watchdog.observers.inotify import InotifyObserver
 
-from .complete import cut_short
-from .fsops import (
+from ..files.fsops import (
     TRANSIENT_ERRNOS,
     Unusable,
     open_dir,
@@ -41,7 +40,8 @@ from .fsops import (
     parent_beneath,
     stat_beneath,
 )
-from .layout import is_partial
+from ..rules.layout import is_partial
+from .complete import cut_short
 
 
 @dataclass

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, Self
 
+from ..model import MediaInfo, NotMedia
+from ..rules.layout import clean_ext
 from . import quickmeta
 from .exiftool import ExifTool, ExifToolFailed, _arg_line
-from .layout import clean_ext
-from .model import MediaInfo, NotMedia
 
 # ---------------------------------------------------------------------------------------
 # The rules: which files are media, and when they were captured.

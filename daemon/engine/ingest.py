@@ -23,12 +23,9 @@ from typing import Any, Protocol, TypeVar
 
 import apsw
 
-from . import catalog, journal, pairing
-from .companions import companion_of, library_name
-from .config import Config
-from .db import CATALOG_BROKEN, Committer, state_blocked, transaction
-from .errors import ToolError
-from .fsops import (
+from ..config import Config
+from ..errors import ToolError
+from ..files.fsops import (
     WAY_ERRNOS,
     FolderStats,
     Source,
@@ -51,7 +48,9 @@ from .fsops import (
     unlink_quiet,
     way_reason,
 )
-from .layout import (
+from ..model import Identity, Job, MediaInfo, NotMedia, Outcome, Step
+from ..rules.companions import companion_of, library_name
+from ..rules.layout import (
     UNDATED_LAYOUT,
     Naming,
     number_of,
@@ -60,7 +59,9 @@ from .layout import (
     pairs_with,
     render,
 )
-from .model import Identity, Job, MediaInfo, NotMedia, Outcome, Step
+from ..store import catalog, journal
+from ..store.db import CATALOG_BROKEN, Committer, state_blocked, transaction
+from . import pairing
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 UNREADABLE = "unreadable:"  # a reject's reason starts with this: taken again once readable

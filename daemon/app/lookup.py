@@ -11,9 +11,9 @@ from typing import Any
 
 import apsw
 
-from . import query
-from .config import Config
-from .fsops import hash_file
+from ..config import Config
+from ..files.fsops import hash_file
+from ..store import query
 
 
 @dataclass

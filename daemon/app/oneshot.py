@@ -18,12 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from . import catalog, db, journal, undolog
-from .companions import Companion, companion_of, library_name, matches_stem
-from .config import Config
-from .errors import MediasortError, UsageError
-from .fsops import Unusable, hash_fd, open_dir, open_source
-from .ingest import (
+from ..config import Config
+from ..engine.ingest import (
     Finished,
     Result,
     Skipped,
@@ -31,15 +27,19 @@ from .ingest import (
     kill_hook_from_env,
     preferred_path,
 )
-from .layout import numbered
-from .metadata import Reader
-from .model import Job, MediaInfo, NotMedia, Outcome, UndoItem, UndoOutcome
+from ..engine.undo import Undoer
+from ..engine.undo import kill_hook_from_env as undo_kill_hook_from_env
+from ..errors import MediasortError, UsageError
+from ..files.fsops import Unusable, hash_fd, open_dir, open_source
+from ..media.metadata import Reader
+from ..model import Job, MediaInfo, NotMedia, Outcome, UndoItem, UndoOutcome
+from ..rules.companions import Companion, companion_of, library_name, matches_stem
+from ..rules.layout import numbered
+from ..store import catalog, db, journal, undolog
 from .pool import Pool
 from .service import StateLock, batch_id, make_reader, prepare
 from .show import printable
 from .show import size as human_size
-from .undo import Undoer
-from .undo import kill_hook_from_env as undo_kill_hook_from_env
 
 # -- import -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import apsw
 
-from .model import UndoItem, UndoOutcome, UndoStep
+from ..model import UndoItem, UndoOutcome, UndoStep
 
 _COLS = ("id, batch, job_id, file_id, origin, keep_origin, target, sha256, size, mtime_ns, "
          "step, dest, outcome, error")

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MediasortError
-from .fsops import fsync_dir
-from .ingest import Finished, Result, Retry
-from .model import Outcome, Step
+from ..engine.ingest import Finished, Result, Retry
+from ..errors import MediasortError
+from ..files.fsops import fsync_dir
+from ..model import Outcome, Step
 
 # seconds; files take from milliseconds (a duplicate) to minutes (a large video)
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

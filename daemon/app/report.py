@@ -18,11 +18,11 @@ from typing import Any
 
 import apsw
 
-from . import catalog, db, journal, query, undolog
-from .config import Config
-from .fsops import hash_file, identity, stat_beneath
-from .layout import UNDATED_LAYOUT
-from .watcher import open_for_writing, scan
+from ..config import Config
+from ..files.fsops import hash_file, identity, stat_beneath
+from ..inbox.watcher import open_for_writing, scan
+from ..rules.layout import UNDATED_LAYOUT
+from ..store import catalog, db, journal, query, undolog
 
 UNDATED_FOLDER = UNDATED_LAYOUT.partition("/")[0]
 INBOX_SCAN_LIMIT = 5000  # status looks at this many inbox files at most

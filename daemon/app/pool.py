@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 import apsw
 
-from . import db, journal
-from .config import Config
-from .errors import MediasortError
-from .ingest import Describer, Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
+from ..config import Config
+from ..engine.ingest import Describer, Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
+from ..errors import MediasortError
+from ..store import db, journal
 
 RETRY_SECONDS = 5.0  # a path whose job could not be recorded is tried again after this
 BATCH_FILES = 16  # new files a worker takes from the queue at once (Ingestor.take_many)

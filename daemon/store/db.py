@@ -20,13 +20,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from .errors import (
-    CatalogError,
-    LockedError,
-    MediasortError,
-    StateFullError,
-    StateReadOnlyError,
-)
+from ..errors import CatalogError, LockedError, MediasortError, StateFullError, StateReadOnlyError
 
 BUSY_TIMEOUT_MS = 30_000
 # The catalog and its -wal and -shm are readable by their group (the service's own group,

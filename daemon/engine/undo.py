@@ -19,10 +19,8 @@ from typing import Any
 
 import apsw
 
-from . import catalog, journal, undolog
-from .config import Config
-from .db import transaction
-from .fsops import (
+from ..config import Config
+from ..files.fsops import (
     Unusable,
     copy_and_hash,
     fsync_dir,
@@ -33,8 +31,10 @@ from .fsops import (
     same_file,
     unlink_quiet,
 )
-from .layout import numbered_name
-from .model import Job, Outcome, UndoItem, UndoOutcome, UndoStep
+from ..model import Job, Outcome, UndoItem, UndoOutcome, UndoStep
+from ..rules.layout import numbered_name
+from ..store import catalog, journal, undolog
+from ..store.db import transaction
 
 UNDONE_DIR = b".undone"  # {library}/.undone/BATCH/...: files that came from the inbox
 Hook = Callable[[str], None]

@@ -1,0 +1,1 @@
+"""The programs: the daemon (composition root), one-shot commands, the CLI, output for people."""

@@ -1,0 +1,1 @@
+"""The filesystem: descriptor-relative paths, durable copies, no-replace moves, fsync."""
