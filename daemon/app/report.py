@@ -20,7 +20,7 @@ import apsw
 
 from ..config import Config
 from ..files.fsops import hash_file, identity, stat_beneath
-from ..inbox.watcher import open_for_writing, scan
+from ..inbox.scan import open_for_writing, scan
 from ..rules.layout import UNDATED_LAYOUT
 from ..store import catalog, db, journal, query, undolog
 

@@ -28,7 +28,8 @@ from ..engine.ingest import Finished, Hook, Ingestor, Result, Retry, kill_hook_f
 from ..engine.undo import Undoer
 from ..errors import CatalogError, ConfigError, ForeignCatalogError, LockedError
 from ..files.fsops import fsync_dir, make_dirs, own_like_parent
-from ..inbox.watcher import Candidates, Watcher, prune_empty_dirs, scan
+from ..inbox.scan import Candidates, prune_empty_dirs, scan
+from ..inbox.watcher import Watcher
 from ..media.metadata import Reader, resolve_timezone
 from ..store import db, journal, query
 from . import logs, notify, report

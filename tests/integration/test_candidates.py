@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import os, resource, sys
-from daemon.inbox.watcher import Candidates
+from daemon.inbox.scan import Candidates
 inbox = os.fsencode(sys.argv[1])
 path = os.path.join(inbox, b"IMG_1.JPG")
 now = [0.0]

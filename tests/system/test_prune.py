@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon import config
-from daemon.inbox.watcher import in_synced_folder
+from daemon.inbox.scan import in_synced_folder
 from tests.helpers import jpeg_bytes, make_config, tree_hashes, wait_for, write
 from tests.system.daemon_harness import Daemon
 
