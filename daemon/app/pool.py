@@ -13,7 +13,6 @@ import itertools
 import queue
 import threading
 import time
-import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Container
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ import apsw
 from ..config import Config
 from ..engine.ingest import Describer, Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
 from ..errors import MediasortError
+from ..rules.dates import resolve_timezone
 from ..store import db, journal
 
 RETRY_SECONDS = 5.0  # a path whose job could not be recorded is tried again after this
@@ -191,8 +191,7 @@ class Pool:
                 if ingest.cfg is not self.cfg:  # the daemon reloaded its config (SIGHUP)
                     ingest.cfg = self.cfg
                     ingest.companion_grace = self.companion_grace
-                    ingest.tz = (None if self.cfg.timezone == "local"
-                                 else zoneinfo.ZoneInfo(self.cfg.timezone))
+                    ingest.tz = resolve_timezone(self.cfg.timezone)
                 try:
                     results = ([(path, ingest.resume(journal.get(conn, job_id)))]
                                if job_id is not None else ingest.take_many(paths, self.move))

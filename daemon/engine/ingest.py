@@ -15,7 +15,6 @@ import errno
 import os
 import stat
 import time
-import zoneinfo
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -50,6 +49,7 @@ from ..files.fsops import (
 )
 from ..model import Identity, Job, MediaInfo, NotMedia, Outcome, Step
 from ..rules.companions import companion_of, library_name
+from ..rules.dates import resolve_timezone
 from ..rules.layout import (
     UNDATED_LAYOUT,
     Naming,
@@ -222,8 +222,7 @@ class Ingestor:
         self.companion_grace = companion_grace
         self.expected: Container[bytes] | None = None  # an import's paths (see pairing)
         self.committer = committer
-        self.tz: tzinfo | None = (None if config.timezone == "local"
-                                  else zoneinfo.ZoneInfo(config.timezone))
+        self.tz: tzinfo = resolve_timezone(config.timezone)
         self.library = os.fsencode(config.library)
         self.roots = inbox_roots(config)
         self.staging = os.fsencode(config.staging)

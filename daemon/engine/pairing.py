@@ -1,5 +1,5 @@
 """Finding a companion's partner: the photo a sidecar belongs to, the still of a Live
-Photo's motion half, and the Takeout JSON that dates a photo (level 3).
+Photo's motion half, and the Takeout JSON that dates a photo.
 
 Only reads: the journal and catalog to find the partner's library name, the inbox folder
 to see whether a partner is still on its way. Naming rules are in `companions`.
@@ -19,6 +19,7 @@ import apsw
 from ..files.fsops import Unusable, open_source_beneath
 from ..model import Job, MediaInfo, Outcome, Step
 from ..rules.companions import Companion, matches_stem, takeout_names
+from ..rules.dates import in_bounds
 from ..store import catalog, journal
 
 WAIT_LIMIT = 600.0  # a partner still in the inbox is waited for this long at most
@@ -105,7 +106,7 @@ def partner(conn: apsw.Connection, job: Job, companion: Companion, grace: float,
         return WAIT
     return None
 
-def takeout_date(source: bytes, info: MediaInfo, tz: tzinfo | None,
+def takeout_date(source: bytes, info: MediaInfo, tz: tzinfo,
                  root: bytes | None = None) -> MediaInfo:
     """A Google Takeout JSON beside the photo dates it when the photo has no date of
     its own (photoTakenTime, UTC seconds). `root`: the inbox, beneath which the folder
@@ -125,7 +126,7 @@ def takeout_date(source: bytes, info: MediaInfo, tz: tzinfo | None,
             when = datetime.fromtimestamp(stamp, UTC).astimezone(tz)
         except (ValueError, KeyError, TypeError, OverflowError, OSError, RecursionError):
             continue
-        if not 1826 <= when.year or when > datetime.now(UTC) + timedelta(days=1):
+        if not in_bounds(when, datetime.now(UTC)):
             continue
         offset = when.utcoffset()
         return dataclasses.replace(

@@ -1,9 +1,9 @@
-"""ExifTool's answer for the commonest file, read in-process (level 2).
+"""ExifTool's answer for the commonest file, read in-process.
 
 A camera or phone JPEG with an EXIF capture date is most of any library, and asking
 ExifTool about it costs ~3 ms of CPU, more than everything else done per small file.
 `jpeg_tags` reads such a file's EXIF block itself and returns the tags ExifTool would
-have returned for the capture-date tags `metadata.decide` reads first: the same names
+have returned for the capture-date tags `rules.mediainfo.decide` reads first: the same names
 (-G1), the same raw strings, the composite SubSec tags built by ExifTool's own rule.
 Dates it does not read (ModifyDate, XMP, IPTC, the file name) rank below these, so a
 file dated by none of these goes to ExifTool.

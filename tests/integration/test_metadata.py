@@ -530,7 +530,7 @@ def test_every_groups_date_time_original_in_exiftools_tables_is_a_capture_date(
     DateTimeOriginal ranks it after the EXIF dates and before XMP, IPTC and names."""
     import re
 
-    from daemon.media.metadata import decide
+    from daemon.rules.mediainfo import decide
     listing = subprocess.run(["exiftool", "-config", "", "-listx"], capture_output=True,
                              check=True, text=True).stdout
     # <table name='...' g0='...' g1='GROUP' ...> ... <tag ... name='DateTimeOriginal' ...
@@ -623,7 +623,7 @@ def test_every_exiftool_file_type_is_decided_by_rule() -> None:
     """ExifTool's own table of file types (%fileTypeLookup) and MIME types (%mimeType, the
     base type's when a type has none, as SetFileType does): each is a picture, a movie, or
     neither, by the rule book, and the exceptions to "image/* or video/*" are these."""
-    from daemon.media.metadata import decide
+    from daemon.rules.mediainfo import decide
     script = ('my %m = %Image::ExifTool::mimeType; my %l = %Image::ExifTool::fileTypeLookup;'
               'for my $t (sort keys %l) { my $v = $l{$t}; next unless ref $v;'
               ' my $b = ref $v->[0] ? $v->[0][0] : $v->[0]; my $mm = $m{$t};'

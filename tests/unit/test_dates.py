@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from daemon.media.metadata import decide, resolve_timezone
 from daemon.model import MediaInfo, NotMedia
+from daemon.rules.dates import in_bounds, resolve_timezone
+from daemon.rules.mediainfo import decide
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -210,6 +211,18 @@ def test_local_timezone_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_timezone("local").utcoffset(datetime(2021, 7, 1)) is not None
     assert resolve_timezone("America/New_York") == NEW_YORK
 
+
+
+def test_one_set_of_bounds_for_every_date_source() -> None:
+    """The bounds the tag rules use are the ones a Takeout JSON's date is held to."""
+    assert in_bounds(datetime(1826, 1, 1, tzinfo=UTC), NOW)
+    assert not in_bounds(datetime(1825, 12, 31, 23, 59, tzinfo=UTC), NOW)
+    assert in_bounds(NOW + timedelta(days=1), NOW)
+    assert not in_bounds(NOW + timedelta(days=1, seconds=1), NOW)
+    assert info({"ExifIFD:DateTimeOriginal": "2024:06:02 12:00:00"}, tz=UTC).date_source \
+        == "ExifIFD:DateTimeOriginal"
+    assert info({"ExifIFD:DateTimeOriginal": "2024:06:02 12:00:01"}, tz=UTC).date_source \
+        == "mtime"
 
 # --- dates in file names -----------------------------------------------------------------
 
