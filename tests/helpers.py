@@ -86,11 +86,18 @@ def _dedupe(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def cli_argv(cfg_path: Path, *args: str) -> list[str]:
+def cli_argv(cfg_path: Path, *args: str, backoff: float | None = None) -> list[str]:
     """argv for the real `mediasortd` that works as any user (no dependence on the
-    venv's console script or on the caller's working directory)."""
-    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-            "from daemon.app.cli import main; sys.exit(main())", "--config", str(cfg_path), *args]
+    venv's console script or on the caller's working directory). `backoff`: an import's
+    first wait before retrying a file, in seconds (rules.retry.Backoff.base, 0.5), for a
+    test that need not wait the real backoff out."""
+    policy = ("" if backoff is None else
+              "from daemon.rules.retry import Backoff, Policy; "
+              f"policy = Policy(backoff=Backoff(base={backoff!r})); ")
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {policy}"
+            "from daemon.app.cli import main; "
+            f"sys.exit(main({'policy=policy' if policy else ''}))", "--config", str(cfg_path),
+            *args]
 
 
 def cli(cfg_path: Path, *args: str, env: dict[str, str] | None = None,

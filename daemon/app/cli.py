@@ -11,6 +11,7 @@ from typing import Any
 from .. import __version__, config
 from ..errors import EX_FAILED, EX_OK, ConfigError, MediasortError, UsageError
 from ..model import Outcome
+from ..rules.retry import ONESHOT, Policy
 from ..store import db, query
 from . import lookup, report, show
 
@@ -197,8 +198,10 @@ def _answer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                      help="say what would be put back where; change nothing (no lock needed)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, policy: Policy = ONESHOT) -> int:
+    """`policy`: how `import` retries a file (a test passes a short backoff)."""
     args = build_parser().parse_args(argv)
+    args.policy = policy
     cfg: config.Config | None = None
     try:
         config_error = None
@@ -257,7 +260,8 @@ def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         print(f"dry run, nothing changed: would import {sum(counts.values())} file(s): {parts}")
         return EX_OK
     progress = getattr(args, "progress", None)
-    summary = oneshot.import_(cfg, args.sources, move=args.move, log=log, progress=progress)
+    summary = oneshot.import_(cfg, args.sources, move=args.move, log=log, progress=progress,
+                              policy=args.policy)
     parts = ", ".join(f"{n} {k}" for k, n in summary.counts.items() if n) or "nothing to do"
     print(f"imported {summary.total} file(s): {parts}")
     if progress is not None and progress.on and not args.quiet:

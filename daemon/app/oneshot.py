@@ -35,6 +35,7 @@ from ..media.metadata import Reader
 from ..model import Job, MediaInfo, NotMedia, Outcome, UndoItem, UndoOutcome
 from ..rules.companions import Companion, companion_of, library_name, matches_stem
 from ..rules.layout import numbered
+from ..rules.retry import ONESHOT, Policy
 from ..store import catalog, db, journal, undolog
 from .pool import Pool
 from .service import StateLock, batch_id, make_reader, prepare
@@ -215,10 +216,12 @@ def _duration(secs: float) -> str:
 
 
 def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
-            progress: Progress | None = None, check_catalog: bool = True) -> ImportSummary:
+            progress: Progress | None = None, check_catalog: bool = True,
+            policy: Policy = ONESHOT) -> ImportSummary:
     """Import `sources` (none: only finish what an earlier run left, saying nothing).
     `check_catalog`: refuse a catalog the library does not know (service.check_catalog);
-    off only for the commands that make them agree (`verify --repair`, `adopt`)."""
+    off only for the commands that make them agree (`verify --repair`, `adopt`).
+    `policy`: how a file's trouble is retried (rules.retry)."""
     hook = kill_hook_from_env()
     lock = StateLock(cfg)
     started = time.monotonic()
@@ -253,7 +256,7 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
         if paths:  # a replay alone (adopt, repair) is no import to announce
             log.info("import.started", batch=batch, files=len(paths), move=move)
         pool = Pool(cfg, move=move, batch=batch, log=log, make_reader=make_reader(cfg),
-                    hook=hook, on_result=on_result)
+                    hook=hook, on_result=on_result, policy=policy)
         pool.expected = _Expected(cfg, paths)
         # unfinished jobs first (a path among them is then not queued again), then new
         # files, before the workers start, as far as the queue holds them: each worker

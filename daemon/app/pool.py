@@ -23,6 +23,7 @@ from ..config import Config
 from ..engine.ingest import Describer, Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
 from ..errors import MediasortError
 from ..rules.dates import resolve_timezone
+from ..rules.retry import ONESHOT, Policy, Stop, Trouble
 from ..store import db, journal
 
 RETRY_SECONDS = 5.0  # a path whose job could not be recorded is tried again after this
@@ -36,7 +37,7 @@ class Closeable(Describer, Protocol):
 class Pool:
     def __init__(self, cfg: Config, *, move: bool, batch: str, log: Any,
                  make_reader: Callable[[], Closeable], workers: int | None = None,
-                 queue_size: int | None = None, max_attempts: int | None = 5,
+                 queue_size: int | None = None, policy: Policy = ONESHOT,
                  hook: Hook = _no_hook, on_result: Callable[[Result], None] | None = None,
                  companion_grace: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -47,7 +48,7 @@ class Pool:
         self.make_reader = make_reader
         self.n_workers = workers or cfg.workers
         self.hints: queue.Queue[bytes] = queue.Queue(maxsize=queue_size or cfg.queue_size)
-        self.max_attempts = max_attempts
+        self.policy = policy
         self.hook = hook
         self.on_result = on_result
         self.companion_grace = companion_grace
@@ -174,7 +175,7 @@ class Pool:
             conn = db.connect(self.cfg.catalog)
             reader = self.make_reader()
             ingest = Ingestor(self.cfg, conn, reader, batch=self.batch, log=self.log,
-                              hook=self.hook, max_attempts=self.max_attempts,
+                              hook=self.hook, policy=self.policy,
                               clock=self.clock, companion_grace=self.companion_grace,
                               committer=self.committer)
             ingest.expected = self.expected
@@ -203,7 +204,8 @@ class Pool:
                     # with a full one and says so)
                     if isinstance(e, apsw.Error) and not isinstance(e, apsw.BusyError):
                         blocked = db.state_blocked(e, self.cfg.catalog)
-                        if self.max_attempts is not None or not blocked:
+                        if not blocked or isinstance(
+                                self.policy.decide(Trouble.STATE, 0), Stop):
                             raise
                         self.state = blocked
                     self.log.warning("pool.deferred", source=path.decode("utf-8", "replace"),

@@ -32,6 +32,7 @@ from ..inbox.scan import Candidates, prune_empty_dirs, scan
 from ..inbox.watcher import Watcher
 from ..media.metadata import Reader
 from ..rules.dates import resolve_timezone
+from ..rules.retry import DAEMON
 from ..store import db, journal, query
 from . import logs, notify, report
 from .metrics import Gauges, Metrics, write_textfile
@@ -390,7 +391,7 @@ class Daemon:
                 if conn is not None:
                     conn.close()
             self.pool = pool = Pool(cfg, move=True, batch=self._new_batch(), log=log,
-                                    make_reader=self._make_reader, max_attempts=None, hook=hook,
+                                    make_reader=self._make_reader, policy=DAEMON, hook=hook,
                                     on_result=self._on_result, clock=self.clock,
                                     companion_grace=cfg.companion_grace_seconds)
             pool.start()

@@ -23,7 +23,6 @@ from typing import Any, Protocol, TypeVar
 import apsw
 
 from ..config import Config
-from ..errors import ToolError
 from ..files.fsops import (
     WAY_ERRNOS,
     FolderStats,
@@ -59,14 +58,14 @@ from ..rules.layout import (
     pairs_with,
     render,
 )
+from ..rules.retry import FULL_ERRNOS, ONESHOT, Again, GiveUp, Policy, Trouble, classify
 from ..store import catalog, journal
-from ..store.db import CATALOG_BROKEN, Committer, state_blocked, transaction
+from ..store.db import Committer, catalog_trouble, state_blocked, transaction
 from . import pairing
 
-FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 UNREADABLE = "unreadable:"  # a reject's reason starts with this: taken again once readable
 WRITING = "still open for writing"
-WRITER_PATIENCE = 60.0  # s an import waits for a writer that has a source open
+FULL_MARK = "the library is full"  # said in the reason of a copy that met a full library
 BATCH_BYTES = 64 << 20  # take_many: files go through a step together up to this size
 T = TypeVar("T")
 
@@ -209,7 +208,7 @@ class Ingestor:
 
     def __init__(self, config: Config, conn: apsw.Connection, reader: Describer, *,
                  batch: str, log: Any, hook: Hook = _no_hook,
-                 max_attempts: int | None = 5, clock: Callable[[], float] = time.monotonic,
+                 policy: Policy = ONESHOT, clock: Callable[[], float] = time.monotonic,
                  companion_grace: float = 0.0, committer: Committer | None = None):
         self.cfg = config
         self.conn = conn
@@ -217,7 +216,7 @@ class Ingestor:
         self.batch = batch
         self.log = log
         self.hook = hook
-        self.max_attempts = max_attempts
+        self.policy = policy
         self.clock = clock
         self.companion_grace = companion_grace
         self.expected: Container[bytes] | None = None  # an import's paths (see pairing)
@@ -517,8 +516,8 @@ class Ingestor:
             if job.move:
                 why = take_lease(fd)
                 if why == "busy":
-                    return self._retry(job, f"{WRITING}; waiting until it is closed", ident,
-                                       after=max(self.cfg.settle_seconds, 1.0), patient=True)
+                    return self._retry(job, Trouble.WRITER,
+                                       f"{WRITING}; waiting until it is closed", ident)
                 src.leased = why is None
                 if why is not None and why not in self.lease_trouble:
                     self.lease_trouble.add(why)
@@ -532,13 +531,13 @@ class Ingestor:
                                        intact=(lambda: lease_held(fd)) if src.leased else None)
             except SourceChanged as e:
                 unlink_quiet(job.staged)
-                return self._retry(job, f"the file changed while being copied ({e})", ident,
-                                   after=max(self.cfg.settle_seconds, 0.5))
+                return self._retry(job, Trouble.CHANGED,
+                                   f"the file changed while being copied ({e})", ident)
             except OSError as e:
                 unlink_quiet(job.staged)
                 if e.errno in FULL_ERRNOS:
-                    return self._retry(job, f"copy failed: {e.strerror}: {journal.FULL_MARK}",
-                                       None, full=True)
+                    return self._retry(job, Trouble.FULL,
+                                       f"copy failed: {e.strerror}: {FULL_MARK}")
                 raise
             self.held[job.id], keep = src, True
         finally:
@@ -747,7 +746,7 @@ class Ingestor:
             if (entry := catalog.by_job(self.conn, job.id)) is not None:
                 catalog.delete(self.conn, entry.id)
             job = journal.advance(self.conn, job.id, Step.RECORDED, outcome=None, dest=None)
-        return self._retry(job, reason, None, after=max(self.cfg.settle_seconds, 1.0))
+        return self._retry(job, Trouble.REOPENED, reason)
 
     def _link(self, job: Job) -> Job:
         """The staged copy linked at the job's destination, or at the next free name if
@@ -921,49 +920,48 @@ class Ingestor:
         self.log.info("ingest.name_taken", job_id=job.id, taken=display(dest), dest=display(new))
         return new
 
-    def _retry(self, job: Job, reason: str, ident: Any, *, after: float | None = None,
-               full: bool = False, patient: bool = False) -> Retry | Job:
-        with transaction(self.conn):
-            # a writer still at work is not a failed attempt: waiting for it does not use
-            # up the retries that an error of the file's own is allowed
-            journal.note_attempt(self.conn, job.id, reason, ident, count=not patient)
-            job = journal.get(self.conn, job.id)
-            waited = journal.age(self.conn, job.id) if patient else 0.0
-        if patient:  # the daemon waits as long as it takes; a one-shot import a minute
-            if self.max_attempts is not None and waited >= WRITER_PATIENCE:
-                return self._fail(job, f"{reason} (gave up after {waited:.0f} s)")
-            return Retry(job, after or 1.0, reason)
-        if not full and self.max_attempts is not None and job.attempts >= self.max_attempts:
-            return self._fail(job, f"{reason} (gave up after {job.attempts} attempts)")
-        if full and self.max_attempts is not None and job.attempts >= self.max_attempts * 2:
-            return self._fail(job, reason)
-        # a full library is checked often (space may be freed any moment); other trouble
-        # backs off further
-        cap = 5.0 if full else 60.0
-        backoff = after if after is not None else min(cap, 0.5 * 2 ** min(job.attempts, 7))
-        return Retry(job, backoff, reason, full)
+    def _retry(self, job: Job, trouble: Trouble, reason: str, ident: Identity | None = None,
+               *, error: Exception | None = None, state: str = "") -> Retry | Job:
+        """Record the attempt (when the journal can take it), then do what the retry
+        policy decides: try again later, fail the job, or stop with `error`."""
+        age = 0.0
+        if trouble.records:
+            with transaction(self.conn):
+                journal.note_attempt(self.conn, job.id, reason, ident, count=trouble.counts,
+                                     full=trouble is Trouble.FULL)
+                job = journal.get(self.conn, job.id)
+                if trouble is Trouble.WRITER:  # an import waits for it by the job's age
+                    age = journal.age(self.conn, job.id)
+        decision = self.policy.decide(trouble, job.attempts, age=age,
+                                      settle=self.cfg.settle_seconds)
+        if isinstance(decision, Again):
+            return Retry(job, decision.after, reason, full=trouble is Trouble.FULL, state=state)
+        if isinstance(decision, GiveUp):
+            return self._fail(job, reason + decision.why)
+        assert error is not None, f"{trouble} stops only with an error"
+        raise error  # the catalog's trouble: a one-shot command (or the service) stops
 
     def _trouble(self, job: Job, e: Exception) -> Job | Retry:
-        """An unexpected error in a step: retry a few times, then fail the job."""
-        if isinstance(e, apsw.BusyError):
-            return Retry(job, 1.0, f"the catalog is locked: {e}")
-        if blocked := state_blocked(e, self.cfg.catalog):
-            if self.max_attempts is not None:
-                raise e  # a one-shot command stops and says so (exit 75 / 73)
-            # the daemon waits, as for a full library; nothing can be written to the
-            # journal meanwhile, so the attempt is not counted
-            return Retry(job, 5.0, f"{job.step.value}: the catalog's filesystem is "
-                         f"{blocked} ({self.cfg.state_dir})", state=blocked)
-        if isinstance(e, CATALOG_BROKEN):
-            raise e  # the catalog's trouble, not this file's: it stops the service
-        if isinstance(e, ToolError):  # ExifTool missing or dying: not this file's fault
-            return self._retry(job, f"{job.step.value}: {e}", None)
-        if isinstance(e, OSError):
+        """An unexpected error in a step: retried, the job failed, or the error raised,
+        as the retry policy says of its kind."""
+        trouble = classify(e, catalog_trouble(e, self.cfg.catalog))
+        state = ""
+        if trouble is Trouble.LOCKED:
+            reason = f"the catalog is locked: {e}"
+        elif trouble is Trouble.STATE:
+            state = state_blocked(e, self.cfg.catalog) or ""
+            reason = (f"{job.step.value}: the catalog's filesystem is {state} "
+                      f"({self.cfg.state_dir})")
+        elif trouble is Trouble.TOOL:  # ExifTool missing or dying: not this file's fault
+            reason = f"{job.step.value}: {e}"
+        elif isinstance(e, OSError):
             where = display(e.filename) if isinstance(e.filename, bytes) else e.filename
             reason = f"{job.step.value}: {e.strerror or e} ({where})"
-            return self._retry(job, reason, None, full=e.errno in FULL_ERRNOS)
-        self.log.exception("ingest.bug", job_id=job.id, source=display(job.source))
-        return self._fail(job, f"{job.step.value}: {type(e).__name__}: {e}")
+        else:
+            if trouble is Trouble.BUG:
+                self.log.exception("ingest.bug", job_id=job.id, source=display(job.source))
+            reason = f"{job.step.value}: {type(e).__name__}: {e}"
+        return self._retry(job, trouble, reason, error=e, state=state)
 
     def _fail(self, job: Job, error: str) -> Job:
         """Give up on a job: undo whatever it reserved, leave the source untouched."""

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import apsw
 
 from ..errors import CatalogError, LockedError, MediasortError, StateFullError, StateReadOnlyError
+from ..rules.retry import Trouble
 
 BUSY_TIMEOUT_MS = 30_000
 # The catalog and its -wal and -shm are readable by their group (the service's own group,
@@ -258,6 +259,14 @@ MIGRATIONS: list[str] = [
              THEN lower(substr(CAST(source AS TEXT), length(rtrim(CAST(source AS TEXT),
                                replace(CAST(source AS TEXT), '/', ''))) + 1)) END);
     """,
+    # the library's filesystem was full at a job's last attempt (journal.note_attempt;
+    # any other error written clears it): `status` counts the files waiting for space
+    # by this flag, not by the words of the error
+    """
+    ALTER TABLE jobs ADD COLUMN library_full INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET library_full = 1
+        WHERE step != 'done' AND error LIKE '%the library is full%';
+    """,
 ]
 
 
@@ -406,6 +415,19 @@ def state_blocked(e: BaseException, path: Path) -> str | None:
         return "full"
     if isinstance(e, (apsw.IOError, apsw.ReadOnlyError, apsw.CantOpenError)):
         return state_trouble(path)
+    return None
+
+
+def catalog_trouble(e: BaseException, path: Path) -> Trouble | None:
+    """What `e` is when it is the catalog's own trouble, for the retry policy: LOCKED
+    (another process holds its lock), STATE (its filesystem refuses writes: which way,
+    state_blocked says) or BROKEN; None when it is not the catalog's."""
+    if isinstance(e, apsw.BusyError):
+        return Trouble.LOCKED
+    if state_blocked(e, path):
+        return Trouble.STATE
+    if isinstance(e, CATALOG_BROKEN):
+        return Trouble.BROKEN
     return None
 
 

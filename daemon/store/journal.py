@@ -106,6 +106,8 @@ def advance(conn: apsw.Connection, job_id: int, step: Step, **fields: Any) -> Jo
     for name, value in fields.items():
         sets.append(f"{name} = ?")
         args.append(value.value if isinstance(value, Outcome) else value)
+    if "error" in fields:  # another error (or none): no longer the library being full
+        sets.append("library_full = 0")
     if step is Step.DONE:
         sets.append("finished_at = ?")
         args.append(args[1])
@@ -114,17 +116,19 @@ def advance(conn: apsw.Connection, job_id: int, step: Step, **fields: Any) -> Jo
 
 
 def note_attempt(conn: apsw.Connection, job_id: int, error: str, ident: Identity | None,
-                 count: bool = True) -> None:
+                 count: bool = True, full: bool = False) -> None:
     """Record why a job will be retried (and the source's new identity); `count`: it is a
-    failed attempt (waiting for a writer to finish is not one)."""
+    failed attempt (waiting for a writer to finish is not one); `full`: the library's
+    filesystem was full (waiting_for_space)."""
     n = 1 if count else 0
     if ident is None:
-        conn.execute("UPDATE jobs SET attempts = attempts + ?, error = ?, updated_at = ? "
-                     "WHERE id = ?", (n, error, now(), job_id))
+        conn.execute("UPDATE jobs SET attempts = attempts + ?, error = ?, library_full = ?, "
+                     "updated_at = ? WHERE id = ?", (n, error, int(full), now(), job_id))
     else:
-        conn.execute("UPDATE jobs SET attempts = attempts + ?, error = ?, updated_at = ?, "
-                     "dev = ?, ino = ?, size = ?, mtime_ns = ? WHERE id = ?",
-                     (n, error, now(), ident.dev, ident.ino, ident.size, ident.mtime_ns, job_id))
+        conn.execute("UPDATE jobs SET attempts = attempts + ?, error = ?, library_full = ?, "
+                     "updated_at = ?, dev = ?, ino = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                     (n, error, int(full), now(), ident.dev, ident.ino, ident.size,
+                      ident.mtime_ns, job_id))
 
 
 def unfinished(conn: apsw.Connection) -> list[Job]:
@@ -159,13 +163,10 @@ def pending(conn: apsw.Connection) -> int:
     return int(_first(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done'").fetchall()))
 
 
-FULL_MARK = "the library is full"
-
-
 def waiting_for_space(conn: apsw.Connection) -> int:
     """Unfinished jobs whose last attempt found the library's filesystem full."""
-    return int(_first(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done' AND error LIKE ?",
-                            (f"%{FULL_MARK}%",)).fetchall()))
+    return int(_first(conn.execute(
+        "SELECT count(*) FROM jobs WHERE step != 'done' AND library_full").fetchall()))
 
 
 def recent_problems(conn: apsw.Connection, limit: int = 10) -> Iterator[dict[str, Any]]:

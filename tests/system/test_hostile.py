@@ -241,14 +241,18 @@ def test_library_folder_unwritable_then_writable_again(nobody_dir: Path) -> None
     for p in [nobody_dir, *nobody_dir.rglob("*")]:
         os.chown(p, 65534, 65534)
     cfg.library.chmod(0o555)  # staging exists, but no new folder can be made for a date
-    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cli_argv(cfg_path),
-            "import", "--move", str(cfg.inbox)]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    # the five attempts each file is given, without the real backoff's 15 s between them
+    r = subprocess.run([*user, *cli_argv(cfg_path, "import", "--move", str(cfg.inbox),
+                                         backoff=0.01)],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "3 failed" in r.stdout
+    assert all("(gave up after 5 attempts)" in (e or "") for _, e, _ in jobs(cfg).values())
     assert all(p.read_bytes() == d for p, d in files.items()), "a source was touched"
     assert os.listdir(cfg.staging) == []
     cfg.library.chmod(0o750)
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([*user, *cli_argv(cfg_path, "import", "--move", str(cfg.inbox))],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "3 filed" in r.stdout, r.stdout + r.stderr
     check_consistent(cfg, files, move=True)
