@@ -94,10 +94,10 @@ def cli_argv(cfg_path: Path, *args: str, backoff: float | None = None) -> list[s
     policy = ("" if backoff is None else
               "from daemon.rules.retry import Backoff, Policy; "
               f"policy = Policy(backoff=Backoff(base={backoff!r})); ")
-    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {policy}"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); {policy}"
             "from daemon.app.cli import main; "
-            f"sys.exit(main({'policy=policy' if policy else ''}))", "--config", str(cfg_path),
-            *args]
+            f"sys.exit(main({'policy=policy' if policy else ''}))")
+    return [sys.executable, "-c", code, "--config", str(cfg_path), *args]
 
 
 def cli(cfg_path: Path, *args: str, env: dict[str, str] | None = None,

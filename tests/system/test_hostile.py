@@ -245,7 +245,7 @@ def test_library_folder_unwritable_then_writable_again(nobody_dir: Path) -> None
     # the five attempts each file is given, without the real backoff's 15 s between them
     r = subprocess.run([*user, *cli_argv(cfg_path, "import", "--move", str(cfg.inbox),
                                          backoff=0.01)],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "3 failed" in r.stdout
     assert all("(gave up after 5 attempts)" in (e or "") for _, e, _ in jobs(cfg).values())
@@ -253,6 +253,6 @@ def test_library_folder_unwritable_then_writable_again(nobody_dir: Path) -> None
     assert os.listdir(cfg.staging) == []
     cfg.library.chmod(0o750)
     r = subprocess.run([*user, *cli_argv(cfg_path, "import", "--move", str(cfg.inbox))],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0 and "3 filed" in r.stdout, r.stdout + r.stderr
     check_consistent(cfg, files, move=True)
