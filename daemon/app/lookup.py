@@ -12,7 +12,7 @@ from typing import Any
 import apsw
 
 from ..config import Config
-from ..files.fsops import hash_file
+from ..files.copy import hash_file
 from ..store import query
 
 

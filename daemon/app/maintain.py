@@ -30,7 +30,9 @@ from typing import Any
 from ..config import Config
 from ..engine.pairing import as_companion
 from ..errors import ForeignCatalogError, MediasortError
-from ..files.fsops import fsync_dir, hash_file, make_dirs, move_noreplace
+from ..files.copy import hash_file
+from ..files.dirs import fsync_dir, make_dirs
+from ..files.moves import move_noreplace
 from ..media.metadata import Reader
 from ..model import MediaInfo, NotMedia
 from ..rules.companions import Companion, companion_of, matches_stem

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..engine.ingest import Finished, Result, Retry
 from ..errors import MediasortError
-from ..files.fsops import fsync_dir
+from ..files.dirs import fsync_dir
 from ..model import Outcome, Step
 
 # seconds; files take from milliseconds (a duplicate) to minutes (a large video)

@@ -30,7 +30,8 @@ from ..engine.ingest import (
 from ..engine.undo import Undoer
 from ..engine.undo import kill_hook_from_env as undo_kill_hook_from_env
 from ..errors import MediasortError, UsageError
-from ..files.fsops import Unusable, hash_fd, open_dir, open_source
+from ..files.copy import hash_fd
+from ..files.paths import Unusable, open_dir, open_source
 from ..media.metadata import Reader
 from ..model import Job, MediaInfo, NotMedia, Outcome, UndoItem, UndoOutcome
 from ..rules.companions import Companion, companion_of, library_name, matches_stem

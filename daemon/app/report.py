@@ -19,7 +19,8 @@ from typing import Any
 import apsw
 
 from ..config import Config
-from ..files.fsops import hash_file, identity, stat_beneath
+from ..files.copy import hash_file
+from ..files.paths import identity, stat_beneath
 from ..inbox.scan import open_for_writing, scan
 from ..rules.layout import UNDATED_LAYOUT
 from ..store import catalog, db, journal, query, undolog

@@ -27,7 +27,7 @@ from ..config import Config
 from ..engine.ingest import Finished, Hook, Ingestor, Result, Retry, kill_hook_from_env
 from ..engine.undo import Undoer
 from ..errors import CatalogError, ConfigError, ForeignCatalogError, LockedError
-from ..files.fsops import fsync_dir, make_dirs, own_like_parent
+from ..files.dirs import fsync_dir, make_dirs, own_like_parent
 from ..inbox.scan import Candidates, prune_empty_dirs, scan
 from ..inbox.watcher import Watcher
 from ..media.metadata import Reader

@@ -23,27 +23,20 @@ from typing import Any, Protocol, TypeVar
 import apsw
 
 from ..config import Config
-from ..files.fsops import (
+from ..files.copy import SourceChanged, copy_and_hash, hash_file
+from ..files.dirs import fsync_dir, make_dirs
+from ..files.moves import link_noreplace, move_at, same_file, unlink_at_if, unlink_quiet
+from ..files.paths import (
     WAY_ERRNOS,
     FolderStats,
     Source,
-    SourceChanged,
     Unusable,
-    copy_and_hash,
-    fsync_dir,
-    hash_file,
     identity,
     lease_held,
-    link_noreplace,
-    make_dirs,
-    move_at,
     open_dir,
     open_source_beneath,
     parent_beneath,
-    same_file,
     take_lease,
-    unlink_at_if,
-    unlink_quiet,
     way_reason,
 )
 from ..model import Identity, Job, MediaInfo, NotMedia, Outcome, Step
@@ -480,7 +473,7 @@ class Ingestor:
 
     def _root(self, path: bytes) -> bytes | None:
         """The inbox `path` lies in: its folders are resolved beneath it, never through a
-        link (fsops.parent_beneath); None for a source named by the user (an import)."""
+        link (paths.parent_beneath); None for a source named by the user (an import)."""
         inbox = self.cfg.inbox_of(path)
         return os.fsencode(inbox) if inbox is not None else None
 
@@ -801,7 +794,7 @@ class Ingestor:
     def _move_from(self, job: Job, src_dir: int, name: bytes, dest: bytes
                    ) -> tuple[bytes | None, str | None]:
         """_move_entry's move of the entry `name` of folder `src_dir` (renameat2, or
-        recreated across filesystems: fsops.move_at): where it went and a note."""
+        recreated across filesystems: moves.move_at): where it went and a note."""
         try:
             st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
         except FileNotFoundError:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 import apsw
 
-from ..files.fsops import Unusable, open_source_beneath
+from ..files.paths import Unusable, open_source_beneath
 from ..model import Job, MediaInfo, Outcome, Step
 from ..rules.companions import Companion, matches_stem, takeout_names
 from ..rules.dates import in_bounds
@@ -110,7 +110,7 @@ def takeout_date(source: bytes, info: MediaInfo, tz: tzinfo,
                  root: bytes | None = None) -> MediaInfo:
     """A Google Takeout JSON beside the photo dates it when the photo has no date of
     its own (photoTakenTime, UTC seconds). `root`: the inbox, beneath which the folder
-    is resolved without links (fsops.open_source_beneath)."""
+    is resolved without links (files.paths.open_source_beneath)."""
     folder = os.path.dirname(source)
     for name in takeout_names(os.path.basename(source)):
         src = open_source_beneath(root, os.path.join(folder, name))

@@ -20,17 +20,10 @@ from typing import Any
 import apsw
 
 from ..config import Config
-from ..files.fsops import (
-    Unusable,
-    copy_and_hash,
-    fsync_dir,
-    hash_file,
-    link_noreplace,
-    make_dirs,
-    open_source,
-    same_file,
-    unlink_quiet,
-)
+from ..files.copy import copy_and_hash, hash_file
+from ..files.dirs import fsync_dir, make_dirs
+from ..files.moves import link_noreplace, same_file, unlink_quiet
+from ..files.paths import Unusable, open_source
 from ..model import Job, Outcome, UndoItem, UndoOutcome, UndoStep
 from ..rules.layout import numbered_name
 from ..store import catalog, journal, undolog
@@ -297,7 +290,7 @@ class Undoer:
         parent = os.path.dirname(cand)
         unlink_quiet(self._undo_tmp(item, parent))
         if item.origin is not None and not same_file(item.origin, cand):
-            # fsops.link_noreplace's copy across filesystems
+            # moves.link_noreplace's copy across filesystems
             unlink_quiet(os.path.join(parent, b".mediasortd-tmp-" + os.path.basename(item.origin)))
 
     def _label(self, item: UndoItem, cand: bytes, held: bool) -> UndoOutcome:

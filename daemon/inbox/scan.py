@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..files.fsops import (
+from ..files.paths import (
     TRANSIENT_ERRNOS,
     Unusable,
     open_dir,
@@ -266,7 +266,7 @@ def candidate_name(name: bytes) -> bool:
 
 def scan(inbox: bytes) -> Iterator[bytes]:
     """Every candidate entry under the inbox (links not followed; hidden folders skipped).
-    Each folder is opened beneath the inbox's descriptor (fsops.open_dir_beneath), so a
+    Each folder is opened beneath the inbox's descriptor (paths.open_dir_beneath), so a
     folder swapped for a link is never listed, and paths longer than PATH_MAX are found."""
     try:
         root = open_dir(inbox)

@@ -3,18 +3,20 @@
     MEDIASORTD_TEST_SKIP_FSYNC=WHICH python -m tests.faults.nofsync [mediasortd arguments]
 
 WHICH is one of:
-  copy     the fsync of the staged copy's bytes (fsops.copy_and_hash)
+  copy     the fsync of the staged copy's bytes (files.copy.copy_and_hash)
   staging  the fsync of the staging folder after the copy (Ingestor._copy)
   place    the fsync of the destination folder after linking the copy (Ingestor._place,
            _place_all)
   move     both fsyncs after moving a rejected entry as it is (Ingestor._move_entry,
-           and fsops.move_at's own across filesystems)
+           and files.moves.move_at's own across filesystems)
   retire   the fsync of the source folder after removing the source (Ingestor._retire,
            _retire_all)
 
 Folder fsyncs are skipped only while that one step runs (a thread-local flag: the
-workers are threads), so every other step keeps theirs (fsops' fsync_dir is skipped too
-while the step runs: make_dirs inside it loses its fsync as well). The daemon's code is
+workers are threads), so every other step keeps theirs. Every folder fsync of the
+package is `files.dirs.fsync_dir` (make_dirs and move_at call it too), whatever name a
+caller imported it under, so `files.dirs`' own `os` is the one patched; a file's bytes
+are fsynced only by `files.copy`, whose `os` is patched for "copy". The daemon's code is
 not changed; this is a monkeypatch before `daemon.app.cli.main`.
 """
 
@@ -29,7 +31,7 @@ from typing import Any
 
 from daemon.app import cli
 from daemon.engine import ingest
-from daemon.files import fsops
+from daemon.files import copy, dirs
 
 # The single-job step and its lockstep form (Ingestor.take_many) both lose the fsync.
 STEP_OF = {"staging": ("_copy",), "place": ("_place", "_place_all"), "move": ("_move_entry",),
@@ -40,15 +42,7 @@ _in_step = threading.local()
 def _skip_folder_fsyncs_in(methods: tuple[str, ...]) -> None:
     for method in methods:
         _flag_while_running(method)
-    real = getattr(ingest, "fsync_dir")  # noqa: B009 - imported by name into ingest
-
-    def fsync_dir(path: bytes | int) -> None:
-        if not getattr(_in_step, "depth", 0):
-            real(path)
-
-    setattr(ingest, "fsync_dir", fsync_dir)  # noqa: B010 - ingest's own name for it
-    # fsops.move_at's own fsync (the destination before the source goes, across filesystems)
-    setattr(fsops, "fsync_dir", fsync_dir)  # noqa: B010 - fsops' name for it
+    setattr(dirs, "os", _OsWithoutStepFsync("os"))  # noqa: B010 - files.dirs' name only
 
 
 def _flag_while_running(method: str) -> None:
@@ -65,7 +59,7 @@ def _flag_while_running(method: str) -> None:
 
 
 class _OsWithoutFileFsync(types.ModuleType):
-    """`os` for fsops, whose fsync does nothing to regular files (folders still work)."""
+    """`os` for files.copy, whose fsync does nothing to regular files (folders still work)."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
@@ -76,10 +70,22 @@ class _OsWithoutFileFsync(types.ModuleType):
             os.fsync(fd)
 
 
+class _OsWithoutStepFsync(types.ModuleType):
+    """`os` for files.dirs, whose fsync does nothing while the thread runs the step."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    @staticmethod
+    def fsync(fd: int) -> None:
+        if not getattr(_in_step, "depth", 0):
+            os.fsync(fd)
+
+
 def main() -> int:
     which = os.environ["MEDIASORTD_TEST_SKIP_FSYNC"]
     if which == "copy":
-        setattr(fsops, "os", _OsWithoutFileFsync("os"))  # noqa: B010 - fsops' name only
+        setattr(copy, "os", _OsWithoutFileFsync("os"))  # noqa: B010 - files.copy's name only
     elif which in STEP_OF:
         _skip_folder_fsyncs_in(STEP_OF[which])
     else:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.files import fsops
+from daemon.files.dirs import make_dirs
+from daemon.files.moves import link_noreplace, rename_noreplace, same_file
 from daemon.store import db
 from tests.faults.powercut import PowerFS, unavailable
 from tests.helpers import ROOT, wait_for
@@ -213,15 +214,15 @@ def test_rename_noreplace_and_the_daemons_primitives(fs: PowerFS) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     rc = libc.renameat2(-100, bytes(a), -100, bytes(b), 1)  # RENAME_NOREPLACE
     assert rc == -1 and ctypes.get_errno() == errno.EEXIST
-    assert fsops.rename_noreplace(bytes(a), bytes(d / "c")) is True
-    assert not fsops.rename_noreplace(bytes(d / "c"), bytes(b))
-    assert fsops.link_noreplace(bytes(b), bytes(d / "b2")) is True
-    assert not fsops.link_noreplace(bytes(b), bytes(d / "c"))
-    assert fsops.same_file(bytes(b), bytes(d / "b2"))
+    assert rename_noreplace(bytes(a), bytes(d / "c")) is True
+    assert not rename_noreplace(bytes(d / "c"), bytes(b))
+    assert link_noreplace(bytes(b), bytes(d / "b2")) is True
+    assert not link_noreplace(bytes(b), bytes(d / "c"))
+    assert same_file(bytes(b), bytes(d / "b2"))
     rc = libc.renameat2(-100, bytes(d / "c"), -100, bytes(b), 2)  # RENAME_EXCHANGE
     assert rc == 0 and (d / "b").read_bytes() == b"a" and (d / "c").read_bytes() == b"b"
     e = durable_dir(fs, "e")
-    fsops.make_dirs(bytes(e / "x" / "y"), 0o750)
+    make_dirs(bytes(e / "x" / "y"), 0o750)
     cut(fs)  # make_dirs fsyncs each parent; the renames and links were never synced
     assert sorted(os.listdir(d)) == ["a", "b"] and (e / "x" / "y").is_dir()
 

@@ -1,4 +1,4 @@
-"""fsops.FolderStats: the lstat pass keeps one folder open for a run of paths, resolved
+"""paths.FolderStats: the lstat pass keeps one folder open for a run of paths, resolved
 beneath the inbox exactly as stat_beneath does (no link followed on the way)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.files.fsops import FolderStats, stat_beneath
+from daemon.files.paths import FolderStats, stat_beneath
 
 
 def test_same_answers_as_stat_beneath_and_links_refused(tmp_path: Path) -> None:
