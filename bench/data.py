@@ -237,9 +237,9 @@ def check_exiftool_reads(ds: DataSet) -> str:
 def make_catalog(state_dir: Path, rows: int, log: Any = print) -> Path:
     """A catalog of `rows` files (and as many finished jobs) in the project's own schema
     (daemon.store.db.connect creates and migrates it), inserted in big transactions."""
-    from daemon.store import db
+    from daemon.store import db, schema
 
-    params = {"rows": rows, "v": 2, "migrations": len(db.MIGRATIONS)}
+    params = {"rows": rows, "v": 2, "migrations": len(schema.MIGRATIONS)}
     stamp = state_dir / "bench-manifest.json"
     path = state_dir / "catalog.db"
     try:

@@ -34,7 +34,7 @@ _NOT_IN_CATALOG = "NOT EXISTS (SELECT 1 FROM files c WHERE c.job_id = j.id)"
 SHA_PREFIX = re.compile(r"^[0-9a-fA-F]{6,64}$")
 DATE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
 # a job's source's base name, lowered, when the source is printable ASCII, else NULL:
-# the expression of the index jobs_lower_base (db.MIGRATIONS), written the same
+# the expression of the index jobs_lower_base (schema.MIGRATIONS), written the same
 _SRC = "CAST(source AS TEXT)"
 JOB_LOWER_BASE = (f"CASE WHEN {_SRC} NOT GLOB '*[^ -~]*' THEN lower(substr({_SRC}, "
                   f"length(rtrim({_SRC}, replace({_SRC}, '/', ''))) + 1)) END")

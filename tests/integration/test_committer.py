@@ -10,7 +10,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from daemon.store import db
+from daemon.store import db, schema
 
 
 def test_many_threads_one_committer_each_change_committed_once(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_many_connections_opening_a_new_catalog_together_all_succeed(tmp_path: P
         for t in threads:
             t.join()
         assert errors == []
-        assert db.user_version(db.connect(path, readonly=True)) == len(db.MIGRATIONS)
+        assert db.user_version(db.connect(path, readonly=True)) == len(schema.MIGRATIONS)
 
 
 def test_a_batch_taken_in_lockstep_shares_its_commits(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from daemon.engine.ingest import Finished, Ingestor
 from daemon.media.metadata import Reader
 from daemon.model import MediaInfo
 from daemon.rules.layout import numbered
-from daemon.store import catalog, db, journal
+from daemon.store import catalog, db, journal, schema
 from daemon.store.db import transaction
 from tests.helpers import check_consistent, jpeg_bytes, make_config, write
 
@@ -156,9 +156,9 @@ def test_migration_counts_the_numbers_already_in_an_old_catalog(tmp_path: Path) 
     the next file goes after the highest number at once."""
     path = tmp_path / "catalog.db"
     old = apsw.Connection(str(path))
-    before = next(i for i, sql in enumerate(db.MIGRATIONS) if "CREATE TABLE name_seq" in sql)
+    before = next(i for i, sql in enumerate(schema.MIGRATIONS) if "CREATE TABLE name_seq" in sql)
     with transaction(old):
-        for sql in db.MIGRATIONS[:before]:  # the schema before the counters
+        for sql in schema.MIGRATIONS[:before]:  # the schema before the counters
             old.execute(sql)
         old.execute(f"PRAGMA user_version={before}")
     other = "2024-06/2024-06-03 10.11.13.jpg"
