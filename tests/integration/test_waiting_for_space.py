@@ -9,7 +9,7 @@ from pathlib import Path
 import apsw
 
 from daemon.model import Identity, Outcome, Step
-from daemon.store import db, journal
+from daemon.store import db, journal, schema
 from daemon.store.db import transaction
 
 IDENT = Identity(1, 2, 3, 4)
@@ -54,9 +54,9 @@ def test_the_migration_flags_jobs_an_older_version_left_waiting(tmp_path: Path) 
     library was full are waiting for space after the upgrade, as they were before."""
     path = tmp_path / "catalog.db"
     old = apsw.Connection(str(path))
-    before = next(i for i, sql in enumerate(db.MIGRATIONS) if "library_full" in sql)
+    before = next(i for i, sql in enumerate(schema.MIGRATIONS) if "library_full" in sql)
     with transaction(old):
-        for sql in db.MIGRATIONS[:before]:
+        for sql in schema.MIGRATIONS[:before]:
             old.execute(sql)
         old.execute(f"PRAGMA user_version={before}")
         t = journal.now()
@@ -71,7 +71,7 @@ def test_the_migration_flags_jobs_an_older_version_left_waiting(tmp_path: Path) 
     old.close()
     conn = db.connect(path)
     try:
-        assert db.user_version(conn) == len(db.MIGRATIONS)
+        assert db.user_version(conn) == len(schema.MIGRATIONS)
         assert conn.execute("SELECT source FROM jobs WHERE library_full").fetchall() == [
             (b"/inbox/full.jpg",)]
         assert journal.waiting_for_space(conn) == 1
