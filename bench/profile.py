@@ -130,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx.fair_start(ds.root)
     raw = args.out / f"{ds.name}.raw"
     t0 = time.perf_counter()
-    subprocess.run([spy, "record", *([] if args.cpu else ["--idle"]), "--threads", "--rate", str(args.rate),
-                    "--format", "raw", "-o", str(raw), "--", *ctx.mediasortd(cfg, "import",
-                                                                          str(ds.root))],
+    subprocess.run([spy, "record", *([] if args.cpu else ["--idle"]), "--threads",
+                    "--rate", str(args.rate), "--format", "raw", "-o", str(raw), "--",
+                    *ctx.mediasortd(cfg, "import", str(ds.root))],
                    cwd=ctx.src, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     print(f"{ds.name}: {ds.count:,} files, import under py-spy {wall:.1f} s "
@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         out = rundir / "strace.txt"
         subprocess.run(["strace", "-f", "-c", "-o", str(out), "-e",
                         ("trace=fsync,fdatasync,link,linkat,rename,renameat2,unlink,openat,"
-                         "pwrite64,write,read,readv,fadvise64"), *ctx.mediasortd(cfg, "import", str(sub))],
+                         "pwrite64,write,read,readv,fadvise64"),
+                        *ctx.mediasortd(cfg, "import", str(sub))],
                        cwd=ctx.src, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         print(f"\nsystem calls for {n} files (strace -f -c; per file = calls / {n}):")

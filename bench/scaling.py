@@ -85,7 +85,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def dataset(ctx: Context, shape: str, n: int, file_size: int) -> data.DataSet:
     step, per_folder = SHAPES[shape]
-    per = per_folder if per_folder else n if per_folder == 0 else max(1, math.ceil(n / 1000))
+    per = per_folder or (n if per_folder == 0 else max(1, math.ceil(n / 1000)))
     name = f"{shape}-{n}"
     return data.make_jpegs(ctx.workdir / "data" / name, name, n, file_size, EPOCH, step,
                            ctx.log, per_folder=per)

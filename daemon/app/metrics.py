@@ -69,7 +69,7 @@ class Metrics:
         self.lock = threading.Lock()
         self.files = {o.value: base_counts.get(o.value, 0) for o in Outcome}
         self.filed_bytes = base_filed_bytes
-        self.step_failures = {a: 0 for a in ACTION.values()}
+        self.step_failures = dict.fromkeys(ACTION.values(), 0)
         self.durations = {o.value: Histogram.empty() for o in Outcome}
         self.start_time = start_time
 

@@ -318,13 +318,15 @@ def summary_table(summary: ImportSummary, library: str) -> list[str]:
             ("rejected", c.get("rejected", 0), ""), ("failed", c.get("failed", 0), ""),
             ("vanished", c.get("vanished", 0), "gone before they could be read")]
     for name, n, note in rows:
-        if not n and name in ("vanished",):
+        if not n and name == "vanished":
             continue
         key = {"duplicates": "duplicate"}.get(name, name)
         top = summary.reasons.get(key)
         if top and name in ("rejected", "failed"):
-            note = "; ".join(f"{why} ({k})" for why, k in top.most_common(3))
-        lines.append(printable(f"  {name:<11}{n:>7,}  {note}".rstrip()))
+            text = "; ".join(f"{why} ({k})" for why, k in top.most_common(3))
+        else:
+            text = note
+        lines.append(printable(f"  {name:<11}{n:>7,}  {text}".rstrip()))
     return lines
 
 

@@ -1,7 +1,8 @@
 """Worker threads, each with its own catalog connection and ExifTool, fed by a bounded
 queue of hints ("look at this path"); a worker takes its share of the waiting hints at
-once and files them together (Ingestor.take_many: shared commits and folder fsyncs). The queue is never the truth, the journal is:
-a hint that is dropped is found again by the next scan.
+once and files them together (Ingestor.take_many: shared commits and folder fsyncs). The
+queue is never the truth, the journal is: a hint that is dropped is found again by the
+next scan.
 
 A path is never queued or worked on twice at once. Retries wait in a timer heap.
 """

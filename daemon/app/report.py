@@ -142,8 +142,8 @@ def writer(cfg: Config) -> dict[str, Any] | None:
         os.close(fd)
     if held and text and text[0].isdigit():
         return {"pid": int(text[0]),
-                "command": text[1] if len(text) > 1 and text[1] in WRITING_COMMANDS + (
-                    "adopt", "verify") else "?"}
+                "command": text[1] if len(text) > 1
+                and text[1] in (*WRITING_COMMANDS, "adopt", "verify") else "?"}
     pid = _flock_holder(st)
     if pid is None:
         return None

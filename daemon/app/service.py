@@ -775,7 +775,8 @@ class Daemon:
             head = (f"no read lease ({'; '.join(sorted(pool.lease_trouble))}): filing on the "
                     f"settle guess; {head}")
         if self.reload_error:
-            head = f"config reload failed, running on the previous config ({self.reload_error}); {head}"
+            head = (f"config reload failed, running on the previous config "
+                    f"({self.reload_error}); {head}")
         elif self.needs_restart:
             head = f"restart to apply {', '.join(self.needs_restart)}; {head}"
         if pool is not None and pool.state:

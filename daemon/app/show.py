@@ -102,7 +102,7 @@ def _answer(a: dict[str, Any]) -> Iterator[str]:
     undo = a.get("undo")
     undone = undo is not None and undo["outcome"] in ("restored", "removed", "untouched")
     label = outcome + (", then undone" if undone else "")
-    title = a["library_path"] if a["library_path"] else a["source"]
+    title = a["library_path"] or a["source"]
     yield f"  {title}  [{label}]"
     if outcome in ("filed", "pending") and a["library_path"]:
         yield f"      from      {a['original_name']}  ({a['source']})"

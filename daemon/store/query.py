@@ -15,10 +15,10 @@ from typing import Any
 
 import apsw
 
-_FILE_COLS = ("f.id, substr(f.sha256, 1, 64), f.size, f.path, f.captured, f.utc_offset, f.date_source, "
-              "f.date_raw, f.confidence, f.original_name, f.source_path, f.imported_at, "
-              "f.file_type, f.kind, f.job_id, f.missing_since, j.batch, j.finished_at, j.step, "
-              "f.date_skipped")
+_FILE_COLS = ("f.id, substr(f.sha256, 1, 64), f.size, f.path, f.captured, f.utc_offset, "
+              "f.date_source, f.date_raw, f.confidence, f.original_name, f.source_path, "
+              "f.imported_at, f.file_type, f.kind, f.job_id, f.missing_since, j.batch, "
+              "j.finished_at, j.step, f.date_skipped")
 _FILE_KEYS = ("file_id", "sha256", "size", "path", "captured", "utc_offset", "date_source",
               "date_raw", "confidence", "original_name", "source", "filed_at", "file_type",
               "kind", "job", "missing_since", "batch", "finished_at", "step", "date_skipped")
@@ -254,8 +254,8 @@ def latest_batch(conn: apsw.Connection) -> dict[str, Any] | None:
                       (batch,))
     last = _scalar(conn, "SELECT finished_at FROM jobs WHERE batch = ? AND step = 'done' "
                    "ORDER BY id DESC LIMIT 1", (batch,))
-    counts = {o: n for o, n in conn.execute(
-        "SELECT outcome, n FROM tally_batch WHERE batch = ?", (batch,))}
+    counts = dict(conn.execute(
+        "SELECT outcome, n FROM tally_batch WHERE batch = ?", (batch,)))
     # through the partial index of unfinished jobs (the batch index would count them all)
     pending = _scalar(conn, "SELECT count(*) FROM jobs INDEXED BY jobs_active_source "
                       "WHERE step != 'done' AND batch = ?", (batch,))

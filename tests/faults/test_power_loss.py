@@ -227,7 +227,7 @@ def test_power_cut_at_random_moments_loses_nothing(fs: PowerFS, tmp_path: Path) 
             chain.restart_and_check()
         except AssertionError as e:
             raise AssertionError(f"chain {chains} (leak {leak}), cuts at {chain.fired}, "
-                                 f"st_dev {fs.devs}: {e}")
+                                 f"st_dev {fs.devs}: {e}") from e
         total += len(chain.fired)
         assert chains < 20, "the cuts keep missing the runs"
     print(f"{total} cuts in {chains} chains, {time.monotonic() - started:.1f}s")
@@ -252,7 +252,7 @@ def test_power_cut_while_the_daemon_files_loses_nothing(fs: PowerFS, tmp_path: P
         try:
             chain.restart_and_check()
         except AssertionError as e:
-            raise AssertionError(f"daemon chain {chains}, cuts at {chain.fired}: {e}")
+            raise AssertionError(f"daemon chain {chains}, cuts at {chain.fired}: {e}") from e
         total += len(chain.fired)
         assert chains < 10, "the cuts keep missing the runs"
 

@@ -43,4 +43,5 @@ def test_a_candidate_survives_emfile(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", CHILD, str(inbox)], check=False, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ['[0,', '0,', '0,', '0,', '0,', '1,', '0,', '0,', '0,', '0,', '0,', '1]', 'True'], out.stdout
+    assert out.stdout.split() == ['[0,', '0,', '0,', '0,', '0,', '1,', '0,', '0,', '0,', '0,',
+                                  '0,', '1]', 'True'], out.stdout

@@ -179,7 +179,8 @@ def test_races_identical_content_and_identical_seconds(tmp_path: Path) -> None:
     cfg, _ = make_config(tmp_path)
     files = {}
     for i in range(30):
-        files[write(cfg.inbox / f"f{i:02d}.jpg", jpeg_bytes(WHEN, i % 10))] = jpeg_bytes(WHEN, i % 10)
+        data = jpeg_bytes(WHEN, i % 10)
+        files[write(cfg.inbox / f"f{i:02d}.jpg", data)] = data
     paths = sorted(files)
     results: list = []
     barrier = threading.Barrier(6)

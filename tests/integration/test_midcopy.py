@@ -34,9 +34,9 @@ def during_copy(staging: Path, action, stop: threading.Event) -> threading.Threa
     """Run `action` as soon as a staged copy is being written, until `stop`."""
     def run() -> None:
         while not stop.is_set():
-            if staging.exists() and any(p.stat().st_size > 0 for p in staging.iterdir()):
-                if action():
-                    return
+            if (staging.exists() and any(p.stat().st_size > 0 for p in staging.iterdir())
+                    and action()):
+                return
             stop.wait(0.001)  # a tight poll of the copy's progress, ended by `stop`
     t = threading.Thread(target=run)
     t.start()
@@ -85,7 +85,7 @@ def test_source_grows_during_copy(tmp_path: Path) -> None:
     final = result.job
     assert final.outcome is Outcome.FILED and final.size == BIG + len(jpeg_bytes(
         datetime(2024, 1, 1, 12, 0, 0), 1)) + 4 * len(appended)
-    [placed] = [p for p in cfg.library.rglob("*.jpg")]
+    [placed] = list(cfg.library.rglob("*.jpg"))
     assert placed.stat().st_size == final.size
     assert not src.exists()
 

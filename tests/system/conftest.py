@@ -83,8 +83,8 @@ def installed(
     t0 = time.monotonic()
     wheelhouse = tmp_path_factory.mktemp("wheelhouse")
     run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
-        + ["-w", str(wheelhouse), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
+         "-w", str(wheelhouse), str(REPO)],
         timeout=600,
     )
     t1 = time.monotonic()

@@ -16,7 +16,7 @@ class Daemon:
     def __init__(self, tmp: Path, cfg_path: Path, watchdog_usec: int = 1_000_000,
                  env: dict[str, str] | None = None) -> None:
         self.notify = NotifySocket(tmp / f"notify-{len(os.listdir(tmp))}.sock")
-        self.log = open(tmp / "daemon.log", "ab")
+        self.log = open(tmp / "daemon.log", "ab")  # noqa: SIM115 (the daemon's life long)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", "--config", str(cfg_path), "run"], cwd=ROOT,
             env={**os.environ, "NOTIFY_SOCKET": str(self.notify.path),

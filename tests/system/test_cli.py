@@ -123,7 +123,8 @@ def test_import_move_killed_a_dozen_times_at_random(tmp_path: Path) -> None:
                                  "import", "--move", str(src)], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: proc.poll() is not None or placed(cfg) >= target, 120,
+            # bound now (B023), though wait_for calls it only within this round
+            wait_for(lambda p=proc, t=target: p.poll() is not None or placed(cfg) >= t, 120,
                      f"{target} files placed")
         finally:
             if proc.poll() is None:

@@ -124,7 +124,7 @@ def test_slow_writer_is_never_taken_half_written(setup) -> None:
             while time.monotonic() < deadline:
                 assert library_count(cfg) == 0, "taken while still being written"
     wait_for(lambda: library_count(cfg) == 1, 15, "the slow file filed")
-    [(name, h)] = tree_hashes(cfg.library).items()
+    [(_name, h)] = tree_hashes(cfg.library).items()
     from tests.helpers import sha
     assert h == sha(data)
     assert "1 filed" in d.status() or wait_for(lambda: "1 filed" in d.status(), 5)
@@ -136,16 +136,13 @@ def test_open_for_writing_waits_even_when_quiet(setup) -> None:
     cfg, start = setup
     start()
     data = jpeg_bytes(BASE, 43)
-    f = open(cfg.inbox / "held.jpg", "wb")
-    try:
+    with open(cfg.inbox / "held.jpg", "wb") as f:
         f.write(data[:100])
         f.flush()
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
             assert library_count(cfg) == 0
         f.write(data[100:])
-    finally:
-        f.close()
     wait_for(lambda: library_count(cfg) == 1, 15, "filed after close")
 
 
@@ -163,12 +160,13 @@ def test_partial_names_wait_until_renamed(setup) -> None:
 
 def test_files_that_arrived_while_stopped_and_sigterm_with_work_in_flight(setup) -> None:
     cfg, start = setup
-    files = {write(cfg.inbox / f"early{i}.jpg", jpeg_bytes(BASE, 100 + i)): jpeg_bytes(BASE, 100 + i)
-             for i in range(5)}
+    files = {write(cfg.inbox / f"early{i}.jpg", jpeg_bytes(BASE, 100 + i)):
+             jpeg_bytes(BASE, 100 + i) for i in range(5)}
     d = start()
     wait_for(lambda: library_count(cfg) == 5, 20, "files from before start filed")
     for i in range(60):
-        files[write(cfg.inbox / f"late{i}.jpg", jpeg_bytes(BASE, 200 + i))] = jpeg_bytes(BASE, 200 + i)
+        data = jpeg_bytes(BASE, 200 + i)
+        files[write(cfg.inbox / f"late{i}.jpg", data)] = data
     wait_for(lambda: library_count(cfg) > 5, 20, "filing under way")
     assert d.terminate() == 0  # with work in flight
     assert d.notify.seen("STOPPING=1")
@@ -186,8 +184,9 @@ def test_sigkill_while_filing_then_restart_replays(setup) -> None:
         d = start()
         for i in range(40):
             n = round_ * 40 + i
-            files[write(cfg.inbox / f"r{n}.jpg", jpeg_bytes(BASE, 300 + n))] = jpeg_bytes(BASE, 300 + n)
-        wait_for(lambda: library_count(cfg) > round_ * 40, 20)
+            data = jpeg_bytes(BASE, 300 + n)
+            files[write(cfg.inbox / f"r{n}.jpg", data)] = data
+        wait_for(lambda r=round_: library_count(cfg) > r * 40, 20)
         d.kill()
     start()
     wait_for(lambda: library_count(cfg) == 120, 40, "all 120 filed")
@@ -219,7 +218,8 @@ def test_burst_of_files_queue_bounded_memory_flat(tmp_path: Path) -> None:
             peak = max(peak, d.rss_kib())
             line = d.status()
             if ": " in line:
-                max_queued = max(max_queued, int(line.split(": ")[1].split(" ")[0].replace(",", "")))
+                queued = int(line.split(": ")[1].split(" ")[0].replace(",", ""))
+                max_queued = max(max_queued, queued)
             return f"{n:,} filed" in line
         wait_for(done, 900, f"{n} files filed")
         assert max_queued <= 10 * 200 + 200, max_queued

@@ -176,7 +176,7 @@ def test_names_cannot_forge_output_lines(tmp_path: Path) -> None:
     """Issue 15.8: a file name with a newline, escape sequences or bidi overrides is shown
     escaped by history, status, find and verify: it can neither forge a line nor drive the
     terminal (JSON escapes them itself)."""
-    cfg, cfg_path = make_config(tmp_path)
+    _cfg, cfg_path = make_config(tmp_path)
     card = tmp_path / "card"
     names = [b"a\nfiled     FORGED.jpg", b"b\x1b[2J\x1b]0;owned\x07.jpg", b"c\xe2\x80\xaegpj.txt",
              b"d\r\x85FORGED.txt"]

@@ -106,7 +106,7 @@ def _wait_quietly(proc: subprocess.Popen, seconds: float) -> bool:
 
 def exiftool_children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid), "-f", "exiftool"], capture_output=True,
-                         text=True).stdout
+                         text=True, check=False).stdout
     return [int(p) for p in out.split()]
 
 

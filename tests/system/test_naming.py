@@ -132,7 +132,7 @@ def test_raw_and_jpeg_pairs_keep_one_stem_in_a_burst(tmp_path: Path) -> None:
 
 
 def test_a_burst_is_numbered_in_sub_second_order(tmp_path: Path) -> None:
-    cfg, cfg_path = make_config(tmp_path, workers=1)
+    _cfg, cfg_path = make_config(tmp_path, workers=1)
     src = tmp_path / "burst"
     # names sort against the shots' order: z was taken first
     for name, subsec in (("a.jpg", "90"), ("m.jpg", "50"), ("z.jpg", "05")):
@@ -198,8 +198,8 @@ def test_adopt_and_verify_a_library_written_with_another_layout(tmp_path: Path) 
     layout = "{make|nocam}/{year}/{month}/{original} {hour}{minute}{second}{ext}"
     cfg, cfg_path = make_config(tmp_path, layout=layout)
     src = tmp_path / "src"
-    files = {write(src / f"P{i}.jpg", photo(WHEN, 40 + i, make="Nikon" if i % 2 else None)):
-             b"" for i in range(4)}
+    for i in range(4):
+        write(src / f"P{i}.jpg", photo(WHEN, 40 + i, make="Nikon" if i % 2 else None))
     assert cli(cfg_path, "import", str(src)).returncode == 0
     lib = tree_hashes(cfg.library)
     assert "Nikon/2023/05/P1 070809.jpg" in lib and "nocam/2023/05/P0 070809.jpg" in lib
@@ -221,7 +221,7 @@ def test_adopt_and_verify_a_library_written_with_another_layout(tmp_path: Path) 
 
 
 def test_status_counts_are_net_of_undo(tmp_path: Path) -> None:
-    cfg, cfg_path = make_config(tmp_path)
+    _cfg, cfg_path = make_config(tmp_path)
     for i in range(10):
         write(tmp_path / ("a" if i < 7 else "b") / f"P{i}.jpg", photo(WHEN, 60 + i))
     assert cli(cfg_path, "import", str(tmp_path / "a")).returncode == 0

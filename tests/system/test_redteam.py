@@ -214,7 +214,7 @@ def test_the_metrics_temporary_never_truncates_a_file_linked_at_its_name(
 def test_import_dry_run_files_sidecars_beside_their_photo(tmp_path: Path) -> None:
     """`import --dry-run` said every sidecar would be rejected ('not a photo or video')
     while the import files it beside its photo: the dry run must say what import does."""
-    cfg, cfg_path = make_config(tmp_path)
+    _cfg, cfg_path = make_config(tmp_path)
     src = tmp_path / "src"
     write(src / "IMG_1.JPG", jpeg_bytes(BASE, 1))
     write(src / "IMG_1.JPG.xmp", b"<x:xmpmeta>rating 1</x:xmpmeta>")

@@ -35,7 +35,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, Daemon]]:
 
 def cli(cfg_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg_path), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
 
 
 def reload(d: Daemon) -> None:
@@ -60,7 +60,8 @@ def test_sighup_applies_a_new_layout_and_inbox_to_the_next_file(daemon) -> None:
     assert (cfg.library / "2021-05" / "2021-05-06 07.08.09.jpg").exists()
 
     new_inbox = cfg.inbox.parent / "inbox2"
-    edit(cfg_path, "[ingest]", '[ingest]\nlayout = "{year}/{month}{day}-{hour}{minute}{second}{ext}"')
+    edit(cfg_path, "[ingest]",
+         '[ingest]\nlayout = "{year}/{month}{day}-{hour}{minute}{second}{ext}"')
     edit(cfg_path, f'inbox = "{cfg.inbox}"', f'inbox = "{new_inbox}"')
     reload(d)
     msgs = [m for _, m in d.notify.messages]
@@ -70,7 +71,7 @@ def test_sighup_applies_a_new_layout_and_inbox_to_the_next_file(daemon) -> None:
     assert d.status().startswith(f"STATUS=watching {new_inbox}:"), d.status()
 
     write(new_inbox / "b.jpg", jpeg_bytes(BASE, 2))
-    wait_for(lambda: (cfg.library / "2021" / "0506-070809.jpg").exists(), 15,
+    wait_for((cfg.library / "2021" / "0506-070809.jpg").exists, 15,
              "the next file filed under the new layout, from the new inbox")
     write(cfg.inbox / "c.jpg", jpeg_bytes(BASE, 3))  # the old inbox is no longer watched
     assert d.proc.poll() is None

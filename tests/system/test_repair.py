@@ -66,7 +66,8 @@ def test_adopt_an_existing_sorted_library_in_place(tmp_path: Path) -> None:
     for i in range(6):
         p = cfg.library / "2017" / f"holiday {i}.jpg"
         existing[p] = write(p, jpeg_bytes(BASE + timedelta(days=i), 100 + i)).read_bytes()
-    write(cfg.library / "2017" / "holiday copy.jpg", existing[cfg.library / "2017" / "holiday 0.jpg"])
+    write(cfg.library / "2017" / "holiday copy.jpg",
+          existing[cfg.library / "2017" / "holiday 0.jpg"])
     write(cfg.library / "2017" / "readme.txt", b"gosort was here")
     before = tree_hashes(cfg.library)
     r = cli(cfg_path, "adopt", str(cfg.library))
@@ -90,7 +91,7 @@ def test_nothing_world_writable_is_created(tmp_path: Path) -> None:
     cfg, cfg_path, files = imported(tmp_path)
     old = os.umask(0)
     try:
-        write(tmp_path / "more" / "dup.jpg", files[sorted(files)[0]])
+        write(tmp_path / "more" / "dup.jpg", files[min(files)])
         write(tmp_path / "more" / "note.txt", b"x")
         r = cli(cfg_path, "import", "--move", str(tmp_path / "more"))
         assert r.returncode == 0

@@ -77,7 +77,7 @@ def test_import_with_the_state_dir_full_says_so(tmp_path: Path, small_state: Pat
 
 
 def test_state_dir_read_only_says_so(tmp_path: Path, small_state: Path) -> None:
-    cfg, cfg_path = make_config(tmp_path)
+    _cfg, cfg_path = make_config(tmp_path)
     photos(tmp_path / "card", 2)
     assert cli(cfg_path, "import", str(tmp_path / "card")).returncode == 0
     subprocess.run(["mount", "-o", "remount,ro", str(small_state)], check=True)

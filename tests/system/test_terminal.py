@@ -134,7 +134,7 @@ def test_adopt_on_a_terminal_has_no_spurious_import(tmp_path: Path) -> None:
 
 
 def test_find_shows_an_mtime_date_as_a_date(tmp_path: Path) -> None:
-    cfg, cfg_path = make_config(tmp_path, undated="mtime")
+    _cfg, cfg_path = make_config(tmp_path, undated="mtime")
     old = write(tmp_path / "src" / "old.jpg", jpeg_bytes(None, 7))
     stamp = datetime(2009, 8, 7, 6, 5, 4).timestamp()
     os.utime(old, (stamp, stamp))

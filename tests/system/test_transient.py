@@ -30,9 +30,9 @@ def jobs(catalog: Path) -> list[tuple[str, str | None, str | None]]:
 
 def test_too_many_open_files_is_retried_never_rejected(tmp_path: Path) -> None:
     """The running daemon's descriptor limit is lowered (prlimit) to just above what it
-    holds: opening a source's folder, the source or its staged copy meets EMFILE for real. No file is rejected or taken for vanished for
-    it; the daemon keeps running; once the limit is raised again every photo is filed,
-    nothing lost or uncatalogued."""
+    holds: opening a source's folder, the source or its staged copy meets EMFILE for real.
+    No file is rejected or taken for vanished for it; the daemon keeps running; once the
+    limit is raised again every photo is filed, nothing lost or uncatalogued."""
     cfg, cfg_path = make_config(tmp_path)
     d = Daemon(tmp_path, cfg_path)
     try:

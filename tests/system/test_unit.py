@@ -24,6 +24,7 @@ import re
 import shutil
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 

@@ -89,7 +89,7 @@ def test_reload_keeps_the_pid_and_the_next_file_takes_the_new_layout(
     assert box.prop("ActiveState") == "active"
     taken = datetime(2018, 3, 4, 5, 6, 7)
     drop(inbox, {"reload-layout.jpg": make_jpeg(4100, taken)})
-    wait_for(lambda: (library / "reload" / "20180304-050607.jpg").exists(), 20,
+    wait_for((library / "reload" / "20180304-050607.jpg").exists, 20,
              "the next file under the new layout")
     assert main_pid(box) == pid
     reloaded = [e for e in box.journal("MEDIASORTD_EVENT=daemon.reloaded")
@@ -106,7 +106,7 @@ def test_sighup_keeps_it_running(service: Configured, config: Path) -> None:
              "daemon.reloaded in the journal")
     assert box.prop("ActiveState") == "active" and main_pid(box) == pid
     drop(service.inbox, {"after-hup.jpg": make_jpeg(4101, datetime(2018, 3, 5, 1, 2, 3))})
-    wait_for(lambda: (service.library / library_name(datetime(2018, 3, 5, 1, 2, 3))).exists(),
+    wait_for((service.library / library_name(datetime(2018, 3, 5, 1, 2, 3))).exists,
              20, "a file filed after SIGHUP")
 
 
@@ -128,7 +128,7 @@ def test_a_bad_config_keeps_it_running_and_is_reported(
     assert f"the daemon is running (pid {pid})" in out.stdout, out.stdout
     assert re.search(r"CONFIG .*reload failed.*ingest\.workers", out.stdout), out.stdout
     drop(service.inbox, {"bad-config.jpg": make_jpeg(4102, datetime(2018, 3, 6, 1, 2, 3))})
-    wait_for(lambda: (service.library / library_name(datetime(2018, 3, 6, 1, 2, 3))).exists(),
+    wait_for((service.library / library_name(datetime(2018, 3, 6, 1, 2, 3))).exists,
              20, "a file filed on the previous config")
 
 
@@ -249,7 +249,7 @@ def test_a_source_left_in_place_is_a_warning_and_a_status_problem(service: Confi
     try:
         (folder / "stuck.jpg").write_bytes(make_jpeg(4106, taken))
         folder.chmod(0o755)  # root's: the service's user cannot remove entries here
-        wait_for(lambda: (service.library / library_name(taken)).exists(), 20, "stuck.jpg filed")
+        wait_for((service.library / library_name(taken)).exists, 20, "stuck.jpg filed")
         entries = wait_for(
             lambda: [e for e in box.journal("SOURCE_NAME=stuck.jpg")
                      if e.get("MEDIASORTD_EVENT") == "ingest.finished"], 10, "its journal entry")
@@ -288,7 +288,7 @@ def test_two_inboxes_under_the_unit(service: Configured, config: Path) -> None:
         assert box.prop("StatusText").startswith(f"watching {service.inbox}, {second}:")
         taken = datetime(2018, 3, 11, 1, 2, 3)
         drop(second, {"second.jpg": make_jpeg(4107, taken)})
-        wait_for(lambda: (service.library / library_name(taken)).exists(), 20,
+        wait_for((service.library / library_name(taken)).exists, 20,
                  "a file from the second inbox filed")
         info = json.loads(cli(box, "status", "--json").stdout)
         assert info["inboxes"] == [str(service.inbox), str(second)], info["inboxes"]

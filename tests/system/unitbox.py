@@ -75,10 +75,11 @@ def files_under(top: Path, skip_dot_dirs: bool = False) -> list[Path]:
     """The files below top (while the daemon works there: entries may vanish meanwhile)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(top):
+        names = filenames
         if skip_dot_dirs and dirpath == str(top):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            filenames = [f for f in filenames if not f.startswith(".")]  # .mediasortd.library
-        found += [Path(dirpath, f) for f in filenames]
+            names = [f for f in filenames if not f.startswith(".")]  # .mediasortd.library
+        found += [Path(dirpath, f) for f in names]
     return found
 
 
@@ -99,14 +100,15 @@ def set_toml_keys(text: str, updates: dict[str, dict[str, Any]]) -> str:
             out.append(f"{k} = {json.dumps(v)}")
 
     for line in text.splitlines():
+        kept = line
         if m := re.match(r"\s*\[([^\]]+)\]", line):
             flush()
             section = m.group(1).strip()
         elif (m := re.match(r"\s*([A-Za-z_]+)\s*=", line)) and m.group(1) in todo.get(
             section or "", {}
         ):
-            line = f"{m.group(1)} = {json.dumps(todo[section or ''].pop(m.group(1)))}"
-        out.append(line)
+            kept = f"{m.group(1)} = {json.dumps(todo[section or ''].pop(m.group(1)))}"
+        out.append(kept)
     flush()
     for s, kv in todo.items():
         out += ["", f"[{s}]", *(f"{k} = {json.dumps(v)}" for k, v in kv.items())]
@@ -131,8 +133,8 @@ def unit_sandbox_properties(unit_file: Path, overrides: dict[str, str]) -> list[
         *overrides,
     }
     props, section = [], None
-    for line in unit_file.read_text().splitlines():
-        line = line.strip()
+    for raw in unit_file.read_text().splitlines():
+        line = raw.strip()
         if line.startswith("["):
             section = line
         elif section == "[Service]" and line and not line.startswith("#"):

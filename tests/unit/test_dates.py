@@ -48,7 +48,7 @@ ALL = {
     "Composite:DateTimeCreated": "2021:06:07 06:06:06",
     "IFD0:ModifyDate": "2021:08:08 08:08:08",
 }
-ORDER = list(ALL) + ["filename", "IFD0:ModifyDate", "mtime"]
+ORDER = [*ALL, "filename", "IFD0:ModifyDate", "mtime"]
 
 
 @pytest.mark.parametrize("skip", range(len(ALL)))
@@ -103,7 +103,8 @@ def test_invalid_values_are_skipped(bad: str) -> None:
 
 
 @pytest.mark.parametrize("weird", [None, 20210101, 3.5, True, ["2021:01:01 00:00:00"],
-                                   {"a": 1}, "2021:01:01 00:00:00\x00", "\u0662\u0660\u0662\u0661:01:01"])
+                                   {"a": 1}, "2021:01:01 00:00:00\x00",
+                                   "\u0662\u0660\u0662\u0661:01:01"])
 def test_odd_json_values_never_crash(weird: Any) -> None:
     tags = {"ExifIFD:DateTimeOriginal": weird, "ExifIFD:OffsetTimeOriginal": weird,
             "Keys:CreationDate": weird, "QuickTime:CreateDate": weird}
@@ -559,10 +560,11 @@ def test_a_pngs_modification_time_is_the_last_of_the_other_groups() -> None:
 
 @pytest.mark.parametrize(("brand", "want"), [
     ("Unknown (avis)", ("image", "AVIF", ".avif")), ("avis", ("image", "AVIF", ".avif")),
-    ("MP4 v2 [ISO 14496-14]", ("video", "MP4", ".mp4")), ("Unknown (avisx)", ("video", "MP4", ".mp4")),
+    ("MP4 v2 [ISO 14496-14]", ("video", "MP4", ".mp4")),
+    ("Unknown (avisx)", ("video", "MP4", ".mp4")),
 ])
-def test_an_avif_sequence_is_a_picture_though_exiftool_says_mp4(brand: str,
-                                                                 want: tuple[str, str, str]) -> None:
+def test_an_avif_sequence_is_a_picture_though_exiftool_says_mp4(
+        brand: str, want: tuple[str, str, str]) -> None:
     tags = {"File:FileType": "MP4", "File:MIMEType": "video/mp4",
             "File:FileTypeExtension": "mp4", "QuickTime:MajorBrand": brand}
     got = decide(tags, "anim.avif", JULY, BERLIN, NOW)

@@ -59,7 +59,7 @@ def modules() -> dict[str, Path]:
 
 def part(name: str) -> str:
     """The part of the package a module belongs to: its sub-package, or its own name."""
-    return name.split(".")[0]
+    return name.split(".", maxsplit=1)[0]
 
 
 def runtime_nodes(tree: ast.Module) -> list[ast.stmt]:
@@ -114,7 +114,7 @@ def imports(name: str, path: Path, runtime: bool = False) -> tuple[set[str], set
 def test_every_module_sits_in_a_known_part() -> None:
     parts = {part(name) for name in modules()}
     assert parts <= set(ALLOWED) | SUBPACKAGES, sorted(parts - set(ALLOWED))
-    assert SUBPACKAGES <= set(ALLOWED)
+    assert set(ALLOWED) >= SUBPACKAGES
 
 
 def test_imports_follow_the_rules_between_parts() -> None:

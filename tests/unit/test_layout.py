@@ -85,8 +85,8 @@ def test_long_values_are_cut_between_utf8_characters() -> None:
     "{year!r}{ext}", "{year}/{camera}{ext}", "{year}/{0}{ext}", "{year.real}{ext}",
     "{year}/../x{ext}", "/abs/{year}{ext}", "{year}//{month}{ext}", "{year}/.x/{day}{ext}",
     "{year}/{original}", "{year}/{ext}", "{ext}{year}{ext}", "{year}/{month|x}{ext}",
-    "{model|a/b}/{year}{ext}", "{model|.x}/{year}{ext}", "{year}/{original}{original}"
-    "{original}{original}{ext}", "{year", "",
+    "{model|a/b}/{year}{ext}", "{model|.x}/{year}{ext}", ("{year}/{original}{original}"
+    "{original}{original}{ext}"), "{year", "",
 ])
 def test_dangerous_or_ambiguous_layouts_are_refused(lay: str) -> None:
     assert layout.validate_layout(lay) is not None
