@@ -8,12 +8,18 @@ from datetime import datetime
 
 
 class Step(enum.StrEnum):
-    """Where a job is. Each step's effect is durable before the journal says so."""
+    """Where a job is. Each step's effect is durable before the journal says so.
+
+    Normally only RECORDED, DECIDED and DONE are committed to the journal: COPIED and
+    PLACED are what a worker holds between two commits (COPIED's columns go with the
+    DECIDED commit; DONE is committed right after placing), and replay from the last
+    committed step copies again or finds the placed copy. Two cases commit them: a
+    companion waiting for its photo keeps COPIED, a rejected entry moved as it is PLACED."""
 
     RECORDED = "recorded"  # the job exists; nothing has been touched
-    COPIED = "copied"  # a fsynced copy with a known sha256 sits in staging
+    COPIED = "copied"  # a fsynced copy with a known sha256 sits in staging (held in memory)
     DECIDED = "decided"  # the outcome is committed (catalog row reserved for a new file)
-    PLACED = "placed"  # the bytes are at their destination (library, quarantine, rejected)
+    PLACED = "placed"  # the bytes are at their destination (held in memory until DONE)
     DONE = "done"  # the source is retired; the job is finished
 
 
@@ -27,6 +33,11 @@ class Outcome(enum.StrEnum):
 
 # Outcomes that count as "handled" for `import`'s exit status.
 HANDLED = frozenset({Outcome.FILED, Outcome.DUPLICATE, Outcome.REJECTED, Outcome.VANISHED})
+
+
+def display(path: bytes | None) -> str:
+    """A path as text for logs and messages (bytes that are not UTF-8 escaped)."""
+    return path.decode("utf-8", "backslashreplace") if path is not None else ""
 
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1

@@ -377,15 +377,6 @@ def _shown(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _size(n: int) -> str:
-    f = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if f < 1024 or unit == "TiB":
-            return f"{f:.1f} {unit}" if unit != "B" else f"{n} B"
-        f /= 1024
-    return f"{n} B"
-
-
 def cmd_find(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     conn = db.connect(cfg.catalog, readonly=True)
     try:

@@ -39,7 +39,7 @@ from ..files.paths import (
     take_lease,
     way_reason,
 )
-from ..model import Identity, Job, MediaInfo, NotMedia, Outcome, Step
+from ..model import Identity, Job, MediaInfo, NotMedia, Outcome, Step, display
 from ..rules.companions import companion_of, library_name
 from ..rules.dates import resolve_timezone
 from ..rules.layout import (
@@ -115,10 +115,6 @@ def _distinct_folders(fds: list[int]) -> list[int]:
         st = os.fstat(fd)
         seen.setdefault((st.st_dev, st.st_ino), fd)
     return list(seen.values())
-
-
-def display(path: bytes) -> str:
-    return path.decode("utf-8", "backslashreplace")
 
 
 def _no_hook(job: Job) -> None:
@@ -390,7 +386,7 @@ class Ingestor:
                 plans[i] = plan
         # reserved in capture order: a burst sharing a second is numbered by sub-second
         plans = dict(sorted(plans.items(), key=lambda kv: _when(described.get(kv[0]))))
-        for (i, plan), out in zip(plans.items(), self._commit_many(list(plans.values()))):
+        for i, out in zip(plans, self._commit_many(list(plans.values()))):
             advanced(i, self._trouble(jobs[i], out) if isinstance(out, Exception) else out,
                      Step.DECIDED)
 
@@ -952,7 +948,9 @@ class Ingestor:
             reason = f"{job.step.value}: {e.strerror or e} ({where})"
         else:
             if trouble is Trouble.BUG:
-                self.log.exception("ingest.bug", job_id=job.id, source=display(job.source))
+                # e may come from a batch's results, outside its except: named for the traceback
+                self.log.error("ingest.bug", job_id=job.id, source=display(job.source),
+                               exc_info=e)
             reason = f"{job.step.value}: {type(e).__name__}: {e}"
         return self._retry(job, trouble, reason, error=e, state=state)
 

@@ -24,17 +24,13 @@ from ..files.copy import copy_and_hash, hash_file
 from ..files.dirs import fsync_dir, make_dirs
 from ..files.moves import link_noreplace, same_file, unlink_quiet
 from ..files.paths import Unusable, open_source
-from ..model import Job, Outcome, UndoItem, UndoOutcome, UndoStep
+from ..model import Job, Outcome, UndoItem, UndoOutcome, UndoStep, display
 from ..rules.layout import numbered_name
 from ..store import catalog, journal, undolog
 from ..store.db import transaction
 
 UNDONE_DIR = b".undone"  # {library}/.undone/BATCH/...: files that came from the inbox
 Hook = Callable[[str], None]
-
-
-def display(path: bytes | None) -> str:
-    return path.decode("utf-8", "backslashreplace") if path is not None else ""
 
 
 def _no_hook(point: str) -> None:

@@ -110,7 +110,7 @@ def _set_up(conn: apsw.Connection, readonly: bool) -> None:
     pause = 0.001
     while True:
         try:
-            if not readonly and _first(conn.execute("PRAGMA journal_mode=WAL").fetchall()) != "wal":
+            if not readonly and first(conn.execute("PRAGMA journal_mode=WAL").fetchall()) != "wal":
                 raise apsw.BusyError("the catalog could not be switched to WAL yet")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -126,12 +126,12 @@ def _set_up(conn: apsw.Connection, readonly: bool) -> None:
 
 def catalog_id(conn: apsw.Connection) -> str:
     """The id this catalog was created with (the library's marker names it)."""
-    return str(_first(conn.execute("SELECT catalog_id FROM catalog_identity").fetchall()))
+    return str(first(conn.execute("SELECT catalog_id FROM catalog_identity").fetchall()))
 
 
 def is_empty(conn: apsw.Connection) -> bool:
     """Nothing catalogued and no job ever recorded: a new (or lost and re-made) catalog."""
-    return not _first(conn.execute("SELECT EXISTS (SELECT 1 FROM files) "
+    return not first(conn.execute("SELECT EXISTS (SELECT 1 FROM files) "
                                    "OR EXISTS (SELECT 1 FROM jobs)").fetchall())
 
 
@@ -216,7 +216,7 @@ def as_error(e: BaseException, path: Path) -> MediasortError | None:
 
 
 def user_version(conn: apsw.Connection) -> int:
-    return int(_first(conn.execute("PRAGMA user_version").fetchall()))
+    return int(first(conn.execute("PRAGMA user_version").fetchall()))
 
 
 def migrate(conn: apsw.Connection) -> None:
@@ -243,7 +243,7 @@ def transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
     conn.execute("COMMIT")
 
 
-def _first(rows: list[Any]) -> Any:
+def first(rows: list[Any]) -> Any:
     """The first column of the first row of a query's rows."""
     return rows[0][0]
 

@@ -13,6 +13,7 @@ from typing import Any
 import apsw
 
 from ..model import Identity, Job, Outcome, Step
+from .db import first
 
 _COLS = ("id, batch, source, dev, ino, size, mtime_ns, move, step, staged, sha256, bytes, "
          "dest, outcome, error, attempts, duplicate_of")
@@ -81,14 +82,14 @@ def latest_under(conn: apsw.Connection, prefix: bytes) -> dict[bytes, Job]:
 def age(conn: apsw.Connection, job_id: int) -> float:
     """Seconds since the job was recorded."""
     created = conn.execute("SELECT created_at FROM jobs WHERE id = ?", (job_id,)).fetchall()
-    return (datetime.now(UTC) - datetime.fromisoformat(_first(created))).total_seconds()
+    return (datetime.now(UTC) - datetime.fromisoformat(first(created))).total_seconds()
 
 
 def record(conn: apsw.Connection, batch: str, source: bytes, ident: Identity, move: bool,
            staged_dir: bytes) -> Job:
     """Insert a new job at RECORDED (inside the caller's transaction)."""
     t = now()
-    job_id = _first(conn.execute(
+    job_id = first(conn.execute(
         "INSERT INTO jobs (batch, source, dev, ino, size, mtime_ns, move, step, created_at,"
         " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (batch, source, ident.dev, ident.ino, ident.size, ident.mtime_ns, int(move),
@@ -160,12 +161,12 @@ def counts(conn: apsw.Connection, since: str | None = None) -> dict[str, int]:
 
 
 def pending(conn: apsw.Connection) -> int:
-    return int(_first(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done'").fetchall()))
+    return int(first(conn.execute("SELECT count(*) FROM jobs WHERE step != 'done'").fetchall()))
 
 
 def waiting_for_space(conn: apsw.Connection) -> int:
     """Unfinished jobs whose last attempt found the library's filesystem full."""
-    return int(_first(conn.execute(
+    return int(first(conn.execute(
         "SELECT count(*) FROM jobs WHERE step != 'done' AND library_full").fetchall()))
 
 
@@ -183,8 +184,3 @@ def recent_problems(conn: apsw.Connection, limit: int = 10) -> Iterator[dict[str
         yield {"job": row[0], "source": bytes(row[1]).decode("utf-8", "backslashreplace"),
                "outcome": row[2] if row[5] == "done" else f"waiting ({row[5]})",
                "error": row[3], "when": row[4]}
-
-
-def _first(rows: list[Any]) -> Any:
-    """The first column of the first row of a query's rows."""
-    return rows[0][0]
