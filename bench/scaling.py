@@ -183,7 +183,7 @@ def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
                                          r["extra"].get("catalog_rows", 0),
                                          r["extra"].get("rows", 0), r["files"])):
         e = r["extra"]
-        wall = r.get("wall")
+        wall: float = r.get("wall") or 0.0
         ok = r.get("status") == "ok" and wall
         body.append([
             r["contender"], e.get("shape", "-"),

@@ -195,9 +195,10 @@ def check_consistent(cfg: config.Config, inputs: dict[Path, bytes], *, move: boo
         assert not cfg.staging.exists() or os.listdir(cfg.staging) == []
         rows = conn.execute("SELECT sha256, path FROM files").fetchall()
         # a sidecar's row is keyed <sha256>:<photo> when another photo's has its bytes
-        catalog_shas = {catalog.content_sha256(r[0]): r[1] for r in rows}
+        catalog_shas = {catalog.content_sha256(str(r[0])): r[1] for r in rows}
         library = tree_hashes(cfg.library)
-        assert sorted(library.values()) == sorted(catalog.content_sha256(r[0]) for r in rows), \
+        assert sorted(library.values()) == sorted(catalog.content_sha256(str(r[0]))
+                                                  for r in rows), \
             "a file filed twice (or one lacks its row)"
         assert set(library.values()) == set(catalog_shas)
         quarantined = tree_hashes(cfg.duplicates, True) if cfg.duplicates.exists() else {}

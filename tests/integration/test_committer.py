@@ -19,8 +19,9 @@ def test_many_threads_one_committer_each_change_committed_once(tmp_path: Path) -
     try:
         def work(i: int) -> None:
             for j in range(50):
-                committer.run(lambda conn, i=i, j=j: conn.execute(
-                    "INSERT INTO tally_batch VALUES (?, 'filed', 1)", (f"b{i}-{j}",)))
+                batch = f"b{i}-{j}"
+                committer.run(lambda conn: conn.execute(  # run returns once it ran
+                    "INSERT INTO tally_batch VALUES (?, 'filed', 1)", (batch,)))  # noqa: B023
 
         threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
         for t in threads:

@@ -5,6 +5,7 @@ folders, the real ingest for the end-to-end case."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import apsw
 import pytest
 
 from daemon.app import logs
+from daemon.config import Config
 from daemon.engine.ingest import Finished, Ingestor
 from daemon.media.metadata import Reader
 from daemon.model import MediaInfo
@@ -29,8 +31,11 @@ INFO = MediaInfo(captured=WHEN, utc_offset=None, date_source="test", date_raw=""
                  ext=".jpg")
 
 
+Reserve = Callable[[apsw.Connection, bytes, str], str]  # catalog.free_name or free_stem
+
+
 def _reserve(conn: apsw.Connection, library: Path, preferred: str, i: int,
-             reserve=catalog.free_name) -> str:  # type: ignore[no-untyped-def]
+             reserve: Reserve = catalog.free_name) -> str:
     """Reserve a name and insert its row in one transaction, as ingest's decision does
     (free_name; free_stem for a RAW, JPEG or HEIC)."""
     with transaction(conn):
@@ -41,7 +46,7 @@ def _reserve(conn: apsw.Connection, library: Path, preferred: str, i: int,
     return rel
 
 
-def _statements(conn: apsw.Connection, fn) -> tuple[object, int]:  # type: ignore[no-untyped-def]
+def _statements(conn: apsw.Connection, fn: Callable[[], str]) -> tuple[str, int]:
     count = [0]
 
     def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
@@ -56,7 +61,8 @@ def _statements(conn: apsw.Connection, fn) -> tuple[object, int]:  # type: ignor
 
 
 @pytest.mark.parametrize("reserve", [catalog.free_name, catalog.free_stem])
-def test_shared_name_costs_the_same_for_the_1000th_file(tmp_path: Path, reserve) -> None:  # type: ignore[no-untyped-def]
+def test_shared_name_costs_the_same_for_the_1000th_file(tmp_path: Path,
+                                                         reserve: Reserve) -> None:
     """The `.N` of the n-th file sharing a name (or a JPEG stem) takes as many
     statements as the 2nd (it took n before: quadratic over a day of WhatsApp images
     all at 00:00:00)."""
@@ -67,7 +73,7 @@ def test_shared_name_costs_the_same_for_the_1000th_file(tmp_path: Path, reserve)
     names = []
     costs = []
     for i in range(1000):
-        rel, n = _statements(conn, lambda i=i: _reserve(conn, library, P, i, reserve))
+        rel, n = _statements(conn, lambda: _reserve(conn, library, P, i, reserve))  # noqa: B023 (called at once)
         names.append(rel)
         costs.append(n)
     assert names == [numbered(P, n) for n in range(1000)]
@@ -87,7 +93,7 @@ def test_stray_file_at_the_next_name_is_never_overwritten(tmp_path: Path) -> Non
     more = {cfg.inbox / f"b{i}.jpg": jpeg_bytes(WHEN, 10 + i) for i in range(2)}
     for path, data in more.items():
         write(path, data)
-    dests = sorted(os.path.basename(r.job.dest).decode() for r in _import(cfg, more))
+    dests = sorted(os.path.basename(r.job.dest or b"").decode() for r in _import(cfg, more))
     assert dests == ["2024-06-03 10.11.12.5.jpg", "2024-06-03 10.11.12.6.jpg"]
     assert stray.read_bytes() == b"someone else's" and also.read_bytes() == b"and another"
     stray.unlink()
@@ -95,7 +101,7 @@ def test_stray_file_at_the_next_name_is_never_overwritten(tmp_path: Path) -> Non
     check_consistent(cfg, {**first, **more}, move=True)
 
 
-def _import(cfg, files: dict[Path, bytes]) -> list[Finished]:  # type: ignore[no-untyped-def]
+def _import(cfg: Config, files: dict[Path, bytes]) -> list[Finished]:
     conn = db.connect(cfg.catalog)
     reader = Reader(timezone="UTC")
     try:
@@ -172,7 +178,8 @@ def test_migration_counts_the_numbers_already_in_an_old_catalog(tmp_path: Path) 
                            original_name="x", source=b"/x", imported_at="t", job_id=None)
     old.close()
     conn = db.connect(path)
-    assert dict(conn.execute("SELECT path, last FROM name_seq").fetchall()) == {
+    seq = {row[0]: row[1] for row in conn.execute("SELECT path, last FROM name_seq")}
+    assert seq == {
         P: 7, other: 12, noext: 3,  # orphan.jpg is in no row; 10.11.15 is not numbered
         catalog.stem_key(P): 7, catalog.stem_key(other): 12, catalog.stem_key(noext): 3}
     library = tmp_path / "library"

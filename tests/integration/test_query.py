@@ -300,7 +300,10 @@ def test_history_through_indexes_equals_the_plain_union(tmp_path: Path) -> None:
 
     rng = random.Random(7)
     conn = db.connect(tmp_path / "catalog.db")
-    t = lambda n: f"2026-11-{1 + n // 1440:02d}T{n // 60 % 24:02d}:{n % 60:02d}:00Z"  # noqa: E731
+
+    def t(n: int) -> str:
+        return f"2026-11-{1 + n // 1440:02d}T{n // 60 % 24:02d}:{n % 60:02d}:00Z"
+
     with db.transaction(conn):
         for i in range(1, 601):
             step = rng.choice(["done"] * 8 + ["recorded", "decided"])

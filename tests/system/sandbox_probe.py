@@ -44,7 +44,7 @@ def check(name: str) -> Callable[[Callable[[], object]], None]:
 
 @check("sd_notify READY=1")
 def _notify() -> None:
-    from systemd import daemon
+    from systemd import daemon  # type: ignore[import-untyped]
 
     daemon.notify("READY=1\nSTATUS=probing")
     daemon.notify("WATCHDOG=1")
@@ -79,7 +79,7 @@ def _apsw() -> str:
     import apsw
 
     con = apsw.Connection(str(state_dir / "probe-apsw.db"))
-    mode = con.execute("pragma journal_mode=wal").fetchone()[0]
+    mode = con.execute("pragma journal_mode=wal").fetchall()[0][0]
     con.execute("pragma mmap_size=268435456")
     con.execute("create table if not exists t(x); insert into t values (1)")
     con.close()
@@ -95,7 +95,7 @@ def _inotify() -> str:
 
     class Handler(FileSystemEventHandler):
         def on_any_event(self, event: FileSystemEvent) -> None:
-            seen.put(f"{event.event_type} {event.src_path}")
+            seen.put(f"{event.event_type} {event.src_path!s}")
 
     obs = Observer()
     obs.schedule(Handler(), str(inbox), recursive=True)

@@ -11,11 +11,13 @@ import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
 
 from daemon.app import report
+from daemon.config import Config
 from tests.helpers import cli, jpeg_bytes, make_config, sha, tree_hashes, write
 
 BASE = datetime(2019, 5, 6, 7, 8, 9)
@@ -37,7 +39,7 @@ def tree(root: Path) -> dict[bytes, str]:
     return out
 
 
-def rows(cfg, sql: str) -> list[tuple]:
+def rows(cfg: Config, sql: str) -> list[tuple[Any, ...]]:
     conn = apsw.Connection(str(cfg.catalog), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         return conn.execute(sql).fetchall()
@@ -45,7 +47,7 @@ def rows(cfg, sql: str) -> list[tuple]:
         conn.close()
 
 
-def sorted_library(cfg) -> dict[str, bytes]:
+def sorted_library(cfg: Config) -> dict[str, bytes]:
     """A library as GoSort left it: photos with sidecars, a Takeout JSON, notes, an album
     copy, an orphan sidecar, an empty file."""
     lib = cfg.library

@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from daemon.config import Config
 from daemon.store import db
 from tests.helpers import cli, jpeg_bytes, make_config, tree_hashes, wait_for, write
 from tests.system.daemon_harness import Daemon
@@ -23,7 +25,7 @@ from tests.system.daemon_harness import Daemon
 BASE = datetime(2023, 5, 6, 7, 8, 9)
 
 
-def filed_library(tmp: Path, n: int = 6) -> tuple[object, Path, Path]:
+def filed_library(tmp: Path, n: int = 6) -> tuple[Config, Path, Path]:
     cfg, cfg_path = make_config(tmp)
     card = tmp / "card"
     for i in range(n):
@@ -38,10 +40,10 @@ def remove_catalog(catalog: Path) -> None:
         Path(f"{catalog}{suffix}").unlink(missing_ok=True)
 
 
-def assert_refused(res: object) -> None:
-    assert res.returncode == 78, (res.returncode, res.stdout, res.stderr)  # type: ignore[attr-defined]
-    assert "Traceback" not in res.stderr  # type: ignore[attr-defined]
-    assert "verify --repair" in res.stderr  # type: ignore[attr-defined]
+def assert_refused(res: subprocess.CompletedProcess[str]) -> None:
+    assert res.returncode == 78, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr
+    assert "verify --repair" in res.stderr
 
 
 @pytest.mark.parametrize("how", ["deleted", "truncated", "replaced"])
@@ -106,9 +108,9 @@ def test_empty_library_and_upgrade_need_no_marker(tmp_path: Path) -> None:
 def _corrupt_index(catalog: Path) -> None:
     conn = db.connect(catalog, readonly=True)
     try:
-        page_size = conn.execute("PRAGMA page_size").fetchall()[0][0]
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = "
-                            "'files_original_name'").fetchall()[0][0]
+        page_size = int(db.first(conn.execute("PRAGMA page_size").fetchall()))
+        root = int(db.first(conn.execute("SELECT rootpage FROM sqlite_master WHERE name = "
+                                         "'files_original_name'").fetchall()))
     finally:
         conn.close()
     with open(catalog, "r+b") as f:

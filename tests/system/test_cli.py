@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.config import Config
 from daemon.model import Step
 from tests.helpers import (
     ROOT,
@@ -123,8 +124,8 @@ def test_import_move_killed_a_dozen_times_at_random(tmp_path: Path) -> None:
                                  "import", "--move", str(src)], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            # bound now (B023), though wait_for calls it only within this round
-            wait_for(lambda p=proc, t=target: p.poll() is not None or placed(cfg) >= t, 120,
+            wait_for(lambda: proc.poll() is not None or placed(cfg) >= target,  # noqa: B023
+                     120,
                      f"{target} files placed")
         finally:
             if proc.poll() is None:
@@ -142,7 +143,7 @@ def test_import_move_killed_a_dozen_times_at_random(tmp_path: Path) -> None:
     assert set(names) == expected
 
 
-def placed(cfg) -> int:
+def placed(cfg: Config) -> int:
     """Files in the library's date folders (a cheap count, for pacing kills)."""
     try:
         return sum(len(os.listdir(d)) for d in os.scandir(cfg.library)

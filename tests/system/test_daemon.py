@@ -186,7 +186,7 @@ def test_sigkill_while_filing_then_restart_replays(setup) -> None:
             n = round_ * 40 + i
             data = jpeg_bytes(BASE, 300 + n)
             files[write(cfg.inbox / f"r{n}.jpg", data)] = data
-        wait_for(lambda r=round_: library_count(cfg) > r * 40, 20)
+        wait_for(lambda: library_count(cfg) > round_ * 40, 20)  # noqa: B023 (this round's)
         d.kill()
     start()
     wait_for(lambda: library_count(cfg) == 120, 40, "all 120 filed")

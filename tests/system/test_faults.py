@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,7 +97,7 @@ def test_catalog_locked_by_another_process_for_a_while(tmp_path: Path) -> None:
     check_consistent(cfg, files, move=False)
 
 
-def _wait_quietly(proc: subprocess.Popen, seconds: float) -> bool:
+def _wait_quietly(proc: subprocess.Popen[Any], seconds: float) -> bool:
     try:
         proc.wait(seconds)
         return True

@@ -122,8 +122,8 @@ def test_raw_and_jpeg_pairs_keep_one_stem_in_a_burst(tmp_path: Path) -> None:
     later = raws([tmp_path / "card2" / f"B_{i}.DNG" for i in range(3)], WHEN, seed=1)
     assert cli(cfg_path, "import", str(tmp_path / "card2")).returncode == 0
     for i in range(3):
-        jpg = photo(WHEN, 30 + i)
-        later[write(tmp_path / "card2" / f"B_{i}.JPG", jpg)] = jpg
+        shot = photo(WHEN, 30 + i)
+        later[write(tmp_path / "card2" / f"B_{i}.JPG", shot)] = shot
     assert cli(cfg_path, "import", str(tmp_path / "card2")).returncode == 0
     names = catalog_paths(cfg_path)
     for i in range(3):

@@ -20,8 +20,11 @@ from tests.system.daemon_harness import Daemon
 BASE = datetime(2022, 8, 9, 10, 11, 12)
 
 
+Start = Callable[..., tuple[config.Config, Daemon]]  # start(prune=True)
+
+
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., tuple[config.Config, Daemon]]]:
+def start(tmp_path: Path) -> Iterator[Start]:
     daemons: list[Daemon] = []
 
     def go(prune: bool = True) -> tuple[config.Config, Daemon]:
@@ -69,7 +72,7 @@ def test_in_synced_folder(tmp_path: Path) -> None:
     assert not in_synced_folder(b(inbox), b(inbox / "card" / "DCIM"))
 
 
-def test_dropped_folders_go_synced_folders_stay(start) -> None:
+def test_dropped_folders_go_synced_folders_stay(start: Start) -> None:
     cfg, _ = start()
     inbox = cfg.inbox
     # Bob's phone syncs into inbox/bob-phone (Syncthing's marker), Carol's into inbox/carol
@@ -95,7 +98,7 @@ def test_dropped_folders_go_synced_folders_stay(start) -> None:
     assert (inbox / "carol" / "Pictures" / ".nomedia").is_file()
 
 
-def test_prune_folders_false_keeps_every_folder(start) -> None:
+def test_prune_folders_false_keeps_every_folder(start: Start) -> None:
     cfg, _ = start(prune=False)
     assert cfg.prune_folders is False
     inbox = cfg.inbox

@@ -52,7 +52,8 @@ def edit(cfg_path: Path, old: str, new: str) -> None:
     cfg_path.write_text(text.replace(old, new))
 
 
-def test_sighup_applies_a_new_layout_and_inbox_to_the_next_file(daemon) -> None:
+def test_sighup_applies_a_new_layout_and_inbox_to_the_next_file(
+        daemon: tuple[Path, Daemon]) -> None:
     cfg_path, d = daemon
     cfg = load(str(cfg_path))
     write(cfg.inbox / "a.jpg", jpeg_bytes(BASE, 1))
@@ -79,7 +80,7 @@ def test_sighup_applies_a_new_layout_and_inbox_to_the_next_file(daemon) -> None:
     assert (cfg.inbox / "c.jpg").exists()
 
 
-def test_a_bad_config_on_reload_keeps_the_old_one_and_says_so(daemon) -> None:
+def test_a_bad_config_on_reload_keeps_the_old_one_and_says_so(daemon: tuple[Path, Daemon]) -> None:
     cfg_path, d = daemon
     cfg = load(str(cfg_path))
     good = cfg_path.read_text()
@@ -106,7 +107,8 @@ def test_a_bad_config_on_reload_keeps_the_old_one_and_says_so(daemon) -> None:
     assert '"event": "daemon.reload_failed"' in log and "daemon.reload_needs_restart" in log
 
 
-def test_removing_the_lock_file_lets_no_second_writer_in(daemon, tmp_path: Path) -> None:
+def test_removing_the_lock_file_lets_no_second_writer_in(daemon: tuple[Path, Daemon],
+                                                         tmp_path: Path) -> None:
     cfg_path, d = daemon
     cfg = load(str(cfg_path))
     holder = report.writer(cfg)

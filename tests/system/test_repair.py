@@ -7,6 +7,7 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from daemon.config import Config
 from tests.helpers import check_consistent, cli, jpeg_bytes, make_config, tree_hashes, write
 
 BASE = datetime(2018, 1, 2, 3, 4, 5)
@@ -21,7 +22,7 @@ def rot(path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def imported(tmp_path: Path, n: int = 5):
+def imported(tmp_path: Path, n: int = 5) -> tuple[Config, Path, dict[Path, bytes]]:
     cfg, cfg_path = make_config(tmp_path)
     src = tmp_path / "card"
     files = {write(src / f"p{i}.jpg", jpeg_bytes(BASE + timedelta(seconds=i), i)):

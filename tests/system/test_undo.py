@@ -61,7 +61,7 @@ def batches(cfg: config.Config) -> list[str]:
 def catalog_rows(cfg: config.Config) -> int:
     conn = db.connect(cfg.catalog, readonly=True)
     try:
-        return int(conn.execute("SELECT count(*) FROM files").fetchall()[0][0])
+        return int(db.first(conn.execute("SELECT count(*) FROM files").fetchall()))
     finally:
         conn.close()
 
@@ -149,7 +149,8 @@ def test_undo_plain_imports_since_when(tmp_path: Path) -> None:
     plain = card(tmp_path / "plain", 4)
     assert cli(cfg_path, "import", str(tmp_path / "plain")).returncode == 0
     moved = {write(tmp_path / "moved" / "IMG_1.JPG", jpeg_bytes(BASE, 50)): jpeg_bytes(BASE, 50)}
-    os.utime(*moved, ns=(OLD_MTIME_NS, OLD_MTIME_NS))
+    [moved_path] = moved
+    os.utime(moved_path, ns=(OLD_MTIME_NS, OLD_MTIME_NS))
     assert cli(cfg_path, "import", "--move", str(tmp_path / "moved")).returncode == 0
     inodes = {p: p.stat().st_ino for p in plain}
     gone = tmp_path / "plain" / "cam" / "DSC_0002.JPG"
@@ -164,9 +165,10 @@ def test_undo_plain_imports_since_when(tmp_path: Path) -> None:
     library_empty(cfg)
     assert verify(cfg).ok
     assert cli(cfg_path, "undo", "--since", "2999-01-01").stdout.count("nothing to undo") == 1
-    for args, msg in ([(), "give BATCH... or --since WHEN"],
-                      [("import-1999",), "no such batch"],
-                      [("--since", "whenever"), "not a time"]):
+    cases: list[tuple[tuple[str, ...], str]] = [((), "give BATCH... or --since WHEN"),
+                                                (("import-1999",), "no such batch"),
+                                                (("--since", "whenever"), "not a time")]
+    for args, msg in cases:
         r = cli(cfg_path, "undo", *args)
         assert r.returncode == 64 and msg in r.stderr, r.stderr
 

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.rules.companions import companion_of, library_name, matches_stem, takeout_names
+from daemon.rules.companions import (
+    Companion,
+    companion_of,
+    library_name,
+    matches_stem,
+    takeout_names,
+)
+
+
+def companion(name: bytes) -> Companion:
+    """companion_of for a name that has one."""
+    c = companion_of(name)
+    assert c is not None, name
+    return c
 
 
 @pytest.mark.parametrize("name, kind, names, stem, suffix", [
@@ -19,7 +32,8 @@ from daemon.rules.companions import companion_of, library_name, matches_stem, ta
     (b"IMG_1.JPG(1).json", "sidecar", (b"IMG_1(1).JPG",), None, b".jpg.json"),
     (b"IMG_1.MOV", "motion", (), b"IMG_1", b".mov"),
 ])
-def test_companions(name, kind, names, stem, suffix) -> None:
+def test_companions(name: bytes, kind: str, names: tuple[bytes, ...], stem: bytes | None,
+                    suffix: bytes) -> None:
     c = companion_of(name)
     assert c is not None
     assert (c.kind, c.names, c.stem, c.suffix) == (kind, names, stem, suffix)
@@ -31,23 +45,23 @@ def test_standalone(name: bytes) -> None:
 
 
 def test_stem_matches_media_not_other_sidecars() -> None:
-    xmp = companion_of(b"IMG_1.xmp")
+    xmp = companion(b"IMG_1.xmp")
     assert matches_stem(xmp, b"IMG_1.CR2") and matches_stem(xmp, b"IMG_1.jpg")
     assert not matches_stem(xmp, b"IMG_1.aae") and not matches_stem(xmp, b"IMG_12.jpg")
-    mov = companion_of(b"IMG_1.MOV")
+    mov = companion(b"IMG_1.MOV")
     assert matches_stem(mov, b"IMG_1.HEIC") and not matches_stem(mov, b"IMG_1.png")
 
 
 def test_library_names() -> None:
     base = "2024-06/2024-06-03 10.11.12.jpg"
-    assert library_name(base, companion_of(b"IMG_1.JPG.xmp")) == \
+    assert library_name(base, companion(b"IMG_1.JPG.xmp")) == \
         "2024-06/2024-06-03 10.11.12.jpg.xmp"
-    assert library_name(base, companion_of(b"IMG_1.xmp")) == "2024-06/2024-06-03 10.11.12.xmp"
-    assert library_name("2024-06/2024-06-03 10.11.12.1.heic", companion_of(b"IMG_1.MOV")) == \
+    assert library_name(base, companion(b"IMG_1.xmp")) == "2024-06/2024-06-03 10.11.12.xmp"
+    assert library_name("2024-06/2024-06-03 10.11.12.1.heic", companion(b"IMG_1.MOV")) == \
         "2024-06/2024-06-03 10.11.12.1.mov"
 
 
 def test_takeout_names_round_trip() -> None:
     for photo in (b"IMG_1.JPG", b"PXL_20230101_101010123.MP.jpg", b"IMG_1(1).JPG"):
         names = takeout_names(photo)
-        assert names and all(companion_of(n).names == (photo,) for n in names), names
+        assert names and all(companion(n).names == (photo,) for n in names), names

@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FOLDER_KEYS = ("inbox", "library", "duplicates", "rejected", "state_dir")
 
 
-def write_config(tmp: Path, paths: dict[str, Path | str], extra: str = "") -> Path:
+def write_config(tmp: Path, paths: Mapping[str, Path | str], extra: str = "") -> Path:
     lines = ["[paths]", *(f'{k} = "{v}"' for k, v in paths.items())]
     cfg = tmp / "config.toml"
     cfg.write_text("\n".join(lines) + "\n" + extra)
@@ -210,7 +211,9 @@ def test_every_key_fed_any_wrong_value_is_a_config_error_or_accepted() -> None:
                     config.parse(data, "t.toml")
                 except ConfigError as e:
                     assert str(e).startswith("t.toml: "), (section, key, value)
-    for doc in ({"paths": 1}, {"paths": []}, {"x": {}}, {}, {"paths": {"inbox": "/in"}}):
+    docs: list[dict[str, Any]] = [{"paths": 1}, {"paths": []}, {"x": {}}, {},
+                                  {"paths": {"inbox": "/in"}}]
+    for doc in docs:
         with pytest.raises(ConfigError):
             config.parse(doc, "t.toml")
 
@@ -237,9 +240,9 @@ def test_random_bytes_never_crash_the_loader(tmp_path: Path) -> None:
     path.write_bytes(b"#" * (config.MAX_BYTES + 1))
     with pytest.raises(ConfigError):
         config.load(str(path))
-    for data in (b"\xff\xfe[paths]\n", b"[" * 100_000, b"a = " + b"[" * 100_000,
-                 base + b"# caf\xe9\n", b"\x00" * 10):
-        path.write_bytes(data)
+    for raw in (b"\xff\xfe[paths]\n", b"[" * 100_000, b"a = " + b"[" * 100_000,
+                base + b"# caf\xe9\n", b"\x00" * 10):
+        path.write_bytes(raw)
         with pytest.raises(ConfigError):
             config.load(str(path))
 
