@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon import config
 from daemon.app import logs
 from daemon.app.metrics import BUCKETS, Gauges, Metrics, write_textfile
-from daemon.engine.ingest import Ingestor, Result, Retry
+from daemon.engine.ingest import Finished, Ingestor, Result, Retry
 from daemon.media.metadata import Reader
 from daemon.store import db
 from tests.helpers import jpeg_bytes, make_config, wait_for, write
@@ -81,7 +81,8 @@ def test_real_results_render_as_valid_prometheus_text(tmp_path: Path) -> None:
     assert sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="filed") == 13
     assert sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="duplicate") == 1
     assert sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="rejected") == 2
-    filed_bytes = sum(r.job.size or 0 for r in results[:3])
+    # the three photos, filed (outcome="filed" above is 10 + 3)
+    filed_bytes = sum(r.job.size or 0 for r in results[:3] if isinstance(r, Finished))
     assert sample(fams, "mediasortd_filed_bytes", "mediasortd_filed_bytes_total") == \
         1000 + filed_bytes
     assert sample(fams, "mediasortd_step_failures", "mediasortd_step_failures_total",
@@ -138,7 +139,12 @@ def test_the_daemon_writes_its_textfile_atomically_every_interval(tmp_path: Path
         assert sample(fams, "mediasortd_library_free_bytes") > 0
         assert sample(fams, "mediasortd_start_time_seconds") <= time.time()
         seen = {prom.stat().st_ino}
-        wait_for(lambda: seen.add(prom.stat().st_ino) or len(seen) > 2, 10, "rewrites")
+
+        def rewritten() -> bool:
+            seen.add(prom.stat().st_ino)
+            return len(seen) > 2
+
+        wait_for(rewritten, 10, "rewrites")
         assert d.terminate() == 0
     finally:
         d.close()

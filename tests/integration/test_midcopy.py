@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from daemon.app import logs
+from daemon.config import Config
 from daemon.engine.ingest import Finished, Ingestor, Retry
 from daemon.media.metadata import Reader
-from daemon.model import Outcome
+from daemon.model import Job, Outcome
 from daemon.store import db
 from tests.helpers import check_consistent, jpeg_bytes, make_config, sha, write
 
@@ -30,7 +32,8 @@ def big_photo(path: Path) -> bytes:
     return data
 
 
-def during_copy(staging: Path, action, stop: threading.Event) -> threading.Thread:
+def during_copy(staging: Path, action: Callable[[], object], stop: threading.Event
+                ) -> threading.Thread:
     """Run `action` as soon as a staged copy is being written, until `stop`."""
     def run() -> None:
         while not stop.is_set():
@@ -43,7 +46,7 @@ def during_copy(staging: Path, action, stop: threading.Event) -> threading.Threa
     return t
 
 
-def ingest_until_done(cfg, path: Path) -> tuple[Finished, int]:
+def ingest_until_done(cfg: Config, path: Path) -> tuple[Finished, int]:
     conn = db.connect(cfg.catalog)
     reader = Reader(timezone="UTC")
     cfg.staging.mkdir(parents=True, exist_ok=True)
@@ -141,7 +144,7 @@ def test_source_replaced_by_another_file_is_not_removed(tmp_path: Path) -> None:
     newer = jpeg_bytes(datetime(2024, 1, 2), 6)
     from daemon.model import Step
 
-    def swap(job) -> None:
+    def swap(job: Job) -> None:
         if job.step is Step.PLACED:
             tmp = src.with_name("a.new")
             tmp.write_bytes(newer)

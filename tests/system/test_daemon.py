@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from daemon.config import Config
 from daemon.store import db, journal
 from tests.helpers import (
     check_consistent,
@@ -28,12 +30,15 @@ from tests.system.daemon_harness import Daemon
 BASE = datetime(2021, 5, 6, 7, 8, 9)
 
 
+Setup = tuple[Config, Callable[..., Daemon]]  # the config, start(**Daemon's options)
+
+
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple]:
+def setup(tmp_path: Path) -> Iterator[Setup]:
     cfg, cfg_path = make_config(tmp_path, settle_seconds=0.3)
     daemons: list[Daemon] = []
 
-    def start(**kw) -> Daemon:
+    def start(**kw: Any) -> Daemon:
         d = Daemon(tmp_path, cfg_path, **kw)
         daemons.append(d)
         d.ready()
@@ -44,11 +49,11 @@ def setup(tmp_path: Path) -> Iterator[tuple]:
         d.close()
 
 
-def library_count(cfg) -> int:
+def library_count(cfg: Config) -> int:
     return len(tree_hashes(cfg.library))
 
 
-def idle(cfg) -> bool:
+def idle(cfg: Config) -> bool:
     """No unfinished job in the journal (the daemon commits DONE just after the source
     is gone, so an empty inbox alone can be a moment early)."""
     conn = db.connect(cfg.catalog)
@@ -58,11 +63,11 @@ def idle(cfg) -> bool:
         conn.close()
 
 
-def inbox_empty(cfg) -> bool:
+def inbox_empty(cfg: Config) -> bool:
     return not any(p.is_file() for p in cfg.inbox.rglob("*"))
 
 
-def test_lifecycle_ready_status_watchdog_stopping(setup) -> None:
+def test_lifecycle_ready_status_watchdog_stopping(setup: Setup) -> None:
     cfg, start = setup
     d = start()
     assert d.status().startswith(f"STATUS=watching {cfg.inbox}: 0 queued, 0 filed")
@@ -73,7 +78,7 @@ def test_lifecycle_ready_status_watchdog_stopping(setup) -> None:
     assert d.notify.seen("STOPPING=1")
 
 
-def test_every_way_a_file_arrives(setup, tmp_path: Path) -> None:
+def test_every_way_a_file_arrives(setup: Setup, tmp_path: Path) -> None:
     """cp (close-after-write), mv from the same filesystem (move-in), a hard link
     (creation only), a folder moved in, nested folders."""
     cfg, start = setup
@@ -109,7 +114,7 @@ def test_every_way_a_file_arrives(setup, tmp_path: Path) -> None:
     check_consistent(cfg, files, move=True)
 
 
-def test_slow_writer_is_never_taken_half_written(setup) -> None:
+def test_slow_writer_is_never_taken_half_written(setup: Setup) -> None:
     """Chunks with pauses shorter than the settle time, through an open descriptor."""
     cfg, start = setup
     d = start()
@@ -130,7 +135,7 @@ def test_slow_writer_is_never_taken_half_written(setup) -> None:
     assert "1 filed" in d.status() or wait_for(lambda: "1 filed" in d.status(), 5)
 
 
-def test_open_for_writing_waits_even_when_quiet(setup) -> None:
+def test_open_for_writing_waits_even_when_quiet(setup: Setup) -> None:
     """A writer that keeps the file open and pauses longer than settle_seconds: not taken
     until it closes (we can see it in /proc)."""
     cfg, start = setup
@@ -146,7 +151,7 @@ def test_open_for_writing_waits_even_when_quiet(setup) -> None:
     wait_for(lambda: library_count(cfg) == 1, 15, "filed after close")
 
 
-def test_partial_names_wait_until_renamed(setup) -> None:
+def test_partial_names_wait_until_renamed(setup: Setup) -> None:
     cfg, start = setup
     start()
     part = write(cfg.inbox / "IMG_1.jpg.part", jpeg_bytes(BASE, 44))
@@ -158,7 +163,7 @@ def test_partial_names_wait_until_renamed(setup) -> None:
     wait_for(lambda: library_count(cfg) == 2, 15, "the renamed file filed")
 
 
-def test_files_that_arrived_while_stopped_and_sigterm_with_work_in_flight(setup) -> None:
+def test_files_that_arrived_while_stopped_and_sigterm_with_work_in_flight(setup: Setup) -> None:
     cfg, start = setup
     files = {write(cfg.inbox / f"early{i}.jpg", jpeg_bytes(BASE, 100 + i)):
              jpeg_bytes(BASE, 100 + i) for i in range(5)}
@@ -177,7 +182,7 @@ def test_files_that_arrived_while_stopped_and_sigterm_with_work_in_flight(setup)
     check_consistent(cfg, files, move=True)
 
 
-def test_sigkill_while_filing_then_restart_replays(setup) -> None:
+def test_sigkill_while_filing_then_restart_replays(setup: Setup) -> None:
     cfg, start = setup
     files = {}
     for round_ in range(3):
@@ -229,7 +234,7 @@ def test_burst_of_files_queue_bounded_memory_flat(tmp_path: Path) -> None:
         d.close()
 
 
-def test_a_file_appended_to_forever_is_never_taken_and_status_says_why(setup) -> None:
+def test_a_file_appended_to_forever_is_never_taken_and_status_says_why(setup: Setup) -> None:
     cfg, start = setup
     start()
     from tests.helpers import cli
@@ -248,7 +253,7 @@ def test_a_file_appended_to_forever_is_never_taken_and_status_says_why(setup) ->
     def not_taken() -> bool:  # and, until it does, ask status why it waits
         nonlocal said
         if not said:
-            out = cli(cfg.source, "status").stdout
+            out = cli(Path(cfg.source), "status").stdout
             said = out if "still changing" in out else ""
         return library_count(cfg) == 0
 
