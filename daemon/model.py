@@ -1,4 +1,4 @@
-"""Plain values shared by every layer: steps, outcomes, jobs, media facts (level 0, no I/O)."""
+"""Plain values shared by every part: steps, outcomes, jobs, media facts (root: no I/O)."""
 
 from __future__ import annotations
 
