@@ -71,7 +71,7 @@ def motion_pairs(video: MediaInfo, still: catalog.Entry) -> bool:
 
 
 def partner(conn: apsw.Connection, job: Job, companion: Companion, grace: float,
-            expected: Container[bytes] | None = None) -> catalog.Entry | None | Wait:
+            expected: Container[bytes] | None = None) -> catalog.Entry | Wait | None:
     """The catalog row of the photo this file travels with; None when there is none to
     wait for; WAIT while the partner is still on its way (in the inbox, or in hand), or
     (sidecars) while the job is younger than `grace` seconds. `expected`: the paths an
@@ -88,7 +88,7 @@ def partner(conn: apsw.Connection, job: Job, companion: Companion, grace: float,
             on_disk += [n for n in os.listdir(folder) if matches_stem(companion, n)]
         except OSError:
             pass
-    for source, other in sorted(jobs.items(), key=lambda kv: -kv[1].id):
+    for _source, other in sorted(jobs.items(), key=lambda kv: -kv[1].id):
         if other.step is Step.DONE and other.outcome is Outcome.FILED:
             entry = catalog.by_job(conn, other.id)
         elif other.step is Step.DONE and other.outcome is Outcome.DUPLICATE:

@@ -28,7 +28,7 @@ FUTURE_MARGIN = timedelta(days=1)  # a date past now + this is in the future: a 
 def in_bounds(when: datetime, now: datetime) -> bool:
     """Whether an aware `when` could be a capture date: not before FIRST_YEAR (in its own
     zone), not after `now` + FUTURE_MARGIN."""
-    return FIRST_YEAR <= when.year and when <= now + FUTURE_MARGIN
+    return when.year >= FIRST_YEAR and when <= now + FUTURE_MARGIN
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class _Clock:
         self.limit_wall = self.limit.astimezone(tz).replace(tzinfo=None)
 
     def sensible(self, wall: datetime) -> bool:
-        return (FIRST_YEAR <= wall.year
+        return (wall.year >= FIRST_YEAR
                 and (wall.year, wall.month, wall.day) not in _EPOCH_DAYS)
 
     def too_late(self, wall: datetime) -> bool:
