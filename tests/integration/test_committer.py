@@ -17,11 +17,13 @@ def test_many_threads_one_committer_each_change_committed_once(tmp_path: Path) -
     path = tmp_path / "catalog.db"
     committer = db.Committer(path)
     try:
+        sql = "INSERT INTO tally_batch VALUES (?, 'filed', 1)"
+
         def work(i: int) -> None:
             for j in range(50):
-                batch = f"b{i}-{j}"
-                committer.run(lambda conn: conn.execute(  # run returns once it ran
-                    "INSERT INTO tally_batch VALUES (?, 'filed', 1)", (batch,)))  # noqa: B023
+                batch = (f"b{i}-{j}",)
+                # run() returns once the lambda ran: this iteration's batch
+                committer.run(lambda conn: conn.execute(sql, batch))  # noqa: B023
 
         threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
         for t in threads:
