@@ -166,7 +166,8 @@ def snapshot(cfg: config.Config) -> tuple[Any, ...]:
     conn = db.connect(cfg.catalog)
     try:
         files = conn.execute("SELECT * FROM files ORDER BY id").fetchall()
-        jobs = conn.execute("SELECT id, step, outcome, dest, error FROM jobs ORDER BY id").fetchall()
+        jobs = conn.execute("SELECT id, step, outcome, dest, error FROM jobs "
+                            "ORDER BY id").fetchall()
     finally:
         conn.close()
     return (tree_hashes(cfg.inbox, True), tree_hashes(cfg.library, True), files, jobs)

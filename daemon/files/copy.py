@@ -67,8 +67,8 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
     ends_in_data = True
     try:
         i = 0
-        for offset, length, is_data in regions:
-            end = offset + length
+        for start, length, is_data in regions:
+            offset, end = start, start + length
             ends_in_data = is_data
             while offset < end:
                 if is_data:
