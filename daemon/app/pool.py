@@ -23,7 +23,7 @@ import apsw
 from ..config import Config
 from ..engine.ingest import Describer, Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
 from ..errors import MediasortError
-from ..rules.dates import resolve_timezone
+from ..media.metadata import resolve_timezone
 from ..rules.retry import ONESHOT, Policy, Stop, Trouble
 from ..store import db, journal
 

@@ -30,8 +30,7 @@ from ..errors import CatalogError, ConfigError, ForeignCatalogError, LockedError
 from ..files.dirs import fsync_dir, make_dirs, own_like_parent
 from ..inbox.scan import Candidates, prune_empty_dirs, scan
 from ..inbox.watcher import Watcher
-from ..media.metadata import Reader
-from ..rules.dates import resolve_timezone
+from ..media.metadata import Reader, resolve_timezone
 from ..rules.retry import DAEMON
 from ..store import db, journal, query
 from . import logs, notify, report

@@ -39,9 +39,9 @@ from ..files.paths import (
     take_lease,
     way_reason,
 )
+from ..media.metadata import resolve_timezone
 from ..model import Identity, Job, MediaInfo, NotMedia, Outcome, Step, display
 from ..rules.companions import companion_of, library_name
-from ..rules.dates import resolve_timezone
 from ..rules.layout import (
     UNDATED_LAYOUT,
     Naming,

@@ -1,25 +1,43 @@
-"""`Reader`, one per worker: a staged file -> MediaInfo | NotMedia, by the rules of
-`rules.mediainfo` and `rules.dates` on ExifTool's tags (a dated camera JPEG is read
-in-process by `quickmeta`, which gives the same tags, and ExifTool is not asked).
-Invariant: a bad file never crashes a worker. Whatever a file does to ExifTool (an error,
-a hang, a crash), `Reader.describe` returns NotMedia with the reason; only a missing
-exiftool raises (ToolError).
+"""`Reader`, one per worker: a staged file -> MediaInfo | NotMedia, by `rules.mediainfo`
+on ExifTool's tags (or quickmeta's, read in-process, for a dated camera JPEG), in the zone
+`resolve_timezone` reads from the configuration. Invariant: a bad file never crashes a
+worker: whatever it does to ExifTool (an error, a hang, a crash), `describe` returns
+NotMedia with the reason; only a missing exiftool raises (ToolError).
 """
 
 from __future__ import annotations
 
 import os
+import zoneinfo
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Self
 
 from ..model import MediaInfo, NotMedia
-from ..rules.dates import resolve_timezone
 from ..rules.mediainfo import decide
 from . import quickmeta
 from .exiftool import ExifTool, ExifToolFailed, _arg_line
 
 _JPEG_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+
+
+def resolve_timezone(name: str) -> tzinfo:
+    """What the configured zone stands for, read here only (the Reader, the workers'
+    Takeout dates, a reload): 'local' (TZ, else /etc/localtime, else UTC) or an IANA
+    name -> a tzinfo."""
+    if name != "local":
+        return zoneinfo.ZoneInfo(name)
+    env = os.environ.get("TZ", "").lstrip(":")
+    if env:
+        try:
+            return zoneinfo.ZoneInfo(env)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as f:
+            return zoneinfo.ZoneInfo.from_file(f, key="localtime")
+    except (OSError, ValueError):
+        return UTC
 
 
 class Reader:

@@ -1,7 +1,7 @@
 """The date rule book (pure): which of a file's tags, or its name, or its mtime, gives its
 capture date, at what precision, in which zone; the sanity bounds every date source
-shares (`FIRST_YEAR`, the future past now + `FUTURE_MARGIN`), and what the configured
-zone name ("local" or an IANA name) stands for. No I/O but reading the local zone.
+shares (`FIRST_YEAR`, the future past now + `FUTURE_MARGIN`). No I/O: the zone and `now`
+are given (`media.metadata.resolve_timezone` says what the configured zone stands for).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import dataclasses
 import itertools
 import os
 import re
-import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -328,21 +327,3 @@ def capture_date(tags: dict[str, Any], original_name: str, mtime_ns: int, tz: tz
     passed = list(skipped)  # the future values that ranked above the winner
     found = _refine(first, ranked) if first is not None else _from_mtime(mtime_ns, clock)
     return found, passed
-
-
-def resolve_timezone(name: str) -> tzinfo:
-    """'local' (TZ, else /etc/localtime, else UTC) or an IANA name -> a tzinfo."""
-    if name != "local":
-        return zoneinfo.ZoneInfo(name)
-    env = os.environ.get("TZ", "").lstrip(":")
-    if env:
-        try:
-            return zoneinfo.ZoneInfo(env)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            pass
-    try:
-        with open("/etc/localtime", "rb") as f:
-            return zoneinfo.ZoneInfo.from_file(f, key="localtime")
-    except (OSError, ValueError):
-        return UTC
-

@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from daemon.media.metadata import resolve_timezone
 from daemon.model import MediaInfo, NotMedia
-from daemon.rules.dates import in_bounds, resolve_timezone
+from daemon.rules.dates import in_bounds
 from daemon.rules.mediainfo import decide
 
 BERLIN = ZoneInfo("Europe/Berlin")

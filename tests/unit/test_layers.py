@@ -154,3 +154,10 @@ def test_modules_are_small_and_say_what_they_own() -> None:
     assert not silent, silent
     shrunk = {n for n in OVERSIZE if len(modules()[n].read_text().splitlines()) <= MAX_LINES}
     assert not shrunk, f"now small, take off OVERSIZE: {shrunk}"
+
+
+def test_only_the_watchdog_adapter_imports_watchdog() -> None:
+    """The inbox logic (inbox.scan: scans, candidates, settling, pruning) needs no
+    watchdog, so `status` can look at the inbox without loading it."""
+    users = {name for name, path in modules().items() if "watchdog" in imports(name, path)[1]}
+    assert users == {"inbox.watcher"}, users
