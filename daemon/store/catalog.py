@@ -103,10 +103,11 @@ def free_number(conn: apsw.Connection, library: bytes, preferred: Sequence[str])
     else already holds it (a stray file on disk, a row adopted or renamed there). The
     number of a deleted row (a crash's redo, an undo) is given again first (name_free);
     other gaps stay: numbers need not be dense."""
-    for n in _holes(conn, preferred[0]):
-        if all(is_free(conn, library, numbered(path, n)) for path in preferred):
-            return n
-    n = max((next_number(conn, path) for path in preferred), default=0)
+    holes, n = _numbers(conn, preferred[0])
+    for hole in _forget(conn, preferred[0], holes):
+        if all(is_free(conn, library, numbered(path, hole)) for path in preferred):
+            return hole
+    n = max([n, *(next_number(conn, path) for path in preferred[1:])])
     while not all(is_free(conn, library, numbered(path, n)) for path in preferred):
         n += 1
     _count(conn, preferred, n)
@@ -127,14 +128,26 @@ def next_number(conn: apsw.Connection, key: str) -> int:
     return int(rows[0][0]) + 1 if rows else 0
 
 
-def _holes(conn: apsw.Connection, key: str) -> Iterator[int]:
-    """The numbers of `key` freed by deletions, lowest first; each is forgotten as it
-    is looked at (given again, or taken meanwhile by something else)."""
-    rows: list[Any] = conn.execute("SELECT n FROM name_free WHERE path = ? ORDER BY n",
-                                   (to_db(key),)).fetchall()
-    for (n,) in rows:
+def _numbers(conn: apsw.Connection, key: str) -> tuple[list[int], int]:
+    """The numbers of `key` freed by deletions (name_free, lowest first) and where the
+    search for a new one starts (next_number), read in one statement."""
+    holes, start = [], 0
+    for n, is_next in conn.execute(
+            "SELECT n, 0 FROM name_free WHERE path = ?1"
+            " UNION ALL SELECT last + 1, 1 FROM name_seq WHERE path = ?1", (to_db(key),)):
+        if is_next:
+            start = int(n)
+        else:
+            holes.append(int(n))
+    return sorted(holes), start
+
+
+def _forget(conn: apsw.Connection, key: str, holes: list[int]) -> Iterator[int]:
+    """Each of `holes` (numbers of `key` freed by deletions) in turn, forgotten as it is
+    looked at (given again, or taken meanwhile by something else)."""
+    for n in holes:
         conn.execute("DELETE FROM name_free WHERE path = ? AND n = ?", (to_db(key), n))
-        yield int(n)
+        yield n
 
 
 def first_number(conn: apsw.Connection, key: str) -> int:
@@ -170,10 +183,10 @@ def free_stem(conn: apsw.Connection, library: bytes, preferred: str) -> str:
     one above the highest number given to the stem (name_seq, as free_number), so the
     n-th pair or JPEG of one second costs what the first does."""
     key = stem_key(preferred)
-    for n in _holes(conn, key):
-        if _stem_free(conn, library, candidate := numbered(preferred, n)):
+    holes, n = _numbers(conn, key)
+    for hole in _forget(conn, key, holes):
+        if _stem_free(conn, library, candidate := numbered(preferred, hole)):
             return candidate
-    n = next_number(conn, key)
     while not _stem_free(conn, library, candidate := numbered(preferred, n)):
         n += 1
     _count(conn, [key], n)
@@ -192,13 +205,15 @@ def _stem_free(conn: apsw.Connection, library: bytes, candidate: str) -> bool:
 
 def filed_from(conn: apsw.Connection, prefix: bytes) -> list[tuple[bytes, Entry]]:
     """(source path, catalog row) of every job whose source starts with `prefix` and
-    whose content is catalogued (filed by it, or the row it was a duplicate of)."""
+    whose content is catalogued (filed by it, or the row it was a duplicate of); UNION
+    ALL: a pair can come twice only in theory (a row a job filed and was a duplicate
+    of), and the caller takes the first that fits, so no sort to drop repeats."""
     upper = prefix[:-1] + bytes([prefix[-1] + 1]) if prefix[-1] < 255 else prefix + b"\xff"
     cols = ", ".join(f"f.{c.strip()}" for c in _COLS.split(","))
     rows = conn.execute(
         f"SELECT j.source, {cols} FROM jobs j JOIN files f ON f.job_id = j.id"
         " WHERE j.source >= ? AND j.source < ?"
-        f" UNION SELECT j.source, {cols} FROM jobs j JOIN files f ON f.id = j.duplicate_of"
+        f" UNION ALL SELECT j.source, {cols} FROM jobs j JOIN files f ON f.id = j.duplicate_of"
         " WHERE j.source >= ? AND j.source < ?", (prefix, upper, prefix, upper)).fetchall()
     return [(bytes(r[0]), _entry(r[1:])) for r in rows]  # type: ignore[arg-type]
 

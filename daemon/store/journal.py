@@ -41,20 +41,34 @@ def get(conn: apsw.Connection, job_id: int) -> Job:
 
 def active_for(conn: apsw.Connection, source: bytes) -> Job | None:
     """The unfinished job for a source path, if there is one."""
-    rows = conn.execute(f"SELECT {_COLS} FROM jobs WHERE source = ? AND step != 'done'",
-                        (source,)).fetchall()
-    return _job(rows[0]) if rows else None
+    return for_source(conn, source, None)[0]
 
 
 def settled_for(conn: apsw.Connection, source: bytes, ident: Identity) -> Job | None:
     """A finished job that left this very file (same identity) where it is, if any:
     a kept duplicate or a reject that could not be moved. Such files are not taken again."""
-    rows = conn.execute(
-        f"SELECT {_COLS} FROM jobs WHERE source = ? AND ino = ? AND size = ? "
-        "AND mtime_ns = ? AND step = 'done' AND move = 1 AND outcome NOT IN ('failed', "
-        "'vanished') ORDER BY id DESC LIMIT 1",
-        (source, ident.ino, ident.size, ident.mtime_ns)).fetchall()
-    return _job(rows[0]) if rows else None
+    return for_source(conn, source, ident)[1]
+
+
+_ACTIVE = f"SELECT 0, {_COLS} FROM jobs WHERE source = ?1 AND step != 'done'"
+_SETTLED = (f"SELECT * FROM (SELECT 1, {_COLS} FROM jobs WHERE source = ?1 AND ino = ?2 AND "
+            "size = ?3 AND mtime_ns = ?4 AND step = 'done' AND move = 1 AND outcome NOT IN "
+            "('failed', 'vanished') ORDER BY id DESC LIMIT 1)")
+
+
+def for_source(conn: apsw.Connection, source: bytes, ident: Identity | None
+               ) -> tuple[Job | None, Job | None]:
+    """active_for(source) and, given `ident`, settled_for(source, ident), read in one
+    statement (recording a new file asks both)."""
+    found: list[Job | None] = [None, None]
+    if ident is None:
+        rows = conn.execute(_ACTIVE, (source,)).fetchall()
+    else:
+        rows = conn.execute(f"{_ACTIVE} UNION ALL {_SETTLED}",
+                            (source, ident.ino, ident.size, ident.mtime_ns)).fetchall()
+    for row in rows:
+        found[1 if row[0] else 0] = _job(tuple(row[1:]))
+    return found[0], found[1]
 
 
 def latest_for(conn: apsw.Connection, sources: list[bytes]) -> dict[bytes, Job]:
@@ -87,16 +101,17 @@ def age(conn: apsw.Connection, job_id: int) -> float:
 
 def record(conn: apsw.Connection, batch: str, source: bytes, ident: Identity, move: bool,
            staged_dir: bytes) -> Job:
-    """Insert a new job at RECORDED (inside the caller's transaction)."""
+    """Insert a new job at RECORDED (inside the caller's transaction), its staging path
+    (`staged_dir/job-<id>`) written with it: one statement. The id is the one SQLite
+    would give (one above the highest, as for any INTEGER PRIMARY KEY), chosen in the
+    statement so that the path can carry it."""
     t = now()
-    job_id = first(conn.execute(
-        "INSERT INTO jobs (batch, source, dev, ino, size, mtime_ns, move, step, created_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    return _job(conn.execute(
+        "INSERT INTO jobs (id, batch, source, dev, ino, size, mtime_ns, move, step, staged,"
+        " created_at, updated_at) SELECT n, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? || n AS BLOB), ?, ?"
+        f" FROM (SELECT coalesce(max(id), 0) + 1 AS n FROM jobs) RETURNING {_COLS}",
         (batch, source, ident.dev, ident.ino, ident.size, ident.mtime_ns, int(move),
-         Step.RECORDED.value, t, t)).fetchall())
-    staged = staged_dir + b"/job-%d" % job_id
-    return _job(conn.execute(f"UPDATE jobs SET staged = ? WHERE id = ? RETURNING {_COLS}",
-                             (staged, job_id)).fetchall()[0])
+         Step.RECORDED.value, staged_dir + b"/job-", t, t)).fetchall()[0])
 
 
 def advance(conn: apsw.Connection, job_id: int, step: Step, **fields: Any) -> Job:
