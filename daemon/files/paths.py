@@ -194,35 +194,65 @@ def way_reason(e: OSError) -> str:
 @dataclass
 class Source:
     """A source opened beneath its root: its folder's descriptor and name (for the
-    unlinkat or renameat2 that retires it), and the file's descriptor once opened."""
+    unlinkat or renameat2 that retires it), and the file's descriptor once opened.
+    `shared`: the folder's descriptor belongs to a batch's Folders, which closes it."""
 
     dir_fd: int
     name: bytes
     fd: int | None = None
     st: os.stat_result | None = None
     leased: bool = False
+    shared: bool = False
 
     def close(self) -> None:
-        for fd in (self.fd, self.dir_fd):
+        for fd in (self.fd, None if self.shared else self.dir_fd):
             if fd is not None and fd >= 0:
                 os.close(fd)
         self.fd = None
         self.dir_fd = -1
 
 
-def open_source_beneath(root: bytes | None, path: bytes) -> Source | Unusable:
+class Folders:
+    """The source folders of one batch, each resolved beneath its root once (as
+    parent_beneath does: no link followed) instead of once per file. Every source is
+    still opened through its folder's descriptor and later removed through that same
+    descriptor, so a folder swapped for a link meanwhile is never followed; the
+    descriptors live only as long as the batch's work (the caller closes them)."""
+
+    def __init__(self) -> None:
+        self.fds: dict[tuple[bytes | None, bytes], int] = {}
+
+    def parent(self, root: bytes | None, path: bytes) -> tuple[int, bytes]:
+        """parent_beneath(root, path), the folder's descriptor kept for the batch (the
+        caller does not close it). Raises OSError."""
+        key = (root, os.path.dirname(path))
+        fd = self.fds.get(key)
+        if fd is None:
+            fd = self.fds[key] = parent_beneath(root, path)[0]
+        return fd, os.path.basename(path)
+
+    def close(self) -> None:
+        fds, self.fds = list(self.fds.values()), {}
+        for fd in fds:
+            os.close(fd)
+
+
+def open_source_beneath(root: bytes | None, path: bytes,
+                        folders: Folders | None = None) -> Source | Unusable:
     """open_source, with the folders resolved beneath `root` (parent_beneath): the entry
     is looked at (fstatat) and opened (openat, O_NOFOLLOW|O_NONBLOCK) through its
-    folder's descriptor, which the caller keeps for removing it later."""
+    folder's descriptor, which the caller keeps for removing it later. `folders`: the
+    batch's folders, whose descriptor the source then shares."""
     try:
-        dir_fd, name = parent_beneath(root, path)
+        dir_fd, name = (parent_beneath(root, path) if folders is None
+                        else folders.parent(root, path))
     except FileNotFoundError:
         return Unusable("the file disappeared", missing=True)
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:
             raise  # retried later
         return Unusable(way_reason(e), missing=e.errno in WAY_ERRNOS)
-    src = Source(dir_fd, name)
+    src = Source(dir_fd, name, shared=folders is not None)
     try:
         got = _open_at(dir_fd, name)
     except BaseException:
