@@ -103,13 +103,15 @@ def free_number(conn: apsw.Connection, library: bytes, preferred: Sequence[str])
     else already holds it (a stray file on disk, a row adopted or renamed there). The
     number of a deleted row (a crash's redo, an undo) is given again first (name_free);
     other gaps stay: numbers need not be dense."""
-    holes, n = _numbers(conn, preferred[0])
+    one = len(preferred) == 1  # then the first candidate's look-up comes with the numbers
+    holes, n, probed = _numbers(conn, preferred[0], *((PROBE_NAME, (to_db(preferred[0]),))
+                                                      if one else ()))
     for hole in _forget(conn, preferred[0], holes):
         if all(is_free(conn, library, numbered(path, hole)) for path in preferred):
             return hole
     n = max([n, *(next_number(conn, path) for path in preferred[1:])])
-    while not all(is_free(conn, library, numbered(path, n)) for path in preferred):
-        n += 1
+    while not all(is_free(conn, library, numbered(path, n), probed) for path in preferred):
+        n, probed = n + 1, None
     _count(conn, preferred, n)
     return n
 
@@ -128,18 +130,35 @@ def next_number(conn: apsw.Connection, key: str) -> int:
     return int(rows[0][0]) + 1 if rows else 0
 
 
-def _numbers(conn: apsw.Connection, key: str) -> tuple[list[int], int]:
-    """The numbers of `key` freed by deletions (name_free, lowest first) and where the
-    search for a new one starts (next_number), read in one statement."""
-    holes, start = [], 0
-    for n, is_next in conn.execute(
-            "SELECT n, 0 FROM name_free WHERE path = ?1"
-            " UNION ALL SELECT last + 1, 1 FROM name_seq WHERE path = ?1", (to_db(key),)):
-        if is_next:
-            start = int(n)
+_FRESH = ("CASE WHEN EXISTS (SELECT 1 FROM name_seq WHERE path = ?1) OR EXISTS (SELECT 1"
+          " FROM name_free WHERE path = ?1) THEN {no} ELSE {yes} END")
+# the look-up of a name's (?2) or stem's (?2 to ?3) first candidate, number 0, if its key
+# has no counter or freed number, else an empty range: the guard is in the range's bound,
+# computed once, so a stem many files share is not read row by row
+PROBE_NAME = "SELECT 2, path FROM files WHERE path = " + _FRESH.format(no="NULL", yes="?2")
+PROBE_STEM = ("SELECT 2, path FROM files WHERE path >= ?2 AND path < "
+              + _FRESH.format(no="?2", yes="?3"))
+
+
+def _numbers(conn: apsw.Connection, key: str, probe: str = "", args: tuple[Any, ...] = ()
+             ) -> tuple[list[int], int, list[Any] | None]:
+    """The numbers of `key` freed by deletions (name_free, lowest first), where the
+    search for a new one starts (next_number) and, with `probe` (PROBE_NAME or
+    PROBE_STEM, values `args`), the catalog's rows for candidate 0 when nothing was
+    counted or freed for `key` (else None): one statement."""
+    sql = ("SELECT 0, n FROM name_free WHERE path = ?1"
+           " UNION ALL SELECT 1, last + 1 FROM name_seq WHERE path = ?1")
+    holes: list[int] = []
+    start, rows, counted = 0, [], False
+    for tag, value in conn.execute(f"{sql} UNION ALL {probe}" if probe else sql,
+                                   (to_db(key), *args)):
+        if tag == 0:
+            holes.append(int(value))
+        elif tag == 1:
+            start, counted = int(value), True
         else:
-            holes.append(int(n))
-    return sorted(holes), start
+            rows.append((value,))
+    return sorted(holes), start, rows if probe and not holes and not counted else None
 
 
 def _forget(conn: apsw.Connection, key: str, holes: list[int]) -> Iterator[int]:
@@ -170,9 +189,12 @@ def _count(conn: apsw.Connection, keys: Sequence[str], n: int) -> None:
                          [(to_db(key), n) for key in keys])
 
 
-def is_free(conn: apsw.Connection, library: bytes, path: str) -> bool:
-    """`path` is taken neither in the catalog nor on disk."""
-    taken = conn.execute("SELECT 1 FROM files WHERE path = ?", (to_db(path),)).fetchall()
+def is_free(conn: apsw.Connection, library: bytes, path: str,
+            rows: list[Any] | None = None) -> bool:
+    """`path` is taken neither in the catalog nor on disk; `rows`: the catalog's rows at
+    `path`, when already read."""
+    taken = rows if rows is not None else conn.execute(
+        "SELECT 1 FROM files WHERE path = ?", (to_db(path),)).fetchall()
     return not taken and not os.path.lexists(os.path.join(library, os.fsencode(path)))
 
 
@@ -183,21 +205,30 @@ def free_stem(conn: apsw.Connection, library: bytes, preferred: str) -> str:
     one above the highest number given to the stem (name_seq, as free_number), so the
     n-th pair or JPEG of one second costs what the first does."""
     key = stem_key(preferred)
-    holes, n = _numbers(conn, key)
+    holes, n, probed = _numbers(conn, key, PROBE_STEM, _stem_range(preferred))
     for hole in _forget(conn, key, holes):
         if _stem_free(conn, library, candidate := numbered(preferred, hole)):
             return candidate
-    while not _stem_free(conn, library, candidate := numbered(preferred, n)):
-        n += 1
+    while not _stem_free(conn, library, candidate := numbered(preferred, n), probed):
+        n, probed = n + 1, None
     _count(conn, [key], n)
     return candidate
 
 
-def _stem_free(conn: apsw.Connection, library: bytes, candidate: str) -> bool:
-    """No catalogued RAW, JPEG or HEIC has the candidate's stem, and it is free on disk."""
+def _stem_range(candidate: str) -> tuple[str, str]:
+    """The catalog paths that share the candidate's stem lie in [low, high)."""
     prefix = stem_of(candidate) + "."
-    rows = conn.execute("SELECT path FROM files WHERE path >= ? AND path < ?",
-                        (prefix, prefix[:-1] + "/")).fetchall()
+    return prefix, prefix[:-1] + "/"
+
+
+def _stem_free(conn: apsw.Connection, library: bytes, candidate: str,
+               rows: list[Any] | None = None) -> bool:
+    """No catalogued RAW, JPEG or HEIC has the candidate's stem, and it is free on disk;
+    `rows`: the catalog's paths in the stem's range, when already read."""
+    prefix = stem_of(candidate) + "."
+    if rows is None:
+        rows = conn.execute("SELECT path FROM files WHERE path >= ? AND path < ?",
+                            _stem_range(candidate)).fetchall()
     exts = (str(path)[len(prefix):] for (path,) in rows)
     return not any("." not in ext and pairs_with("." + ext) for ext in exts) \
         and not os.path.lexists(os.path.join(library, os.fsencode(candidate)))
