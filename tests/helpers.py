@@ -20,8 +20,11 @@ import pytest
 from PIL import Image
 
 from daemon import config
-from daemon.app import report
-from daemon.model import Outcome, Step
+from daemon.app import logs, report
+from daemon.engine.hooks import NO_HOOKS, Hooks
+from daemon.engine.ingest import Ingestor
+from daemon.media.metadata import Reader
+from daemon.model import Job, Outcome, Step
 from daemon.store import catalog, db, journal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,3 +233,33 @@ def check_consistent(cfg: config.Config, inputs: dict[Path, bytes], *, move: boo
         assert len(quarantined) == n_quarantine_jobs, "quarantine holds a copy no job made"
     finally:
         conn.close()
+
+
+class AfterStep(Hooks):
+    """Hooks that call `fn` after each step of an ingest job (in-process crash tests)."""
+
+    def __init__(self, fn: Callable[[Job], None]) -> None:
+        self.fn = fn
+
+    def after_step(self, job: Job) -> None:
+        self.fn(job)
+
+
+@contextlib.contextmanager
+def ingestor(cfg: config.Config, *, batch: str = "t", hooks: Hooks = NO_HOOKS,
+             log: Any = None) -> Iterator[Ingestor]:
+    """An Ingestor as a worker of the daemon has one: its own catalog connection and
+    ExifTool, writing through the group committer; the staging folder made (unless a
+    test put something else there)."""
+    committer = db.Committer(cfg.catalog)
+    conn = db.connect(cfg.catalog)
+    reader = Reader(timezone="UTC")
+    try:
+        if not os.path.lexists(cfg.staging):
+            cfg.staging.mkdir(parents=True)
+        yield Ingestor(cfg, conn, reader, batch=batch, log=log or logs.get(), hooks=hooks,
+                       committer=committer)
+    finally:
+        reader.close()
+        conn.close()
+        committer.close()

@@ -19,16 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ..config import Config
-from ..engine.ingest import (
-    Finished,
-    Result,
-    Skipped,
-    inbox_roots,
-    kill_hook_from_env,
-    preferred_path,
-)
+from ..engine.ingest import Finished, Result, Skipped
+from ..engine.naming import inbox_roots, preferred_path
 from ..engine.undo import Undoer
-from ..engine.undo import kill_hook_from_env as undo_kill_hook_from_env
 from ..errors import MediasortError, UsageError
 from ..files.copy import hash_fd
 from ..files.paths import Unusable, open_dir, open_source
@@ -42,6 +35,7 @@ from .pool import Pool
 from .service import StateLock, batch_id, make_reader, prepare
 from .show import printable
 from .show import size as human_size
+from .testhooks import hooks_from_env
 
 # -- import -------------------------------------------------------------------------------
 
@@ -223,11 +217,11 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
     `check_catalog`: refuse a catalog the library does not know (service.check_catalog);
     off only for the commands that make them agree (`verify --repair`, `adopt`).
     `policy`: how a file's trouble is retried (rules.retry)."""
-    hook = kill_hook_from_env()
+    hooks = hooks_from_env()
     lock = StateLock(cfg)
     started = time.monotonic()
     try:
-        unfinished = prepare(cfg, log, hook, check=check_catalog)
+        unfinished = prepare(cfg, log, hooks, check=check_catalog)
         skip = [os.fsencode(p) for p in (cfg.library, cfg.state_dir)]
         paths = list(dict.fromkeys(walk(sources, skip)))  # a file named twice: once
         if progress is None:
@@ -257,7 +251,7 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
         if paths:  # a replay alone (adopt, repair) is no import to announce
             log.info("import.started", batch=batch, files=len(paths), move=move)
         pool = Pool(cfg, move=move, batch=batch, log=log, make_reader=make_reader(cfg),
-                    hook=hook, on_result=on_result, policy=policy)
+                    hooks=hooks, on_result=on_result, policy=policy)
         pool.expected = _Expected(cfg, paths)
         # unfinished jobs first (a path among them is then not queued again), then new
         # files, before the workers start, as far as the queue holds them: each worker
@@ -357,7 +351,7 @@ def undo(cfg: Config, *, batches: list[str] | None, since: str | None, dry_run: 
     try:
         conn = db.connect(cfg.catalog, readonly=dry_run)
         try:
-            undoer = Undoer(cfg, conn, log, hook=undo_kill_hook_from_env())
+            undoer = Undoer(cfg, conn, log, hooks_from_env())
             resumed = undolog.unfinished(conn) if dry_run else undoer.replay()
             if batches is not None:
                 batches, problems = undolog.resolve_batches(conn, batches)

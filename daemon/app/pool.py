@@ -21,7 +21,8 @@ from typing import Any, Protocol
 import apsw
 
 from ..config import Config
-from ..engine.ingest import Describer, Finished, Hook, Ingestor, Result, Retry, Skipped, _no_hook
+from ..engine.hooks import NO_HOOKS, Hooks
+from ..engine.ingest import Describer, Finished, Ingestor, Result, Retry, Skipped
 from ..errors import MediasortError
 from ..media.metadata import resolve_timezone
 from ..rules.retry import ONESHOT, Policy, Stop, Trouble
@@ -39,7 +40,7 @@ class Pool:
     def __init__(self, cfg: Config, *, move: bool, batch: str, log: Any,
                  make_reader: Callable[[], Closeable], workers: int | None = None,
                  queue_size: int | None = None, policy: Policy = ONESHOT,
-                 hook: Hook = _no_hook, on_result: Callable[[Result], None] | None = None,
+                 hooks: Hooks = NO_HOOKS, on_result: Callable[[Result], None] | None = None,
                  companion_grace: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
@@ -50,7 +51,7 @@ class Pool:
         self.n_workers = workers or cfg.workers
         self.hints: queue.Queue[bytes] = queue.Queue(maxsize=queue_size or cfg.queue_size)
         self.policy = policy
-        self.hook = hook
+        self.hooks = hooks
         self.on_result = on_result
         self.companion_grace = companion_grace
         self.expected: Container[bytes] | None = None  # an import's paths (see pairing)
@@ -175,8 +176,9 @@ class Pool:
         try:  # a worker that cannot even start (no fd left...) says so: no silent hang
             conn = db.connect(self.cfg.catalog)
             reader = self.make_reader()
+            assert self.committer is not None  # start() made it
             ingest = Ingestor(self.cfg, conn, reader, batch=self.batch, log=self.log,
-                              hook=self.hook, policy=self.policy,
+                              hooks=self.hooks, policy=self.policy,
                               clock=self.clock, companion_grace=self.companion_grace,
                               committer=self.committer)
             ingest.expected = self.expected

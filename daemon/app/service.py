@@ -24,7 +24,8 @@ from typing import Any
 
 from .. import config
 from ..config import Config
-from ..engine.ingest import Finished, Hook, Ingestor, Result, Retry, kill_hook_from_env
+from ..engine.hooks import Hooks
+from ..engine.ingest import Finished, Ingestor, Result, Retry
 from ..engine.undo import Undoer
 from ..errors import CatalogError, ConfigError, ForeignCatalogError, LockedError
 from ..files.dirs import fsync_dir, make_dirs, own_like_parent
@@ -36,6 +37,7 @@ from ..store import db, journal, query
 from . import logs, notify, report
 from .metrics import Gauges, Metrics, write_textfile
 from .pool import Pool
+from .testhooks import hooks_from_env
 
 
 def batch_id(kind: str) -> str:
@@ -285,7 +287,7 @@ def make_reader(cfg: Config) -> Callable[[], Reader]:
     return lambda: Reader(timezone=cfg.timezone)
 
 
-def prepare(cfg: Config, log: Any, hook: Hook, companion_grace: float = 0.0, *,
+def prepare(cfg: Config, log: Any, hooks: Hooks, companion_grace: float = 0.0, *,
             check: bool = True) -> list[tuple[int, bytes, float]]:
     """Make the library's folders, finish an interrupted undo, and replay every unfinished
     job once, here, before any new work is taken (then remove staging files no job owns).
@@ -300,14 +302,18 @@ def prepare(cfg: Config, log: Any, hook: Hook, companion_grace: float = 0.0, *,
         conn.close()
         raise
     reader = Reader(timezone=cfg.timezone)
+    committer: db.Committer | None = None
     try:
-        Undoer(cfg, conn, log).replay()  # an interrupted `undo` is finished first
-        ingest = Ingestor(cfg, conn, reader, batch=batch_id("replay"), log=log, hook=hook,
-                          companion_grace=companion_grace)
+        Undoer(cfg, conn, log, hooks).replay()  # an interrupted `undo` is finished first
+        committer = db.Committer(cfg.catalog)
+        ingest = Ingestor(cfg, conn, reader, batch=batch_id("replay"), log=log, hooks=hooks,
+                          companion_grace=companion_grace, committer=committer)
         if pending := journal.pending(conn):
             log.info("replay.started", jobs=pending)
         results = ingest.replay()
     finally:
+        if committer is not None:
+            committer.close()
         reader.close()
         conn.close()
     waiting = [(r.job.id, r.job.source, r.after) for r in results if isinstance(r, Retry)]
@@ -377,8 +383,8 @@ class Daemon:
         check_writable(cfg)
         self.lock = lock = StateLock(cfg, "run")
         try:
-            hook = kill_hook_from_env()
-            unfinished = prepare(cfg, log, hook, cfg.companion_grace_seconds)
+            hooks = hooks_from_env()
+            unfinished = prepare(cfg, log, hooks, cfg.companion_grace_seconds)
             self.guard = CatalogGuard(cfg.catalog)
             conn: Any = db.connect(cfg.catalog)
             try:
@@ -390,7 +396,7 @@ class Daemon:
                 if conn is not None:
                     conn.close()
             self.pool = pool = Pool(cfg, move=True, batch=self._new_batch(), log=log,
-                                    make_reader=self._make_reader, policy=DAEMON, hook=hook,
+                                    make_reader=self._make_reader, policy=DAEMON, hooks=hooks,
                                     on_result=self._on_result, clock=self.clock,
                                     companion_grace=cfg.companion_grace_seconds)
             pool.start()

@@ -13,14 +13,16 @@ import json
 import os
 from collections.abc import Container
 from datetime import UTC, datetime, timedelta, tzinfo
-
-import apsw
+from typing import TYPE_CHECKING
 
 from ..files.paths import Unusable, open_source_beneath
 from ..model import Job, MediaInfo, Outcome, Step
 from ..rules.companions import Companion, matches_stem, takeout_names
 from ..rules.dates import in_bounds
 from ..store import catalog, journal
+
+if TYPE_CHECKING:
+    import apsw
 
 WAIT_LIMIT = 600.0  # a partner still in the inbox is waited for this long at most
 # A Live Photo's still and video start within a second or two of each other (the video

@@ -1,4 +1,4 @@
-"""Undo: put the files of an import or a daemon burst back where they came from (level 3).
+"""Undo: put the files of an import or a daemon burst back where they came from.
 
 The same protocol as ingest. The intent for every file is committed before anything is
 touched; then each step does one durable effect and advances the row in one commit:
@@ -15,9 +15,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
-
-import apsw
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..files.copy import copy_and_hash, hash_file
@@ -28,43 +26,22 @@ from ..model import Job, Outcome, UndoItem, UndoOutcome, UndoStep, display
 from ..rules.layout import numbered_name
 from ..store import catalog, journal, undolog
 from ..store.db import transaction
+from .hooks import NO_HOOKS, Hooks
+
+if TYPE_CHECKING:
+    import apsw
 
 UNDONE_DIR = b".undone"  # {library}/.undone/BATCH/...: files that came from the inbox
-Hook = Callable[[str], None]
-
-
-def _no_hook(point: str) -> None:
-    pass
-
-
-def kill_hook_from_env() -> Hook:
-    """Test seam for crash tests of the real command: MEDIASORTD_TEST_UNDO_KILL_AT=POINT[:N]
-    SIGKILLs this process the N-th time (default 1st) a file's undo reaches POINT:
-    `recorded` (about to start), `placed` (bytes back, not committed), `restored`
-    (committed), `unlinked` (origin removed, row not yet deleted), `done`."""
-    spec = os.environ.get("MEDIASORTD_TEST_UNDO_KILL_AT")
-    if not spec:
-        return _no_hook
-    point, _, nth = spec.partition(":")
-    remaining = [int(nth or 1)]
-
-    def hook(at: str) -> None:
-        if at == point:
-            remaining[0] -= 1
-            if remaining[0] <= 0:
-                os.kill(os.getpid(), 9)
-
-    return hook
 
 
 class Undoer:
     """Plans and runs undos on one catalog connection (the caller holds the state lock)."""
 
-    def __init__(self, cfg: Config, conn: apsw.Connection, log: Any, hook: Hook = _no_hook):
+    def __init__(self, cfg: Config, conn: apsw.Connection, log: Any, hooks: Hooks = NO_HOOKS):
         self.cfg = cfg
         self.conn = conn
         self.log = log
-        self.hook = hook
+        self.hooks = hooks
         self.library = os.fsencode(cfg.library)
         self.inboxes = tuple(os.fsencode(i) for i in cfg.inboxes)
         self.steps: dict[UndoStep, Callable[[UndoItem], UndoItem]] = {
@@ -114,7 +91,7 @@ class Undoer:
     def run(self, item: UndoItem) -> UndoItem:
         """Run an item's remaining steps; each is committed before the next starts."""
         if item.step is UndoStep.RECORDED:
-            self.hook("recorded")
+            self.hooks.after_undo_step("recorded", item)
         while item.step is not UndoStep.DONE:
             try:
                 item = self.steps[item.step](item)
@@ -123,7 +100,7 @@ class Undoer:
                 item = self._finish(item, UndoOutcome.KEPT,
                                     f"{item.step.value}: {e.strerror or e} ({where}); "
                                     f"left at {display(item.origin)}")
-            self.hook(item.step.value)
+            self.hooks.after_undo_step(item.step.value, item)
         level = "warning" if item.outcome is UndoOutcome.KEPT else "info"
         getattr(self.log, level)(
             "undo.finished", batch=item.batch, job_id=item.job_id, outcome=str(item.outcome),
@@ -186,7 +163,7 @@ class Undoer:
                 break  # else a stranger took the name meanwhile: look again
         self._clean_temporaries(item, cand)
         if not held:
-            self.hook("placed")
+            self.hooks.after_undo_step("placed", item)
         with transaction(self.conn):
             undolog.advance(self.conn, item.id, UndoStep.RESTORED, journal.now(), dest=cand,
                             outcome=self._label(item, cand, held))
@@ -203,7 +180,7 @@ class Undoer:
                 os.unlink(origin)
                 fsync_dir(os.path.dirname(origin))
                 self._prune(os.path.dirname(origin))
-                self.hook("unlinked")
+                self.hooks.after_undo_step("unlinked", item)
             else:
                 note = f"{display(origin)} changed since it was filed; left there"
         with transaction(self.conn):

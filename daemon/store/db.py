@@ -146,6 +146,8 @@ def integrity_problems(conn: apsw.Connection, limit: int = 20) -> list[str]:
 
 # apsw errors that say the catalog itself is broken (not one file's trouble)
 CATALOG_BROKEN = (apsw.CorruptError, apsw.NotADBError, apsw.IOError, apsw.CantOpenError)
+# apsw's exceptions by the store's names, for the parts that do not import apsw
+SQLiteError = apsw.Error
 
 
 LOW_SPACE_BYTES = 1 << 20

@@ -4,20 +4,20 @@
 
 WHICH is one of:
   copy     the fsync of the staged copy's bytes (files.copy.copy_and_hash)
-  staging  the fsync of the staging folder after the copy (Ingestor._copy)
-  place    the fsync of the destination folder after linking the copy (Ingestor._place,
-           _place_all)
-  move     both fsyncs after moving a rejected entry as it is (Ingestor._move_entry,
+  staging  any folder fsync while a source is copied (Steps.copy_all)
+  place    the fsync of the destination folder after linking the copy (Steps.place_all)
+  move     both fsyncs after moving a rejected entry as it is (Steps._move_entry,
            and files.moves.move_at's own across filesystems)
-  retire   the fsync of the source folder after removing the source (Ingestor._retire,
-           _retire_all)
+  retire   the fsync of the source folder after removing the source (Steps.retire_all)
 
-Folder fsyncs are skipped only while that one step runs (a thread-local flag: the
-workers are threads), so every other step keeps theirs. Every folder fsync of the
-package is `files.dirs.fsync_dir` (make_dirs and move_at call it too), whatever name a
-caller imported it under, so `files.dirs`' own `os` is the one patched; a file's bytes
-are fsynced only by `files.copy`, whose `os` is patched for "copy". The daemon's code is
-not changed; this is a monkeypatch before `daemon.app.cli.main`.
+Each step is written once, for a batch (a single job is a batch of one), so one method
+per step loses its fsync. Folder fsyncs are skipped only while that one step runs (a
+thread-local flag: the workers are threads), so every other step keeps theirs. Every
+folder fsync of the package is `files.dirs.fsync_dir` (make_dirs and move_at call it
+too), whatever name a caller imported it under, so `files.dirs`' own `os` is the one
+patched; a file's bytes are fsynced only by `files.copy`, whose `os` is patched for
+"copy". The daemon's code is not changed; this is a monkeypatch before
+`daemon.app.cli.main`.
 """
 
 from __future__ import annotations
@@ -30,32 +30,30 @@ import types
 from typing import Any
 
 from daemon.app import cli
-from daemon.engine import ingest
+from daemon.engine import steps
 from daemon.files import copy, dirs
 
-# The single-job step and its lockstep form (Ingestor.take_many) both lose the fsync.
-STEP_OF = {"staging": ("_copy",), "place": ("_place", "_place_all"), "move": ("_move_entry",),
-           "retire": ("_retire", "_retire_all")}
+STEP_OF = {"staging": "copy_all", "place": "place_all", "move": "_move_entry",
+           "retire": "retire_all"}
 _in_step = threading.local()
 
 
-def _skip_folder_fsyncs_in(methods: tuple[str, ...]) -> None:
-    for method in methods:
-        _flag_while_running(method)
+def _skip_folder_fsyncs_in(method: str) -> None:
+    _flag_while_running(method)
     setattr(dirs, "os", _OsWithoutStepFsync("os"))  # noqa: B010 - files.dirs' name only
 
 
 def _flag_while_running(method: str) -> None:
-    original = getattr(ingest.Ingestor, method)
+    original = getattr(steps.Steps, method)
 
-    def wrapped(self: ingest.Ingestor, *args: Any) -> Any:
-        _in_step.depth = getattr(_in_step, "depth", 0) + 1  # _place_all may call _place
+    def wrapped(self: steps.Steps, *args: Any) -> Any:
+        _in_step.depth = getattr(_in_step, "depth", 0) + 1
         try:
             return original(self, *args)
         finally:
             _in_step.depth -= 1
 
-    setattr(ingest.Ingestor, method, wrapped)
+    setattr(steps.Steps, method, wrapped)
 
 
 class _OsWithoutFileFsync(types.ModuleType):

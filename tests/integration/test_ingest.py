@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -14,12 +14,13 @@ import pytest
 
 from daemon.app import logs
 from daemon.config import Config
-from daemon.engine.ingest import Finished, Hook, Ingestor, Result, Skipped
-from daemon.media.metadata import Reader
+from daemon.engine.ingest import Finished, Result, Skipped
 from daemon.model import Job, Outcome, Step
 from daemon.store import db, journal
 from tests.helpers import (
+    AfterStep,
     check_consistent,
+    ingestor,
     jpeg_bytes,
     make_config,
     sha,
@@ -52,18 +53,11 @@ def mixed_inbox(inbox: Path) -> dict[Path, bytes]:
     return files
 
 
-def run_all(cfg: Config, paths: Iterable[Path], *, move: bool, hook: Hook = lambda job: None
-            ) -> list[Result]:
-    conn = db.connect(cfg.catalog)
-    reader = Reader(timezone="UTC")
-    try:
-        ing = Ingestor(cfg, conn, reader, batch="t", log=LOG, hook=hook)
-        cfg.staging.mkdir(parents=True, exist_ok=True)
-        # one lockstep batch, as a worker takes its share of a full queue
+def run_all(cfg: Config, paths: Iterable[Path], *, move: bool,
+            hook: Callable[[Job], None] = lambda job: None) -> list[Result]:
+    with ingestor(cfg, log=LOG, hooks=AfterStep(hook)) as ing:
+        # one batch, as a worker takes its share of a full queue
         return [r for _, r in ing.take_many([os.fsencode(p) for p in sorted(paths)], move)]
-    finally:
-        reader.close()
-        conn.close()
 
 
 def job_of(r: Result) -> Job:
@@ -73,13 +67,8 @@ def job_of(r: Result) -> Job:
 
 
 def replay(cfg: Config) -> None:
-    conn = db.connect(cfg.catalog)
-    reader = Reader(timezone="UTC")
-    try:
-        Ingestor(cfg, conn, reader, batch="replay", log=LOG).replay()
-    finally:
-        reader.close()
-        conn.close()
+    with ingestor(cfg, batch="replay", log=LOG) as ing:
+        ing.replay()
 
 
 def test_names_duplicates_and_rejects(tmp_path: Path) -> None:

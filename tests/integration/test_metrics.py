@@ -15,10 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon import config
 from daemon.app import logs
 from daemon.app.metrics import BUCKETS, Gauges, Metrics, write_textfile
-from daemon.engine.ingest import Finished, Ingestor, Result, Retry
-from daemon.media.metadata import Reader
-from daemon.store import db
-from tests.helpers import jpeg_bytes, make_config, wait_for, write
+from daemon.engine.ingest import Finished, Result, Retry
+from tests.helpers import ingestor, jpeg_bytes, make_config, wait_for, write
 from tests.system.daemon_harness import Daemon
 
 logs.configure("warning", "json")
@@ -38,14 +36,8 @@ def sample(fams: dict[str, Any], family: str, name: str | None = None, **labels:
 
 
 def ingest(cfg: config.Config, paths: list[Path]) -> list[Result]:
-    conn = db.connect(cfg.catalog)
-    reader = Reader(timezone="UTC")
-    try:
-        ing = Ingestor(cfg, conn, reader, batch="t", log=logs.get())
+    with ingestor(cfg) as ing:
         return [ing.take(os.fsencode(p), True) for p in paths]
-    finally:
-        reader.close()
-        conn.close()
 
 
 def test_real_results_render_as_valid_prometheus_text(tmp_path: Path) -> None:

@@ -13,11 +13,9 @@ from pathlib import Path
 
 from daemon.app import logs
 from daemon.config import Config
-from daemon.engine.ingest import Finished, Ingestor, Retry
-from daemon.media.metadata import Reader
+from daemon.engine.ingest import Finished, Retry
 from daemon.model import Job, Outcome
-from daemon.store import db
-from tests.helpers import check_consistent, jpeg_bytes, make_config, sha, write
+from tests.helpers import AfterStep, check_consistent, ingestor, jpeg_bytes, make_config, sha, write
 
 logs.configure("warning", "json")
 BIG = 256 << 20
@@ -47,11 +45,7 @@ def during_copy(staging: Path, action: Callable[[], object], stop: threading.Eve
 
 
 def ingest_until_done(cfg: Config, path: Path) -> tuple[Finished, int]:
-    conn = db.connect(cfg.catalog)
-    reader = Reader(timezone="UTC")
-    cfg.staging.mkdir(parents=True, exist_ok=True)
-    try:
-        ing = Ingestor(cfg, conn, reader, batch="t", log=logs.get())
+    with ingestor(cfg) as ing:
         result = ing.take(os.fsencode(path), True)
         retries = 0
         while isinstance(result, Retry):
@@ -60,9 +54,6 @@ def ingest_until_done(cfg: Config, path: Path) -> tuple[Finished, int]:
             result = ing.resume(result.job)
         assert isinstance(result, Finished)
         return result, retries
-    finally:
-        reader.close()
-        conn.close()
 
 
 def test_source_grows_during_copy(tmp_path: Path) -> None:
@@ -150,15 +141,8 @@ def test_source_replaced_by_another_file_is_not_removed(tmp_path: Path) -> None:
             tmp.write_bytes(newer)
             os.rename(tmp, src)
 
-    conn = db.connect(cfg.catalog)
-    reader = Reader(timezone="UTC")
-    cfg.staging.mkdir(parents=True, exist_ok=True)
-    try:
-        ing = Ingestor(cfg, conn, reader, batch="t", log=logs.get(), hook=swap)
+    with ingestor(cfg, hooks=AfterStep(swap)) as ing:
         result = ing.take(os.fsencode(src), True)
-    finally:
-        reader.close()
-        conn.close()
     assert isinstance(result, Finished) and result.job.outcome is Outcome.FILED
     assert src.read_bytes() == newer
     assert "left in place" in (result.job.error or "")

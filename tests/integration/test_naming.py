@@ -14,13 +14,12 @@ import pytest
 
 from daemon.app import logs
 from daemon.config import Config
-from daemon.engine.ingest import Finished, Ingestor
-from daemon.media.metadata import Reader
+from daemon.engine.ingest import Finished
 from daemon.model import MediaInfo
 from daemon.rules.layout import numbered
 from daemon.store import catalog, db, journal, schema
 from daemon.store.db import transaction
-from tests.helpers import check_consistent, jpeg_bytes, make_config, write
+from tests.helpers import check_consistent, ingestor, jpeg_bytes, make_config, write
 
 logs.configure("warning", "json")
 LOG = logs.get()
@@ -102,15 +101,8 @@ def test_stray_file_at_the_next_name_is_never_overwritten(tmp_path: Path) -> Non
 
 
 def _import(cfg: Config, files: dict[Path, bytes]) -> list[Finished]:
-    conn = db.connect(cfg.catalog)
-    reader = Reader(timezone="UTC")
-    try:
-        cfg.staging.mkdir(parents=True, exist_ok=True)
-        ing = Ingestor(cfg, conn, reader, batch="t", log=LOG)
+    with ingestor(cfg, log=LOG) as ing:
         out = [r for _, r in ing.take_many([os.fsencode(p) for p in sorted(files)], True)]
-    finally:
-        reader.close()
-        conn.close()
     assert all(isinstance(r, Finished) for r in out), out
     return out  # type: ignore[return-value]
 

@@ -191,7 +191,7 @@ def test_undo_killed_at_every_point_then_resumed(tmp_path: Path) -> None:
     # back at its source, not committed; restored:2 -> the 4th committed as restored;
     # unlinked:1 -> its library copy removed, its row not yet; done:2 -> the 5th finished
     for point in ("recorded:3", "placed:1", "restored:2", "unlinked:1", "done:2"):
-        killed = cli(cfg_path, "undo", batch, env={"MEDIASORTD_TEST_UNDO_KILL_AT": point})
+        killed = cli(cfg_path, "undo", batch, env={"MEDIASORTD_TEST_KILL_AT": f"undo.{point}"})
         assert killed.returncode == -signal.SIGKILL, (point, killed.stdout, killed.stderr)
         assert unfinished_undo(cfg), point
     empty = tmp_path / "empty"
