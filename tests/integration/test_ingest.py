@@ -14,6 +14,7 @@ import pytest
 
 from daemon.app import logs
 from daemon.config import Config
+from daemon.engine.hooks import Hooks
 from daemon.engine.ingest import Finished, Result, Skipped
 from daemon.model import Job, Outcome, Step
 from daemon.store import db, journal
@@ -121,6 +122,42 @@ def test_name_taken_on_disk_by_a_stranger_is_never_overwritten(tmp_path: Path) -
     [r] = run_all(cfg, [cfg.inbox / "a.jpg"], move=True)
     assert (job_of(r).dest or b"").endswith(b"2024-06-03 10.11.12.1.jpg")
     assert stranger.read_bytes() == b"someone else's"
+
+
+class Recorder(Hooks):
+    """Hooks that write down what the engine tells them."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, Step]] = []
+        self.results: list[Result] = []
+
+    def after_step(self, job: Job) -> None:
+        self.steps.append((os.path.basename(job.source).decode(), job.step))
+
+    def on_result(self, result: Result) -> None:
+        self.results.append(result)
+
+
+def test_hooks_see_every_step_of_every_job_and_one_result_each(tmp_path: Path) -> None:
+    """The seam: after each step of each job of a batch (the batch's jobs go through a
+    step together), and once per path with what it became."""
+    cfg, _ = make_config(tmp_path)
+    files = mixed_inbox(cfg.inbox)
+    hooks = Recorder()
+    paths = [os.fsencode(p) for p in sorted(files)] + [os.fsencode(cfg.inbox / "gone.jpg")]
+    with ingestor(cfg, log=LOG, hooks=hooks) as ing:
+        ing.take_many(paths, True)
+    photo = [s for name, s in hooks.steps if name == "IMG_0001.JPG"]
+    assert photo == [Step.RECORDED, Step.COPIED, Step.DECIDED, Step.PLACED, Step.DONE]
+    text = [s for name, s in hooks.steps if name == "notes.txt"]
+    assert text == [Step.RECORDED, Step.COPIED, Step.DECIDED, Step.PLACED, Step.DONE]
+    # lockstep: every job is decided before any is placed
+    order = [s for _, s in hooks.steps]
+    assert max(i for i, s in enumerate(order) if s is Step.DECIDED) < \
+        min(i for i, s in enumerate(order) if s is Step.PLACED)
+    assert len(hooks.results) == len(paths)
+    assert sum(isinstance(r, Skipped) for r in hooks.results) == 1  # gone.jpg
+    assert all(isinstance(r, Finished) for r in hooks.results if not isinstance(r, Skipped))
 
 
 def test_source_changed_during_copy_is_copied_again(tmp_path: Path) -> None:
