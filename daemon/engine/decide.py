@@ -1,9 +1,7 @@
-"""The decide step, COPIED -> DECIDED, for a batch: what each staged copy is (one
-ExifTool request for the batch), then one transaction per job, committed together in
-capture order: a duplicate, a reject, or a catalog row with its reserved library name.
-
-COPIED is committed with the decision (one commit fewer per file): a crash before it
-leaves the job at RECORDED, and replay copies again (the source is still there).
+"""The decide step, COPIED -> DECIDED, for a batch: what each copy is (one ExifTool
+request), then one transaction per job, committed together in capture order: a
+duplicate, a reject, or a catalog row with its library name reserved. COPIED is
+committed with the decision: a crash before it leaves the job at RECORDED, copied again.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""The step machine: take paths, resume a job, replay every unfinished job.
-
-The journal row is the truth. Taking new files is "record a job for each, then run
-them"; replay is "run every unfinished job": one code path, `_run`, which takes the
-jobs of a batch through the steps together (steps.py: each step written once, for a
-batch, sharing commits and folder fsyncs); a single job is a batch of one.
+"""The step machine: take paths, resume a job, replay every unfinished job. The journal
+row is the truth. Taking new files is "record a job for each, then run them"; replay is
+"run every unfinished job": one code path, `_run`, taking a batch's jobs through the
+steps together (steps.py); a single job is a batch of one.
 """
 
 from __future__ import annotations

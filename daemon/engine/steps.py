@@ -1,9 +1,7 @@
-"""The steps of a job, each written once for a batch (`step(jobs) -> answers`, a single
-job being a batch of one): copy, decide (decide.py), place, retire.
-
-Each step does one durable effect, then advances the job in one commit; every step
-looks at the disk first, so running it twice is harmless. Jobs that share a folder share
-its fsync. Nothing is deleted except a source whose bytes are safely placed.
+"""The steps of a job, each written once for a batch (`step(jobs) -> answers`; a single
+job is a batch of one): copy, decide (decide.py), place, retire. Each does one durable
+effect, then advances the job in one commit, and looks at the disk first, so running it
+twice is harmless. Nothing is deleted but a source whose bytes are safely placed.
 """
 
 from __future__ import annotations

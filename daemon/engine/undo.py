@@ -1,12 +1,8 @@
-"""Undo: put the files of an import or a daemon burst back where they came from.
-
-The same protocol as ingest. The intent for every file is committed before anything is
-touched; then each step does one durable effect and advances the row in one commit:
-RECORDED -> (bytes back at the source, fsynced) RESTORED -> (library or quarantine copy
-and its catalog row removed) DONE. Every step looks at the disk first, so replaying it
-after a crash is harmless. Nothing is ever written over: when a different file stands at
-the source, the restored one goes beside it as `name.1.ext`. The bytes exist in at least
-one place at every moment (link or copy first, remove the origin after).
+"""Undo: put the files of an import or a daemon burst back where they came from, by the
+protocol of ingest: the intent for every file is committed first, then RECORDED -> (bytes
+back at the source, fsynced) RESTORED -> (origin and catalog row removed) DONE. Nothing
+is ever written over (a different file there: `name.1.ext` beside it), and the bytes are
+in at least one place at every moment (link or copy first, remove the origin after).
 """
 
 from __future__ import annotations

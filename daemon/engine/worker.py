@@ -1,9 +1,7 @@
-"""One worker's view, shared by every step: its state, its commits and what becomes of
-a job in trouble (a retry, or a failed job with its reservation undone).
-
-Every write to the catalog goes through the group committer (`_commit`), which returns
-only once the transaction is durable; a transaction function touches nothing but the
-database (the committer may run it twice). The results a job ends with live here too.
+"""One worker's state shared by every step: its commits, what becomes of a job in
+trouble (a retry, or a failed job with its reservation undone), the results a job ends
+with. Every catalog write goes through the group committer, which returns only once it
+is durable; a transaction function touches only the database (it may run twice).
 """
 
 from __future__ import annotations
