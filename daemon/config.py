@@ -1,6 +1,7 @@
-"""TOML -> a frozen Config. Parsing is pure (`parse`); `load` finds and reads the file.
-
-Every error names the file and the key, and is a ConfigError (exit status 78).
+"""The configuration: TOML -> a frozen Config, every key with its default and its check.
+`parse` is pure; `load` finds and reads the file, then `check_folders` holds the folders
+apart as they really are (links resolved, mounts recognised). It only reads: no crash
+invariant. Every error names the file and the key, and is a ConfigError (exit status 78).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""Error classes and the exit codes the CLI maps them to (level 0, no imports).
-
+"""The errors that stop a command (bad config, a broken or locked catalog, a missing tool, a
+full or read-only state directory) and the exit code each maps to; imports nothing.
 Expected outcomes (a duplicate, a rejected file) are values in `model`, not these.
-These are for the things that stop a command: bad config, a broken catalog, a lock.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Plain values shared by every part: steps, outcomes, jobs, media facts (root: no I/O)."""
+"""Plain values shared by every part: a job's steps and outcomes, the Job and UndoItem rows,
+a source's Identity, what a file is (MediaInfo, NotMedia). No I/O; `Step` says which
+steps are committed to the journal.
+"""
 
 from __future__ import annotations
 

@@ -1,1 +1,4 @@
-"""The filesystem: descriptor-relative paths, durable copies, no-replace moves, fsync."""
+"""The filesystem: descriptor-relative paths beneath the inbox, durable copies, no-replace
+moves and removals by identity, folder fsync. Crash invariant: bytes are fsynced before
+they are reported copied, and a move never leaves an entry in no place.
+"""

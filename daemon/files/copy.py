@@ -1,6 +1,7 @@
 """The durable copy: a source copied into a new file and hashed in the same single read,
-holes kept, the copy fsynced before the caller is told it is done (SourceChanged if the
-source changed meanwhile); hashing of files already in place.
+holes kept (SourceChanged if the source changed meanwhile); hashing of files already in
+place. Crash invariant: the copy is fsynced before `copy_and_hash` returns; making its
+name durable (fsync of its folder) is the caller's.
 """
 
 from __future__ import annotations

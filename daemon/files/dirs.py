@@ -1,7 +1,7 @@
 """Folders made durable: `fsync_dir`, the one fsync of a folder in the package (the store's
-new catalog name, the library's folders, every place, move and retire), and `make_dirs`,
-which fsyncs the parent of every folder it makes. Crash invariant: a folder a caller is
-told exists, or an entry it is told was placed or removed, survives a power cut.
+new catalog name, the library's folders, every place, move and retire), and `make_dirs`
+(mkdir -p). Crash invariant: every folder `make_dirs` creates has its parent fsynced
+before the call returns.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Does a file look cut short? A second line of defence behind the read lease and the
-close-after-write event, for a writer that closes and reopens the file between chunks
-(no writer in the pause: nothing in the kernel can tell). Read from an open descriptor,
-a few header and tail reads, never the whole file in the common case:
+"""Does a file look cut short (`cut_short`)? A second line of defence behind the read lease
+and the close-after-write event, for a writer that closes and reopens the file between
+chunks (no writer in the pause: nothing in the kernel can tell). Reads only, from an open
+descriptor: a few header and tail reads, never the whole file in the common case:
 
 - JPEG: an EOI marker (FF D9) after the start of the image data; padding or a trailer
   after it (zeros, Samsung's SEFT, a Motion Photo's video) is fine. The tail is looked at

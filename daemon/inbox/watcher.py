@@ -1,6 +1,7 @@
 """The only watchdog import: inotify events on the inbox become calls to the daemon
-(a file, a folder, a write, a close-after-write, an overflow). The settle rules, scans
-and pruning are in `inbox.scan`, which needs no watchdog.
+(a file, a folder, a write, a close-after-write, an overflow, which asks for a rescan).
+It holds nothing durable: events lost in a crash are found again by the next scan. The
+settle rules, scans and pruning are in `inbox.scan`, which needs no watchdog.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""One ExifTool process in stay-open mode: the only module that runs exiftool (level 2).
+"""One ExifTool process in stay-open mode: the only module that runs exiftool. Crash
+invariant: the process dies with the thread that started it (setpriv --pdeathsig), so a
+SIGKILLed daemon leaves none behind.
 
 `ExifTool.read` sends several files per request and parses the JSON answers. A death or
 a hang is contained: the process is killed and replaced (`restarts` counts it), and the
-request raises ExifToolFailed saying which file it was reading. The process dies with
-the thread that started it (setpriv --pdeathsig), so a SIGKILLed daemon leaves none.
+request raises ExifToolFailed saying which file it was reading.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
-"""ExifTool's answer for the commonest file, read in-process.
+"""ExifTool's answer for the commonest file, read in-process: `jpeg_tags` reads the EXIF
+capture-date tags of a camera or phone JPEG from its first bytes. Invariant: it answers
+only when sure, else None, and the caller asks ExifTool. Reads only what it is given.
 
 A camera or phone JPEG with an EXIF capture date is most of any library, and asking
 ExifTool about it costs ~3 ms of CPU, more than everything else done per small file.
-`jpeg_tags` reads such a file's EXIF block itself and returns the tags ExifTool would
-have returned for the capture-date tags `rules.mediainfo.decide` reads first: the same names
-(-G1), the same raw strings, the composite SubSec tags built by ExifTool's own rule.
-Dates it does not read (ModifyDate, XMP, IPTC, the file name) rank below these, so a
-file dated by none of these goes to ExifTool.
+`jpeg_tags` returns the tags ExifTool would have returned for the capture-date tags
+`rules.mediainfo.decide` reads first: the same names (-G1), the same raw strings, the
+composite SubSec tags built by ExifTool's own rule. Dates it does not read (ModifyDate,
+XMP, IPTC, the file name) rank below these, so a file dated by none of these goes to
+ExifTool.
 
-Invariant: it answers only when sure, else None, and the caller asks ExifTool. Sure
-means: a well-formed JPEG up to its first scan (every segment inside the bytes read),
+Sure means: a well-formed JPEG up to its first scan (every segment inside the bytes read),
 one EXIF block, no MPF block (ExifTool calls those files MPO), no Apple maker note (it
 holds the Live Photo identifier `decide` reads, which this module does not), a TIFF
 structure whose date tags are all where they should be, with ASCII values in the exact

@@ -1,2 +1,3 @@
-"""Pure rules: names in the library, companions, dates and retries. No I/O;
-imports nothing of ours but model and errors."""
+"""Pure rules: names in the library, companions, dates, what a file is, and retries. No I/O,
+so nothing to leave half-done; imports nothing of ours but model and errors.
+"""

@@ -1,6 +1,6 @@
 """Pure rules for files that travel with a photo: sidecars (XMP, AAE, Google Takeout
 JSON) and the motion half of a Live Photo. Which names are companions, which names their
-partner could have, and what they are called in the library (level 0, no I/O).
+partner could have, and what they are called in the library. No I/O.
 
 A companion is filed beside its partner under the partner's new base name:
 `IMG_1.JPG` -> `2024-06/2024-06-03 10.11.12.jpg`, so `IMG_1.JPG.xmp` ->

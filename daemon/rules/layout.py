@@ -1,7 +1,7 @@
-"""Pure naming rules: where a file goes in the library, and which inbox names are candidates.
-
-Nothing here touches the disk. Every name built here is relative, has no `..`, no NUL
-and no leading dot, whatever the metadata said: crafted tags never reach a path.
+"""Pure naming rules: the layout language (parsed, validated, rendered into a library path),
+the `.N` numbering of names that share a second, which inbox names are candidates and
+which are partial. No I/O. Every name built here is relative, has no `..`, no NUL and no
+leading dot, whatever the metadata said: crafted tags never reach a path.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
 """When a job that met trouble is tried again, and when it is given up (pure: no I/O).
-
 `classify` names the kind of trouble an exception is; `Policy.decide` turns (trouble,
 failed attempts, the job's age) into a decision: again after so many seconds, give up,
 or stop. The caller records the attempt first (`records`, `counts`) and acts on it.

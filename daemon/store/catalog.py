@@ -1,8 +1,8 @@
-"""The catalog table's SQL: one row per file in the library, unique by sha256 and path.
-
-A row is committed before its file is placed; until its job is done the file may still
-be in staging. Name reservation runs inside the caller's BEGIN IMMEDIATE transaction,
-so two workers can never be given the same name or file the same content twice.
+"""The catalog's SQL: `files` (one row per library file, unique by sha256 and by path), the
+name counters that hand out free names and `.N` numbers, adopt's `kept_files` and
+`file_history`. Crash invariant: a row is committed before its file is placed (until its
+job is done the file may still be in staging); a name is reserved in the caller's BEGIN
+IMMEDIATE transaction, so two workers never get one name or file one content twice.
 """
 
 from __future__ import annotations

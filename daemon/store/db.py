@@ -1,9 +1,12 @@
-"""The catalog database: opening apsw connections with explicit pragmas, migrating
-(the migrations are in `schema`), transactions and the group committer.
+"""The catalog database: opening apsw connections with explicit pragmas, migrating (the
+migrations are in `schema`), transactions, the group committer, SQLite's errors as exit
+codes. Crash invariant: WAL with synchronous=FULL, so a commit that returned is on disk;
+a new catalog's name is fsynced before its first commit; pending migrations and their
+user_version bump commit together; the committer answers only after the COMMIT.
 
-One SQLite file holds the catalog and the journal. WAL with synchronous=FULL: a commit
-that returned is on disk. Every write transaction is BEGIN IMMEDIATE, so two writers
-(threads or processes) queue on the lock instead of failing half-way.
+One SQLite file holds the catalog and the journal. Every write transaction is BEGIN
+IMMEDIATE, so two writers (threads or processes) queue on the lock instead of failing
+half-way.
 """
 
 from __future__ import annotations

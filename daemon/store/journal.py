@@ -1,7 +1,7 @@
-"""The journal table's SQL: one row per job, advanced one committed step at a time.
-
-A row whose step is not 'done' is unfinished work that replay resumes. With db.py and
-catalog.py, the only modules that touch apsw.
+"""The journal's SQL (the `jobs` table): one row per job, recorded before its source is
+touched and advanced one committed step at a time, each step's effect durable first (the
+caller's). Crash invariant: a row whose step is not 'done' is unfinished work that replay
+resumes; a finished job's outcome and its tallies commit together.
 """
 
 from __future__ import annotations

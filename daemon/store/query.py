@@ -1,8 +1,7 @@
-"""Read-only SQL for people's questions: find, history, the status dashboard, metrics
-(level 2; with db, journal, catalog and undolog, the only modules with SQL).
-
-Nothing here writes. Times in the catalog are UTC ISO 8601 strings (journal.now()), so a
-time filter is a string comparison; `parse_when` turns what a person types into one.
+"""Read-only SQL for people's questions: find, history, the status dashboard, metrics. It
+never writes, so it has no crash invariant. Times in the catalog are UTC ISO 8601 strings
+(journal.now()), so a time filter is a string comparison; `parse_when` turns what a
+person types into one.
 """
 
 from __future__ import annotations

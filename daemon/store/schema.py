@@ -1,6 +1,6 @@
 """The catalog's schema: MIGRATIONS, applied in order by `db.migrate` (the catalog's
-PRAGMA user_version counts those applied). Invariant: a migration once released is never
-edited; a change of schema is a new one appended at the end.
+PRAGMA user_version counts those applied, bumped in the same transaction). Invariant: a
+migration once released is never edited; a change of schema is a new one appended at the end.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""The undo journal's SQL (the `undos` table) and the selection of jobs to undo (level 2).
-
-One row per file of an `undo`, committed before anything is touched and advanced one
-committed step at a time; a row whose step is not 'done' is unfinished work that the next
-`undo`, `import` or `run` resumes. With db, journal, catalog and query, the only SQL.
+"""The undo journal's SQL (the `undos` table) and the selection of jobs to undo. Crash
+invariant: one row per file of an `undo`, committed before anything is touched and
+advanced one committed step at a time; a row whose step is not 'done' is unfinished work
+that the next `undo`, `import` or `run` resumes.
 """
 
 from __future__ import annotations
