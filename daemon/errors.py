@@ -20,53 +20,43 @@ class MediasortError(Exception):
 
     exit_code = EX_SOFTWARE
 
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs: object) -> None:
+        """`class XError(MediasortError, exit_code=EX_...)`; without one, the parent's."""
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
+
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or "").strip())
 
 
-class UsageError(MediasortError):
+class UsageError(MediasortError, exit_code=EX_USAGE):
     """The command line asks for something that cannot be done (a bad time, no such batch)."""
 
-    exit_code = EX_USAGE
 
-
-class ConfigError(MediasortError):
+class ConfigError(MediasortError, exit_code=EX_CONFIG):
     """The configuration is invalid."""
 
-    exit_code = EX_CONFIG
 
-
-class CatalogError(MediasortError):
+class CatalogError(MediasortError, exit_code=EX_UNAVAILABLE):
     """The catalog database cannot be opened or is broken."""
 
-    exit_code = EX_UNAVAILABLE
 
-
-class LockedError(MediasortError):
+class LockedError(MediasortError, exit_code=EX_TEMPFAIL):
     """Another mediasortd process is writing to this library."""
 
-    exit_code = EX_TEMPFAIL
 
-
-class ToolError(MediasortError):
+class ToolError(MediasortError, exit_code=EX_UNAVAILABLE):
     """A helper program (ExifTool) is missing or broken."""
 
-    exit_code = EX_UNAVAILABLE
 
-
-class StateFullError(MediasortError):
+class StateFullError(MediasortError, exit_code=EX_TEMPFAIL):
     """The state directory's filesystem is full: nothing was lost; free space, run again."""
 
-    exit_code = EX_TEMPFAIL
 
-
-class StateReadOnlyError(MediasortError):
+class StateReadOnlyError(MediasortError, exit_code=EX_CANTCREAT):
     """The state directory cannot be written (read-only filesystem or permissions)."""
 
-    exit_code = EX_CANTCREAT
 
-
-class ForeignCatalogError(MediasortError):
+class ForeignCatalogError(MediasortError, exit_code=EX_CONFIG):
     """The catalog does not belong to this library (lost, replaced, or new)."""
-
-    exit_code = EX_CONFIG
