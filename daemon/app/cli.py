@@ -444,9 +444,9 @@ def cmd_undo(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 
 
 def cmd_unit_paths(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
-    from . import service
+    from . import runtime
 
-    text = service.unit_paths(cfg)
+    text = runtime.unit_paths(cfg)
     if not args.write:
         print(text, end="")
         return EX_OK

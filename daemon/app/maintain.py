@@ -39,7 +39,8 @@ from ..rules.companions import Companion, companion_of, matches_stem
 from ..rules.layout import numbered_name
 from ..store import catalog, db, journal
 from ..store.db import transaction
-from . import oneshot, report, service
+from . import oneshot, report, runtime
+from .lock import StateLock
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def repair(cfg: Config, log: Any, *, dry_run: bool = False,
     # what repair is for: it is rebuilt from the library below, see _claim)
     _check_rebuildable(cfg)
     oneshot.import_(cfg, [], move=False, log=log, check_catalog=False)
-    lock = service.StateLock(cfg)
+    lock = StateLock(cfg)
     conn = db.connect(cfg.catalog)
     reader = Reader(timezone=cfg.timezone)
     actions: list[Action] = []
@@ -302,7 +303,7 @@ def _claim(cfg: Config, conn: Any) -> list[Action]:
     ours = db.catalog_id(conn)
     if previous == ours:
         return []
-    service.claim_library(cfg, conn)
+    runtime.claim_library(cfg, conn)
     return [Action("catalog_claimed", str(cfg.library), f"the library's marker now names "
                    f"this catalog ({ours}; before: {previous or 'none'})")]
 
@@ -421,7 +422,7 @@ def adopt(cfg: Config, path: str, log: Any,
                              "copy files from elsewhere")
     # replay first, and create the catalog
     oneshot.import_(cfg, [], move=False, log=log, check_catalog=False)
-    lock = service.StateLock(cfg)
+    lock = StateLock(cfg)
     conn = db.connect(cfg.catalog)
     reader = Reader(timezone=cfg.timezone)
     actions: list[Action] = []

@@ -1,6 +1,6 @@
 """The one-shot commands that write: `import` (and its dry run) and `undo`.
 
-Each takes the state lock and lets `service.prepare` finish what an earlier run left
+Each takes the state lock and lets `runtime.prepare` finish what an earlier run left
 (an interrupted undo, unfinished jobs) before it takes new work, through the same Pool
 and Ingestor as the daemon.
 """
@@ -31,8 +31,9 @@ from ..rules.companions import Companion, companion_of, library_name, matches_st
 from ..rules.layout import numbered
 from ..rules.retry import ONESHOT, Policy
 from ..store import catalog, db, journal, undolog
+from .lock import StateLock
 from .pool import Pool
-from .service import StateLock, batch_id, make_reader, prepare
+from .runtime import batch_id, make_reader, prepare
 from .show import printable
 from .show import size as human_size
 from .testhooks import hooks_from_env
@@ -214,7 +215,7 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
             progress: Progress | None = None, check_catalog: bool = True,
             policy: Policy = ONESHOT) -> ImportSummary:
     """Import `sources` (none: only finish what an earlier run left, saying nothing).
-    `check_catalog`: refuse a catalog the library does not know (service.check_catalog);
+    `check_catalog`: refuse a catalog the library does not know (runtime.check_catalog);
     off only for the commands that make them agree (`verify --repair`, `adopt`).
     `policy`: how a file's trouble is retried (rules.retry)."""
     hooks = hooks_from_env()

@@ -5,11 +5,9 @@ journal). They never change anything; `verify` lists each problem.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import stat
-import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,10 +22,11 @@ from ..files.paths import identity, stat_beneath
 from ..inbox.scan import open_for_writing, scan
 from ..rules.layout import UNDATED_LAYOUT
 from ..store import catalog, db, journal, query, undolog
+from . import lock
 
 UNDATED_FOLDER = UNDATED_LAYOUT.partition("/")[0]
 INBOX_SCAN_LIMIT = 5000  # status looks at this many inbox files at most
-WRITING_COMMANDS = ("run", "import", "undo")
+STATE_FILE = "daemon.json"  # in the state dir: what a running daemon publishes for status
 
 
 @dataclass
@@ -106,7 +105,7 @@ def daemon_state(cfg: Config, holder: dict[str, Any] | None) -> dict[str, Any] |
     if holder is None or holder["command"] != "run":
         return None
     try:
-        state = json.loads((cfg.state_dir / "daemon.json").read_text())
+        state = json.loads((cfg.state_dir / STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
     return state if isinstance(state, dict) and state.get("pid") == holder["pid"] else None
@@ -125,66 +124,8 @@ def net_counts(conn: apsw.Connection, since: str | None = None) -> dict[str, int
 
 
 def writer(cfg: Config) -> dict[str, Any] | None:
-    """The mediasortd process holding the state lock, if any: {pid, command}. The lock
-    file holds "PID COMMAND" and is locked while that process runs: asked with F_OFD_GETLK
-    (nothing is taken, so a daemon starting meanwhile is not refused; any filesystem,
-    overlayfs included). An older mediasortd's flock is looked up in /proc/locks."""
-    lock = cfg.state_dir / "lock"
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        text = os.pread(fd, 128, 0).decode(errors="replace").split()
-        held = _ofd_locked(fd)
-    finally:
-        os.close(fd)
-    if held and text and text[0].isdigit():
-        return {"pid": int(text[0]),
-                "command": text[1] if len(text) > 1
-                and text[1] in (*WRITING_COMMANDS, "adopt", "verify") else "?"}
-    pid = _flock_holder(st)
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        args = []
-    return {"pid": pid, "command": next((a for a in args if a in WRITING_COMMANDS), "?")}
-
-
-def _ofd_locked(fd: int) -> bool:
-    """Some open file holds a lock on this file (F_OFD_GETLK; struct flock on Linux)."""
-    fmt = "hhqqi4x"
-    try:
-        got = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, struct.pack(fmt, fcntl.F_WRLCK, 0, 0, 0, 0))
-    except OSError:
-        return False
-    return bool(struct.unpack(fmt, got)[0] != fcntl.F_UNLCK)
-
-
-def _flock_holder(st: os.stat_result) -> int | None:
-    """The pid holding a flock on the file `st` describes, from /proc/locks lines like
-    `1: FLOCK  ADVISORY  WRITE 4242 fe:01:1234 0 EOF` (device in hex, inode in decimal)."""
-    try:
-        with open("/proc/locks") as f:
-            lines = f.readlines()
-    except OSError:
-        return None
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 6 or parts[1] != "FLOCK" or "->" in parts:
-            continue
-        try:
-            major, minor, ino = parts[5].split(":")
-            if (int(ino), int(major, 16), int(minor, 16)) == (
-                    st.st_ino, os.major(st.st_dev), os.minor(st.st_dev)):
-                return int(parts[4])
-        except ValueError:
-            continue
-    return None
+    """The mediasortd process holding the state lock, if any: {pid, command}."""
+    return lock.holder(cfg.state_dir)
 
 
 def inbox_waiting(cfg: Config, conn: apsw.Connection, holder: dict[str, Any] | None,

@@ -84,7 +84,7 @@ def test_verify_finds_strays_rot_and_missing(tmp_path: Path) -> None:
 
 def test_import_refuses_a_second_writer(tmp_path: Path) -> None:
     cfg, cfg_path = make_config(tmp_path)
-    from daemon.app.service import StateLock
+    from daemon.app.lock import StateLock
     lock = StateLock(cfg)
     try:
         r = cli(cfg_path, "import", str(tmp_path))
