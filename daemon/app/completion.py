@@ -1,5 +1,5 @@
 """Bash completion for `mediasortd`, generated from its argparse parser, so it never
-drifts from the commands: `python -m daemon.completion` prints the script
+drifts from the commands: `python -m daemon.app.completion` prints the script
 (packaging/install.sh writes it to /usr/share/bash-completion/completions/mediasortd).
 
 It completes the subcommands, each subcommand's options, file names after `--config`
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import build_parser
+from .args import build_parser
 
 # options whose value is a file name; any other option with a value completes nothing
 _PATH_METAVARS = {"PATH", "SRC", "FILE", "DIR"}

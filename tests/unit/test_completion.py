@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.app.cli import build_parser
+from daemon.app.args import build_parser
 from daemon.app.completion import _subcommands, bash_script
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
