@@ -14,6 +14,8 @@ and rules between them rather than a chain of levels:
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "daemon"
@@ -183,3 +185,14 @@ def test_docstrings_open_short_and_without_levels() -> None:
             levelled.append(name)
     assert not long, long
     assert not levelled, levelled
+
+
+def test_the_cli_loads_no_watchdog_logging_or_systemd() -> None:
+    """`status`, `find`, `history` answer in a fraction of a second: importing the CLI
+    loads no watchdog (report scans the inbox through inbox.scan, not the watchdog
+    adapter), and neither structlog nor systemd (each command imports what it uses)."""
+    code = ("import sys, daemon.app.cli; "
+            "print(*sorted({'watchdog', 'structlog', 'systemd'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent, check=True).stdout.split()
+    assert out == [], out
