@@ -169,7 +169,7 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 
 
 def cmd_adopt(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
-    from . import maintain
+    from . import adopt
     from .progress import Progress
 
     progress: Progress | None = getattr(args, "progress", None)
@@ -182,15 +182,15 @@ def cmd_adopt(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         progress.done = done
         progress.update()
 
-    actions = maintain.adopt(cfg, args.path, log, on_progress,
-                             quarantine_copies=args.quarantine_copies)
+    actions = adopt.adopt(cfg, args.path, log, on_progress,
+                          quarantine_copies=args.quarantine_copies)
     if progress is not None:
         progress.update(force=True)
         progress.close()
     for a in actions:
         if a.kind not in ("catalogued", "companion"):
             print(show.printable(f"{a.kind:12} {a.path}: {a.detail}"))
-    counts = {k: sum(a.kind == k for a in actions) for k in maintain.ADOPT_KINDS}
+    counts = {k: sum(a.kind == k for a in actions) for k in adopt.ADOPT_KINDS}
     print("adopted: " + ", ".join(f"{n} {k}" for k, n in counts.items()
                                   if n or k in ("catalogued", "copy", "left")))
     return EX_OK

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from ..config import Config
 from ..engine.naming import inbox_roots, preferred_path
@@ -21,7 +20,7 @@ from ..store import catalog, db, journal
 from .oneshot import walk
 
 
-def _sidecar_plan(conn: Any, path: bytes, companion: Companion,
+def _sidecar_plan(conn: db.Connection | None, path: bytes, companion: Companion,
                   planned: dict[bytes, str]) -> Plan:
     """A sidecar goes beside its photo (one this dry run files, or one filed before from
     the same folder), under the photo's new name; with no photo it is rejected."""

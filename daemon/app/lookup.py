@@ -9,11 +9,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import apsw
-
 from ..config import Config
 from ..files.copy import hash_file
 from ..store import query
+from ..store.db import Connection
 
 
 @dataclass
@@ -46,7 +45,7 @@ def classify(what: str) -> tuple[str, str]:
     return "name", what
 
 
-def find(cfg: Config, conn: apsw.Connection, what: str, limit: int = 50) -> Found:
+def find(cfg: Config, conn: Connection, what: str, limit: int = 50) -> Found:
     kind, value = classify(what)
     out = Found(what, kind)
     rows: list[dict[str, Any]]
@@ -117,7 +116,7 @@ def _from_job(cfg: Config, r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def history(conn: apsw.Connection, *, since: str | None = None,
+def history(conn: Connection, *, since: str | None = None,
             outcomes: list[str] | None = None, batches: list[str] | None = None,
             limit: int | None = 100) -> list[dict[str, Any]]:
     for o in outcomes or ():

@@ -18,8 +18,6 @@ from collections import Counter
 from collections.abc import Callable, Container
 from typing import Any, Protocol
 
-import apsw
-
 from ..config import Config
 from ..engine.hooks import NO_HOOKS, Hooks
 from ..engine.ingest import Describer, Finished, Ingestor, Result, Retry, Skipped
@@ -171,7 +169,7 @@ class Pool:
         return paths
 
     def _worker(self, i: int) -> None:
-        conn: apsw.Connection | None = None
+        conn: db.Connection | None = None
         reader: Closeable | None = None
         try:  # a worker that cannot even start (no fd left...) says so: no silent hang
             conn = db.connect(self.cfg.catalog)
@@ -199,13 +197,12 @@ class Pool:
                 try:
                     results = ([(path, ingest.resume(journal.get(conn, job_id)))]
                                if job_id is not None else ingest.take_many(paths, self.move))
-                except (apsw.BusyError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError,
-                        OSError) as e:
+                except (*db.PASSING, OSError) as e:
                     # recording the jobs met a locked catalog, a passing I/O error or (the
                     # daemon) a full state directory: the paths are looked at again
                     # later (a broken catalog still stops us; a one-shot import stops
                     # with a full one and says so)
-                    if isinstance(e, apsw.Error) and not isinstance(e, apsw.BusyError):
+                    if isinstance(e, db.SQLiteError) and not isinstance(e, db.BusyError):
                         blocked = db.state_blocked(e, self.cfg.catalog)
                         if not blocked or isinstance(
                                 self.policy.decide(Trouble.STATE, 0), Stop):
@@ -223,7 +220,7 @@ class Pool:
                 for p, result in results:
                     self._settle(p, result)
         except BaseException as e:  # a broken catalog: the service stops with it
-            if isinstance(e, (apsw.Error, MediasortError)):  # said clearly, no traceback
+            if isinstance(e, (db.SQLiteError, MediasortError)):  # said clearly, no traceback
                 self.log.error("pool.worker_died", worker=i, error=f"{type(e).__name__}: {e}")
             else:
                 self.log.exception("pool.worker_died", worker=i)

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import apsw
-
 from ..config import Config
 from ..files.copy import hash_file
 from ..files.paths import identity, stat_beneath
@@ -54,7 +52,7 @@ class Report:
 STATE_LOW_BYTES = 1 << 20
 
 
-def status(cfg: Config, conn: apsw.Connection) -> dict[str, Any]:
+def status(cfg: Config, conn: db.Connection) -> dict[str, Any]:
     totals = catalog.totals(conn)
     free: int | None
     size: int | None
@@ -111,7 +109,7 @@ def daemon_state(cfg: Config, holder: dict[str, Any] | None) -> dict[str, Any] |
     return state if isinstance(state, dict) and state.get("pid") == holder["pid"] else None
 
 
-def net_counts(conn: apsw.Connection, since: str | None = None) -> dict[str, int]:
+def net_counts(conn: db.Connection, since: str | None = None) -> dict[str, int]:
     """Finished jobs by outcome net of undo (10 filed, 3 undone: 7 filed), and how many
     were undone under "undone"."""
     counts = journal.counts(conn, since)
@@ -128,7 +126,7 @@ def writer(cfg: Config) -> dict[str, Any] | None:
     return lock.holder(cfg.state_dir)
 
 
-def inbox_waiting(cfg: Config, conn: apsw.Connection, holder: dict[str, Any] | None,
+def inbox_waiting(cfg: Config, conn: db.Connection, holder: dict[str, Any] | None,
                   held: dict[str, str] | None = None) -> dict[str, Any]:
     """Files in the inbox the daemon would take (partial and hidden names aside): how many
     wait, how many were handled and left in place on purpose, and the oldest waiting one
@@ -233,7 +231,7 @@ def library_marker(library: bytes) -> str | None:
     return ""  # unreadable content: belongs to no catalog
 
 
-def verify(cfg: Config, conn: apsw.Connection, deep: bool = False) -> Report:
+def verify(cfg: Config, conn: db.Connection, deep: bool = False) -> Report:
     report = Report()
     library = os.fsencode(cfg.library)
     if deep:

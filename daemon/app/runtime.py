@@ -92,7 +92,7 @@ def unit_paths(cfg: Config) -> str:
             f"[Service]\nReadWritePaths={quoted}\n")
 
 
-def check_catalog(cfg: Config, conn: Any, log: Any) -> None:
+def check_catalog(cfg: Config, conn: db.Connection, log: Any) -> None:
     """The library knows its catalog: {library}/.mediasortd.library holds the id of the
     catalog that filed it. A new (empty) catalog beside a library that holds files, or a
     catalog the library does not know, is refused (exit 78): starting would file every
@@ -126,7 +126,7 @@ def check_catalog(cfg: Config, conn: Any, log: Any) -> None:
         f"existing library for the first time, run `mediasortd adopt {cfg.library}`.")
 
 
-def claim_library(cfg: Config, conn: Any) -> None:
+def claim_library(cfg: Config, conn: db.Connection) -> None:
     """Write this catalog's id into the library's marker (atomically, durably)."""
     library = os.fsencode(cfg.library)
     marker = os.path.join(library, report.MARKER)

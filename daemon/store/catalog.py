@@ -363,6 +363,16 @@ def by_job(conn: apsw.Connection, job_id: int) -> Entry | None:
     return _entry(rows[0]) if rows else None
 
 
+def present(conn: apsw.Connection, entry: Entry | None) -> Entry | None:
+    """The row, if its file is in the library. A row marked missing (`verify --repair`
+    found its file gone) gives way to the same bytes coming back: it is deleted, and they
+    are filed or catalogued anew (in the caller's transaction)."""
+    if entry is not None and entry.missing_since:
+        delete(conn, entry.id)
+        return None
+    return entry
+
+
 def delete(conn: apsw.Connection, file_id: int) -> None:
     """Remove a row; the `.N` its path held is free again for the names it counted in
     (name_free), so that a file filed again after a crash or an undo gets its number

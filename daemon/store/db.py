@@ -149,8 +149,13 @@ def integrity_problems(conn: apsw.Connection, limit: int = 20) -> list[str]:
 
 # apsw errors that say the catalog itself is broken (not one file's trouble)
 CATALOG_BROKEN = (apsw.CorruptError, apsw.NotADBError, apsw.IOError, apsw.CantOpenError)
-# apsw's exceptions by the store's names, for the parts that do not import apsw
+# apsw's names for the parts that do not import apsw: a connection, any catalog error,
+# and the ones a writer may wait out (another writer past the busy timeout; a full,
+# failing or read-only filesystem under the catalog, which `state_blocked` tells apart)
+Connection = apsw.Connection
 SQLiteError = apsw.Error
+BusyError = apsw.BusyError
+PASSING = (apsw.BusyError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError)
 
 
 LOW_SPACE_BYTES = 1 << 20
