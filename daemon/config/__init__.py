@@ -1,7 +1,7 @@
 """The configuration: TOML -> a frozen Config, every key with its default and its check.
-`parse` is pure; `load` finds and reads the file, then `check_folders` holds the folders
-apart as they really are (links resolved, mounts recognised). It only reads: no crash
-invariant. Every error names the file and the key, and is a ConfigError (exit status 78).
+`parse` is pure; `load` finds and reads the file, then `check_folders` (config/folders.py)
+holds the folders apart as they really are (links resolved, mounts recognised). It only
+reads: no crash invariant. Every error names the file and the key (ConfigError, exit 78).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import re
 import stat
 import tomllib
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .rules.layout import DEFAULT_LAYOUT, validate_layout
+from ..errors import ConfigError
+from ..rules.layout import DEFAULT_LAYOUT, validate_layout
+from .folders import check_folders, folders, inside, inside_allowed, overlap, pairs
 
 DEFAULT_PATH = "/etc/mediasortd/config.toml"
 ENV_VAR = "MEDIASORTD_CONFIG"
@@ -131,11 +132,12 @@ def parse(data: dict[str, Any], source: str) -> Config:
     library = values["library"]
     values.setdefault("duplicates", library / ".duplicates")
     values.setdefault("rejected", library / ".rejected")
+    values.setdefault("state_dir", Config.state_dir)
     _check_values(values, fail)
     _check_metrics_textfile(values, fail)
-    for (key_a, a), (key_b, b) in _pairs(_folders(values)):
-        if _inside(b, a) and not _allowed_inside(key_b, b, key_a, a):
-            raise fail(key_b, _overlap(b, key_a, a))
+    for (key_a, a), (key_b, b) in pairs(folders(values)):
+        if inside(b, a) and not inside_allowed(key_b, b, key_a, a):
+            raise fail(key_b, overlap(b, key_a, a))
     _check_naming(values, fail)
     return Config(source=source, **values)
 
@@ -206,116 +208,6 @@ def _check_metrics_textfile(values: dict[str, Any],
     if path is not None and (path.suffix != ".prom" or path.name.startswith(".")):
         raise fail("metrics.textfile", f"{path}: must be a file name ending in .prom (the "
                    "node exporter reads *.prom; the daemon replaces only such a file)")
-
-
-# The folders the daemon works in, by key. A folder lying inside another (or being the
-# same) is refused: quarantine inside the inbox is re-ingested forever, a state dir in the
-# inbox or library is filed or repaired away, an inbox in the library is filed into itself.
-# The one exception: duplicates and rejected in a hidden folder of the library (the
-# defaults .duplicates and .rejected), which the library's scans skip, but not in the
-# folders the daemon owns there (.staging is swept; .undone holds undone files).
-_OWN_HIDDEN = (".staging", ".undone")
-
-
-def _folders(values: dict[str, Any]) -> list[tuple[str, Path]]:
-    """Every configured folder (and the metrics textfile) with its key."""
-    found = [*(("paths.inbox", inbox) for inbox in values["inboxes"]),
-             ("paths.library", values["library"]),
-             ("paths.duplicates", values["duplicates"]), ("paths.rejected", values["rejected"]),
-             ("paths.state_dir", values.get("state_dir", Config.state_dir))]
-    if values.get("metrics_textfile") is not None:
-        found.append(("metrics.textfile", values["metrics_textfile"]))
-    return found
-
-
-def _pairs(items: list[tuple[str, Path]]) -> Iterator[tuple[tuple[str, Path],
-                                                            tuple[str, Path]]]:
-    for i, a in enumerate(items):
-        for j, b in enumerate(items):
-            if i != j:
-                yield a, b
-
-
-def _inside(b: Path, a: Path) -> bool:
-    """b is a or lies beneath it (paths already normalised)."""
-    return b == a or a in b.parents
-
-
-def _allowed_inside(key_b: str, b: Path, key_a: str, a: Path) -> bool:
-    if key_a != "paths.library" or key_b not in ("paths.duplicates", "paths.rejected"):
-        return False
-    if b == a or a not in b.parents:
-        return False
-    top = b.relative_to(a).parts[0]
-    return top.startswith(".") and top not in _OWN_HIDDEN
-
-
-def _overlap(b: Path, key_a: str, a: Path, real_b: Path | None = None,
-             real_a: Path | None = None) -> str:
-    def shown(p: Path, real: Path | None) -> str:
-        return f"{p} (resolved: {real})" if real is not None and real != p else str(p)
-    how = "is the same folder as" if (real_b or b) == (real_a or a) else "lies inside"
-    return (f"{shown(b, real_b)} {how} {key_a} {shown(a, real_a)}; the folders must be "
-            "apart (only duplicates and rejected may be hidden folders of the library, as "
-            "by default)")
-
-
-def check_folders(cfg: Config) -> None:
-    """The overlap rule again on the folders as they really are: symlinks resolved, and an
-    existing folder recognised by device and inode wherever it is mounted (a library
-    symlinked into the inbox, a bind mount). Touches the disk, so `load` runs it."""
-    entries = _folders(vars(cfg))  # by position: several inboxes share one key
-    real = {p: Path(os.path.realpath(p)) for _, p in entries}
-    ids = {p: _identity(real[p]) for _, p in entries}
-    mounts = _mounts()
-    in_fs = {p: _in_filesystem(real[p], mounts) for _, p in entries}
-    for (key_a, a), (key_b, b) in _pairs(entries):
-        ra, rb = real[a], real[b]
-        fa, fb = in_fs[a], in_fs[b]
-        inside = (_inside(rb, ra) or (ids[a] is not None and ids[a] == ids[b])
-                  or (fa is not None and fb is not None and fa[0] == fb[0]
-                      and _inside(fb[1], fa[1])))
-        if inside and not _allowed_inside(key_b, rb, key_a, ra):
-            raise ConfigError(f"{cfg.source}: {key_b}: {_overlap(b, key_a, a, rb, ra)}")
-    textfile = cfg.metrics_textfile
-    if textfile is not None and os.path.isdir(textfile):
-        raise ConfigError(f"{cfg.source}: metrics.textfile: {textfile} is a folder; it must "
-                          "name a file ending in .prom")
-
-
-def _mounts() -> list[tuple[Path, str, Path]]:
-    """(mount point, device, the folder of that filesystem mounted there), longest mount
-    point first, from /proc/self/mountinfo; [] where it cannot be read."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        fields = line.split(" ")
-        if len(fields) > 4:
-            def unescape(s: str) -> Path:
-                return Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), s))
-            found.append((unescape(fields[4]), fields[2], unescape(fields[3])))
-    return sorted(found, key=lambda m: len(m[0].parts), reverse=True)
-
-
-def _in_filesystem(real: Path, mounts: list[tuple[Path, str, Path]]) -> tuple[str, Path] | None:
-    """Where `real` lies within its filesystem (device, path from the filesystem's root):
-    the same folder bind-mounted elsewhere gives the same answer."""
-    for point, device, root in mounts:
-        if _inside(real, point):
-            return device, root / real.relative_to(point)
-    return None
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _convert(value: Any, kind: str, fail: Any) -> Any:
