@@ -1,6 +1,7 @@
 """Read-only views of a library: `status` (what is happening now, counts, problems, space,
-the oldest file still waiting in the inbox and why) and `verify` (catalog vs library vs
-journal). They never change anything; `verify` lists each problem.
+the oldest file still waiting in the inbox and why: app/waiting.py) and `verify` (catalog
+vs library vs journal). They never change anything; `verify` lists each problem. Also the
+one owner of daemon.json: what a running daemon publishes (`publish`) for `status`.
 """
 
 from __future__ import annotations
@@ -8,22 +9,18 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ..config import Config
 from ..files.copy import hash_file
-from ..files.paths import identity, stat_beneath
-from ..inbox.scan import open_for_writing, scan
 from ..rules.layout import UNDATED_LAYOUT
 from ..store import catalog, db, journal, query, undolog
-from . import lock
+from . import lock, waiting
 
 UNDATED_FOLDER = UNDATED_LAYOUT.partition("/")[0]
-INBOX_SCAN_LIMIT = 5000  # status looks at this many inbox files at most
 STATE_FILE = "daemon.json"  # in the state dir: what a running daemon publishes for status
 
 
@@ -75,8 +72,8 @@ def status(cfg: Config, conn: db.Connection) -> dict[str, Any]:
                 "last_finished": query.last_finished(conn),
                 "last_filed": query.last_finished(conn, "filed"),
                 "batch": query.latest_batch(conn)},
-        "inbox_waiting": inbox_waiting(cfg, conn, holder,
-                                       (daemon or {}).get("held") or {}),
+        "inbox_waiting": waiting.inbox_waiting(cfg, conn, holder,
+                                               (daemon or {}).get("held") or {}),
         "library_fs_bytes": size,
         "inbox": str(cfg.inbox), "inboxes": [str(i) for i in cfg.inboxes],
         "library": str(cfg.library),
@@ -95,6 +92,16 @@ def status(cfg: Config, conn: db.Connection) -> dict[str, Any]:
         "recent_problems": list(journal.recent_problems(conn)),
         "daemon": daemon,
     }
+
+
+def publish(state_dir: Path, state: dict[str, Any]) -> None:
+    """The running daemon's side of daemon.json: written whole (a new file renamed over
+    the old), so `status` reads one version or the other."""
+    path = state_dir / STATE_FILE
+    tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps(state) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 def daemon_state(cfg: Config, holder: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -124,74 +131,6 @@ def net_counts(conn: db.Connection, since: str | None = None) -> dict[str, int]:
 def writer(cfg: Config) -> dict[str, Any] | None:
     """The mediasortd process holding the state lock, if any: {pid, command}."""
     return lock.holder(cfg.state_dir)
-
-
-def inbox_waiting(cfg: Config, conn: db.Connection, holder: dict[str, Any] | None,
-                  held: dict[str, str] | None = None) -> dict[str, Any]:
-    """Files in the inbox the daemon would take (partial and hidden names aside): how many
-    wait, how many were handled and left in place on purpose, and the oldest waiting one
-    (by ctime: when it arrived, even if moved in with an old mtime) and why it waits."""
-    waiting: list[tuple[float, bytes, os.stat_result, dict[str, Any] | None]] = []
-    left = stuck = 0
-    stuck_why = ""
-    complete = True
-    paths = (p for inbox in cfg.inboxes for p in scan(os.fsencode(inbox)))
-    for n, path in enumerate(paths):
-        if n >= INBOX_SCAN_LIMIT:
-            complete = False
-            break
-        try:
-            root = cfg.inbox_of(path)  # its folders looked at beneath it: past PATH_MAX too
-            st = stat_beneath(os.fsencode(root) if root is not None else None, path)
-        except OSError:
-            continue
-        job = query.latest_job_for(conn, path)
-        if job and job["step"] == "done" and job["move"] and job["outcome"] in (
-                "duplicate", "rejected") and (job["ino"], job["size"], job["mtime_ns"]) == (
-                (i := identity(st)).ino, i.size, i.mtime_ns):
-            left += 1  # a kept duplicate, or a reject that could not be moved
-            continue
-        if job and job["step"] == "done" and job["move"] and job["outcome"] == "filed" and (
-                job["ino"], job["size"], job["mtime_ns"]) == (
-                (i := identity(st)).ino, i.size, i.mtime_ns):
-            stuck += 1  # filed, but the source could not be removed: a problem
-            stuck_why = stuck_why or (job["reason"] or "")
-            continue
-        waiting.append((st.st_ctime, path, st, job))
-    out: dict[str, Any] = {"inbox": str(cfg.inbox), "files": len(waiting),
-                           "left_in_place": left, "filed_left_in_place": stuck,
-                           "filed_left_reason": stuck_why, "complete": complete,
-                           "oldest": None}
-    if waiting:
-        ctime, path, st, job = min(waiting, key=lambda w: w[0])
-        out["oldest"] = {"path": path.decode("utf-8", "backslashreplace"),
-                         "since": query.utc_iso(datetime.fromtimestamp(ctime, UTC)),
-                         "waiting_seconds": max(0.0, time.time() - ctime),
-                         "why": (held or {}).get(os.fsdecode(path))
-                         or _why_waiting(cfg, st, job, holder)}
-    return out
-
-
-def _why_waiting(cfg: Config, st: os.stat_result, job: dict[str, Any] | None,
-                 holder: dict[str, Any] | None) -> str:
-    if job and job["step"] != "done":
-        if job["reason"]:
-            return (f"job {job['job']} is retrying at step {job['step']} (attempt "
-                    f"{job['attempts']}): {job['reason']}")
-        return f"job {job['job']} is in progress (step {job['step']})"
-    if holder is None or holder["command"] != "run":
-        return ("the daemon is not running" + (f" (an {holder['command']} is, pid "
-                                              f"{holder['pid']})" if holder else ""))
-    quiet = time.time() - st.st_mtime
-    if quiet < cfg.settle_seconds:
-        return (f"still changing: modified {quiet:.1f} s ago; taken once unchanged for "
-                f"{cfg.settle_seconds:g} s")
-    if (st.st_dev, st.st_ino) in open_for_writing():
-        return "a process has it open for writing; taken once it is closed"
-    if job and job["outcome"] == "failed":
-        return (f"failed at {query.local_time(job['when'])}: {job['reason']}; tried again "
-                f"at the next rescan (every {cfg.rescan_seconds:g} s) or restart")
-    return "queued: the daemon has not reached it yet"
 
 
 def library_files(library: bytes) -> Iterator[bytes]:

@@ -7,7 +7,6 @@ Crash invariant: nothing is taken from an inbox before `prepare` finished the la
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import threading
@@ -29,8 +28,6 @@ from .metrics import Gauges, Metrics, write_textfile
 from .pool import Pool
 from .runtime import batch_id, check_writable, prepare
 from .testhooks import hooks_from_env
-
-# -- run ----------------------------------------------------------------------------------
 
 STALL_SECONDS = 600.0  # one file in hand longer than this: the worker counts as wedged
 # keys a reload (SIGHUP) cannot apply to the running daemon: logged as "needs a restart"
@@ -330,14 +327,11 @@ class Daemon:
                  "held": {os.fsdecode(p): why for p, why in held.items()}, "held_files": n_held,
                  # why no read lease can be had (then the settle rule is all there is)
                  "no_lease": trouble, "settle_seconds": self.cfg.settle_seconds}
-        path = self.cfg.state_dir / report.STATE_FILE
-        tmp = path.with_name(f".{report.STATE_FILE}.{os.getpid()}")
         try:
-            tmp.write_text(json.dumps(state) + "\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            report.publish(self.cfg.state_dir, state)
         except OSError as e:
-            self.log.warning("daemon.state_unwritten", path=str(path), error=e.strerror)
+            self.log.warning("daemon.state_unwritten",
+                             path=str(self.cfg.state_dir / report.STATE_FILE), error=e.strerror)
 
     def status_line(self) -> str:
         pool = self.pool
