@@ -45,7 +45,7 @@ class ExifToolFailed(MediasortError):
         self.timed_out = timed_out
 
 
-def _arg_line(path: bytes) -> bytes:
+def arg_line(path: bytes) -> bytes:
     """`path` as one line of an ExifTool argfile, or ValueError when it cannot be one."""
     if not path or any(c in path for c in b"\n\r\0"):
         # The argfile is line based and trailing CR/LF are stripped: such a name
@@ -236,7 +236,7 @@ class ExifTool:
         A file ExifTool cannot read gets a dict with "ExifTool:Error". Raises ValueError
         for a path that cannot be passed (newline), ExifToolFailed, ToolError.
         """
-        lines = [_arg_line(p) for p in paths]
+        lines = [arg_line(p) for p in paths]
         if not lines:
             return []
         proc = self._running()

@@ -16,7 +16,7 @@ from typing import Any, Self
 from ..model import MediaInfo, NotMedia
 from ..rules.mediainfo import decide
 from . import quickmeta
-from .exiftool import ExifTool, ExifToolFailed, _arg_line
+from .exiftool import ExifTool, ExifToolFailed, arg_line
 
 _JPEG_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 
@@ -125,7 +125,7 @@ class Reader:
         todo = []
         for i, path in enumerate(paths):
             try:
-                _arg_line(path)
+                arg_line(path)
                 todo.append(i)
             except ValueError:
                 answers[i] = NotMedia(f"path cannot be passed to ExifTool: {path!r}")
