@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Config
 from ..files.copy import copy_and_hash, hash_file
 from ..files.dirs import fsync_dir, make_dirs
-from ..files.moves import link_noreplace, same_file, unlink_quiet
+from ..files.moves import link_noreplace, link_temp, same_file, unlink_quiet
 from ..files.paths import Unusable, open_source
 from ..model import Job, Outcome, UndoItem, UndoOutcome, UndoStep, display
 from ..rules.layout import numbered_name
@@ -259,8 +259,7 @@ class Undoer:
         parent = os.path.dirname(cand)
         unlink_quiet(self._undo_tmp(item, parent))
         if item.origin is not None and not same_file(item.origin, cand):
-            # moves.link_noreplace's copy across filesystems
-            unlink_quiet(os.path.join(parent, b".mediasortd-tmp-" + os.path.basename(item.origin)))
+            unlink_quiet(link_temp(item.origin, cand))  # link_noreplace's, across filesystems
 
     def _label(self, item: UndoItem, cand: bytes, held: bool) -> UndoOutcome:
         """REMOVED when the source still had the bytes (a plain import); a name that is a

@@ -36,7 +36,7 @@ def link_noreplace(src: bytes, dst: bytes) -> bool:
         if e.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP):
             raise
     # Another filesystem: copy beside the destination, then link it into place.
-    tmp = os.path.join(os.path.dirname(dst), b".mediasortd-tmp-" + os.path.basename(src))
+    tmp = link_temp(src, dst)
     fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         copy_and_hash(fd, tmp, stat.S_IMODE(os.fstat(fd).st_mode))
@@ -49,6 +49,13 @@ def link_noreplace(src: bytes, dst: bytes) -> bool:
         return False
     finally:
         os.unlink(tmp)
+
+
+def link_temp(src: bytes, dst: bytes) -> bytes:
+    """The copy of `src` that link_noreplace makes beside `dst` on another filesystem
+    before linking it into place: a crash in between leaves it there, holding nothing
+    `dst` does not (undo removes it when it finishes a restore)."""
+    return os.path.join(os.path.dirname(dst), b".mediasortd-tmp-" + os.path.basename(src))
 
 
 def rename_noreplace(src: bytes, dst: bytes) -> bool:
