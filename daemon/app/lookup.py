@@ -1,6 +1,6 @@
 """Answers for people: `find` (where did my photo go?) and `history` (what happened, newest
-first), shaped from the catalog and the journal (level 3). Read-only: it never changes
-the catalog or a file; its SQL lives in query.py.
+first), shaped from the catalog and the journal. Read-only: it never changes
+the catalog or a file; its SQL lives in store/query.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Metrics for monitoring: counters the daemon keeps, rendered in Prometheus' text format
-and written to a textfile that the node exporter's textfile collector reads (level 4).
+and written to a textfile that the node exporter's textfile collector reads.
 
 No listener: the unit keeps PrivateNetwork=. The file is replaced atomically (a
 temporary in the same folder, fsynced, renamed over it, folder fsynced), so a reader sees

@@ -1,5 +1,5 @@
 """Text for people at a terminal: the answers of `find`, `history`, `undo` and `status`
-(level 5, pure: dicts and values in, lines out; times shown in local time).
+(pure: dicts and values in, lines out; times shown in local time).
 """
 
 from __future__ import annotations
