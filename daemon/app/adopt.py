@@ -28,7 +28,7 @@ from ..media.metadata import Reader
 from ..model import MediaInfo, NotMedia
 from ..rules.companions import Companion, companion_of, matches_stem
 from ..rules.layout import numbered_name
-from ..store import catalog, db, journal
+from ..store import catalog, db, journal, kept
 from ..store.db import transaction
 from . import oneshot, report, runtime
 from .lock import StateLock
@@ -152,7 +152,7 @@ def catalogue(cfg: Config, conn: db.Connection, reader: Reader, rel: bytes, note
     info = _describe(cfg, conn, reader, rel, st)
     with transaction(conn):
         if was_kept:
-            catalog.forget_kept(conn, path)
+            kept.forget(conn, path)
         existing = catalog.present(conn, catalog.by_sha256(conn, sha256))
         if existing is None and isinstance(info, MediaInfo):
             catalog.insert(conn, sha256=sha256, size=size, path=path, info=info,
@@ -166,7 +166,7 @@ def catalogue(cfg: Config, conn: db.Connection, reader: Reader, rel: bytes, note
             reason = (f"same content as {catalog.printable(existing.path)}"
                       if existing is not None else
                       info.reason if isinstance(info, NotMedia) else "not catalogued")
-            catalog.keep(conn, path=path, kind="copy" if existing else "other",
+            kept.record(conn, path=path, kind="copy" if existing else "other",
                          file_id=existing.id if existing else None, size=size,
                          mtime_ns=st.st_mtime_ns, reason=reason, when=journal.now())
             return Action("copy" if existing else "left", text, f"{reason}; left where it "
@@ -195,8 +195,8 @@ def _not_a_file(cfg: Config, conn: db.Connection, full: bytes, rel: bytes, st: o
     if keep_other:
         with transaction(conn):
             if was_kept:
-                catalog.forget_kept(conn, os.fsdecode(rel))
-            catalog.keep(conn, path=os.fsdecode(rel), kind="other", file_id=None,
+                kept.forget(conn, os.fsdecode(rel))
+            kept.record(conn, path=os.fsdecode(rel), kind="other", file_id=None,
                          size=st.st_size,
                          mtime_ns=st.st_mtime_ns, reason=f"{what} (never followed)",
                          when=journal.now())
@@ -230,7 +230,7 @@ def adopt(cfg: Config, path: str, log: Any,
         rels.sort(key=lambda r: (_is_sidecar(r), r))
         for i, rel in enumerate(rels):
             p = os.fsdecode(rel)
-            if catalog.by_path(conn, p) is None and not catalog.is_kept(conn, p):
+            if catalog.by_path(conn, p) is None and not kept.is_kept(conn, p):
                 actions.append(catalogue(cfg, conn, reader, rel, "adopted",
                                          keep_copy=not quarantine_copies, keep_other=True))
             if on_progress is not None:

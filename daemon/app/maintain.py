@@ -22,7 +22,7 @@ from typing import Any
 from ..config import Config
 from ..errors import ForeignCatalogError
 from ..files.copy import hash_file
-from ..store import catalog, db, journal
+from ..store import catalog, db, journal, kept
 from ..store.db import transaction
 from . import report
 from .adopt import Action, Say, catalogue, claim, move_aside, opened, shown
@@ -56,7 +56,7 @@ def repair(cfg: Config, log: Any, *, dry_run: bool = False,
                                    keep_copy=True, keep_other=True, was_kept=True)
             elif p.kind == "kept_missing":
                 with transaction(conn):
-                    catalog.forget_kept(conn, p.path)
+                    kept.forget(conn, p.path)
                 action = Action("forgotten", shown(rel), f"{p.detail}: no longer recorded")
             else:
                 continue
@@ -81,7 +81,7 @@ def _missing(cfg: Config, conn: db.Connection, path: str) -> Action:
     good = _good_copy(cfg, conn, entry) if entry is not None else None
     with transaction(conn):
         if entry is not None and good is not None:
-            catalog.promote(conn, entry.id, good, os.lstat(os.path.join(
+            kept.promote(conn, entry.id, good, os.lstat(os.path.join(
                 os.fsencode(cfg.library), os.fsencode(good))).st_mtime_ns)
             return Action("moved_to_copy", shown(os.fsencode(path)), "gone; its row now "
                           f"stands for the intact copy {catalog.printable(good)}")
@@ -150,7 +150,7 @@ def _changed(cfg: Config, conn: db.Connection, rel: bytes, detail: str, say: Say
         good = _good_copy(cfg, conn, entry)
         with transaction(conn):
             if good is not None:  # an album copy still has the bytes: the row moves to it
-                catalog.promote(conn, entry.id, good, os.lstat(os.path.join(
+                kept.promote(conn, entry.id, good, os.lstat(os.path.join(
                     os.fsencode(cfg.library), os.fsencode(good))).st_mtime_ns)
             else:
                 catalog.mark_missing(conn, os.fsdecode(rel), journal.now())
@@ -170,7 +170,7 @@ def _changed(cfg: Config, conn: db.Connection, rel: bytes, detail: str, say: Say
             twin = catalog.printable(other.path)
             catalog.remember(conn, entry, now, f"edited into the same bytes as {twin}")
             catalog.delete(conn, entry.id)
-            catalog.keep(conn, path=os.fsdecode(rel), kind="copy", file_id=other.id,
+            kept.record(conn, path=os.fsdecode(rel), kind="copy", file_id=other.id,
                          size=size, mtime_ns=os.lstat(full).st_mtime_ns,
                          reason=f"same content as {twin}", when=now)
             return Action("edited", text, f"{why}; now the same bytes as {twin}: recorded "
@@ -183,7 +183,7 @@ def _changed(cfg: Config, conn: db.Connection, rel: bytes, detail: str, say: Say
 
 def _good_copy(cfg: Config, conn: db.Connection, entry: catalog.Entry) -> str | None:
     """A kept copy of the row's bytes that still has them intact, if any."""
-    for path in catalog.copies_of(conn, entry.id):
+    for path in kept.copies_of(conn, entry.id):
         if hash_file(os.path.join(os.fsencode(cfg.library), os.fsencode(path))) == (
                 entry.sha256, entry.size):
             return path

@@ -17,7 +17,7 @@ from typing import Any
 from ..config import Config
 from ..files.copy import hash_file
 from ..rules.layout import UNDATED_LAYOUT
-from ..store import catalog, db, journal, query, undolog
+from ..store import catalog, db, journal, kept, query, undolog
 from . import lock, waiting
 
 UNDATED_FOLDER = UNDATED_LAYOUT.partition("/")[0]
@@ -219,8 +219,8 @@ def verify(cfg: Config, conn: db.Connection, deep: bool = False) -> Report:
         elif deep and hash_file(full) != (entry.sha256, entry.size):
             report.problems.append(Problem("hash_mismatch", entry.path,
                                            f"bytes no longer match sha256 {entry.sha256}"))
-    copies, others = catalog.kept_copies(conn), catalog.kept_others(conn)
-    for path, kind, reason in catalog.kept(conn):  # adopt's album copies and other files
+    copies, others = kept.copies(conn), kept.others(conn)
+    for path, kind, reason in kept.listed(conn):  # adopt's album copies and other files
         rel = os.fsencode(path)
         known.add(rel)
         if not os.path.lexists(os.path.join(library, rel)):
