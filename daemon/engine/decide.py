@@ -124,9 +124,7 @@ class Deciding(Worker):
                 # the same bytes as another photo's sidecar: this photo keeps its own
                 key = catalog.companion_key(sha256, sidecar_of[0])
                 existing = catalog.by_sha256(conn, key)
-            if existing is not None and existing.missing_since:
-                catalog.delete(conn, existing.id)  # lost from the library: file it anew
-                existing = None
+            existing = catalog.present(conn, existing)  # lost from the library: filed anew
             if existing is not None:
                 quarantine = job.move and self.cfg.on_duplicate == "quarantine"
                 return journal.advance(conn, job.id, Step.DECIDED, **copied,
