@@ -74,7 +74,9 @@ class Deciding(Worker):
         was already read with the batch."""
         assert job.staged is not None and job.sha256 is not None and job.size is not None
         head = self.heads.pop(job.id, None)
-        if not os.path.exists(job.staged):  # lost (power cut before the staging fsync)
+        try:
+            mtime_ns = os.stat(job.staged).st_mtime_ns  # the library file's (it is linked)
+        except FileNotFoundError:  # lost (power cut before the staging fsync)
             return self._advance(job, Step.RECORDED)
         name = os.path.basename(job.source)
         companion = companion_of(name)
@@ -110,7 +112,6 @@ class Deciding(Worker):
                                 "(ingest.undated = \"reject\")")
         copied = self._copied(job)
         sha256, size = job.sha256, job.size
-        mtime_ns = os.stat(job.staged).st_mtime_ns  # the library file's (it is linked)
         # a sidecar filed with its photo: (the photo's row id, what dates a sidecar of it)
         sidecar_of = ((partner.id, f"partner:{catalog.printable(partner.path)}")
                       if companion is not None and companion.kind == "sidecar"

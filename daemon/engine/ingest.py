@@ -15,6 +15,7 @@ from ..files.dirs import make_dirs
 from ..files.moves import unlink_quiet
 from ..files.paths import (
     WAY_ERRNOS,
+    Folders,
     FolderStats,
     Unusable,
     identity,
@@ -154,6 +155,7 @@ class Ingestor(Steps):
         started = self.clock() if started is None else started
         results: dict[int, Result] = {}
         pending = dict(enumerate(jobs))
+        folders = self.folders = Folders()  # each source folder resolved once for them
         try:
             while pending:
                 step = min((job.step for job in pending.values()), key=ORDER.index)
@@ -179,6 +181,8 @@ class Ingestor(Steps):
             for job in jobs:
                 self._let_go(job.id)
                 self.heads.pop(job.id, None)
+            self.folders = None
+            folders.close()
         return [results[i] for i in range(len(jobs))]
 
     def _skipped(self, path: bytes, reason: str) -> Skipped:
@@ -190,9 +194,8 @@ class Ingestor(Steps):
         """The transaction that records a job for `path` (or finds the unfinished one);
         None when `path` was already handled and left in place."""
         def record(conn: apsw.Connection) -> Job | None:
-            job = journal.active_for(conn, path)
+            job, settled = journal.for_source(conn, path, ident if move else None)
             if job is None:
-                settled = journal.settled_for(conn, path, ident) if move else None
                 if settled is not None and not self._readable_again(settled):
                     return None
                 job = journal.record(conn, self.batch, path, ident, move, self.staging)

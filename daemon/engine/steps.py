@@ -78,7 +78,7 @@ class Steps(Deciding):
         and the job starts again. The source and its folder stay open until retired."""
         assert job.staged is not None
         self._let_go(job.id)
-        src = open_source_beneath(self._root(job.source), job.source)
+        src = open_source_beneath(self._root(job.source), job.source, self.folders)
         if isinstance(src, Unusable):
             return self._unusable(job, src)
         assert src.fd is not None and src.st is not None
@@ -292,9 +292,12 @@ class Steps(Deciding):
             except Exception as e:  # noqa: BLE001 - a worker survives one bad file
                 out[i] = self._trouble(job, e)
         folders: dict[object, tuple[int, list[int]]] = {}  # one fsync per folder
+        seen: dict[int, object] = {}  # a batch's sources share their folder's descriptor
         for i, (_, fd) in released.items():
             if fd is not None:
-                folders.setdefault(_folder(fd), (fd, []))[1].append(i)
+                if fd not in seen:
+                    seen[fd] = _folder(fd)
+                folders.setdefault(seen[fd], (fd, []))[1].append(i)
         for fd, members in folders.values():
             try:
                 fsync_dir(fd)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..config import Config
 from ..files.moves import same_file, unlink_quiet
-from ..files.paths import Source
+from ..files.paths import Folders, Source
 from ..media.metadata import resolve_timezone
 from ..model import Identity, Job, MediaInfo, NotMedia, Outcome, Step, display
 from ..rules.layout import numbered_name
@@ -110,6 +110,7 @@ class Worker:
         # The first bytes of copies made by this worker and not yet described (by job
         # id): the metadata reader takes them instead of reading the copy again.
         self.heads: dict[int, bytes] = {}
+        self.folders: Folders | None = None  # the source folders of the batch at work
 
     # -- writing ------------------------------------------------------------------------
 
