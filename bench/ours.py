@@ -10,58 +10,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+from daemon.app.notify import Listener as Notify
+
 from . import measure
 from .context import Context, CpuWatch, Row, link_tree
 from .data import DataSet
-
-
-class Notify:
-    """An AF_UNIX datagram socket that collects sd_notify messages, like systemd's."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.unlink(missing_ok=True)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.05)
-        self.messages: list[tuple[float, str]] = []
-        self.closed = threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        while not self.closed.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            t = time.perf_counter()
-            self.messages.extend((t, m) for m in data.decode().split("\n"))
-
-    def first(self, prefix: str) -> float | None:
-        for t, m in list(self.messages):
-            if m.startswith(prefix):
-                return t
-        return None
-
-    def seen(self, prefix: str) -> list[str]:
-        """Every message so far that starts with `prefix`, in order."""
-        return [m for _, m in list(self.messages) if m.startswith(prefix)]
-
-    def close(self) -> None:
-        self.closed.set()
-        self.thread.join()
-        self.sock.close()
-        self.path.unlink(missing_ok=True)
 
 
 class Daemon:

@@ -1,11 +1,16 @@
 """The only systemd import: sd_notify messages (READY, STATUS, WATCHDOG, STOPPING).
 
 Without $NOTIFY_SOCKET (not under systemd) every call is a no-op, so the daemon runs the
-same in the foreground."""
+same in the foreground. `Listener` is systemd's end of the socket, for running the daemon
+under a harness (the tests, the benchmark): the daemon itself never uses it."""
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+from pathlib import Path
 
 from systemd import daemon as _sd  # type: ignore[import-untyped]
 
@@ -30,3 +35,47 @@ def watchdog_interval() -> float | None:
         return int(usec) / 2e6
     except ValueError:
         return None
+
+
+class Listener:
+    """An AF_UNIX datagram socket at `path` that collects sd_notify messages, as systemd
+    does (with the time each came, perf_counter), read by a thread until close()."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, str]] = []
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._read, name="notify-listener", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.closed.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            t = time.perf_counter()
+            self.messages.extend((t, m) for m in data.decode().split("\n"))
+
+    def first(self, prefix: str) -> float | None:
+        """When the first message that starts with `prefix` came, or None."""
+        for t, m in list(self.messages):
+            if m.startswith(prefix):
+                return t
+        return None
+
+    def seen(self, prefix: str) -> list[str]:
+        """Every message so far that starts with `prefix`, in order."""
+        return [m for _, m in list(self.messages) if m.startswith(prefix)]
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join()
+        self.sock.close()
+        self.path.unlink(missing_ok=True)

@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.ours import Notify as NotifySocket  # the benchmark's daemon listens the same way
+from daemon.app.notify import Listener
 from tests.helpers import ROOT, wait_for
 
 
 class Daemon:
     def __init__(self, tmp: Path, cfg_path: Path, watchdog_usec: int = 1_000_000,
                  env: dict[str, str] | None = None) -> None:
-        self.notify = NotifySocket(tmp / f"notify-{len(os.listdir(tmp))}.sock")
+        self.notify = Listener(tmp / f"notify-{len(os.listdir(tmp))}.sock")
         self.log = open(tmp / "daemon.log", "ab")  # noqa: SIM115 (the daemon's life long)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", "--config", str(cfg_path), "run"], cwd=ROOT,
