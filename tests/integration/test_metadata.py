@@ -80,15 +80,23 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def berlin() -> Iterator[Reader]:
+def berlin(media: dict[str, Path]) -> Iterator[Reader]:
     with Reader(timezone="Europe/Berlin") as reader:
-        yield reader
+        yield started(reader, media)
 
 
 @pytest.fixture(scope="module")
-def new_york() -> Iterator[Reader]:
+def new_york(media: dict[str, Path]) -> Iterator[Reader]:
     with Reader(timezone="America/New_York") as reader:
-        yield reader
+        yield started(reader, media)
+
+
+def started(reader: Reader, media: dict[str, Path]) -> Reader:
+    """`reader` with its ExifTool running (a video is not read in-process): the process
+    is the module's fixture's, not the first test's that reads with it (the leak check)."""
+    reader.describe(os.fsencode(media["mp4"]), "clip.mp4", JULY)
+    assert reader.pid is not None
+    return reader
 
 
 def describe(reader: Reader, path: Path, name: str | None = None,
@@ -179,9 +187,9 @@ def test_a_future_date_is_skipped(media: dict[str, Path], berlin: Reader) -> Non
     ("new_york", "qt_winter", datetime(2021, 1, 15, 5), -5 * 3600),  # EST
 ])
 def test_quicktime_utc_is_converted_to_the_configured_zone(
-        media: dict[str, Path], request: pytest.FixtureRequest, reader: str, clip: str,
+        media: dict[str, Path], berlin: Reader, new_york: Reader, reader: str, clip: str,
         wall: datetime, offset: int) -> None:
-    info = describe(request.getfixturevalue(reader), media[clip])
+    info = describe({"berlin": berlin, "new_york": new_york}[reader], media[clip])
     assert (info.captured, info.utc_offset) == (wall, offset)
     assert (info.date_source, info.confidence) == ("QuickTime:CreateDate", "high")
 
