@@ -1,7 +1,7 @@
 """Fixtures every test shares: the check after each test that it left no thread and no
 ExifTool process of its own running (like watchdog's suite; a test that leaves one on
 purpose says so with @pytest.mark.leaves(...)), and the real daemon started and closed
-for a test. An Ingestor over a test's config is helpers.open_ingestor."""
+for a test. An Ingestor over a test's config is helpers.ingestor."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 from PIL import Image
 
@@ -50,6 +51,15 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def rot(path: Path) -> None:
+    """One flipped bit, as a failing disk does it: size and mtime stay what they were."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def sha(data: bytes) -> str:
@@ -164,6 +174,15 @@ def tree_hashes(root: Path, hidden: bool = False) -> dict[str, str]:
     return out
 
 
+def rows(cfg: config.Config, sql: str) -> list[tuple[Any, ...]]:
+    """The rows `sql` selects from cfg's catalog, opened read-only."""
+    conn = apsw.Connection(str(cfg.catalog), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
 def snapshot(cfg: config.Config) -> tuple[Any, ...]:
     """Everything replay could change: every file under inbox and library, the tables."""
     conn = db.connect(cfg.catalog)
@@ -174,6 +193,16 @@ def snapshot(cfg: config.Config) -> tuple[Any, ...]:
     finally:
         conn.close()
     return (tree_hashes(cfg.inbox, True), tree_hashes(cfg.library, True), files, jobs)
+
+
+def idle(cfg: config.Config) -> bool:
+    """No unfinished job in the journal (a daemon commits DONE just after the source is
+    gone, so an empty inbox alone can be a moment early)."""
+    conn = db.connect(cfg.catalog)
+    try:
+        return journal.pending(conn) == 0
+    finally:
+        conn.close()
 
 
 def check_consistent(cfg: config.Config, inputs: dict[Path, bytes], *, move: bool) -> None:

@@ -7,11 +7,14 @@ camera's file carrying the same tags.
 
 from __future__ import annotations
 
+import io
 import os
+import random
 import shutil
 import struct
 import subprocess
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 from PIL import Image
@@ -19,6 +22,26 @@ from PIL import Image
 # Pillow's format for each suffix we make; the format may be forced to lie about it.
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF",
            ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def photo(when: datetime | None, seed: int, *, make: str | None = None,
+          model: str | None = None, subsec: str | None = None) -> bytes:
+    """A small real JPEG with the EXIF a camera writes (date, sub-second, make, model)."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", (16, 16), (rng.randrange(256), rng.randrange(256), seed % 256))
+    exif = Image.Exif()
+    exif[0x010E] = f"naming test {seed}"
+    if make is not None:
+        exif[0x010F] = make
+    if model is not None:
+        exif[0x0110] = model
+    if when is not None:
+        exif.get_ifd(0x8769)[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")
+        if subsec is not None:
+            exif.get_ifd(0x8769)[0x9291] = subsec
+    out = io.BytesIO()
+    img.save(out, "JPEG", exif=exif.tobytes(), quality=90)
+    return out.getvalue()
 
 
 def image(path: Path, fmt: str | None = None, color: str = "red") -> Path:

@@ -150,25 +150,17 @@ def test_a_batch_taken_in_lockstep_shares_its_commits(tmp_path: Path) -> None:
     from datetime import datetime, timedelta
 
     from daemon.app import logs
-    from daemon.engine.ingest import Finished, Ingestor
-    from daemon.media.metadata import Reader
+    from daemon.engine.ingest import Finished
     from daemon.model import Outcome
-    from tests.helpers import check_consistent, jpeg_bytes, make_config, write
+    from tests.helpers import check_consistent, ingestor, jpeg_bytes, make_config, write
 
     logs.configure("warning", "json")
     cfg, _ = make_config(tmp_path)
     when = datetime(2024, 1, 2, 3, 4, 5)
     files = {write(cfg.inbox / f"p{i}.jpg", jpeg_bytes(when + timedelta(seconds=i), i)):
              jpeg_bytes(when + timedelta(seconds=i), i) for i in range(16)}
-    committer = db.Committer(cfg.catalog)
-    conn = db.connect(cfg.catalog)
-    try:
-        with Reader(timezone="UTC") as reader:
-            ing = Ingestor(cfg, conn, reader, batch="t", log=logs.get(), committer=committer)
-            results = ing.take_many([bytes(p) for p in files], move=True)
-    finally:
-        conn.close()
-        committer.close()
+    with ingestor(cfg) as ing:
+        results = ing.take_many([bytes(p) for p in files], move=True)
     assert all(isinstance(r, Finished) and r.job.outcome is Outcome.FILED for _, r in results)
-    assert committer.commits == 3  # recorded, decided, done: each once for all sixteen
+    assert ing.committer.commits == 3  # recorded, decided, done: each once for all sixteen
     check_consistent(cfg, files, move=True)

@@ -5,9 +5,10 @@ safely placed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -30,9 +31,12 @@ def big_photo(path: Path) -> bytes:
     return data
 
 
-def during_copy(staging: Path, action: Callable[[], object], stop: threading.Event
-                ) -> threading.Thread:
-    """Run `action` as soon as a staged copy is being written, until `stop`."""
+@contextlib.contextmanager
+def during_copy(staging: Path, action: Callable[[], object]) -> Iterator[None]:
+    """Run `action` as soon as a staged copy is being written (again, until it returns
+    true), for as long as the block runs; the thread is stopped and joined after it."""
+    stop = threading.Event()
+
     def run() -> None:
         while not stop.is_set():
             if (staging.exists() and any(p.stat().st_size > 0 for p in staging.iterdir())
@@ -41,7 +45,11 @@ def during_copy(staging: Path, action: Callable[[], object], stop: threading.Eve
             stop.wait(0.001)  # a tight poll of the copy's progress, ended by `stop`
     t = threading.Thread(target=run)
     t.start()
-    return t
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
 
 
 def ingest_until_done(cfg: Config, path: Path) -> tuple[Finished, int]:
@@ -60,7 +68,6 @@ def test_source_grows_during_copy(tmp_path: Path) -> None:
     cfg, _ = make_config(tmp_path)
     src = tmp_path / "inbox" / "growing.jpg"
     big_photo(src)
-    stop = threading.Event()
     appended = []
 
     def grow() -> bool:
@@ -69,12 +76,8 @@ def test_source_grows_during_copy(tmp_path: Path) -> None:
         appended.append(1)
         return len(appended) >= 3
 
-    t = during_copy(cfg.staging, grow, stop)
-    try:
+    with during_copy(cfg.staging, grow):
         result, retries = ingest_until_done(cfg, src)
-    finally:
-        stop.set()
-        t.join()
     assert retries >= 1, "the change during the copy was not noticed"
     final = result.job
     assert final.outcome is Outcome.FILED and final.size == BIG + len(jpeg_bytes(
@@ -88,18 +91,13 @@ def test_source_shrinks_during_copy(tmp_path: Path) -> None:
     cfg, _ = make_config(tmp_path)
     src = tmp_path / "inbox" / "shrinking.jpg"
     head = big_photo(src)
-    stop = threading.Event()
 
     def shrink() -> bool:
         os.truncate(src, len(head))
         return True
 
-    t = during_copy(cfg.staging, shrink, stop)
-    try:
+    with during_copy(cfg.staging, shrink):
         result, retries = ingest_until_done(cfg, src)
-    finally:
-        stop.set()
-        t.join()
     assert retries >= 1
     assert result.job.outcome is Outcome.FILED and result.job.sha256 == sha(head)
 
@@ -111,18 +109,13 @@ def test_source_deleted_during_copy_is_filed_whole(tmp_path: Path) -> None:
     src = tmp_path / "inbox" / "deleted.jpg"
     big_photo(src)
     expected = sha(src.read_bytes())
-    stop = threading.Event()
 
     def delete() -> bool:
         src.unlink()
         return True
 
-    t = during_copy(cfg.staging, delete, stop)
-    try:
+    with during_copy(cfg.staging, delete):
         result, _ = ingest_until_done(cfg, src)
-    finally:
-        stop.set()
-        t.join()
     assert result.job.outcome is Outcome.FILED and result.job.sha256 == expected
     check_consistent(cfg, {}, move=True)
 

@@ -1,12 +1,14 @@
 """The one systemd container and the one install shared by every unit test
 (tests/system/test_unit*.py): booted once per session by sdbox.sh, mediasortd installed by
 packaging/install.sh from a wheelhouse of this checkout, then pointed at shared folders.
-The container is only booted when a test asks for one of these fixtures."""
+The container is only booted when a test asks for one of these fixtures. And the folder
+the tests with the daemon as another user share with a writer (tests/system/users.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ from tests.system.unitbox import (
     run,
     set_toml_keys,
 )
+from tests.system.users import reachable_dir
 
 
 @pytest.fixture(scope="session")
@@ -176,3 +179,12 @@ def service(configured: Configured) -> Configured:
         )
     return configured
 
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder both users can reach (pytest's tmp_path is private to root)."""
+    d = reachable_dir("mediasortd-safepaths-",
+                      "needs root to run the daemon and a writer as two other users")
+    yield d
+    subprocess.run(["umount", "-l", str(d / "inbox")], check=False, capture_output=True)
+    shutil.rmtree(d, ignore_errors=True)

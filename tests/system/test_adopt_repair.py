@@ -9,18 +9,16 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import apsw
 import pytest
 
 from daemon.app import report
-from daemon.config import Config
-from tests.helpers import cli, jpeg_bytes, make_config, sha, tree_hashes, write
+from tests.helpers import cli, jpeg_bytes, make_config, rot, rows, sha, tree_hashes, write
+from tests.system.adoptable import BASE, sorted_library
 
-BASE = datetime(2019, 5, 6, 7, 8, 9)
 OTHER_FS = Path("/dev/shm")
 
 
@@ -37,35 +35,6 @@ def tree(root: Path) -> dict[bytes, str]:
             with open(p, "rb") as f:
                 out[rel] = sha(f.read())
     return out
-
-
-def rows(cfg: Config, sql: str) -> list[tuple[Any, ...]]:
-    conn = apsw.Connection(str(cfg.catalog), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def sorted_library(cfg: Config) -> dict[str, bytes]:
-    """A library as GoSort left it: photos with sidecars, a Takeout JSON, notes, an album
-    copy, an orphan sidecar, an empty file."""
-    lib = cfg.library
-    files = {
-        "2019/05/IMG_1.JPG": jpeg_bytes(BASE, 1),
-        "2019/05/IMG_1.JPG.xmp": b"<x:xmpmeta>rating 3</x:xmpmeta>",
-        "2019/05/IMG_2.jpg": jpeg_bytes(BASE + timedelta(hours=1), 2),
-        "2019/05/IMG_2.xmp": b"<x:xmpmeta>rating 4</x:xmpmeta>",
-        "2019/05/IMG_3.jpg": jpeg_bytes(BASE + timedelta(hours=2), 3),
-        "2019/05/IMG_3.jpg.json": b'{"photoTakenTime": {"timestamp": "1557126489"}}',
-        "2019/05/notes.txt": b"who is in which photo",
-        "2019/05/orphan.xmp": b"<x:xmpmeta>nobody</x:xmpmeta>",
-        "2019/05/empty.jpg": b"",
-        "Albums/Trip/IMG_1 copy.JPG": jpeg_bytes(BASE, 1),
-    }
-    for rel, data in files.items():
-        write(lib / rel, data)
-    return files
 
 
 def test_adopt_moves_and_deletes_nothing(tmp_path: Path) -> None:
@@ -114,15 +83,6 @@ def test_adopt_quarantines_album_copies_only_when_asked(tmp_path: Path) -> None:
     assert (cfg.duplicates / "Albums/Trip/IMG_1 copy.JPG").exists()
     assert (cfg.library / "2019/05/notes.txt").exists()
     assert cli(cfg_path, "verify", "--deep").returncode == 0
-
-
-def rot(path: Path) -> None:
-    """One flipped bit, as a failing disk does it: size and mtime stay what they were."""
-    st = path.stat()
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x40
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def later(path: Path) -> None:

@@ -8,6 +8,7 @@ and through the daemon. The same photo's sidecar imported again is still a dupli
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -62,17 +63,14 @@ def test_identical_sidecars_each_stay_with_their_photo(tmp_path: Path) -> None:
     assert found.stdout.count(".jpg.xmp") >= 3, found.stdout
 
 
-def test_daemon_keeps_each_photos_sidecar(tmp_path: Path) -> None:
+def test_daemon_keeps_each_photos_sidecar(tmp_path: Path,
+                                          start_daemon: Callable[..., Daemon]) -> None:
     cfg, cfg_path = make_config(tmp_path)
-    d = Daemon(tmp_path, cfg_path)
-    try:
-        d.ready()
-        files = twins(cfg.inbox / "phone")
-        wait_for(lambda: len([n for n in sidecars(cfg.library) if n.endswith(".jpg.xmp")]) == 3,
-                 30, lambda: f"three sidecars filed: {sidecars(cfg.library)}")
-        wait_for(lambda: not any(p.exists() for p in files) and idle(cfg.catalog), 60,
-                 "every file handled")
-        assert d.terminate() == 0
-    finally:
-        d.close()
+    d = start_daemon(cfg_path)
+    files = twins(cfg.inbox / "phone")
+    wait_for(lambda: len([n for n in sidecars(cfg.library) if n.endswith(".jpg.xmp")]) == 3,
+             30, lambda: f"three sidecars filed: {sidecars(cfg.library)}")
+    wait_for(lambda: not any(p.exists() for p in files) and idle(cfg.catalog), 60,
+             "every file handled")
+    assert d.terminate() == 0
     check_consistent(cfg, {p: v for p, v in files.items() if v}, move=True)

@@ -4,21 +4,21 @@ arrives, slow writers, bursts, SIGTERM with work in flight, SIGKILL and replay."
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from daemon.config import Config
-from daemon.store import db, journal
 from tests.helpers import (
     check_consistent,
     holds,
+    idle,
     jpeg_bytes,
     make_config,
     tree_hashes,
@@ -34,33 +34,13 @@ Setup = tuple[Config, Callable[..., Daemon]]  # the config, start(**Daemon's opt
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
+def setup(tmp_path: Path, start_daemon: Callable[..., Daemon]) -> Setup:
     cfg, cfg_path = make_config(tmp_path, settle_seconds=0.3)
-    daemons: list[Daemon] = []
-
-    def start(**kw: Any) -> Daemon:
-        d = Daemon(tmp_path, cfg_path, **kw)
-        daemons.append(d)
-        d.ready()
-        return d
-
-    yield cfg, start
-    for d in daemons:
-        d.close()
+    return cfg, functools.partial(start_daemon, cfg_path)
 
 
 def library_count(cfg: Config) -> int:
     return len(tree_hashes(cfg.library))
-
-
-def idle(cfg: Config) -> bool:
-    """No unfinished job in the journal (the daemon commits DONE just after the source
-    is gone, so an empty inbox alone can be a moment early)."""
-    conn = db.connect(cfg.catalog)
-    try:
-        return journal.pending(conn) == 0
-    finally:
-        conn.close()
 
 
 def inbox_empty(cfg: Config) -> bool:

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -146,29 +147,21 @@ def test_import_survives_every_extreme(tmp_path: Path) -> None:
     json.loads(cli(cfg_path, "history", "--json", "--limit", "0").stdout)
 
 
-def test_daemon_survives_every_extreme(tmp_path: Path) -> None:
+def test_daemon_survives_every_extreme(tmp_path: Path,
+                                      start_daemon: Callable[..., Daemon]) -> None:
     cfg, cfg_path = make_config(tmp_path)
-    d = Daemon(tmp_path, cfg_path)
-    try:
-        d.ready()
-        inputs = make_extremes(cfg.inbox / "drop")
-        inputs = {p: v for p, v in inputs.items() if not os.path.basename(p).startswith(b".")}
-        wait_for(lambda: d.proc.poll() is not None
-                 or len(outcomes(cfg.catalog)) >= len(inputs), 60,
-                 lambda: f"{len(outcomes(cfg.catalog))} of {len(inputs)} handled")
-        assert d.proc.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
-        check_all_handled(outcomes(cfg.catalog), inputs)
-        assert os.listdir(cfg.inbox / "drop") == ["..jpg"]  # hidden names are not taken
-        assert d.terminate() == 0
-    finally:
-        d.close()
+    d = start_daemon(cfg_path)
+    inputs = make_extremes(cfg.inbox / "drop")
+    inputs = {p: v for p, v in inputs.items() if not os.path.basename(p).startswith(b".")}
+    wait_for(lambda: d.proc.poll() is not None
+             or len(outcomes(cfg.catalog)) >= len(inputs), 60,
+             lambda: f"{len(outcomes(cfg.catalog))} of {len(inputs)} handled")
+    assert d.proc.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+    check_all_handled(outcomes(cfg.catalog), inputs)
+    assert os.listdir(cfg.inbox / "drop") == ["..jpg"]  # hidden names are not taken
+    assert d.terminate() == 0
     # and it starts again
-    d = Daemon(tmp_path, cfg_path)
-    try:
-        d.ready()
-        assert d.terminate() == 0
-    finally:
-        d.close()
+    assert start_daemon(cfg_path).terminate() == 0
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
 
 

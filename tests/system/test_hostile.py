@@ -11,7 +11,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
@@ -31,6 +30,7 @@ from tests.helpers import (
     tree_hashes,
     write,
 )
+from tests.system.users import reachable_dir
 
 WHEN = datetime(2020, 2, 29, 12, 0, 0)
 
@@ -167,10 +167,7 @@ def test_truncated_and_fuzzed_media_never_crash(tmp_path: Path) -> None:
 @pytest.fixture
 def nobody_dir() -> Iterator[Path]:
     """A folder the user nobody can reach (pytest's tmp_path is private to root)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run mediasortd as another user")
-    d = Path(tempfile.mkdtemp(prefix="mediasortd-nobody-", dir="/var/tmp"))
-    d.chmod(0o755)
+    d = reachable_dir("mediasortd-nobody-", "needs root to run mediasortd as another user")
     yield d
     shutil.rmtree(d)
 

@@ -4,10 +4,8 @@ sub-second order, undated files, layouts refused at load (issues 13.1, 13.2, 16.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import random
 from datetime import datetime
 from pathlib import Path
 
@@ -16,29 +14,10 @@ from PIL import Image
 from daemon.store import db
 from tests.helpers import check_consistent, cli, make_config, tree_hashes, write
 from tests.integration import media_factory
+from tests.integration.media_factory import photo
 
 WHEN = datetime(2023, 5, 6, 7, 8, 9)
 STEM = "2023-05/2023-05-06 07.08.09"
-
-
-def photo(when: datetime | None, seed: int, *, make: str | None = None,
-          model: str | None = None, subsec: str | None = None) -> bytes:
-    """A small real JPEG with the EXIF a camera writes (date, sub-second, make, model)."""
-    rng = random.Random(seed)
-    img = Image.new("RGB", (16, 16), (rng.randrange(256), rng.randrange(256), seed % 256))
-    exif = Image.Exif()
-    exif[0x010E] = f"naming test {seed}"
-    if make is not None:
-        exif[0x010F] = make
-    if model is not None:
-        exif[0x0110] = model
-    if when is not None:
-        exif.get_ifd(0x8769)[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")
-        if subsec is not None:
-            exif.get_ifd(0x8769)[0x9291] = subsec
-    out = io.BytesIO()
-    img.save(out, "JPEG", exif=exif.tobytes(), quality=90)
-    return out.getvalue()
 
 
 def raws(paths: list[Path], when: datetime, seed: int = 0) -> dict[Path, bytes]:

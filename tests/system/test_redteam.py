@@ -4,12 +4,24 @@ still fail, lose or misplace a file, through the real `mediasortd` on real files
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
-from tests.helpers import check_consistent, cli, jpeg_bytes, make_config, sha, tree_hashes, write
+from tests.helpers import (
+    check_consistent,
+    cli,
+    jpeg_bytes,
+    make_config,
+    rows,
+    sha,
+    tree_hashes,
+    write,
+)
 from tests.integration import media_factory
-from tests.system.test_adopt_repair import BASE, rows, sorted_library
-from tests.system.test_naming import WHEN, photo
+from tests.integration.media_factory import photo
+from tests.system.adoptable import BASE, sorted_library
+
+WHEN = datetime(2023, 5, 6, 7, 8, 9)  # a camera's date (test_naming's)
 
 
 def test_values_that_clean_to_dots_still_file(tmp_path: Path) -> None:
@@ -169,7 +181,7 @@ def test_names_cannot_drive_the_terminal_during_an_import(tmp_path: Path) -> Non
     """On a terminal, import prints rejects as short lines above its progress bar (and
     adopt its listing): a file name holding escape sequences or a newline reached the
     terminal raw (set the title, clear the screen, forge a line)."""
-    from tests.system.test_terminal import on_terminal, terminal_config
+    from tests.system.terminal import on_terminal, terminal_config
 
     cfg_path = terminal_config(tmp_path)
     src = tmp_path / "src"

@@ -8,18 +8,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from daemon.config import Config
-from tests.helpers import check_consistent, cli, jpeg_bytes, make_config, tree_hashes, write
+from tests.helpers import (
+    check_consistent,
+    cli,
+    jpeg_bytes,
+    make_config,
+    rot,
+    tree_hashes,
+    write,
+)
 
 BASE = datetime(2018, 1, 2, 3, 4, 5)
-
-
-def rot(path: Path) -> None:
-    """One flipped bit, as a failing disk does it: size and mtime stay what they were."""
-    st = path.stat()
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x40
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def imported(tmp_path: Path, n: int = 5) -> tuple[Config, Path, dict[Path, bytes]]:

@@ -10,22 +10,17 @@ import os
 import random
 import shutil
 import stat
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from daemon.config import Config
 from daemon.store import db
 from tests.helpers import (
     cli,
-    cli_argv,
     holds,
+    idle,
     jpeg_bytes,
     make_config,
     sha,
@@ -34,6 +29,16 @@ from tests.helpers import (
     write,
 )
 from tests.system.daemon_harness import Daemon
+from tests.system.users import (
+    UserDaemon,
+    finish,
+    go_on,
+    half_written,
+    release,
+    user_jobs,
+    user_setup,
+    writer,
+)
 
 BASE = datetime(2022, 3, 4, 5, 6, 7)
 
@@ -47,32 +52,6 @@ def catalog_ok(cfg: Config) -> None:
         conn.close()
     for path, digest in rows:
         assert sha((cfg.library / str(path)).read_bytes()) == digest, path
-
-
-def idle(cfg: Config) -> bool:
-    conn = db.connect(cfg.catalog)
-    try:
-        return conn.execute("SELECT count(*) FROM jobs WHERE step != 'done'").fetchall()[0][0] == 0
-    finally:
-        conn.close()
-
-
-Start = Callable[[Path], Daemon]  # a started daemon on this config file
-
-
-@pytest.fixture
-def daemon_setup(tmp_path: Path) -> Iterator[Start]:
-    daemons: list[Daemon] = []
-
-    def start(cfg_path: Path) -> Daemon:
-        d = Daemon(tmp_path, cfg_path)
-        daemons.append(d)
-        d.ready()
-        return d
-
-    yield start
-    for d in daemons:
-        d.close()
 
 
 def swap_loop(inbox: Path, targets: list[Path], seconds: float, seed: int) -> dict[str, int]:
@@ -118,17 +97,18 @@ def swap_loop(inbox: Path, targets: list[Path], seconds: float, seed: int) -> di
     return done
 
 
-def test_symlink_swapped_folders_never_reach_outside(tmp_path: Path, daemon_setup: Start) -> None:
+def test_symlink_swapped_folders_never_reach_outside(
+    tmp_path: Path, start_daemon: Callable[..., Daemon]
+) -> None:
     """A folder under the inbox swapped for a symlink to a canary folder outside every
     configured folder and to a library folder, with on_duplicate = "delete", for ~12 s:
     the canaries and the library's files survive, and no byte of them is read (no copy of
     a canary anywhere under the library, rejected or quarantine)."""
     cfg, cfg_path = make_config(tmp_path, on_duplicate="delete")
-    start = daemon_setup
     canary = tmp_path / "canary"
     for i in range(3):
         write(canary / f"c{i}.jpg", jpeg_bytes(BASE + timedelta(minutes=i), 100 + i))
-    d = start(cfg_path)
+    d = start_daemon(cfg_path)
     photos = {write(cfg.inbox / f"p{i}.jpg", jpeg_bytes(BASE + timedelta(hours=i), i)): None
               for i in range(3)}
     wait_for(lambda: not any(p.exists() for p in photos) and idle(cfg), 30, "photos filed")
@@ -157,124 +137,6 @@ def test_symlink_swapped_folders_never_reach_outside(tmp_path: Path, daemon_setu
 
 # -- the daemon as an unprivileged user (as under the unit), other users' writers ---------
 
-DAEMON_UID = 65534  # nobody: the daemon's user here
-WRITER_UID = 4242  # another user: its processes are invisible to the daemon's /proc look
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A folder both users can reach (pytest's tmp_path is private to root)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run the daemon and a writer as two other users")
-    import tempfile
-
-    d = Path(tempfile.mkdtemp(prefix="mediasortd-safepaths-", dir="/var/tmp"))
-    d.chmod(0o755)
-    yield d
-    subprocess.run(["umount", "-l", str(d / "inbox")], check=False, capture_output=True)
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def as_user(uid: int, argv: list[str], lease: bool = False) -> list[str]:
-    caps = ["--inh-caps=+lease", "--ambient-caps=+lease"] if lease else []
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *caps, *argv]
-
-
-class UserDaemon:
-    """The real `mediasortd run` as the user nobody, with CAP_LEASE alone (as the unit
-    grants it), or with no capability at all (`lease=False`); `env`: more environment."""
-
-    def __init__(self, base: Path, cfg_path: Path, *, lease: bool = True,
-                 env: dict[str, str] | None = None) -> None:
-        self.log_path = base / "daemon.log"
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by close()
-        self.proc = subprocess.Popen(as_user(DAEMON_UID, [*cli_argv(cfg_path), "run"],
-                                             lease=lease), env={**os.environ, **(env or {})},
-                                     stdout=self.log, stderr=self.log)
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-        self.log.close()
-
-
-def user_setup(base: Path, inbox_tmpfs: bool, **ingest: Any) -> tuple[Config, Path]:
-    """Config, inbox (a tmpfs when asked: another filesystem than the library's),
-    library and state owned by the daemon's user; the inbox writable by everyone."""
-    if inbox_tmpfs:
-        (base / "inbox").mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0777", "tmpfs",
-                        str(base / "inbox")], check=True)
-    cfg, cfg_path = make_config(base, **ingest)
-    cfg_path.write_text(cfg_path.read_text().replace('level = "info"', 'level = "debug"'))
-    for p in (cfg.library, cfg.state_dir):
-        p.mkdir(exist_ok=True)
-        os.chown(p, DAEMON_UID, DAEMON_UID)
-    cfg.inbox.chmod(0o777)  # not sticky: the daemon removes what others wrote
-    return cfg, cfg_path
-
-
-def user_jobs(cfg: Config) -> list[tuple[bytes, str | None, str | None, bytes | None, str]]:
-    conn = db.connect(cfg.catalog)
-    try:
-        return [(bytes(s), o, e, bytes(d) if d else None, st) for s, o, e, d, st in
-                conn.execute("SELECT source, outcome, error, dest, step FROM jobs ORDER BY id")]
-    finally:
-        conn.close()
-
-
-WRITER = """
-import os, sys
-path, halves = sys.argv[1], int(sys.argv[2])
-data = sys.stdin.buffer.read(int(sys.argv[3]))
-step = -(-len(data) // halves)
-reopen = sys.argv[4] == "reopen"
-f = open(path, "wb")
-for k in range(halves):
-    if reopen and k:
-        f = open(path, "ab")
-    f.write(data[k * step:(k + 1) * step]); f.flush()
-    if reopen:
-        f.close()
-    print(k, flush=True)
-    if k < halves - 1:
-        sys.stdin.readline()  # the test says when to go on
-if not reopen:
-    f.close()
-"""
-
-
-def writer(path: Path, data: bytes, pieces: int, mode: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(as_user(WRITER_UID, [sys.executable, "-c", WRITER, str(path),
-                                                 str(pieces), str(len(data)), mode]),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert proc.stdin is not None
-    proc.stdin.write(data)
-    proc.stdin.flush()
-    return proc
-
-
-def finish(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for a writer to end; close its pipes."""
-    code = proc.wait(30)
-    for pipe in (proc.stdin, proc.stdout):
-        if pipe is not None:
-            pipe.close()
-    return code
-
-
-def go_on(proc: subprocess.Popen[bytes]) -> int:
-    assert proc.stdin is not None and proc.stdout is not None
-    line = proc.stdout.readline()
-    proc.stdin.write(b"\n")
-    proc.stdin.flush()
-    return int(line)
-
-
 def test_a_stalled_writer_of_another_user_is_waited_for(shared_dir: Path) -> None:
     """Another user's writer (invisible to the daemon's /proc look) stalls 3 x settle
     with half of the photo written: nothing is filed and the source stays while it has
@@ -284,11 +146,9 @@ def test_a_stalled_writer_of_another_user_is_waited_for(shared_dir: Path) -> Non
     data = jpeg_bytes(BASE, 7, size=96)
     d = UserDaemon(shared_dir, cfg_path)
     try:
-        wait_for(lambda: "daemon.ready" in d.text(), 30, "the daemon to start")
+        d.ready()
         path = cfg.inbox / "slow.jpg"
-        w = writer(path, data, 2, "stall")
-        assert w.stdout is not None and int(w.stdout.readline()) == 0  # half written, open
-        stalled = time.monotonic()
+        w, stalled = half_written(path, data)
         # held back by the first check that sees it: inotify's writes without a close
         # (the watcher), else the read lease (the worker); `status` says why
         wait_for(lambda: any(why in cli(cfg_path, "status").stdout for why in
@@ -296,10 +156,7 @@ def test_a_stalled_writer_of_another_user_is_waited_for(shared_dir: Path) -> Non
                  "the daemon to see the writer")
         holds(lambda: path.exists() and not list(cfg.library.glob("20*/*")),  # the stall
               stalled + 3 * 0.5 - time.monotonic(), "filed mid-write")
-        assert w.stdin is not None
-        w.stdin.write(b"\n")
-        w.stdin.flush()
-        assert finish(w) == 0
+        assert release(w) == 0
         wait_for(lambda: not path.exists() and idle(cfg), 30,
                  lambda: f"the photo to be filed: {user_jobs(cfg)}\n{d.text()[-3000:]}")
         filed = list(cfg.library.glob("20*/*"))
@@ -316,7 +173,7 @@ def test_a_writer_that_reopens_between_chunks_is_not_cut(shared_dir: Path) -> No
     photos = {i: jpeg_bytes(BASE + timedelta(seconds=i), 20 + i, size=64) for i in range(3)}
     d = UserDaemon(shared_dir, cfg_path)
     try:
-        wait_for(lambda: "daemon.ready" in d.text(), 30, "the daemon to start")
+        d.ready()
         writers = [writer(cfg.inbox / f"r{i}.jpg", data, 8, "reopen")
                    for i, data in photos.items()]
         for _ in range(7):
@@ -345,7 +202,7 @@ def test_entries_leave_an_inbox_on_another_filesystem(shared_dir: Path) -> None:
     photo, secret = jpeg_bytes(BASE, 30), jpeg_bytes(BASE + timedelta(days=1), 31)
     d = UserDaemon(shared_dir, cfg_path)
     try:
-        wait_for(lambda: "daemon.ready" in d.text(), 30, "the daemon to start")
+        d.ready()
         write(cfg.inbox / "first.jpg", photo)
         wait_for(lambda: not (cfg.inbox / "first.jpg").exists() and idle(cfg), 30, "filed")
         write(cfg.inbox / "again.jpg", photo)
@@ -397,11 +254,13 @@ def deep_photo(top: Path, fill: str, data: bytes) -> int:
     return fd
 
 
-def test_a_path_longer_than_path_max_is_filed(tmp_path: Path, daemon_setup: Start) -> None:
+def test_a_path_longer_than_path_max_is_filed(
+    tmp_path: Path, start_daemon: Callable[..., Daemon]
+) -> None:
     """A photo 22 folders of 203 bytes deep (past PATH_MAX: no path-based call can reach
     it) is found, filed and removed through folder descriptors."""
     cfg, cfg_path = make_config(tmp_path, rescan_seconds=1.0)
-    d = daemon_setup(cfg_path)
+    d = start_daemon(cfg_path)
     data = jpeg_bytes(BASE, 44)
     fd = deep_photo(cfg.inbox, "x", data)
     try:

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import wait_for
-from tests.system.test_safepaths import WRITER, finish
+from tests.helpers import holds, wait_for
 from tests.system.unitbox import (
     UNIT,
     Configured,
@@ -32,6 +31,7 @@ from tests.system.unitbox import (
     set_toml_keys,
     sha256,
 )
+from tests.system.users import WRITER, finish, release
 
 pytestmark = [pytest.mark.root]
 CONFIG = "/etc/mediasortd/hostile.toml"
@@ -189,12 +189,9 @@ def test_a_stalled_writer_of_another_user_under_the_unit(hostile: Configured) ->
                              for e in box.journal()),
                  30, lambda: "the service to see the writer: " + box.sx(
                      "journalctl", "-u", UNIT, "-n", "20", "--no-pager", check=False).stdout)
-        while time.monotonic() < stalled + 3 * SETTLE:
-            assert path.exists(), "the source was taken mid-write"
-            time.sleep(0.05)
-        w.stdin.write(b"\n")
-        w.stdin.flush()
-        assert finish(w) == 0
+        holds(path.exists, stalled + 3 * SETTLE - time.monotonic(),
+              "the source was taken mid-write")
+        assert release(w) == 0
     finally:
         if w.poll() is None:
             w.kill()

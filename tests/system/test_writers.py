@@ -12,22 +12,24 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
-from bench.ours import Notify as NotifySocket
-from tests.helpers import cli, jpeg_bytes, wait_for
-from tests.system.test_safepaths import (
-    BASE,
+from daemon.app.notify import Listener
+from tests.helpers import cli, holds, idle, jpeg_bytes, wait_for
+from tests.system.users import (
     WRITER_UID,
     UserDaemon,
     as_user,
     finish,
-    idle,
-    shared_dir,  # noqa: F401 - the fixture
+    half_written,
+    release,
     user_jobs,
     user_setup,
     writer,
 )
+
+BASE = datetime(2022, 3, 4, 5, 6, 7)
 
 
 class NoLeaseDaemon(UserDaemon):
@@ -35,7 +37,7 @@ class NoLeaseDaemon(UserDaemon):
     NOTIFY_SOCKET it can write to)."""
 
     def __init__(self, base: Path, cfg_path: Path) -> None:
-        self.notify = NotifySocket(base / "notify.sock")
+        self.notify = Listener(base / "notify.sock")
         os.chmod(self.notify.path, 0o777)
         super().__init__(base, cfg_path, lease=False,
                          env={"NOTIFY_SOCKET": str(self.notify.path)})
@@ -45,14 +47,14 @@ class NoLeaseDaemon(UserDaemon):
         self.notify.close()
 
 
-def test_no_lease_is_said_in_status(shared_dir: Path) -> None:  # noqa: F811
+def test_no_lease_is_said_in_status(shared_dir: Path) -> None:
     """No CAP_LEASE and another user's file: the photo is filed on the settle rule, and
     `status` (text and --json) says the inbox is filed on the settle guess, and why."""
     cfg, cfg_path = user_setup(shared_dir, inbox_tmpfs=False, settle_seconds=0.3)
     data = jpeg_bytes(BASE, 3, size=32)
     d = NoLeaseDaemon(shared_dir, cfg_path)
     try:
-        wait_for(lambda: "daemon.ready" in d.text(), 30, "the daemon to start")
+        d.ready()
         w = writer(cfg.inbox / "one.jpg", data, 1, "stall")
         assert finish(w) == 0
         wait_for(lambda: not (cfg.inbox / "one.jpg").exists() and idle(cfg), 30,
@@ -75,7 +77,7 @@ def test_no_lease_is_said_in_status(shared_dir: Path) -> None:  # noqa: F811
         d.close()
 
 
-def test_an_open_stalled_writer_without_lease_is_waited_for(shared_dir: Path) -> None:  # noqa: F811
+def test_an_open_stalled_writer_without_lease_is_waited_for(shared_dir: Path) -> None:
     """No lease possible, a writer of another user (invisible to /proc) writes half the
     photo and stalls 3 x settle with the file open: inotify saw the writes and no close,
     so nothing is filed (`status` says why); once it closes, the whole photo is filed."""
@@ -84,22 +86,19 @@ def test_an_open_stalled_writer_without_lease_is_waited_for(shared_dir: Path) ->
     data = jpeg_bytes(BASE, 9, size=96)
     d = NoLeaseDaemon(shared_dir, cfg_path)
     try:
-        wait_for(lambda: "daemon.ready" in d.text(), 30, "the daemon to start")
+        d.ready()
         path = cfg.inbox / "open.jpg"
-        w = writer(path, data, 2, "stall")
-        assert w.stdout is not None and int(w.stdout.readline()) == 0  # half written, open
-        stalled = time.monotonic()
+        w, stalled = half_written(path, data)
         wait_for(lambda: any(ln.startswith("oldest") and "open.jpg" in ln and "not closed since"
                              in ln for ln in cli(cfg_path, "status").stdout.splitlines()), 30,
                  lambda: cli(cfg_path, "status").stdout + d.text()[-2000:])
-        while time.monotonic() < stalled + 3 * settle:  # the stall: nothing taken
+
+        def nothing_taken() -> bool:
             assert path.exists() and not list(cfg.library.glob("20*/*")), "filed mid-write"
             assert not user_jobs(cfg), "taken mid-write"
-            time.sleep(0.05)
-        assert w.stdin is not None
-        w.stdin.write(b"\n")
-        w.stdin.flush()
-        assert finish(w) == 0
+            return True
+        holds(nothing_taken, stalled + 3 * settle - time.monotonic(), "the stall")
+        assert release(w) == 0
         wait_for(lambda: not path.exists() and idle(cfg), 30,
                  lambda: f"the photo to be filed: {user_jobs(cfg)}\n{d.text()[-3000:]}")
         assert [p.read_bytes() for p in cfg.library.glob("20*/*")] == [data]
@@ -118,7 +117,7 @@ def _cut_and_resumed(base: Path, name: str, data: bytes, cut: int) -> None:
     cfg, cfg_path = user_setup(base, inbox_tmpfs=False, settle_seconds=settle)
     d = UserDaemon(base, cfg_path)  # with CAP_LEASE, as under the unit
     try:
-        wait_for(lambda: "daemon.ready" in d.text(), 30, "the daemon to start")
+        d.ready()
         path = cfg.inbox / name
         w = subprocess.Popen(as_user(WRITER_UID, [sys.executable, "-c", CUT_WRITER, str(path),
                                                   str(cut)]),
@@ -131,9 +130,8 @@ def _cut_and_resumed(base: Path, name: str, data: bytes, cut: int) -> None:
         wait_for(lambda: any(ln.startswith("oldest") and name in ln and "looks cut short" in ln
                              for ln in cli(cfg_path, "status").stdout.splitlines()), 30,
                  lambda: cli(cfg_path, "status").stdout + d.text()[-2000:])
-        while time.monotonic() < paused + 3 * settle:  # the pause: nothing taken
-            assert path.exists() and not user_jobs(cfg), "taken while cut short"
-            time.sleep(0.05)
+        holds(lambda: path.exists() and not user_jobs(cfg),  # the pause: nothing taken
+              paused + 3 * settle - time.monotonic(), "taken while cut short")
         (base / "go").touch()
         assert w.wait(30) == 0
         w.stdout.close()
@@ -160,12 +158,12 @@ with open(path, "ab") as f:
 """
 
 
-def test_a_jpeg_written_in_two_sittings_is_filed_whole(shared_dir: Path) -> None:  # noqa: F811
+def test_a_jpeg_written_in_two_sittings_is_filed_whole(shared_dir: Path) -> None:
     data = jpeg_bytes(BASE, 11, size=96)
     _cut_and_resumed(shared_dir, "two.jpg", data, len(data) // 2)
 
 
-def test_a_mov_written_in_two_sittings_is_filed_whole(shared_dir: Path) -> None:  # noqa: F811
+def test_a_mov_written_in_two_sittings_is_filed_whole(shared_dir: Path) -> None:
     mov = shared_dir / "made.mov"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     "testsrc=duration=1:size=160x120:rate=10", "-c:v", "mpeg4",
@@ -175,7 +173,7 @@ def test_a_mov_written_in_two_sittings_is_filed_whole(shared_dir: Path) -> None:
     _cut_and_resumed(shared_dir, "two.mov", data, len(data) // 2)
 
 
-def test_a_file_left_cut_short_is_filed_after_the_grace(shared_dir: Path) -> None:  # noqa: F811
+def test_a_file_left_cut_short_is_filed_after_the_grace(shared_dir: Path) -> None:
     """A truncated JPEG that never gets its end: it waits (`status` says so), then once
     unchanged for incomplete_grace_seconds it is filed as it is, with a warning: never
     lost, never stuck."""
@@ -185,7 +183,7 @@ def test_a_file_left_cut_short_is_filed_after_the_grace(shared_dir: Path) -> Non
     data = data[: len(data) * 2 // 3]
     d = UserDaemon(shared_dir, cfg_path)
     try:
-        wait_for(lambda: "daemon.ready" in d.text(), 30, "the daemon to start")
+        d.ready()
         path = cfg.inbox / "cut.jpg"
         w = writer(path, data, 1, "stall")
         assert finish(w) == 0
