@@ -1,11 +1,11 @@
 """`adopt`, and cataloguing one library file where it stands (adopt's files, and the
-strays and changed album copies `verify --repair` finds).
+strays and changed album copies `verify --repair` finds). Crash invariant: each file is
+one committed row, or one move without overwriting; a second run finishes the rest.
 
 `adopt` never moves or deletes anything (unless asked to quarantine album copies):
 photos and videos become catalog rows where they stand, sidecars are recorded as their
 photo's companions, and what cannot be a row of its own (a second copy of catalogued
 bytes, a file that is not a photo or video) is recorded in `kept_files` and listed.
-Crash invariant: each file is one committed row, or one move without overwriting.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`verify --repair`: bring catalog and library back into agreement (`adopt`, its sibling,
-catalogues files in place the same way: app/adopt.py).
+catalogues files in place the same way: app/adopt.py). Crash invariant: every change is
+one move without overwriting or one committed row, so a crash in the middle leaves
+nothing that a second run would not finish.
 
 It takes the state lock and first finishes unfinished jobs (the same replay as `import`).
-Every change is one move without overwriting (renameat2 NOREPLACE, or copy + fsync +
-link + unlink to another filesystem) or one committed row, so a crash in the middle
-leaves nothing that a second run would not finish.
+A move is renameat2 NOREPLACE, or copy + fsync + link + unlink to another filesystem.
 
 `verify --repair` tells a user's edit from bit rot: rot is content that changed while
 size and mtime stayed what they were when the file was catalogued. An edit updates the

@@ -1,9 +1,9 @@
 """Metrics for monitoring: counters the daemon keeps, rendered in Prometheus' text format
-and written to a textfile that the node exporter's textfile collector reads.
+and written to a textfile that the node exporter's textfile collector reads. Crash
+invariant: the file is replaced whole (a temporary fsynced and renamed over it, its
+folder fsynced), so a reader sees the old file or the new one, never half of one.
 
-No listener: the unit keeps PrivateNetwork=. The file is replaced atomically (a
-temporary in the same folder, fsynced, renamed over it, folder fsynced), so a reader sees
-the old file or the new one, never half of one. Counters by outcome start from the
+No listener: the unit keeps PrivateNetwork=. Counters by outcome start from the
 journal's all-time totals; the others count since the daemon started.
 """
 

@@ -1,8 +1,7 @@
-"""The one-shot commands that write: `import` and `undo` (the dry runs read only).
-
-Each takes the state lock and lets `runtime.prepare` finish what an earlier run left
-(an interrupted undo, unfinished jobs) before it takes new work, through the same Pool
-and Ingestor as the daemon.
+"""The one-shot commands that write: `import` and `undo` (the dry runs read only), through
+the same Pool and Ingestor as the daemon. Crash invariant: each takes the state lock and
+lets `runtime.prepare` finish what an earlier run left (an interrupted undo, unfinished
+jobs) before it takes new work.
 """
 
 from __future__ import annotations
