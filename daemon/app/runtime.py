@@ -31,6 +31,13 @@ def batch_id(kind: str) -> str:
     return f"{kind}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
 
 
+def next_batch(kind: str, previous: str) -> str:
+    """A new batch id after `previous`, made unique within the second (`.2`, `.3`, ...)."""
+    new = batch_id(kind)
+    base, _, seq = previous.partition(".")
+    return new if base != new else f"{new}.{int(seq or 1) + 1}"
+
+
 PROBE = ".mediasortd-probe"
 
 

@@ -26,7 +26,7 @@ from .feed import InboxFeed
 from .lock import CatalogGuard, StateLock
 from .metrics import Gauges, Metrics, write_textfile
 from .pool import Pool
-from .runtime import batch_id, check_writable, prepare
+from .runtime import check_writable, next_batch, prepare
 from .testhooks import hooks_from_env
 
 STALL_SECONDS = 600.0  # one file in hand longer than this: the worker counts as wedged
@@ -54,7 +54,6 @@ class Daemon:
         self.pool: Pool | None = None
         self.last_busy = clock()  # the last moment a file was queued or in hand
         self.batch = ""
-        self.batch_seq = 1
         self.readers: list[Reader] = []  # every worker's, for their ExifTool restarts
         self.metrics: Metrics | None = None
         self.metrics_conn: Any = None
@@ -197,15 +196,8 @@ class Daemon:
             self.feed.finished(result.job.source)
 
     def _new_batch(self) -> str:
-        """`run-<UTC time>-<pid>`, made unique within the second (`.2`, `.3`, ...)."""
-        new = batch_id("run")
-        if self.batch.split(".")[0] == new:  # a second burst within the same second
-            self.batch_seq += 1
-            new = f"{new}.{self.batch_seq}"
-        else:
-            self.batch_seq = 1
-        self.batch = new
-        return new
+        self.batch = next_batch("run", self.batch)  # a burst of its own, also in one second
+        return self.batch
 
     def _make_reader(self) -> Reader:
         reader = Reader(timezone=self.cfg.timezone)
