@@ -1,5 +1,5 @@
-"""The only systemd import: sd_notify messages (READY, STATUS, WATCHDOG, STOPPING).
-
+"""The only systemd import: sd_notify messages (READY, RELOADING, STATUS, WATCHDOG,
+STOPPING).
 Without $NOTIFY_SOCKET (not under systemd) every call is a no-op, so the daemon runs the
 same in the foreground. `Listener` is systemd's end of the socket, for running the daemon
 under a harness (the tests, the benchmark): the daemon itself never uses it."""

@@ -1,7 +1,7 @@
-"""The one-shot commands that write: `import` and `undo` (the dry runs read only), through
-the same Pool and Ingestor as the daemon. Crash invariant: each takes the state lock and
-lets `runtime.prepare` finish what an earlier run left (an interrupted undo, unfinished
-jobs) before it takes new work.
+"""The one-shot commands that write: `import` and `undo` (the dry runs read only).
+Each takes the state lock and first finishes what an earlier run left: `import` through
+`runtime.prepare` (an interrupted undo, unfinished jobs), then the same Pool and Ingestor
+as the daemon; `undo` an interrupted undo (its `undos` rows) before it plans a new one.
 """
 
 from __future__ import annotations

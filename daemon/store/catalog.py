@@ -1,6 +1,6 @@
 """The catalog's SQL: `files` (one row per library file, unique by sha256 and by path), the
-name counters that hand out free names and `.N` numbers, adopt's `kept_files` and
-`file_history`. Crash invariant: a row is committed before its file is placed (until its
+name counters that hand out free names and `.N` numbers, and `file_history` (edits).
+Crash invariant: a row is committed before its file is placed (until its
 job is done the file may still be in staging); a name is reserved in the caller's BEGIN
 IMMEDIATE transaction, so two workers never get one name or file one content twice.
 """

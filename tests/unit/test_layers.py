@@ -161,8 +161,6 @@ def test_only_the_watchdog_adapter_imports_watchdog() -> None:
     assert users == {"inbox.watcher"}, users
 
 
-# parts whose docstrings are still to be brought to the rule below (to be emptied: issue 14)
-DOCSTRINGS_PENDING: set[str] = set()
 MAX_OPENING_LINES = 5
 
 
@@ -171,8 +169,6 @@ def test_docstrings_open_short_and_without_levels() -> None:
     invariant), and none speaks of the old chain's levels."""
     long, levelled = [], []
     for name, path in modules().items():
-        if part(name) in DOCSTRINGS_PENDING:
-            continue
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
         opening = doc.strip().split("\n\n", maxsplit=1)[0]
         if len(opening.splitlines()) > MAX_OPENING_LINES:
