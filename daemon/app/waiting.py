@@ -79,7 +79,7 @@ def _why_waiting(cfg: Config, st: os.stat_result, job: dict[str, Any] | None,
     if quiet < cfg.settle_seconds:
         return (f"still changing: modified {quiet:.1f} s ago; taken once unchanged for "
                 f"{cfg.settle_seconds:g} s")
-    if (st.st_dev, st.st_ino) in open_for_writing():
+    if open_for_writing({(st.st_dev, st.st_ino)}):
         return "a process has it open for writing; taken once it is closed"
     if job and job["outcome"] == "failed":
         return (f"failed at {query.local_time(job['when'])}: {job['reason']}; tried again "

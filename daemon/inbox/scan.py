@@ -18,7 +18,7 @@ import heapq
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 from ..files.paths import (
@@ -155,8 +155,9 @@ class Candidates:
                 else:
                     ready.append(path)
         if ready:
-            writing = open_for_writing()
-            busy = {p for p in ready if _devino(self.root_of(p), p) in writing}
+            ids = {p: _devino(self.root_of(p), p) for p in ready}
+            writing = open_for_writing({i for i in ids.values() if i is not None})
+            busy = {p for p in ready if ids[p] in writing}
             for p in busy:  # still open: look again after another settle period
                 self._recheck(p, now, now + max(self.settle, 0.1))
             ready = [p for p in ready if p not in busy]
@@ -229,11 +230,16 @@ def _devino(root: bytes | None, path: bytes) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def open_for_writing() -> set[tuple[int, int]]:
-    """(dev, ino) of every file some visible process has open for writing (/proc).
-    Under ProtectProc=invisible only our own user's processes are visible; the settle
-    time covers the rest."""
+def open_for_writing(wanted: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Which of the `wanted` files (dev, ino) some visible process has open for writing
+    (/proc). Under ProtectProc=invisible only our own user's processes are visible; the
+    settle time covers the rest. Only a descriptor whose inode number (fdinfo `ino:`) is
+    one of ours is stat'ed: a stat reaches the file's filesystem, and a hung NFS or FUSE
+    server elsewhere on the machine must not freeze the daemon in uninterruptible sleep."""
     out: set[tuple[int, int]] = set()
+    inos = {ino for _, ino in wanted}
+    if not inos:
+        return out
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
@@ -250,11 +256,15 @@ def open_for_writing() -> set[tuple[int, int]]:
         for fd in fds:
             try:
                 with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
-                    flags = int(f.read(64).split(b"flags:", 1)[1].split()[0], 8)
-                if flags & (os.O_WRONLY | os.O_RDWR):
-                    st = os.stat(f"{fddir}/{fd}")
-                    if stat.S_ISREG(st.st_mode):
-                        out.add((st.st_dev, st.st_ino))
+                    info = f.read(256)
+                flags = int(info.split(b"flags:", 1)[1].split()[0], 8)
+                if not flags & (os.O_WRONLY | os.O_RDWR):
+                    continue
+                if b"\nino:" in info and int(info.split(b"\nino:", 1)[1].split()[0]) not in inos:
+                    continue  # not one of ours: its filesystem is never asked
+                st = os.stat(f"{fddir}/{fd}")
+                if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) in wanted:
+                    out.add((st.st_dev, st.st_ino))
             except (OSError, IndexError, ValueError):
                 continue
     return out

@@ -58,6 +58,7 @@ class PowerFS:
         self.cuts = 0
         self.devs: list[int] = []  # st_dev of each mount
         self.devices: list[str] = []  # loop devices attached (the last one is used)
+        self.frozen = False  # frozen by freeze(): no request is answered any more
 
     # -- mounting -----------------------------------------------------------------------
 
@@ -131,6 +132,11 @@ class PowerFS:
         durable state with probability `leak` (seeded) meanwhile."""
         return self.command(f"arm {n} {leak} {seed}")
 
+    def freeze(self) -> None:
+        """Stop answering now: every request from here on sleeps until the cut."""
+        self.command("freeze")
+        self.frozen = True
+
     def stats(self) -> dict[str, Any]:
         return self.command("stats")
 
@@ -148,7 +154,7 @@ class PowerFS:
         groups: start them with start_new_session=True), then the server (and its
         memory) does; the mount is gone. `mount()` brings up what was durable."""
         assert self.proc is not None, "not mounted"
-        if not self.fired():
+        if not self.frozen and not self.fired():
             self.command("freeze")
         for p in procs:
             if p.poll() is None:
