@@ -27,6 +27,13 @@ st = os.stat(sys.argv[1])
 print(sorted(open_for_writing({(st.st_dev, st.st_ino)})), flush=True)
 """
 
+HOLD = """
+import sys, time
+a, b = open(sys.argv[1], "ab"), open(sys.argv[2], "ab")
+print("open", flush=True)
+time.sleep(600)
+"""
+
 
 @pytest.fixture
 def fs(tmp_path: Path) -> Iterator[PowerFS]:
@@ -43,9 +50,7 @@ def test_a_frozen_mount_elsewhere_does_not_freeze_the_writer_check(
     ours.write_bytes(b"x")
     # one writer on the frozen mount, one on our inbox file
     writer = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; a = open(sys.argv[1], 'ab');"
-         " b = open(sys.argv[2], 'ab'); print('open', flush=True); time.sleep(600)",
-         str(fs.mnt / "elsewhere.bin"), str(ours)],
+        [sys.executable, "-c", HOLD, str(fs.mnt / "elsewhere.bin"), str(ours)],
         stdout=subprocess.PIPE, start_new_session=True)
     asker: subprocess.Popen[bytes] | None = None
     try:
