@@ -10,7 +10,7 @@ import textwrap
 from typing import Any
 
 from .. import __version__, config
-from ..store import query
+from ..store import timeline
 
 DESCRIPTION = """\
 mediasortd files photos and videos into a date-sorted library
@@ -166,7 +166,7 @@ def _answer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     his.add_argument("--since", metavar="WHEN", help="only what happened since WHEN")
     his.add_argument("--outcome", action="append", metavar="OUTCOME",
                      help="only these outcomes (repeat, or comma-separated): "
-                          + ", ".join(query.HISTORY_OUTCOMES))
+                          + ", ".join(timeline.HISTORY_OUTCOMES))
     his.add_argument("--batch", action="append", metavar="BATCH", help="only this batch")
     his.add_argument("--limit", type=int, default=100, metavar="N",
                      help="at most N rows (default 100; 0: all)")

@@ -15,7 +15,7 @@ from .. import config
 from ..errors import EX_FAILED, EX_OK, ConfigError, MediasortError, UsageError
 from ..model import Outcome
 from ..rules.retry import ONESHOT, Policy
-from ..store import db, query
+from ..store import db, times
 from . import lookup, report, show
 from .args import build_parser
 
@@ -217,7 +217,7 @@ def cmd_find(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
 
 def _when(text: str | None) -> str | None:
     try:
-        return query.parse_when(text) if text is not None else None
+        return times.parse_when(text) if text is not None else None
     except ValueError as e:
         raise UsageError(str(e)) from None
 

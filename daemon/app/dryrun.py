@@ -16,7 +16,7 @@ from ..media.metadata import Reader
 from ..model import MediaInfo, NotMedia, Outcome
 from ..rules.companions import Companion, companion_of, library_name, matches_stem
 from ..rules.layout import numbered
-from ..store import catalog, db, journal
+from ..store import catalog, db, journal, names
 from .oneshot import walk
 
 
@@ -98,8 +98,8 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
                 yield Plan(path, "rejected", "", info.reason)
                 continue
             preferred = preferred_path(cfg, roots, path, info)
-            n = nexts.get(preferred) or (min(catalog.first_number(conn, preferred),
-                                             catalog.first_number(conn, catalog.stem_key(
+            n = nexts.get(preferred) or (min(names.first_number(conn, preferred),
+                                             names.first_number(conn, catalog.stem_key(
                                                  preferred))) if conn is not None else 0)
             while True:
                 rel = numbered(preferred, n)

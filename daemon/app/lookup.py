@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import Config
 from ..files.copy import hash_file
-from ..store import query
+from ..store import query, timeline
 from ..store.db import Connection
 
 
@@ -120,6 +120,6 @@ def history(conn: Connection, *, since: str | None = None,
             outcomes: list[str] | None = None, batches: list[str] | None = None,
             limit: int | None = 100) -> list[dict[str, Any]]:
     for o in outcomes or ():
-        if o not in query.HISTORY_OUTCOMES:
-            raise ValueError(f"{o!r}: not an outcome; use {', '.join(query.HISTORY_OUTCOMES)}")
-    return query.history(conn, since=since, outcomes=outcomes, batches=batches, limit=limit)
+        if o not in timeline.HISTORY_OUTCOMES:
+            raise ValueError(f"{o!r}: not an outcome; use {', '.join(timeline.HISTORY_OUTCOMES)}")
+    return timeline.history(conn, since=since, outcomes=outcomes, batches=batches, limit=limit)

@@ -17,7 +17,7 @@ from typing import Any
 from ..config import Config
 from ..files.copy import hash_file
 from ..rules.layout import UNDATED_LAYOUT
-from ..store import catalog, db, journal, kept, query, undolog
+from ..store import catalog, db, journal, kept, query, times, undolog
 from . import lock, waiting
 
 UNDATED_FOLDER = UNDATED_LAYOUT.partition("/")[0]
@@ -64,7 +64,7 @@ def status(cfg: Config, conn: db.Connection) -> dict[str, Any]:
         state_ro = bool(svfs.f_flag & os.ST_RDONLY)
     except OSError:
         state_free, state_ro = None, False
-    today = query.parse_when("today")  # local midnight
+    today = times.parse_when("today")  # local midnight
     holder = writer(cfg)
     daemon = daemon_state(cfg, holder)
     return {

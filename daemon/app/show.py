@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ..model import Job, UndoItem, UndoOutcome
-from ..store.query import local_time
+from ..store.times import local_time
 from .lookup import Found
 
 _FIND_KINDS = {"file": "this file's content", "date": "captured on", "sha256": "sha256 prefix",

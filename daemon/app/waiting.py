@@ -14,7 +14,7 @@ from typing import Any
 from ..config import Config
 from ..files.paths import identity, stat_beneath
 from ..inbox.scan import open_for_writing, scan
-from ..store import db, query
+from ..store import db, query, times
 
 INBOX_SCAN_LIMIT = 5000  # status looks at this many inbox files at most
 
@@ -58,7 +58,7 @@ def inbox_waiting(cfg: Config, conn: db.Connection, holder: dict[str, Any] | Non
     if waiting:
         ctime, path, st, job = min(waiting, key=lambda w: w[0])
         out["oldest"] = {"path": path.decode("utf-8", "backslashreplace"),
-                         "since": query.utc_iso(datetime.fromtimestamp(ctime, UTC)),
+                         "since": times.utc_iso(datetime.fromtimestamp(ctime, UTC)),
                          "waiting_seconds": max(0.0, time.time() - ctime),
                          "why": (held or {}).get(os.fsdecode(path))
                          or _why_waiting(cfg, st, job, holder)}
@@ -82,6 +82,6 @@ def _why_waiting(cfg: Config, st: os.stat_result, job: dict[str, Any] | None,
     if open_for_writing({(st.st_dev, st.st_ino)}):
         return "a process has it open for writing; taken once it is closed"
     if job and job["outcome"] == "failed":
-        return (f"failed at {query.local_time(job['when'])}: {job['reason']}; tried again "
+        return (f"failed at {times.local_time(job['when'])}: {job['reason']}; tried again "
                 f"at the next rescan (every {cfg.rescan_seconds:g} s) or restart")
     return "queued: the daemon has not reached it yet"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..model import Job, MediaInfo, NotMedia, Outcome, Step, display
 from ..rules.companions import companion_of, library_name
-from ..store import catalog, journal
+from ..store import catalog, journal, names
 from . import pairing
 from .naming import reserve_name
 from .worker import Retry, Worker, filled
@@ -142,7 +142,7 @@ class Deciding(Worker):
                     conn, job.id, Step.DECIDED, **{**copied, "error": reason},
                     outcome=Outcome.REJECTED,
                     dest=self._side_path(self.cfg.rejected, job) if job.move else None)
-            rel = (catalog.free_name(conn, self.library, library_name(partner.path, companion))
+            rel = (names.free_name(conn, self.library, library_name(partner.path, companion))
                    if partner is not None and companion is not None
                    else reserve_name(conn, self.cfg, self.roots, job, info))
             catalog.insert(conn, sha256=key, size=size, path=rel, info=info,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..config import Config
 from ..model import Job, MediaInfo
 from ..rules.layout import UNDATED_LAYOUT, Naming, number_of, numbered, pairs_with, render
-from ..store import catalog
+from ..store import catalog, names
 
 if TYPE_CHECKING:
     import apsw
@@ -68,7 +68,7 @@ def reserve_name(conn: apsw.Connection, cfg: Config, roots: Sequence[bytes], job
     library = os.fsencode(cfg.library)
     preferred = preferred_path(cfg, roots, job.source, info)
     if is_undated(cfg, info) or not pairs_with(info.ext):
-        return catalog.free_name(conn, library, preferred)
+        return names.free_name(conn, library, preferred)
     return _pair_name(conn, library, job, info, preferred)
 
 
@@ -91,6 +91,6 @@ def _pair_name(conn: apsw.Connection, library: bytes, job: Job, info: MediaInfo,
                 entry.captured).replace(microsecond=0) != second:
             continue
         n = number_of(entry.path, preferred)
-        if n is not None and catalog.is_free(conn, library, candidate := numbered(preferred, n)):
+        if n is not None and names.is_free(conn, library, candidate := numbered(preferred, n)):
             return candidate
-    return catalog.free_stem(conn, library, preferred)
+    return names.free_stem(conn, library, preferred)

@@ -20,7 +20,7 @@ from ..media.metadata import resolve_timezone
 from ..model import Identity, Job, MediaInfo, NotMedia, Outcome, Step, display
 from ..rules.layout import numbered_name
 from ..rules.retry import ONESHOT, Again, GiveUp, Policy, Trouble, classify
-from ..store import catalog, journal
+from ..store import catalog, journal, names
 from ..store.db import Committer, catalog_trouble, state_blocked
 from .hooks import NO_HOOKS, Hooks
 from .naming import inbox_roots
@@ -167,7 +167,7 @@ class Worker:
             if job.outcome is Outcome.FILED:
                 entry = catalog.by_job(conn, job.id)
                 assert entry is not None
-                rel = catalog.free_name(conn, self.library, entry.path)
+                rel = names.free_name(conn, self.library, entry.path)
                 catalog.rename(conn, entry.id, rel)
                 name = os.path.join(self.library, os.fsencode(rel))
             journal.advance(conn, job.id, job.step, dest=name)

@@ -1,6 +1,6 @@
 """Read-only SQL for people's questions: find, history, the status dashboard, metrics. It
 never writes, so it has no crash invariant. Times in the catalog are UTC ISO 8601 strings
-(journal.now()), so a time filter is a string comparison; `parse_when` turns what a
+(journal.now()), so a time filter is a string comparison; store.times turns what a
 person types into one.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import apsw
@@ -39,7 +38,8 @@ JOB_LOWER_BASE = (f"CASE WHEN {_SRC} NOT GLOB '*[^ -~]*' THEN lower(substr({_SRC
                   f"length(rtrim({_SRC}, replace({_SRC}, '/', ''))) + 1)) END")
 
 
-def _text(v: Any) -> Any:
+def as_text(v: Any) -> Any:
+    """A catalog value for people: a name kept as bytes (not UTF-8) shown with escapes."""
     if isinstance(v, bytes | memoryview):
         return bytes(v).decode("utf-8", "backslashreplace")
     return v
@@ -53,7 +53,7 @@ def _scalar(conn: apsw.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:
 
 def _rows(conn: apsw.Connection, sql: str, args: tuple[Any, ...],
           keys: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [dict(zip(keys, map(_text, row), strict=True)) for row in conn.execute(sql, args)]
+    return [dict(zip(keys, map(as_text, row), strict=True)) for row in conn.execute(sql, args)]
 
 
 # -- find -------------------------------------------------------------------------------
@@ -168,79 +168,6 @@ def file_by_id(conn: apsw.Connection, file_id: int) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-# -- history ----------------------------------------------------------------------------
-
-HISTORY_OUTCOMES = ("filed", "duplicate", "rejected", "failed", "vanished", "pending",
-                    "undone", "not-undone")
-
-
-def history(conn: apsw.Connection, *, since: str | None = None, outcomes: list[str] | None = None,
-            batches: list[str] | None = None, limit: int | None = 100) -> list[dict[str, Any]]:
-    """The journal, newest first: one row per job (what happened to a file) and one per
-    undone file. `outcome` is one of HISTORY_OUTCOMES.
-
-    Finished jobs, unfinished ones and undos are read apart, each newest first through
-    an index and cut at `limit`, then merged: a million-job journal answers in
-    milliseconds (one query over their union could use no index)."""
-    rows: list[tuple[Any, ...]] = []
-    cap = f" LIMIT {int(limit)}" if limit else ""
-    job_outcomes = [o for o in (outcomes or []) if o not in ("pending", "undone", "not-undone")]
-
-    def jobs(where: str, args: tuple[Any, ...], order: str) -> None:
-        more, more_args = _and_filters(("coalesce(j.finished_at, j.updated_at)", since),
-                                       ("j.batch", batches))
-        rows.extend(conn.execute(f"{_HISTORY_JOBS} WHERE {where}{more} ORDER BY {order}{cap}",
-                                 (*args, *more_args)))
-
-    # a done job always has finished_at (the tallies' triggers need it)
-    newest = "j.finished_at DESC, j.id DESC"
-    if not outcomes:
-        jobs("j.step = 'done'", (), newest)
-    for outcome in job_outcomes:  # one ordered range of (outcome, finished_at) each
-        jobs("j.outcome = ? AND j.step = 'done'", (outcome,), newest)
-    if not outcomes or "pending" in outcomes:
-        jobs("j.step != 'done'", (), "j.updated_at DESC, j.id DESC")
-    if not outcomes or len(job_outcomes) < len(outcomes):
-        more, args = _and_filters(("at", since), ("outcome", outcomes), ("batch", batches))
-        rows.extend(conn.execute(f"SELECT * FROM ({_HISTORY_UNDOS}) WHERE 1{more}"
-                                 f" ORDER BY at DESC, job DESC{cap}", tuple(args)))
-    rows.sort(key=lambda r: (r[11], r[0], r[1]), reverse=True)  # at, kind, job: newest first
-    if limit:
-        rows = rows[:int(limit)]
-    keys = ("kind", "job", "undo", "batch", "outcome", "step", "source", "dest", "reason",
-            "sha256", "size", "when", "action")
-    return [dict(zip(keys, map(_text, row), strict=True)) for row in rows]
-
-
-def _and_filters(*filters: tuple[str, str | list[str] | None]) -> tuple[str, list[Any]]:
-    """' AND column >= ?' for a value, ' AND column IN (?, ...)' for a list; None and
-    empty lists add nothing. Returns the SQL and its arguments."""
-    sql, args = "", []
-    for column, value in filters:
-        if isinstance(value, str):
-            sql += f" AND {column} >= ?"
-            args.append(value)
-        elif value:
-            sql += f" AND {column} IN ({', '.join('?' * len(value))})"
-            args += value
-    return sql, args
-
-
-_HISTORY_JOBS = """
-    SELECT 'ingest', j.id, NULL, j.batch,
-           CASE WHEN j.step != 'done' THEN 'pending' ELSE j.outcome END,
-           j.step, j.source, j.dest, j.error, j.sha256, j.bytes,
-           coalesce(j.finished_at, j.updated_at), NULL
-      FROM jobs j"""
-_HISTORY_UNDOS = """
-    SELECT 'undo' AS kind, u.job_id AS job, u.id AS undo, u.batch AS batch,
-           CASE WHEN u.step != 'done' THEN 'pending' WHEN u.outcome = 'kept' THEN 'not-undone'
-                ELSE 'undone' END AS outcome,
-           u.step, j.source, u.dest, u.error, u.sha256, u.size,
-           coalesce(u.finished_at, u.updated_at) AS at, u.outcome
-      FROM undos u JOIN jobs j ON j.id = u.job_id"""
-
-
 # -- status and metrics -----------------------------------------------------------------
 
 def latest_batch(conn: apsw.Connection) -> dict[str, Any] | None:
@@ -290,44 +217,3 @@ def filed_bytes(conn: apsw.Connection) -> int:
 
 def pending_jobs(conn: apsw.Connection) -> int:
     return int(_scalar(conn, "SELECT count(*) FROM jobs WHERE step != 'done'"))
-
-
-# -- times ------------------------------------------------------------------------------
-
-_RELATIVE = re.compile(r"^(\d+)\s*(s|sec|m|min|h|d|w)$")
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def utc_iso(dt: datetime) -> str:
-    """The form journal.now() writes, so times compare as strings."""
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
-def parse_when(text: str, now: datetime | None = None) -> str:
-    """`2h`, `30m`, `7d`, `1w`, `today`, `yesterday`, `2024-06-03`, `2024-06-03 14:00`,
-    or any ISO 8601 time (local time unless it has a zone) -> a UTC ISO string.
-    Raises ValueError saying what is accepted."""
-    now = (now or datetime.now(UTC)).astimezone()
-    t = text.strip().lower()
-    if m := _RELATIVE.match(t):
-        return utc_iso(now - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)]))
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if t == "today":
-        return utc_iso(midnight)
-    if t == "yesterday":
-        return utc_iso(midnight - timedelta(days=1))
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r}: not a time; use e.g. 2h, 30m, 7d, today, yesterday, "
-                         "2024-06-03 or '2024-06-03 14:00'") from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()  # a naive time is local
-    return utc_iso(dt)
-
-
-def local_time(iso: str | None) -> str:
-    """A journal time as local wall time for people: `2024-06-04 11:12:01`."""
-    if not iso:
-        return "-"
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")

@@ -172,8 +172,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE files ADD COLUMN content_id TEXT;
     ALTER TABLE files ADD COLUMN date_skipped TEXT;
     """,
-    # the highest `.N` given for each preferred library path (catalog.free_name), and for
-    # each stem a RAW+JPEG/HEIC pair shares (catalog.free_stem, key `stem.*`), so a name
+    # the highest `.N` given for each preferred library path (names.free_name), and for
+    # each stem a RAW+JPEG/HEIC pair shares (names.free_stem, key `stem.*`), so a name
     # shared by many files costs one look-up instead of one per file already there.
     # Filled from the catalog: every path that reads as `numbered(P, N)`, that is
     # `X.N.ext` with P = `X.ext` itself in the catalog (ext: lower-case letters and

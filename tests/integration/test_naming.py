@@ -17,7 +17,7 @@ from daemon.config import Config
 from daemon.engine.ingest import Finished
 from daemon.model import MediaInfo
 from daemon.rules.layout import numbered
-from daemon.store import catalog, db, journal, schema
+from daemon.store import catalog, db, journal, names, schema
 from daemon.store.db import transaction
 from tests.helpers import check_consistent, ingestor, jpeg_bytes, make_config, write
 
@@ -30,11 +30,11 @@ INFO = MediaInfo(captured=WHEN, utc_offset=None, date_source="test", date_raw=""
                  ext=".jpg")
 
 
-Reserve = Callable[[apsw.Connection, bytes, str], str]  # catalog.free_name or free_stem
+Reserve = Callable[[apsw.Connection, bytes, str], str]  # names.free_name or free_stem
 
 
 def _reserve(conn: apsw.Connection, library: Path, preferred: str, i: int,
-             reserve: Reserve = catalog.free_name) -> str:
+             reserve: Reserve = names.free_name) -> str:
     """Reserve a name and insert its row in one transaction, as ingest's decision does
     (free_name; free_stem for a RAW, JPEG or HEIC)."""
     with transaction(conn):
@@ -59,7 +59,7 @@ def _statements(conn: apsw.Connection, fn: Callable[[], str]) -> tuple[str, int]
         conn.exec_trace = None
 
 
-@pytest.mark.parametrize("reserve", [catalog.free_name, catalog.free_stem])
+@pytest.mark.parametrize("reserve", [names.free_name, names.free_stem])
 def test_shared_name_costs_the_same_for_the_1000th_file(tmp_path: Path,
                                                          reserve: Reserve) -> None:
     """The `.N` of the n-th file sharing a name (or a JPEG stem) takes as many
@@ -125,7 +125,7 @@ def test_deleted_numbers_come_back_and_rows_put_there_are_skipped(tmp_path: Path
                        original_name="x", source=b"/x", imported_at=journal.now(), job_id=None)
     try:
         with transaction(conn):
-            catalog.free_name(conn, os.fsencode(library), P)  # would be P.2
+            names.free_name(conn, os.fsencode(library), P)  # would be P.2
             raise RuntimeError("the decision failed")
     except RuntimeError:
         pass
@@ -142,11 +142,11 @@ def test_one_number_for_a_set_of_extensions(tmp_path: Path) -> None:
     _reserve(conn, library, P, 0)  # P taken by a JPEG alone
     write(library / numbered(raw, 1), b"stray raw")  # and a stranger at raw.1
     with transaction(conn):
-        n = catalog.free_number(conn, os.fsencode(library), [raw, P])
+        n = names.free_number(conn, os.fsencode(library), [raw, P])
     assert n == 2
     with transaction(conn):  # both counters moved: each name alone goes on after 2
-        assert catalog.free_name(conn, os.fsencode(library), raw) == numbered(raw, 3)
-        assert catalog.free_name(conn, os.fsencode(library), P) == numbered(P, 3)
+        assert names.free_name(conn, os.fsencode(library), raw) == numbered(raw, 3)
+        assert names.free_name(conn, os.fsencode(library), P) == numbered(P, 3)
 
 
 def test_migration_counts_the_numbers_already_in_an_old_catalog(tmp_path: Path) -> None:

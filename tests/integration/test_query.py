@@ -15,7 +15,7 @@ import pytest
 
 from daemon import config
 from daemon.app import lookup
-from daemon.store import db, query
+from daemon.store import db, query, timeline, times
 from tests.helpers import cli, jpeg_bytes, make_config, sha, write
 
 JUNE = datetime(2024, 6, 3, 10, 11, 12)
@@ -191,8 +191,8 @@ def test_history_newest_first_with_filters(lib: Library) -> None:
         assert sorted(r["outcome"] for r in both) == ["duplicate", "duplicate", "rejected"]
         first = h(batches=[lib.batches[0]])
         assert len(first) == 5 and {r["batch"] for r in first} == {lib.batches[0]}
-        assert len(h(since=query.parse_when("1h"))) == 7
-        assert h(since=query.parse_when("2999-01-01")) == []
+        assert len(h(since=times.parse_when("1h"))) == 7
+        assert h(since=times.parse_when("2999-01-01")) == []
         assert len(h(limit=2)) == 2
     finally:
         conn.close()
@@ -220,14 +220,14 @@ def test_history_text_and_bad_arguments(lib: Library) -> None:
 
 def test_parse_when() -> None:
     now = datetime.fromisoformat("2024-06-04T12:00:00+00:00")
-    assert query.parse_when("2h", now) == "2024-06-04T10:00:00.000+00:00"
-    assert query.parse_when("30m", now) == "2024-06-04T11:30:00.000+00:00"
-    assert query.parse_when("7d", now) == "2024-05-28T12:00:00.000+00:00"
-    assert query.parse_when("2024-06-03T10:00:00+02:00") == "2024-06-03T08:00:00.000+00:00"
+    assert times.parse_when("2h", now) == "2024-06-04T10:00:00.000+00:00"
+    assert times.parse_when("30m", now) == "2024-06-04T11:30:00.000+00:00"
+    assert times.parse_when("7d", now) == "2024-05-28T12:00:00.000+00:00"
+    assert times.parse_when("2024-06-03T10:00:00+02:00") == "2024-06-03T08:00:00.000+00:00"
     local = datetime(2024, 6, 3).astimezone()
-    assert query.parse_when("2024-06-03") == query.utc_iso(local)
+    assert times.parse_when("2024-06-03") == times.utc_iso(local)
     with pytest.raises(ValueError, match="not a time"):
-        query.parse_when("soon")
+        times.parse_when("soon")
 
 
 def test_status_reads_like_a_dashboard(tmp_path: Path) -> None:
@@ -351,13 +351,13 @@ def test_history_through_indexes_equals_the_plain_union(tmp_path: Path) -> None:
                 for batches in (None, ["b1"], ["b2", "u1"]):
                     for limit in (None, 1, 7, 100):
                         want = oracle(since, outcomes, batches, limit)
-                        got = query.history(conn, since=since, outcomes=outcomes,
+                        got = timeline.history(conn, since=since, outcomes=outcomes,
                                             batches=batches, limit=limit)
                         # ties in (at, kind, job) may come in either order: compare sorted
                         # sets of whole rows, and the order of the sort key
                         assert [r["when"] for r in got] == [w[11] for w in want]
                         assert sorted(tuple(str(r[k]) for k in keys) for r in got) == \
-                            sorted(tuple(str(query._text(v)) for v in w) for w in want), \
+                            sorted(tuple(str(query.as_text(v)) for v in w) for w in want), \
                             (since, outcomes, batches, limit)
     finally:
         conn.close()
