@@ -24,6 +24,7 @@ from daemon import config
 from daemon.app import logs, report
 from daemon.engine.hooks import NO_HOOKS, Hooks
 from daemon.engine.ingest import Ingestor
+from daemon.files.dirs import make_dirs
 from daemon.media.metadata import Reader
 from daemon.model import Job, Outcome, Step
 from daemon.store import catalog, db, journal
@@ -284,8 +285,8 @@ def ingestor(cfg: config.Config, *, batch: str = "t", hooks: Hooks = NO_HOOKS,
     conn = db.connect(cfg.catalog)
     reader = Reader(timezone="UTC")
     try:
-        if not os.path.lexists(cfg.staging):
-            cfg.staging.mkdir(parents=True)
+        if not os.path.lexists(cfg.staging):  # workers start at once: the daemon's make_dirs
+            make_dirs(os.fsencode(cfg.staging), 0o700)
         yield Ingestor(cfg, conn, reader, batch=batch, log=log or logs.get(), hooks=hooks,
                        committer=committer)
     finally:
