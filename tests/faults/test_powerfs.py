@@ -227,6 +227,20 @@ def test_rename_noreplace_and_the_daemons_primitives(fs: PowerFS) -> None:
     assert sorted(os.listdir(d)) == ["a", "b"] and (e / "x" / "y").is_dir()
 
 
+def test_make_dirs_makes_a_folder_it_finds_durable_before_use(fs: PowerFS) -> None:
+    """A folder someone else made (another worker before its parent fsync, a process
+    killed there) is durable once make_dirs returns: a file linked into it and its
+    folder fsynced survive the cut (the old make_dirs returned at once: both lost)."""
+    d = durable_dir(fs)
+    a = durable_file(d, "a", b"photo")
+    (fs.mnt / "m").mkdir()  # its entry never fsynced
+    make_dirs(bytes(fs.mnt / "m"), 0o750)
+    os.link(a, fs.mnt / "m" / "a")
+    fsync(fs.mnt / "m")
+    cut(fs)
+    assert (fs.mnt / "m" / "a").read_bytes() == b"photo"
+
+
 def test_hard_links_share_an_inode_and_need_their_folder_synced(fs: PowerFS) -> None:
     d = durable_dir(fs)
     a = durable_file(d, "a", b"photo")
