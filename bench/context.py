@@ -32,8 +32,9 @@ def ext4_without_journal(path: Path) -> bool:
             if where.startswith(mount.rstrip("/") + "/") and len(mount) > len(best):
                 best, dev = mount, os.path.basename(source) if fstype == "ext4" else ""
     try:
-        return dev != "" and Path(f"/sys/fs/ext4/{dev}/journal_task").read_text().strip() \
-            == "<none>"
+        return (
+            dev != "" and Path(f"/sys/fs/ext4/{dev}/journal_task").read_text().strip() == "<none>"
+        )
     except OSError:
         return False
 
@@ -127,8 +128,10 @@ class Context:
         until what clean() removed no longer counts as recently deleted (when the timed
         command `creates` files: readers have nothing to wait for)."""
         if (wait := self.quiet_until - time.monotonic()) > 0 and creates and not self.smoke:
-            self.log(f"bench: waiting {wait:.0f} s: inodes freed by the last clean-up are "
-                     "skipped by ext4 (no journal) for 60 s when it allocates new ones")
+            self.log(
+                f"bench: waiting {wait:.0f} s: inodes freed by the last clean-up are "
+                "skipped by ext4 (no journal) for 60 s when it allocates new ones"
+            )
             time.sleep(wait)
             self.waited += wait
         self.load1_at_start = os.getloadavg()[0]
@@ -139,14 +142,19 @@ class Context:
         if source is not None and self.cache == "warm":
             measure.preread(source)
 
-    def config(self, rundir: Path, *, state_dir: Path | None = None,
-               inbox: Path | None = None) -> Path:
+    def config(
+        self, rundir: Path, *, state_dir: Path | None = None, inbox: Path | None = None
+    ) -> Path:
         """A mediasortd config under `rundir` (same TOML shape as tests/helpers.make_config),
         with the shipped defaults except what the benchmark flags set."""
-        lines = ["[paths]", f'inbox = "{inbox or rundir / "inbox"}"',
-                 f'library = "{rundir / "library"}"',
-                 f'state_dir = "{state_dir or rundir / "state"}"', "[ingest]",
-                 f"settle_seconds = {self.settle}"]
+        lines = [
+            "[paths]",
+            f'inbox = "{inbox or rundir / "inbox"}"',
+            f'library = "{rundir / "library"}"',
+            f'state_dir = "{state_dir or rundir / "state"}"',
+            "[ingest]",
+            f"settle_seconds = {self.settle}",
+        ]
         if self.workers is not None:
             lines.append(f"workers = {self.workers}")
         lines += ["[logging]", 'format = "json"', 'level = "info"']
@@ -163,13 +171,19 @@ class Context:
 def snapshot(rev: str, workdir: Path) -> tuple[Path, str]:
     """The project's files at git revision `rev`, exported under workdir (once per
     commit): benchmark a commit while others edit the work tree."""
-    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     dest = workdir / f"src-{sha[:12]}"
     if not (dest / "daemon" / "__main__.py").exists():
         dest.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.Popen(["git", "archive", "--format=tar", sha], cwd=ROOT,
-                                   stdout=subprocess.PIPE)
+        archive = subprocess.Popen(
+            ["git", "archive", "--format=tar", sha], cwd=ROOT, stdout=subprocess.PIPE
+        )
         subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True)
         if archive.wait() != 0:
             raise RuntimeError(f"git archive {sha} failed")
@@ -231,8 +245,7 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(files_per_s=self.files_per_s, mb_per_s=self.mb_per_s,
-                 cpu_s_per_gb=self.cpu_per_gb)
+        d.update(files_per_s=self.files_per_s, mb_per_s=self.mb_per_s, cpu_s_per_gb=self.cpu_per_gb)
         return d
 
 

@@ -36,9 +36,15 @@ class FileSpec:
     def library_rel(self, ext: str = ".jpg") -> str:
         """Where mediasortd files it (the default layout; JPEG dates have no zone)."""
         t = datetime.fromisoformat(self.captured)
-        return LAYOUT.format(year=f"{t.year:04d}", month=f"{t.month:02d}", day=f"{t.day:02d}",
-                             hour=f"{t.hour:02d}", minute=f"{t.minute:02d}",
-                             second=f"{t.second:02d}", ext=ext)
+        return LAYOUT.format(
+            year=f"{t.year:04d}",
+            month=f"{t.month:02d}",
+            day=f"{t.day:02d}",
+            hour=f"{t.hour:02d}",
+            minute=f"{t.minute:02d}",
+            second=f"{t.second:02d}",
+            ext=ext,
+        )
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class DataSet:
 
 # -- JPEGs ------------------------------------------------------------------------------
 
+
 def _noise_jpeg(width: int, height: int, seed: int) -> bytes:
     """A real baseline JPEG of noise (incompressible, so its size is its pixel count),
     without JFIF/EXIF segments: SOI followed directly by the tables and the scan."""
@@ -74,7 +81,7 @@ def _strip_app_segments(data: bytes) -> bytes:
     assert data[:2] == b"\xff\xd8"
     at = 2
     while data[at] == 0xFF and 0xE0 <= data[at + 1] <= 0xEF:
-        (length,) = struct.unpack(">H", data[at + 2:at + 4])
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
         at += 2 + length
     return b"\xff\xd8" + data[at:]
 
@@ -110,18 +117,35 @@ def jpeg_with_exif(base: bytes, captured: datetime, description: str) -> bytes:
 
 # -- videos -----------------------------------------------------------------------------
 
+
 def _tiny_mp4(path: Path, created: datetime) -> bytes:
     """A real 1 s MPEG-4 video with moov first and a QuickTime CreateDate (UTC)."""
     stamp = created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
-                    "-i", "testsrc=size=160x120:rate=10:duration=1", "-c:v", "mpeg4",
-                    "-metadata", f"creation_time={stamp}", "-movflags", "+faststart",
-                    str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10:duration=1",
+            "-c:v",
+            "mpeg4",
+            "-metadata",
+            f"creation_time={stamp}",
+            "-movflags",
+            "+faststart",
+            str(path),
+        ],
+        check=True,
+    )
     return path.read_bytes()
 
 
-def _write_padded_video(path: Path, head: bytes, size: int, unique: bytes,
-                        block: bytes) -> None:
+def _write_padded_video(path: Path, head: bytes, size: int, unique: bytes, block: bytes) -> None:
     """`head` (a complete MP4) followed by one 64-bit `free` atom filling the file up to
     `size`: ExifTool walks the top-level atoms and seeks over it."""
     pad = size - len(head)
@@ -156,8 +180,9 @@ def _manifest_ok(root: Path, params: dict[str, Any]) -> list[FileSpec] | None:
 
 
 def _save_manifest(root: Path, params: dict[str, Any], files: list[FileSpec]) -> None:
-    (root / "manifest.json").write_text(json.dumps(
-        {"params": params, "files": [vars(f) for f in files]}))
+    (root / "manifest.json").write_text(
+        json.dumps({"params": params, "files": [vars(f) for f in files]})
+    )
 
 
 def _fresh(root: Path) -> None:
@@ -166,13 +191,27 @@ def _fresh(root: Path) -> None:
     root.mkdir(parents=True)
 
 
-def make_jpegs(root: Path, name: str, count: int, size: int, epoch: datetime,
-               step_s: int, log: Any = print, per_folder: int = FILES_PER_FOLDER) -> DataSet:
+def make_jpegs(
+    root: Path,
+    name: str,
+    count: int,
+    size: int,
+    epoch: datetime,
+    step_s: int,
+    log: Any = print,
+    per_folder: int = FILES_PER_FOLDER,
+) -> DataSet:
     """`count` JPEGs of about `size` bytes under root/files, DCIM-like folders of
     `per_folder` files; captured `step_s` seconds apart (0: all in the same second)."""
-    params = {"kind": "jpeg", "count": count, "size": size, "epoch": epoch.isoformat(),
-              "step": step_s, "v": 2, **({"per_folder": per_folder}
-                                         if per_folder != FILES_PER_FOLDER else {})}
+    params = {
+        "kind": "jpeg",
+        "count": count,
+        "size": size,
+        "epoch": epoch.isoformat(),
+        "step": step_s,
+        "v": 2,
+        **({"per_folder": per_folder} if per_folder != FILES_PER_FOLDER else {}),
+    }
     files = _manifest_ok(root, params)
     if files is not None:
         return DataSet(name, root / "files", files)
@@ -225,14 +264,27 @@ def make_videos(root: Path, count: int, size: int, log: Any = print) -> DataSet:
 def check_exiftool_reads(ds: DataSet) -> str:
     """ExifTool's date for the first file of a set (a sanity check of the generator)."""
     path = ds.root / ds.files[0].rel
-    out = subprocess.run(["exiftool", "-j", "-api", "LargeFileSupport=1", "-DateTimeOriginal",
-                          "-QuickTime:CreateDate", "-FileType", str(path)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "exiftool",
+            "-j",
+            "-api",
+            "LargeFileSupport=1",
+            "-DateTimeOriginal",
+            "-QuickTime:CreateDate",
+            "-FileType",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     tags = json.loads(out)[0]
     return str(tags.get("DateTimeOriginal") or tags.get("CreateDate") or "")
 
 
 # -- the catalog ------------------------------------------------------------------------
+
 
 def make_catalog(state_dir: Path, rows: int, log: Any = print) -> Path:
     """A catalog of `rows` files (and as many finished jobs) in the project's own schema
@@ -261,29 +313,69 @@ def make_catalog(state_dir: Path, rows: int, log: Any = print) -> Path:
         for i in range(start, min(rows, start + chunk - 1) + 1):
             t = epoch + timedelta(seconds=i * 613)
             sha = hashlib.sha256(b"catalog-%d" % i).hexdigest()
-            rel = (f"{t:%Y-%m}/{t:%Y-%m-%d %H.%M.%S}.jpg")
+            rel = f"{t:%Y-%m}/{t:%Y-%m-%d %H.%M.%S}.jpg"
             name = f"IMG_{i:07d}.JPG"
             source = b"/srv/inbox/DCIM/%d/IMG_%07d.JPG" % (100 + i // 1000, i)
             done = (now - timedelta(seconds=(rows - i) * 90)).isoformat(timespec="milliseconds")
             size = 2_000_000 + i % 100_000
-            files.append((i, sha, size, rel, t.isoformat(sep=" "), None,
-                          "ExifIFD:DateTimeOriginal", t.strftime("%Y:%m:%d %H:%M:%S"), "high",
-                          name, source, done, "JPEG", "image/jpeg", "image", i))
-            jobs.append((i, "bench-import", source, 2049, 1_000_000 + i, size,
-                         int(t.timestamp()) * 10**9, 1, "done",
-                         b"/srv/library/.staging/job-%d" % i, sha, size,
-                         b"/srv/library/" + rel.encode(), "filed", None, 0, None, done, done,
-                         done))
+            files.append(
+                (
+                    i,
+                    sha,
+                    size,
+                    rel,
+                    t.isoformat(sep=" "),
+                    None,
+                    "ExifIFD:DateTimeOriginal",
+                    t.strftime("%Y:%m:%d %H:%M:%S"),
+                    "high",
+                    name,
+                    source,
+                    done,
+                    "JPEG",
+                    "image/jpeg",
+                    "image",
+                    i,
+                )
+            )
+            jobs.append(
+                (
+                    i,
+                    "bench-import",
+                    source,
+                    2049,
+                    1_000_000 + i,
+                    size,
+                    int(t.timestamp()) * 10**9,
+                    1,
+                    "done",
+                    b"/srv/library/.staging/job-%d" % i,
+                    sha,
+                    size,
+                    b"/srv/library/" + rel.encode(),
+                    "filed",
+                    None,
+                    0,
+                    None,
+                    done,
+                    done,
+                    done,
+                )
+            )
         with db.transaction(conn):
             conn.executemany(
                 "INSERT INTO files (id, sha256, size, path, captured, utc_offset, date_source,"
                 " date_raw, confidence, original_name, source_path, imported_at, file_type,"
-                " mime, kind, job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", files)
+                " mime, kind, job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                files,
+            )
             conn.executemany(
                 "INSERT INTO jobs (id, batch, source, dev, ino, size, mtime_ns, move, step,"
                 " staged, sha256, bytes, dest, outcome, error, attempts, duplicate_of,"
                 " created_at, updated_at, finished_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", jobs)
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                jobs,
+            )
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     stamp.write_text(json.dumps(params))

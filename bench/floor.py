@@ -36,8 +36,9 @@ def cp_sync(ctx: Context, ds: DataSet) -> Row:
 
 
 def sha256sum(ctx: Context, ds: DataSet) -> Row:
-    row = Row(ds.name, "sha256sum", "reference", ds.count, ds.bytes,
-              note="Debian coreutils, one process")
+    row = Row(
+        ds.name, "sha256sum", "reference", ds.count, ds.bytes, note="Debian coreutils, one process"
+    )
     ctx.fair_start(ds.root, creates=False)
     cpu = CpuWatch()
     cmd = f"find {shlex.quote(str(ds.root))} -type f -print0 | xargs -0 sha256sum >/dev/null"
@@ -47,8 +48,14 @@ def sha256sum(ctx: Context, ds: DataSet) -> Row:
 
 
 def hashlib_read(ctx: Context, ds: DataSet) -> Row:
-    row = Row(ds.name, "hashlib sha256", "reference", ds.count, ds.bytes,
-              note="Python hashlib, one thread, 1 MiB reads")
+    row = Row(
+        ds.name,
+        "hashlib sha256",
+        "reference",
+        ds.count,
+        ds.bytes,
+        note="Python hashlib, one thread, 1 MiB reads",
+    )
     ctx.fair_start(ds.root, creates=False)
     cpu = CpuWatch()
     row.take(measure.run([ctx.python, "-c", HASHLIB, str(ds.root)]))

@@ -75,7 +75,7 @@ def _stat(pid: int) -> tuple[int, float, int] | None:
             raw = f.read()
     except OSError:
         return None
-    fields = raw[raw.rfind(b")") + 2:].split()
+    fields = raw[raw.rfind(b")") + 2 :].split()
     # fields[0] is state; ppid=1, utime=11, stime=12, cutime=13, cstime=14, rss=21
     ppid = int(fields[1])
     cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
@@ -150,14 +150,22 @@ class TreeSampler:
         return self.hwm, max(self.hwm, self.peak_kb * 1024 / 1e6)
 
 
-def run(argv: Sequence[str] | str, *, cwd: Path | None = None, env: dict[str, str] | None = None,
-        log: Path | None = None, shell: bool = False, timeout: float = 3600) -> Usage:
+def run(
+    argv: Sequence[str] | str,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    shell: bool = False,
+    timeout: float = 3600,
+) -> Usage:
     """Run a command to completion and measure it (stdout and stderr go to `log`)."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     try:
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=out, shell=shell,
-                             stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=out, stderr=out, shell=shell, stdin=subprocess.DEVNULL
+        )
         sampler = TreeSampler(p.pid)
         deadline = t0 + timeout
         while True:
@@ -175,8 +183,13 @@ def run(argv: Sequence[str] | str, *, cwd: Path | None = None, env: dict[str, st
     finally:
         if log:
             out.close()  # type: ignore[union-attr]
-    return Usage(wall=wall, cpu=ru.ru_utime + ru.ru_stime, maxrss_mb=hwm, tree_rss_mb=tree_mb,
-                 rc=p.returncode)
+    return Usage(
+        wall=wall,
+        cpu=ru.ru_utime + ru.ru_stime,
+        maxrss_mb=hwm,
+        tree_rss_mb=tree_mb,
+        rc=p.returncode,
+    )
 
 
 def timed_sync() -> float:

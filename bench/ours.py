@@ -31,15 +31,23 @@ class Daemon:
         ctx.logs.mkdir(parents=True, exist_ok=True)
         self.log = open(ctx.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(ctx.mediasortd(cfg, "run"), cwd=ctx.src,
-                                     env={**os.environ, "NOTIFY_SOCKET": str(self.notify.path)},
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(
+            ctx.mediasortd(cfg, "run"),
+            cwd=ctx.src,
+            env={**os.environ, "NOTIFY_SOCKET": str(self.notify.path)},
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+        )
         self.sampler = measure.TreeSampler(self.proc.pid)
 
     def ready(self, timeout: float = 120) -> float:
         """Seconds from exec to READY=1."""
-        t = measure.wait_for(lambda: self.notify.first("READY=1") or self.proc.poll() is not None,
-                             timeout, every=0.002)
+        t = measure.wait_for(
+            lambda: self.notify.first("READY=1") or self.proc.poll() is not None,
+            timeout,
+            every=0.002,
+        )
         if self.proc.poll() is not None or not isinstance(t, float):
             raise RuntimeError(f"mediasortd run did not get ready (exit {self.proc.poll()})")
         return t - self.t0
@@ -52,8 +60,12 @@ class Daemon:
         hwm, tree = self.sampler.stop()
         self.notify.close()
         self.log.close()
-        return measure.Usage(cpu=ru.ru_utime + ru.ru_stime, maxrss_mb=max(hwm, last),
-                             tree_rss_mb=max(tree, last), rc=self.proc.returncode)
+        return measure.Usage(
+            cpu=ru.ru_utime + ru.ru_stime,
+            maxrss_mb=max(hwm, last),
+            tree_rss_mb=max(tree, last),
+            rc=self.proc.returncode,
+        )
 
 
 def _catalog_from(catalog: Path | None, rundir: Path) -> None:
@@ -64,16 +76,25 @@ def _catalog_from(catalog: Path | None, rundir: Path) -> None:
 
 
 def import_copy(ctx: Context, ds: DataSet, catalog: Path | None = None) -> Row:
-    row = Row(ds.name, "mediasortd import", "ours", ds.count, ds.bytes,
-              note=f"copy mode, workers={ctx.workers or 'default'}")
+    row = Row(
+        ds.name,
+        "mediasortd import",
+        "ours",
+        ds.count,
+        ds.bytes,
+        note=f"copy mode, workers={ctx.workers or 'default'}",
+    )
     rundir = ctx.rundir(ds.name, "import")
     cfg = ctx.config(rundir)
     _catalog_from(catalog, rundir)
     ctx.logs.mkdir(parents=True, exist_ok=True)
     ctx.fair_start(ds.root)
     cpu = CpuWatch()
-    u = measure.run(ctx.mediasortd(cfg, "import", str(ds.root)), cwd=ctx.src,
-                    log=ctx.logs / f"{ds.name}-import.log")
+    u = measure.run(
+        ctx.mediasortd(cfg, "import", str(ds.root)),
+        cwd=ctx.src,
+        log=ctx.logs / f"{ds.name}-import.log",
+    )
     row.take(u)
     row.others_cpu = cpu.others(row.cpu)
     row.files_out = measure.count_files(rundir / "library")
@@ -84,8 +105,14 @@ def import_copy(ctx: Context, ds: DataSet, catalog: Path | None = None) -> Row:
 def daemon_burst(ctx: Context, ds: DataSet, catalog: Path | None = None) -> Row:
     """Everything dropped at once (one rename of a prepared folder into the inbox); the
     time until the inbox holds no file (each is removed only once placed)."""
-    row = Row(ds.name, "mediasortd run (burst)", "ours", ds.count, ds.bytes,
-              note=f"settle {ctx.settle:g} s included")
+    row = Row(
+        ds.name,
+        "mediasortd run (burst)",
+        "ours",
+        ds.count,
+        ds.bytes,
+        note=f"settle {ctx.settle:g} s included",
+    )
     rundir = ctx.rundir(ds.name, "daemon")
     cfg = ctx.config(rundir)
     _catalog_from(catalog, rundir)
@@ -126,9 +153,14 @@ def daemon_trickle(ctx: Context, ds: DataSet, count: int, rate: float) -> Row:
     """`count` files dropped one by one at `rate`/s (each a rename into the inbox);
     latency = from the drop until the file is visible at its library path."""
     files = ds.files[:count]
-    row = Row("trickle", "mediasortd run (trickle)", "ours", len(files),
-              sum(f.size for f in files),
-              note=f"{len(files)} x {ds.name} at {rate:g}/s, settle {ctx.settle:g} s")
+    row = Row(
+        "trickle",
+        "mediasortd run (trickle)",
+        "ours",
+        len(files),
+        sum(f.size for f in files),
+        note=f"{len(files)} x {ds.name} at {rate:g}/s, settle {ctx.settle:g} s",
+    )
     rundir = ctx.rundir("trickle", "daemon")
     cfg = ctx.config(rundir)
     pending_dir = rundir / "pending"
@@ -162,8 +194,9 @@ def daemon_trickle(ctx: Context, ds: DataSet, count: int, rate: float) -> Row:
                 time.sleep(wait)
             os.rename(pending_dir / f"IMG_{i:06d}.JPG", rundir / "inbox" / f"IMG_{i:06d}.JPG")
             dropped[i] = time.perf_counter()
-        measure.wait_for(lambda: len(arrived) == len(files) or d.proc.poll() is not None,
-                         120 + 10 * ctx.settle)
+        measure.wait_for(
+            lambda: len(arrived) == len(files) or d.proc.poll() is not None, 120 + 10 * ctx.settle
+        )
         wall = time.perf_counter() - t0
         cpu1 = measure.tree_cpu(d.proc.pid)
     finally:
@@ -194,8 +227,13 @@ def startup(ctx: Context, state_dir: Path, rows: int, inbox_from: DataSet | None
     """exec -> READY=1 of `mediasortd run` on a catalog of `rows` rows (replay, sweep,
     counts, watcher, first inbox scan): cold (caches dropped) and warm (median of 3)."""
     waiting = inbox_from.count if inbox_from else 0
-    row = Row("catalog", "mediasortd run: start-up", "ours", note=f"{rows:,} catalog rows, "
-              f"{waiting:,} files waiting in the inbox; exec to READY=1, warm median of 3")
+    row = Row(
+        "catalog",
+        "mediasortd run: start-up",
+        "ours",
+        note=f"{rows:,} catalog rows, "
+        f"{waiting:,} files waiting in the inbox; exec to READY=1, warm median of 3",
+    )
     row.extra["rows"] = rows
     rundir = ctx.rundir("catalog", "startup")
     cfg = ctx.config(rundir, state_dir=state_dir)
@@ -237,8 +275,9 @@ def status(ctx: Context, state_dir: Path, rows: int) -> list[Row]:
         return u.wall
 
     usages: list[measure.Usage] = []
-    row = Row("catalog", "mediasortd status", "ours",
-              note=f"{rows:,} rows; new process, warm median of 5")
+    row = Row(
+        "catalog", "mediasortd status", "ours", note=f"{rows:,} rows; new process, warm median of 5"
+    )
     ctx.fair_start()
     cold = cli("status")
     row.wall, runs = _median_runs(lambda: cli("status"), 5)
@@ -264,15 +303,23 @@ def status(ctx: Context, state_dir: Path, rows: int) -> list[Row]:
             conn.close()
         return time.perf_counter() - t0
 
-    q = Row("catalog", "status query (in-process)", "reference",
-            note="report.status() incl. opening the catalog, warm median of 5")
+    q = Row(
+        "catalog",
+        "status query (in-process)",
+        "reference",
+        note="report.status() incl. opening the catalog, warm median of 5",
+    )
     q.wall, runs = _median_runs(query, 5)
     q.extra["warm_s"] = runs
     out.append(q)
 
     usages = []
-    v = Row("catalog", "mediasortd --version", "reference",
-            note="interpreter + imports only: the part of `status` no query can save")
+    v = Row(
+        "catalog",
+        "mediasortd --version",
+        "reference",
+        note="interpreter + imports only: the part of `status` no query can save",
+    )
     v.wall, runs = _median_runs(lambda: cli("--version"), 5)
     v.maxrss_mb = max(u.maxrss_mb for u in usages)
     v.extra["warm_s"] = runs

@@ -20,8 +20,13 @@ from . import measure
 from .context import Context, CpuWatch, Row, link_tree
 from .data import DataSet
 
-EXIFTOOL_ARGS = ["-FileName<CreateDate", "-FileName<DateTimeOriginal",
-                 "-d", "%Y-%m/%Y-%m-%d %H.%M.%S%%-c.%%e", "-r"]
+EXIFTOOL_ARGS = [
+    "-FileName<CreateDate",
+    "-FileName<DateTimeOriginal",
+    "-d",
+    "%Y-%m/%Y-%m-%d %H.%M.%S%%-c.%%e",
+    "-r",
+]
 
 # photosort 2021.1.4 (the last release for Python < 3.12; 2024.1.0 requires 3.12) calls
 # ExifTool.start() and get_metadata(), which PyExifTool 0.5 removed: pinned as its
@@ -42,8 +47,11 @@ class Installed:
 
 
 def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines()
-             if ln.strip() and not ln.startswith(("WARNING: Location", "DEPRECATION"))]
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.startswith(("WARNING: Location", "DEPRECATION"))
+    ]
     return lines[-1][:200] if lines else "no message"
 
 
@@ -56,33 +64,53 @@ def install(ctx: Context, name: str) -> Installed:
     if not (stamp.exists() and stamp.read_text() == repr(spec)):
         ctx.log(f"bench: installing {' '.join(spec)} into {venv}")
         subprocess.run([py, "-m", "venv", "--clear", str(venv)], check=True)
-        p = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *spec],
-                           capture_output=True, text=True, check=False)
+        p = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", *spec],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if p.returncode != 0:
-            return Installed(name, None, problem=f"does not install on Python "
-                             f"{_pyver(py)}: {_last_line(p.stderr)}")
+            return Installed(
+                name,
+                None,
+                problem=f"does not install on Python {_pyver(py)}: {_last_line(p.stderr)}",
+            )
         stamp.write_text(repr(spec))
-    v = subprocess.run([str(venv / "bin" / "python"), "-c",
-                        f"import importlib.metadata as m; print(m.version({name!r}))"],
-                       capture_output=True, text=True, check=False)
+    v = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            f"import importlib.metadata as m; print(m.version({name!r}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return Installed(name, venv / "bin" / name, v.stdout.strip())
 
 
 def _pyver(py: str) -> str:
-    return subprocess.run([py, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                          capture_output=True, text=True, check=False).stdout.strip()
+    return subprocess.run(
+        [py, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
 
 
-def _finish(ctx: Context, row: Row, u: measure.Usage, out: Path, log: Path,
-            cpu: CpuWatch, ran_on: str) -> Row:
+def _finish(
+    ctx: Context, row: Row, u: measure.Usage, out: Path, log: Path, cpu: CpuWatch, ran_on: str
+) -> Row:
     row.take(u, measure.timed_sync())
     row.others_cpu = cpu.others(row.cpu)
     row.files_out = measure.count_files(out)
     if u.rc != 0:
         why = _last_line(log.read_text(errors="replace"))
         row.status = "did not run" if row.files_out == 0 else "failed"
-        row.note = f"does not run on {ran_on}: {why}" if row.files_out == 0 else \
-            f"exit {u.rc}: {why}"
+        row.note = (
+            f"does not run on {ran_on}: {why}" if row.files_out == 0 else f"exit {u.rc}: {why}"
+        )
         row.wall = row.cpu = None
     elif row.files_out == 0:
         why = _last_line(log.read_text(errors="replace"))
@@ -93,10 +121,17 @@ def _finish(ctx: Context, row: Row, u: measure.Usage, out: Path, log: Path,
 
 
 def exiftool(ctx: Context, ds: DataSet) -> Row:
-    version = subprocess.run(["exiftool", "-ver"], capture_output=True, text=True,
-                             check=False).stdout
-    row = Row(ds.name, "exiftool -o (rename)", "peer", ds.count, ds.bytes,
-              note=f"ExifTool {version.strip()}, + sync")
+    version = subprocess.run(
+        ["exiftool", "-ver"], capture_output=True, text=True, check=False
+    ).stdout
+    row = Row(
+        ds.name,
+        "exiftool -o (rename)",
+        "peer",
+        ds.count,
+        ds.bytes,
+        note=f"ExifTool {version.strip()}, + sync",
+    )
     rundir = ctx.rundir(ds.name, "exiftool")
     out = rundir / "out"
     out.mkdir()
@@ -111,8 +146,14 @@ def exiftool(ctx: Context, ds: DataSet) -> Row:
 
 
 def sortphotos(ctx: Context, ds: DataSet, peer: Installed) -> Row:
-    row = Row(ds.name, f"sortphotos {peer.version}".strip(), "peer", ds.count, ds.bytes,
-              note="copy mode (-c), + sync")
+    row = Row(
+        ds.name,
+        f"sortphotos {peer.version}".strip(),
+        "peer",
+        ds.count,
+        ds.bytes,
+        note="copy mode (-c), + sync",
+    )
     if peer.bin is None:
         row.status, row.note = "did not run", peer.problem
         return row
@@ -121,8 +162,21 @@ def sortphotos(ctx: Context, ds: DataSet, peer: Installed) -> Row:
     log = ctx.logs / f"{ds.name}-sortphotos.log"
     ctx.fair_start(ds.root)
     cpu = CpuWatch()
-    u = measure.run([str(peer.bin), "-c", "-r", "-s", "--sort", "%Y-%m", "--rename",
-                     "%Y-%m-%d %H.%M.%S", str(ds.root), str(out)], log=log)
+    u = measure.run(
+        [
+            str(peer.bin),
+            "-c",
+            "-r",
+            "-s",
+            "--sort",
+            "%Y-%m",
+            "--rename",
+            "%Y-%m-%d %H.%M.%S",
+            str(ds.root),
+            str(out),
+        ],
+        log=log,
+    )
     _finish(ctx, row, u, out, log, cpu, f"Python {_pyver(str(peer.bin.parent / 'python'))}")
     if row.status == "did not run":
         peer.problem = row.note  # the same on every set: do not run it again
@@ -148,12 +202,19 @@ class Photosort:
             "  db_file: .photosort.csv\n  duplicates_dir: .duplicates\n"
             '  dir_pattern: "%(year)04d-%(month)02d"\n'
             '  file_prefix: "%(year)04d-%(month)02d-%(day)02d %(hour)02d.%(minute)02d.'
-            '%(second)02d "\n  chmod: "0640"\n')
+            '%(second)02d "\n  chmod: "0640"\n'
+        )
 
     def run(self) -> Row:
         ctx, ds, peer = self.ctx, self.ds, self.peer
-        row = Row(ds.name, f"photosort {peer.version}".strip(), "peer", ds.count, ds.bytes,
-                  note="moves by rename (writes no bytes), + sync; PyExifTool<0.5")
+        row = Row(
+            ds.name,
+            f"photosort {peer.version}".strip(),
+            "peer",
+            ds.count,
+            ds.bytes,
+            note="moves by rename (writes no bytes), + sync; PyExifTool<0.5",
+        )
         if peer.bin is None:
             row.status, row.note = "did not run", peer.problem
             ctx.clean(self.rundir)
@@ -167,8 +228,9 @@ class Photosort:
         ctx.fair_start(ds.root)
         cpu = CpuWatch()
         u = measure.run([str(peer.bin), "sync", "--config", str(self.cfg)], log=log)
-        _finish(ctx, row, u, self.out, log, cpu,
-                f"Python {_pyver(str(peer.bin.parent / 'python'))}")
+        _finish(
+            ctx, row, u, self.out, log, cpu, f"Python {_pyver(str(peer.bin.parent / 'python'))}"
+        )
         left = measure.count_files(self.src)
         if left:
             row.note += f"; left {left} in its inbox"

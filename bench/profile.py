@@ -78,8 +78,10 @@ def summarize(raw: Path, files: int, rate: int) -> str:
     out = [f"{'category':42} {'share':>6} {'worker-ms/file':>15}"]
     for cat, n in per.most_common():
         out.append(f"{cat:42} {n / total:6.1%} {n / rate * 1000 / files:15.2f}")
-    out.append(f"{'all ' + str(len(threads)) + ' worker threads':42} {1:6.0%} "
-               f"{total / rate * 1000 / files:15.2f}")
+    out.append(
+        f"{'all ' + str(len(threads)) + ' worker threads':42} {1:6.0%} "
+        f"{total / rate * 1000 / files:15.2f}"
+    )
     return "\n".join(out)
 
 
@@ -93,19 +95,28 @@ def subset(ds: data.DataSet, n: int, root: Path) -> data.DataSet:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--set", choices=("photos", "small", "videos"), default="photos")
     p.add_argument("--count", type=int, default=None, help="files (default: as the bench)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
-    p.add_argument("--cpu", action="store_true",
-                   help="sample only threads on a CPU (where the CPU time goes), not waits")
+    p.add_argument(
+        "--cpu",
+        action="store_true",
+        help="sample only threads on a CPU (where the CPU time goes), not waits",
+    )
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp/mediasortd-bench"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "profile")
     p.add_argument("--rev", default=None, help="profile this git revision (a snapshot)")
-    p.add_argument("--syscalls", action="store_true",
-                   help="also count fsync/fdatasync/link/rename per file with strace")
+    p.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="also count fsync/fdatasync/link/rename per file with strace",
+    )
     args = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -115,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         ctx.src, ctx.rev_sha = snapshot(args.rev, args.workdir)
         SRC[0] = ctx.src
     if args.set == "photos":  # the bench's own sets (reused when it ran with --keep)
-        ds = data.make_jpegs(args.workdir / "data" / "photos", "photos", 2000, 2 << 20,
-                             data.PHOTO_EPOCH, 3607)
+        ds = data.make_jpegs(
+            args.workdir / "data" / "photos", "photos", 2000, 2 << 20, data.PHOTO_EPOCH, 3607
+        )
     elif args.set == "small":
-        ds = data.make_jpegs(args.workdir / "data" / "small", "small", 20000, 50 << 10,
-                             data.SMALL_EPOCH, 1201)
+        ds = data.make_jpegs(
+            args.workdir / "data" / "small", "small", 20000, 50 << 10, data.SMALL_EPOCH, 1201
+        )
     else:
         ds = data.make_videos(args.workdir / "data" / "videos", 4, 1 << 30)
     if args.count and args.count < ds.count:
@@ -130,13 +143,31 @@ def main(argv: list[str] | None = None) -> int:
     ctx.fair_start(ds.root)
     raw = args.out / f"{ds.name}.raw"
     t0 = time.perf_counter()
-    subprocess.run([spy, "record", *([] if args.cpu else ["--idle"]), "--threads",
-                    "--rate", str(args.rate), "--format", "raw", "-o", str(raw), "--",
-                    *ctx.mediasortd(cfg, "import", str(ds.root))],
-                   cwd=ctx.src, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            spy,
+            "record",
+            *([] if args.cpu else ["--idle"]),
+            "--threads",
+            "--rate",
+            str(args.rate),
+            "--format",
+            "raw",
+            "-o",
+            str(raw),
+            "--",
+            *ctx.mediasortd(cfg, "import", str(ds.root)),
+        ],
+        cwd=ctx.src,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - t0
-    print(f"{ds.name}: {ds.count:,} files, import under py-spy {wall:.1f} s "
-          f"({ds.count / wall:,.0f} files/s; py-spy slows it somewhat)\n")
+    print(
+        f"{ds.name}: {ds.count:,} files, import under py-spy {wall:.1f} s "
+        f"({ds.count / wall:,.0f} files/s; py-spy slows it somewhat)\n"
+    )
     print(summarize(raw, ds.count, args.rate))
     ctx.clean(rundir)
     if args.syscalls and shutil.which("strace"):
@@ -145,12 +176,25 @@ def main(argv: list[str] | None = None) -> int:
         n = min(ds.count, 200)
         sub = subset(ds, n, ctx.workdir / "data" / f"{ds.name}-first-{n}").root
         out = rundir / "strace.txt"
-        subprocess.run(["strace", "-f", "-c", "-o", str(out), "-e",
-                        ("trace=fsync,fdatasync,link,linkat,rename,renameat2,unlink,openat,"
-                         "pwrite64,write,read,readv,fadvise64"),
-                        *ctx.mediasortd(cfg, "import", str(sub))],
-                       cwd=ctx.src, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "strace",
+                "-f",
+                "-c",
+                "-o",
+                str(out),
+                "-e",
+                (
+                    "trace=fsync,fdatasync,link,linkat,rename,renameat2,unlink,openat,"
+                    "pwrite64,write,read,readv,fadvise64"
+                ),
+                *ctx.mediasortd(cfg, "import", str(sub)),
+            ],
+            cwd=ctx.src,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         print(f"\nsystem calls for {n} files (strace -f -c; per file = calls / {n}):")
         for line in out.read_text().splitlines():
             parts = line.split()

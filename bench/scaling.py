@@ -42,31 +42,62 @@ TRASH_LIMIT = 250_000  # files set aside before they are removed (and ext4 waite
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scaling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a = p.add_argument
 
     def ints(text: str) -> list[int]:
         return [int(float(x)) for x in text.split(",") if x]
 
-    a("--sizes", type=ints, default=[1000, 10000, 100000], metavar="N,...",
-      help="files per run (default 1000,10000,100000)")
-    a("--shapes", default=",".join(SHAPES), metavar="NAME,...",
-      help="distinct, shared (one capture second), onefolder, spread (1,000 folders)")
-    a("--catalogs", type=ints, default=[0, 1_000_000], metavar="ROWS,...",
-      help="catalog rows already there when import and burst run (default 0,1000000)")
-    a("--query-catalogs", type=ints, default=[10_000, 1_000_000], metavar="ROWS,...",
-      help="catalog sizes for find/history/status (default 10000,1000000)")
+    a(
+        "--sizes",
+        type=ints,
+        default=[1000, 10000, 100000],
+        metavar="N,...",
+        help="files per run (default 1000,10000,100000)",
+    )
+    a(
+        "--shapes",
+        default=",".join(SHAPES),
+        metavar="NAME,...",
+        help="distinct, shared (one capture second), onefolder, spread (1,000 folders)",
+    )
+    a(
+        "--catalogs",
+        type=ints,
+        default=[0, 1_000_000],
+        metavar="ROWS,...",
+        help="catalog rows already there when import and burst run (default 0,1000000)",
+    )
+    a(
+        "--query-catalogs",
+        type=ints,
+        default=[10_000, 1_000_000],
+        metavar="ROWS,...",
+        help="catalog sizes for find/history/status (default 10000,1000000)",
+    )
     a("--only", default="", metavar="NAME,...", help="of " + ", ".join(RUNS + QUERIES))
     a("--file-size", type=size, default=8 * 1024, metavar="BYTES", help="default 8K")
     a("--settle", type=float, default=2.0, metavar="S", help="daemon settle_seconds")
     a("--workers", type=int, default=None, metavar="N")
     a("--workdir", type=Path, default=Path("/var/tmp/mediasortd-scaling"), metavar="DIR")
-    a("--json", type=Path, default=ROOT / "bench" / "results" / "scaling.json",
-      metavar="PATH", help="results; rows already in it are kept unless --fresh")
+    a(
+        "--json",
+        type=Path,
+        default=ROOT / "bench" / "results" / "scaling.json",
+        metavar="PATH",
+        help="results; rows already in it are kept unless --fresh",
+    )
     a("--fresh", action="store_true", help="start a new JSON instead of adding to it")
-    a("--rev", metavar="REV", default=None,
-      help="run the daemon/ of this git revision (exported under the work dir)")
+    a(
+        "--rev",
+        metavar="REV",
+        default=None,
+        help="run the daemon/ of this git revision (exported under the work dir)",
+    )
     a("--keep", action="store_true", help="keep the generated data and catalogs")
     a("--smoke", action="store_true", help="tiny sizes: checks the harness (seconds)")
     args = p.parse_args(argv)
@@ -87,8 +118,9 @@ def dataset(ctx: Context, shape: str, n: int, file_size: int) -> data.DataSet:
     step, per_folder = SHAPES[shape]
     per = per_folder or (n if per_folder == 0 else max(1, math.ceil(n / 1000)))
     name = f"{shape}-{n}"
-    return data.make_jpegs(ctx.workdir / "data" / name, name, n, file_size, EPOCH, step,
-                           ctx.log, per_folder=per)
+    return data.make_jpegs(
+        ctx.workdir / "data" / name, name, n, file_size, EPOCH, step, ctx.log, per_folder=per
+    )
 
 
 def catalog(ctx: Context, rows: int) -> Path:
@@ -123,15 +155,27 @@ def queries(ctx: Context, rows: int, want: set[str]) -> list[Row]:
     sha = hashlib.sha256(b"catalog-%d" % mid).hexdigest()
     out = []
     if "find" in want:
-        out += [cli_row(ctx, state, rows, "find MONTH (limit 50)", "find", f"{t:%Y-%m}"),
-                cli_row(ctx, state, rows, "find NAME*", "find", f"IMG_{mid:07d}"[:-1] + "*"),
-                cli_row(ctx, state, rows, "find SHA-PREFIX", "find", sha[:8]),
-                cli_row(ctx, state, rows, "find MONTH --limit 0 --json", "find", "--limit",
-                        "0", "--json", f"{t:%Y-%m}")]
+        out += [
+            cli_row(ctx, state, rows, "find MONTH (limit 50)", "find", f"{t:%Y-%m}"),
+            cli_row(ctx, state, rows, "find NAME*", "find", f"IMG_{mid:07d}"[:-1] + "*"),
+            cli_row(ctx, state, rows, "find SHA-PREFIX", "find", sha[:8]),
+            cli_row(
+                ctx,
+                state,
+                rows,
+                "find MONTH --limit 0 --json",
+                "find",
+                "--limit",
+                "0",
+                "--json",
+                f"{t:%Y-%m}",
+            ),
+        ]
     if "history" in want:
-        out += [cli_row(ctx, state, rows, "history (newest 100)", "history"),
-                cli_row(ctx, state, rows, "history --outcome failed", "history",
-                        "--outcome", "failed")]
+        out += [
+            cli_row(ctx, state, rows, "history (newest 100)", "history"),
+            cli_row(ctx, state, rows, "history --outcome failed", "history", "--outcome", "failed"),
+        ]
     if "status" in want:
         out.append(cli_row(ctx, state, rows, "status", "status"))
     return out
@@ -146,8 +190,7 @@ def run_one(ctx: Context, kind: str, shape: str, n: int, rows: int, file_size: i
     row = fn(ctx, ds, cat)
     row.dataset = shape
     row.load1 = ctx.load1_at_start
-    row.extra.update(shape=shape, n=n, catalog_rows=rows, kind=kind,
-                     load1_after=os.getloadavg()[0])
+    row.extra.update(shape=shape, n=n, catalog_rows=rows, kind=kind, load1_after=os.getloadavg()[0])
     return row
 
 
@@ -159,8 +202,11 @@ def slopes(rows: list[dict[str, Any]]) -> None:
         e = r.get("extra", {})
         if r.get("status") != "ok" or not r.get("wall"):
             continue
-        key = (e.get("kind"), e.get("shape"), e.get("catalog_rows"), r["contender"],
-               r.get("code")) if "n" in e else ("query", r["contender"], r.get("code"))
+        key = (
+            (e.get("kind"), e.get("shape"), e.get("catalog_rows"), r["contender"], r.get("code"))
+            if "n" in e
+            else ("query", r["contender"], r.get("code"))
+        )
         series.setdefault(key, []).append(r)
     for items in series.values():
         by = sorted(items, key=lambda r: r["extra"].get("n") or r["extra"].get("rows") or 0)
@@ -174,40 +220,76 @@ def slopes(rows: list[dict[str, Any]]) -> None:
 
 
 def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
-    head = ["contender", "shape", "catalog rows", "files", "wall s", "files/s", "slope",
-            "load1", "CPU s", "when", "code"]
+    head = [
+        "contender",
+        "shape",
+        "catalog rows",
+        "files",
+        "wall s",
+        "files/s",
+        "slope",
+        "load1",
+        "CPU s",
+        "when",
+        "code",
+    ]
     body = []
     order = {k: i for i, k in enumerate(("import", "daemon"))}
-    for r in sorted(rows, key=lambda r: (r.get("code", ""), order.get(r["extra"].get("kind"), 9),
-                                         r["contender"], r["extra"].get("shape", ""),
-                                         r["extra"].get("catalog_rows", 0),
-                                         r["extra"].get("rows", 0), r["files"])):
+    for r in sorted(
+        rows,
+        key=lambda r: (
+            r.get("code", ""),
+            order.get(r["extra"].get("kind"), 9),
+            r["contender"],
+            r["extra"].get("shape", ""),
+            r["extra"].get("catalog_rows", 0),
+            r["extra"].get("rows", 0),
+            r["files"],
+        ),
+    ):
         e = r["extra"]
         wall: float = r.get("wall") or 0.0
         ok = r.get("status") == "ok" and wall
-        body.append([
-            r["contender"], e.get("shape", "-"),
-            f"{e.get('catalog_rows', e.get('rows', 0)):,}",
-            f"{r['files']:,}" if r["files"] else "-",
-            (f"{wall:.3f}" if wall < 1 else f"{wall:.2f}") if ok else r.get("status", "?"),
-            f"{r['files'] / wall:,.0f}" if ok and r["files"] else "-",
-            f"{r['slope']:.2f}" if r.get("slope") is not None else "-",
-            f"{r['load1']:.1f}", f"{r['cpu']:.1f}" if r.get("cpu") else "-",
-            r.get("when", "")[11:16], r.get("code", "")])
+        body.append(
+            [
+                r["contender"],
+                e.get("shape", "-"),
+                f"{e.get('catalog_rows', e.get('rows', 0)):,}",
+                f"{r['files']:,}" if r["files"] else "-",
+                (f"{wall:.3f}" if wall < 1 else f"{wall:.2f}") if ok else r.get("status", "?"),
+                f"{r['files'] / wall:,.0f}" if ok and r["files"] else "-",
+                f"{r['slope']:.2f}" if r.get("slope") is not None else "-",
+                f"{r['load1']:.1f}",
+                f"{r['cpu']:.1f}" if r.get("cpu") else "-",
+                r.get("when", "")[11:16],
+                r.get("code", ""),
+            ]
+        )
     if markdown:
-        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-                         + ["| " + " | ".join(c) + " |" for c in body])
+        return "\n".join(
+            ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(c) + " |" for c in body]
+        )
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(line, widths))).rstrip()
-                     for line in [head, ["-" * w for w in widths], *body])
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+        ).rstrip()
+        for line in [head, ["-" * w for w in widths], *body]
+    )
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     """One cell of the table: a newer run of it replaces the older."""
     e = r["extra"]
-    return (r["contender"], r["dataset"], r["files"], e.get("catalog_rows"), e.get("rows"),
-            r.get("code"))
+    return (
+        r["contender"],
+        r["dataset"],
+        r["files"],
+        e.get("catalog_rows"),
+        e.get("rows"),
+        r.get("code"),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,8 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    ctx = Context(workdir=args.workdir.resolve(), settle=args.settle, workers=args.workers,
-                  drop=False, smoke=args.smoke, log=log, defer_clean=True)
+    ctx = Context(
+        workdir=args.workdir.resolve(),
+        settle=args.settle,
+        workers=args.workers,
+        drop=False,
+        smoke=args.smoke,
+        log=log,
+        defer_clean=True,
+    )
     for d in (ctx.workdir, ctx.runs, ctx.logs):
         d.mkdir(parents=True, exist_ok=True)
     if args.rev:
@@ -233,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         d["when"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         d["code"] = ctx.rev_sha[:12] if args.rev else "work tree"
         new.append(d)
-        log(f"scaling: {row.contender:28} {row.dataset:10} {row.files:>7,} files "
-            f"{row.status:7} wall {row.wall and round(row.wall, 3)} s  load {row.load1:.1f}")
+        log(
+            f"scaling: {row.contender:28} {row.dataset:10} {row.files:>7,} files "
+            f"{row.status:7} wall {row.wall and round(row.wall, 3)} s  load {row.load1:.1f}"
+        )
 
     def attempt(fn: Any, *a: Any) -> None:
         try:
@@ -266,9 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows_all)
     print(text)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"rows": rows_all, "table": text,
-                                     "markdown": table(rows_all, markdown=True)},
-                                    indent=2, default=str))
+    args.json.write_text(
+        json.dumps(
+            {"rows": rows_all, "table": text, "markdown": table(rows_all, markdown=True)},
+            indent=2,
+            default=str,
+        )
+    )
     print(f"\nwritten: {args.json}")
     return 1 if any(r["status"] != "ok" for r in new) else 0
 

@@ -28,7 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "leaves(threads=(), exiftool=0, why=...): the test leaves threads whose names start "
         "so, or this many ExifTool processes, running on purpose, for the reason `why` "
-        "(the leak check passes them over)")
+        "(the leak check passes them over)",
+    )
 
 
 def exiftool_children() -> set[int]:
@@ -85,15 +86,20 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     marker = request.node.get_closest_marker("leaves")
     if marker is not None and not marker.kwargs.get("why"):
-        pytest.fail("@pytest.mark.leaves(...) says why=... the test leaves something running",
-                    pytrace=False)
+        pytest.fail(
+            "@pytest.mark.leaves(...) says why=... the test leaves something running", pytrace=False
+        )
     allowed: tuple[str, ...] = tuple(marker.kwargs.get("threads", ())) if marker else ()
     allowed_pids: int = int(marker.kwargs.get("exiftool", 0)) if marker else 0
 
     def leaked() -> tuple[set[threading.Thread], set[int]]:
-        threads = {t for t in threading.enumerate()
-                   if t not in threads_before and t.is_alive()
-                   and not (allowed and t.name.startswith(allowed))}
+        threads = {
+            t
+            for t in threading.enumerate()
+            if t not in threads_before
+            and t.is_alive()
+            and not (allowed and t.name.startswith(allowed))
+        }
         pids = exiftool_children() - pids_before
         return threads, (pids if len(pids) > allowed_pids else set())
 
@@ -110,8 +116,10 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         if time.monotonic() > end:
             break
         time.sleep(POLL)
-    pytest.fail(f"{request.node.nodeid} left running what it started:\n"
-                + _describe(threads, pids), pytrace=False)
+    pytest.fail(
+        f"{request.node.nodeid} left running what it started:\n" + _describe(threads, pids),
+        pytrace=False,
+    )
 
 
 @pytest.fixture

@@ -37,8 +37,10 @@ def jpeg_bytes(when: datetime | None, seed: int, size: int = 16) -> bytes:
     rng = random.Random(seed)
     img = Image.new("RGB", (size, size), (rng.randrange(256), rng.randrange(256), seed % 256))
     for _ in range(8):
-        img.putpixel((rng.randrange(size), rng.randrange(size)),
-                     (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+        img.putpixel(
+            (rng.randrange(size), rng.randrange(size)),
+            (rng.randrange(256), rng.randrange(256), rng.randrange(256)),
+        )
     exif = Image.Exif()
     if when is not None:
         exif.get_ifd(0x8769)[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")
@@ -69,8 +71,15 @@ def sha(data: bytes) -> str:
 
 def make_config(tmp: Path, **ingest: Any) -> tuple[config.Config, Path]:
     """A config under `tmp` (inbox, library, state) and its TOML file for subprocesses."""
-    lines = ["[paths]", f'inbox = "{tmp}/inbox"', f'library = "{tmp}/library"',
-             f'state_dir = "{tmp}/state"', "[ingest]", "workers = 3", "settle_seconds = 0.2"]
+    lines = [
+        "[paths]",
+        f'inbox = "{tmp}/inbox"',
+        f'library = "{tmp}/library"',
+        f'state_dir = "{tmp}/state"',
+        "[ingest]",
+        "workers = 3",
+        "settle_seconds = 0.2",
+    ]
     for k, v in ingest.items():
         lines.append(f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{k} = {v}")
     lines += ["[logging]", 'format = "json"', 'level = "info"']
@@ -105,28 +114,45 @@ def cli_argv(cfg_path: Path, *args: str, backoff: float | None = None) -> list[s
     venv's console script or on the caller's working directory). `backoff`: an import's
     first wait before retrying a file, in seconds (rules.retry.Backoff.base, 0.5), for a
     test that need not wait the real backoff out."""
-    policy = ("" if backoff is None else
-              "from daemon.rules.retry import Backoff, Policy; "
-              f"policy = Policy(backoff=Backoff(base={backoff!r})); ")
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); {policy}"
-            "from daemon.app.cli import main; "
-            f"sys.exit(main({'policy=policy' if policy else ''}))")
+    policy = (
+        ""
+        if backoff is None
+        else "from daemon.rules.retry import Backoff, Policy; "
+        f"policy = Policy(backoff=Backoff(base={backoff!r})); "
+    )
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); {policy}"
+        "from daemon.app.cli import main; "
+        f"sys.exit(main({'policy=policy' if policy else ''}))"
+    )
     return [sys.executable, "-c", code, "--config", str(cfg_path), *args]
 
 
-def cli(cfg_path: Path, *args: str, env: dict[str, str] | None = None,
-        check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    cfg_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    check: bool = False,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     """The real `mediasortd` in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg_path), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=check)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(cfg_path), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=check,
+    )
 
 
 POLL = 0.02  # how often wait_for and holds look
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 30.0,
-             what: str | Callable[[], str] = "condition") -> Any:
+def wait_for(
+    pred: Callable[[], Any], timeout: float = 30.0, what: str | Callable[[], str] = "condition"
+) -> Any:
     """Poll `pred` until it is truthy, against a deadline (never a fixed sleep). A
     callable `what` describes the state at the moment the deadline passes."""
     end = time.monotonic() + timeout
@@ -135,8 +161,9 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0,
         if result:
             return result
         if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for "
-                                 f"{what() if callable(what) else what}")
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what() if callable(what) else what}"
+            )
         time.sleep(POLL)
 
 
@@ -156,8 +183,9 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("mounting a small filesystem needs root")
     path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
-                    str(path)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True
+    )
     try:
         yield path
     finally:
@@ -189,8 +217,9 @@ def snapshot(cfg: config.Config) -> tuple[Any, ...]:
     conn = db.connect(cfg.catalog)
     try:
         files = conn.execute("SELECT * FROM files ORDER BY id").fetchall()
-        jobs = conn.execute("SELECT id, step, outcome, dest, error FROM jobs "
-                            "ORDER BY id").fetchall()
+        jobs = conn.execute(
+            "SELECT id, step, outcome, dest, error FROM jobs ORDER BY id"
+        ).fetchall()
     finally:
         conn.close()
     return (tree_hashes(cfg.inbox, True), tree_hashes(cfg.library, True), files, jobs)
@@ -221,19 +250,24 @@ def check_consistent(cfg: config.Config, inputs: dict[Path, bytes], *, move: boo
         assert rep.ok, rep.as_dict()
         assert journal.unfinished(conn) == []
         # the tallies the triggers keep agree with counting the rows
-        direct = dict(conn.execute("SELECT outcome, count(*) FROM jobs WHERE step = 'done' "
-                                   "GROUP BY outcome"))
+        direct = dict(
+            conn.execute("SELECT outcome, count(*) FROM jobs WHERE step = 'done' GROUP BY outcome")
+        )
         assert {k: v for k, v in journal.counts(conn).items() if v} == direct
-        assert catalog.totals(conn) == dict(zip(("files", "bytes"), conn.execute(
-            "SELECT count(*), coalesce(sum(size), 0) FROM files").fetchall()[0]))
+        assert catalog.totals(conn) == dict(
+            zip(
+                ("files", "bytes"),
+                conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM files").fetchall()[0],
+            )
+        )
         assert not cfg.staging.exists() or os.listdir(cfg.staging) == []
         rows = conn.execute("SELECT sha256, path FROM files").fetchall()
         # a sidecar's row is keyed <sha256>:<photo> when another photo's has its bytes
         catalog_shas = {catalog.content_sha256(str(r[0])): r[1] for r in rows}
         library = tree_hashes(cfg.library)
-        assert sorted(library.values()) == sorted(catalog.content_sha256(str(r[0]))
-                                                  for r in rows), \
-            "a file filed twice (or one lacks its row)"
+        assert sorted(library.values()) == sorted(
+            catalog.content_sha256(str(r[0])) for r in rows
+        ), "a file filed twice (or one lacks its row)"
         assert set(library.values()) == set(catalog_shas)
         quarantined = tree_hashes(cfg.duplicates, True) if cfg.duplicates.exists() else {}
         rejected = tree_hashes(cfg.rejected, True) if cfg.rejected.exists() else {}
@@ -241,25 +275,30 @@ def check_consistent(cfg: config.Config, inputs: dict[Path, bytes], *, move: boo
             h = sha(data)
             at_source = path.exists() and not path.is_symlink() and sha(path.read_bytes()) == h
             jobs = conn.execute(
-                "SELECT outcome, step FROM jobs WHERE source = ? ORDER BY id",
-                (os.fsencode(path),)).fetchall()
+                "SELECT outcome, step FROM jobs WHERE source = ? ORDER BY id", (os.fsencode(path),)
+            ).fetchall()
             outcomes = {o for o, s in jobs if s == Step.DONE.value}
             if not move:
                 assert at_source, f"{path}: an import without --move touched its source"
                 if Outcome.FILED.value in outcomes or Outcome.DUPLICATE.value in outcomes:
                     assert h in catalog_shas, f"{path}: filed but not in the library"
                 continue
-            places = [at_source, h in catalog_shas and not at_source,
-                      h in quarantined.values() and not at_source and h not in catalog_shas,
-                      h in rejected.values() and not at_source]
+            places = [
+                at_source,
+                h in catalog_shas and not at_source,
+                h in quarantined.values() and not at_source and h not in catalog_shas,
+                h in rejected.values() and not at_source,
+            ]
             if h in catalog_shas:
-                assert not at_source or outcomes & {Outcome.FAILED.value} or not outcomes, \
+                assert not at_source or outcomes & {Outcome.FAILED.value} or not outcomes, (
                     f"{path}: in the library and still in the inbox ({outcomes})"
+                )
             assert any(places), f"{path}: lost ({outcomes})"
         n_quarantine_jobs = conn.execute(  # less those whose copy an undo put back
             "SELECT count(*) FROM jobs j WHERE outcome = 'duplicate' AND dest IS NOT NULL "
             "AND NOT EXISTS (SELECT 1 FROM undos u WHERE u.job_id = j.id AND u.step = 'done' "
-            "AND u.outcome IN ('restored', 'removed'))").fetchall()[0][0]
+            "AND u.outcome IN ('restored', 'removed'))"
+        ).fetchall()[0][0]
         assert len(quarantined) == n_quarantine_jobs, "quarantine holds a copy no job made"
     finally:
         conn.close()
@@ -276,8 +315,9 @@ class AfterStep(Hooks):
 
 
 @contextlib.contextmanager
-def ingestor(cfg: config.Config, *, batch: str = "t", hooks: Hooks = NO_HOOKS,
-             log: Any = None) -> Iterator[Ingestor]:
+def ingestor(
+    cfg: config.Config, *, batch: str = "t", hooks: Hooks = NO_HOOKS, log: Any = None
+) -> Iterator[Ingestor]:
     """An Ingestor as a worker of the daemon has one: its own catalog connection and
     ExifTool, writing through the group committer; the staging folder made (unless a
     test put something else there)."""
@@ -287,8 +327,9 @@ def ingestor(cfg: config.Config, *, batch: str = "t", hooks: Hooks = NO_HOOKS,
     try:
         if not os.path.lexists(cfg.staging):  # workers start at once: the daemon's make_dirs
             make_dirs(os.fsencode(cfg.staging), 0o700)
-        yield Ingestor(cfg, conn, reader, batch=batch, log=log or logs.get(), hooks=hooks,
-                       committer=committer)
+        yield Ingestor(
+            cfg, conn, reader, batch=batch, log=log or logs.get(), hooks=hooks, committer=committer
+        )
     finally:
         reader.close()
         conn.close()

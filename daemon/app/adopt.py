@@ -79,8 +79,13 @@ def claim(cfg: Config, conn: db.Connection) -> list[Action]:
     if previous == ours:
         return []
     runtime.claim_library(cfg, conn)
-    return [Action("catalog_claimed", str(cfg.library), f"the library's marker now names "
-                   f"this catalog ({ours}; before: {previous or 'none'})")]
+    return [
+        Action(
+            "catalog_claimed",
+            str(cfg.library),
+            f"the library's marker now names this catalog ({ours}; before: {previous or 'none'})",
+        )
+    ]
 
 
 def move_aside(src: bytes, root: Path, rel: bytes, mode: int) -> bytes:
@@ -89,16 +94,19 @@ def move_aside(src: bytes, root: Path, rel: bytes, mode: int) -> bytes:
     dest = os.path.join(os.fsencode(root), rel)
     make_dirs(os.path.dirname(dest), mode)
     n = 0
-    while not move_noreplace(src, candidate := os.path.join(
-            os.path.dirname(dest), numbered_name(os.path.basename(dest), n))):
+    while not move_noreplace(
+        src,
+        candidate := os.path.join(os.path.dirname(dest), numbered_name(os.path.basename(dest), n)),
+    ):
         n += 1
     fsync_dir(os.path.dirname(candidate))
     fsync_dir(os.path.dirname(src))
     return candidate
 
 
-def _describe(cfg: Config, conn: db.Connection, reader: Reader, rel: bytes,
-              st: os.stat_result) -> MediaInfo | NotMedia:
+def _describe(
+    cfg: Config, conn: db.Connection, reader: Reader, rel: bytes, st: os.stat_result
+) -> MediaInfo | NotMedia:
     """What a library file is: a sidecar of a catalogued photo beside it is that photo's
     companion (dated by it); else what ExifTool says."""
     name = os.path.basename(rel)
@@ -109,19 +117,21 @@ def _describe(cfg: Config, conn: db.Connection, reader: Reader, rel: bytes,
             return as_companion(partner, companion, "sidecar")
     if st.st_size == 0:
         return NotMedia("an empty file")
-    return reader.describe(os.path.join(os.fsencode(cfg.library), rel), shown(name),
-                           st.st_mtime_ns)
+    return reader.describe(os.path.join(os.fsencode(cfg.library), rel), shown(name), st.st_mtime_ns)
 
 
-def _partner(cfg: Config, conn: db.Connection, rel: bytes,
-             companion: Companion) -> catalog.Entry | None:
+def _partner(
+    cfg: Config, conn: db.Connection, rel: bytes, companion: Companion
+) -> catalog.Entry | None:
     folder = os.path.dirname(rel)
     names = list(companion.names)
     if companion.stem is not None:
         try:
-            names += sorted(n for n in os.listdir(os.path.join(os.fsencode(cfg.library),
-                                                               folder))
-                            if matches_stem(companion, n))
+            names += sorted(
+                n
+                for n in os.listdir(os.path.join(os.fsencode(cfg.library), folder))
+                if matches_stem(companion, n)
+            )
         except OSError:
             pass
     for name in names:
@@ -131,8 +141,17 @@ def _partner(cfg: Config, conn: db.Connection, rel: bytes,
     return None
 
 
-def catalogue(cfg: Config, conn: db.Connection, reader: Reader, rel: bytes, note: str, *,
-               keep_copy: bool, keep_other: bool, was_kept: bool = False) -> Action:
+def catalogue(
+    cfg: Config,
+    conn: db.Connection,
+    reader: Reader,
+    rel: bytes,
+    note: str,
+    *,
+    keep_copy: bool,
+    keep_other: bool,
+    was_kept: bool = False,
+) -> Action:
     """Catalogue one library file where it stands. What cannot be a row of its own is
     recorded as kept (adopt) or moved aside (repair's strays): the same bytes as a row
     (`keep_copy`, else to quarantine), not a photo or video (`keep_other`, else to
@@ -155,33 +174,70 @@ def catalogue(cfg: Config, conn: db.Connection, reader: Reader, rel: bytes, note
             kept.forget(conn, path)
         existing = catalog.present(conn, catalog.by_sha256(conn, sha256))
         if existing is None and isinstance(info, MediaInfo):
-            catalog.insert(conn, sha256=sha256, size=size, path=path, info=info,
-                           original_name=shown(os.path.basename(rel)), source=full,
-                           imported_at=journal.now(), job_id=None, mtime_ns=st.st_mtime_ns)
+            catalog.insert(
+                conn,
+                sha256=sha256,
+                size=size,
+                path=path,
+                info=info,
+                original_name=shown(os.path.basename(rel)),
+                source=full,
+                imported_at=journal.now(),
+                job_id=None,
+                mtime_ns=st.st_mtime_ns,
+            )
             if info.date_source.startswith("partner:"):
-                return Action("companion", text, f"{note}; a sidecar of "
-                              f"{info.date_source.removeprefix('partner:')}")
+                return Action(
+                    "companion",
+                    text,
+                    f"{note}; a sidecar of {info.date_source.removeprefix('partner:')}",
+                )
             return Action("catalogued", text, f"{note}; date from {info.date_source}")
         if keep_copy if existing is not None else keep_other:
-            reason = (f"same content as {catalog.printable(existing.path)}"
-                      if existing is not None else
-                      info.reason if isinstance(info, NotMedia) else "not catalogued")
-            kept.record(conn, path=path, kind="copy" if existing else "other",
-                         file_id=existing.id if existing else None, size=size,
-                         mtime_ns=st.st_mtime_ns, reason=reason, when=journal.now())
-            return Action("copy" if existing else "left", text, f"{reason}; left where it "
-                          "is" + ("" if existing else " and listed"))
+            reason = (
+                f"same content as {catalog.printable(existing.path)}"
+                if existing is not None
+                else info.reason
+                if isinstance(info, NotMedia)
+                else "not catalogued"
+            )
+            kept.record(
+                conn,
+                path=path,
+                kind="copy" if existing else "other",
+                file_id=existing.id if existing else None,
+                size=size,
+                mtime_ns=st.st_mtime_ns,
+                reason=reason,
+                when=journal.now(),
+            )
+            return Action(
+                "copy" if existing else "left",
+                text,
+                f"{reason}; left where it is" + ("" if existing else " and listed"),
+            )
     if existing is not None:
         where = move_aside(full, cfg.duplicates, rel, cfg.dir_mode)
-        return Action("quarantined", text, "same content as "
-                      f"{catalog.printable(existing.path)}; moved to {shown(where)}")
+        return Action(
+            "quarantined",
+            text,
+            f"same content as {catalog.printable(existing.path)}; moved to {shown(where)}",
+        )
     assert isinstance(info, NotMedia)
     where = move_aside(full, cfg.rejected, rel, cfg.dir_mode)
     return Action("rejected", text, f"{info.reason}; moved to {shown(where)}")
 
 
-def _not_a_file(cfg: Config, conn: db.Connection, full: bytes, rel: bytes, st: os.stat_result, *,
-                keep_other: bool, was_kept: bool = False) -> Action:
+def _not_a_file(
+    cfg: Config,
+    conn: db.Connection,
+    full: bytes,
+    rel: bytes,
+    st: os.stat_result,
+    *,
+    keep_other: bool,
+    was_kept: bool = False,
+) -> Action:
     """A library entry that is no regular file: recorded as kept where it stands (adopt),
     or moved as it is to rejected (repair's strays, like any other non-media)."""
     text = shown(rel)
@@ -196,13 +252,20 @@ def _not_a_file(cfg: Config, conn: db.Connection, full: bytes, rel: bytes, st: o
         with transaction(conn):
             if was_kept:
                 kept.forget(conn, os.fsdecode(rel))
-            kept.record(conn, path=os.fsdecode(rel), kind="other", file_id=None,
-                         size=st.st_size,
-                         mtime_ns=st.st_mtime_ns, reason=f"{what} (never followed)",
-                         when=journal.now())
+            kept.record(
+                conn,
+                path=os.fsdecode(rel),
+                kind="other",
+                file_id=None,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                reason=f"{what} (never followed)",
+                when=journal.now(),
+            )
         return Action("left", text, f"{what} (never followed); left where it is and listed")
-    if not (stat.S_ISLNK(st.st_mode) or stat.S_ISFIFO(st.st_mode)
-            or stat.S_ISSOCK(st.st_mode)):  # a device cannot be moved to another filesystem
+    if not (
+        stat.S_ISLNK(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
+    ):  # a device cannot be moved to another filesystem
         return Action("skipped", text, f"{what}; left as it is")
     where = move_aside(full, cfg.rejected, rel, cfg.dir_mode)
     return Action("rejected", text, f"{what}; moved as it is to {shown(where)}")
@@ -210,34 +273,57 @@ def _not_a_file(cfg: Config, conn: db.Connection, full: bytes, rel: bytes, st: o
 
 # -- adopt -------------------------------------------------------------------------------
 
-def adopt(cfg: Config, path: str, log: Any,
-          on_progress: Callable[[int, int], None] | None = None, *,
-          quarantine_copies: bool = False) -> list[Action]:
+
+def adopt(
+    cfg: Config,
+    path: str,
+    log: Any,
+    on_progress: Callable[[int, int], None] | None = None,
+    *,
+    quarantine_copies: bool = False,
+) -> list[Action]:
     """Catalogue an existing date-sorted library (or a folder of it) in place. Nothing is
     moved or deleted, except album copies when `quarantine_copies`."""
     top = os.path.realpath(os.fsencode(path))
     library = os.path.realpath(os.fsencode(cfg.library))
     if top != library and not top.startswith(library + b"/"):
-        raise MediasortError(f"{path}: adopt catalogues files in place, so PATH must be the "
-                             f"library ({cfg.library}) or a folder in it; use `import` to "
-                             "copy files from elsewhere")
+        raise MediasortError(
+            f"{path}: adopt catalogues files in place, so PATH must be the "
+            f"library ({cfg.library}) or a folder in it; use `import` to "
+            "copy files from elsewhere"
+        )
     actions: list[Action] = []
     with opened(cfg, log) as (conn, reader):
         prefix = os.path.relpath(top, library) if top != library else b""
-        rels = [r for r in report.library_files(library)
-                if not prefix or r == prefix or r.startswith(prefix + b"/")]
+        rels = [
+            r
+            for r in report.library_files(library)
+            if not prefix or r == prefix or r.startswith(prefix + b"/")
+        ]
         # photos and videos first: a sidecar is recorded as the companion of its photo
         rels.sort(key=lambda r: (_is_sidecar(r), r))
         for i, rel in enumerate(rels):
             p = os.fsdecode(rel)
             if catalog.by_path(conn, p) is None and not kept.is_kept(conn, p):
-                actions.append(catalogue(cfg, conn, reader, rel, "adopted",
-                                         keep_copy=not quarantine_copies, keep_other=True))
+                actions.append(
+                    catalogue(
+                        cfg,
+                        conn,
+                        reader,
+                        rel,
+                        "adopted",
+                        keep_copy=not quarantine_copies,
+                        keep_other=True,
+                    )
+                )
             if on_progress is not None:
                 on_progress(i + 1, len(rels))
         claim(cfg, conn)
-    log.info("adopt.finished", path=shown(os.fsencode(path)),
-             **{k: sum(a.kind == k for a in actions) for k in ADOPT_KINDS})
+    log.info(
+        "adopt.finished",
+        path=shown(os.fsencode(path)),
+        **{k: sum(a.kind == k for a in actions) for k in ADOPT_KINDS},
+    )
     return actions
 
 

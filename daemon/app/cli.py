@@ -41,13 +41,19 @@ def main(argv: list[str] | None = None, *, policy: Policy = ONESHOT) -> int:
             from . import logs
 
             on_event = None
-            if args.command in TALKING and sys.stderr.isatty() \
-                    and logs.resolve_format(cfg.log_format) == "console":
+            if (
+                args.command in TALKING
+                and sys.stderr.isatty()
+                and logs.resolve_format(cfg.log_format) == "console"
+            ):
                 from .progress import Progress
 
                 args.progress = Progress(
-                    0, sys.stderr, verbosity=-1 if args.quiet else 1 if args.verbose else 0,
-                    library=str(cfg.library))
+                    0,
+                    sys.stderr,
+                    verbosity=-1 if args.quiet else 1 if args.verbose else 0,
+                    library=str(cfg.library),
+                )
                 on_event = args.progress.event
             logs.configure(cfg.log_level, cfg.log_format, on_event=on_event)
             log = logs.get()
@@ -75,16 +81,18 @@ def cmd_import(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         for plan in dryrun.dry_run(cfg, args.sources):
             counts[plan.outcome] = counts.get(plan.outcome, 0) + 1
             src = plan.source.decode("utf-8", "backslashreplace")
-            detail = {"filed": f"-> {plan.where} ({plan.reason})",
-                      "duplicate": f"(same content as {plan.where})"}.get(
-                          plan.outcome, f"({plan.reason})")
+            detail = {
+                "filed": f"-> {plan.where} ({plan.reason})",
+                "duplicate": f"(same content as {plan.where})",
+            }.get(plan.outcome, f"({plan.reason})")
             print(show.printable(f"{plan.outcome:9} {src} {detail}"))
         parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing to do"
         print(f"dry run, nothing changed: would import {sum(counts.values())} file(s): {parts}")
         return EX_OK
     progress = getattr(args, "progress", None)
-    summary = oneshot.import_(cfg, args.sources, move=args.move, log=log, progress=progress,
-                              policy=args.policy)
+    summary = oneshot.import_(
+        cfg, args.sources, move=args.move, log=log, progress=progress, policy=args.policy
+    )
     parts = ", ".join(f"{n} {k}" for k, n in summary.counts.items() if n) or "nothing to do"
     print(f"imported {summary.total} file(s): {parts}")
     if progress is not None and progress.on and not args.quiet:
@@ -136,19 +144,30 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         def say(a: Any) -> None:
             print(show.printable(f"{a.kind:15} {a.path}: {a.detail}"), flush=True)
 
-        actions, left = maintain.repair(cfg, log, dry_run=args.dry_run,
-                                        say=None if args.json else say)
+        actions, left = maintain.repair(
+            cfg, log, dry_run=args.dry_run, say=None if args.json else say
+        )
         if args.json:
-            print(json.dumps({"dry_run": args.dry_run, "actions": [vars(a) for a in actions],
-                              **left.as_dict()}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "dry_run": args.dry_run,
+                        "actions": [vars(a) for a in actions],
+                        **left.as_dict(),
+                    },
+                    indent=2,
+                )
+            )
         elif args.dry_run:
             print(f"dry run, nothing changed: {len(actions)} problem(s) found")
             return EX_OK if left.ok else EX_FAILED
         else:
             for p in left.problems:
                 print(show.printable(f"{'still ' + p.kind:15} {_shown(p.path)}: {p.detail}"))
-            print(f"repaired {len(actions)} problem(s): "
-                  + ("consistent" if left.ok else f"{len(left.problems)} left"))
+            print(
+                f"repaired {len(actions)} problem(s): "
+                + ("consistent" if left.ok else f"{len(left.problems)} left")
+            )
         return EX_OK if left.ok else EX_FAILED
     if args.dry_run:
         raise UsageError("--dry-run goes with --repair")
@@ -162,9 +181,11 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     else:
         for p in rep.problems:
             print(show.printable(f"{p.kind:14} {_shown(p.path)}: {p.detail}"))
-        print(f"{rep.checked:,} catalogued file(s) checked"
-              f"{' (re-hashed)' if args.deep else ''}: "
-              + ("consistent" if rep.ok else f"{len(rep.problems)} problem(s)"))
+        print(
+            f"{rep.checked:,} catalogued file(s) checked"
+            f"{' (re-hashed)' if args.deep else ''}: "
+            + ("consistent" if rep.ok else f"{len(rep.problems)} problem(s)")
+        )
     return EX_OK if rep.ok else EX_FAILED
 
 
@@ -182,8 +203,9 @@ def cmd_adopt(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         progress.done = done
         progress.update()
 
-    actions = adopt.adopt(cfg, args.path, log, on_progress,
-                          quarantine_copies=args.quarantine_copies)
+    actions = adopt.adopt(
+        cfg, args.path, log, on_progress, quarantine_copies=args.quarantine_copies
+    )
     if progress is not None:
         progress.update(force=True)
         progress.close()
@@ -191,8 +213,12 @@ def cmd_adopt(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         if a.kind not in ("catalogued", "companion"):
             print(show.printable(f"{a.kind:12} {a.path}: {a.detail}"))
     counts = {k: sum(a.kind == k for a in actions) for k in adopt.ADOPT_KINDS}
-    print("adopted: " + ", ".join(f"{n} {k}" for k, n in counts.items()
-                                  if n or k in ("catalogued", "copy", "left")))
+    print(
+        "adopted: "
+        + ", ".join(
+            f"{n} {k}" for k, n in counts.items() if n or k in ("catalogued", "copy", "left")
+        )
+    )
     return EX_OK
 
 
@@ -226,8 +252,13 @@ def cmd_history(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
     outcomes = [o.strip() for arg in args.outcome or () for o in arg.split(",") if o.strip()]
     conn = db.connect(cfg.catalog, readonly=True)
     try:
-        rows = lookup.history(conn, since=_when(args.since), outcomes=outcomes or None,
-                              batches=args.batch, limit=max(0, args.limit))
+        rows = lookup.history(
+            conn,
+            since=_when(args.since),
+            outcomes=outcomes or None,
+            batches=args.batch,
+            limit=max(0, args.limit),
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     finally:
@@ -244,26 +275,30 @@ def cmd_undo(cfg: config.Config, args: argparse.Namespace, log: Any) -> int:
         raise UsageError("undo: give BATCH... or --since WHEN (one of them)")
     from . import oneshot
 
-    summary = oneshot.undo(cfg, batches=args.batches or None, since=_when(args.since),
-                           dry_run=args.dry_run, log=log)
+    summary = oneshot.undo(
+        cfg, batches=args.batches or None, since=_when(args.since), dry_run=args.dry_run, log=log
+    )
     what = ", ".join(summary.undoing) if isinstance(summary.undoing, list) else summary.undoing
     if summary.resumed:
         print(f"finished an interrupted undo: {show.undo_counts(summary.resumed)}")
     if summary.preview is not None:
         for line in show.undo_preview(summary.preview):
             print(show.printable(line))
-        print(f"dry run, nothing changed: undo {what}: would undo {len(summary.preview)} "
-              "file(s)")
+        print(f"dry run, nothing changed: undo {what}: would undo {len(summary.preview)} file(s)")
     else:
         for item in summary.items:
             print(show.printable(show.undo_item(item, summary.sources[item.job_id])))
-        print(f"undo {what} ({summary.batch}): {len(summary.items)} file(s): "
-              f"{show.undo_counts(summary.items)}")
+        print(
+            f"undo {what} ({summary.batch}): {len(summary.items)} file(s): "
+            f"{show.undo_counts(summary.items)}"
+        )
     if summary.already_undone:
         print(f"{summary.already_undone} file(s) of it were undone before")
     if summary.unfinished_jobs:
-        print(f"{summary.unfinished_jobs} job(s) of it are unfinished and were not undone: "
-              "let the daemon or an import finish them, then undo again")
+        print(
+            f"{summary.unfinished_jobs} job(s) of it are unfinished and were not undone: "
+            "let the daemon or an import finish them, then undo again"
+        )
     return EX_OK if summary.ok else EX_FAILED
 
 
@@ -289,9 +324,17 @@ def cmd_unit_paths(cfg: config.Config, args: argparse.Namespace, log: Any) -> in
 
 TALKING = frozenset({"import", "adopt"})  # a progress bar and short lines on a terminal
 QUIET = frozenset({"status", "find", "history", "unit-paths"})  # read only: no logging set up
-COMMANDS = {"adopt": cmd_adopt, "run": cmd_run, "import": cmd_import, "status": cmd_status,
-            "verify": cmd_verify, "find": cmd_find, "history": cmd_history, "undo": cmd_undo,
-            "unit-paths": cmd_unit_paths}
+COMMANDS = {
+    "adopt": cmd_adopt,
+    "run": cmd_run,
+    "import": cmd_import,
+    "status": cmd_status,
+    "verify": cmd_verify,
+    "find": cmd_find,
+    "history": cmd_history,
+    "undo": cmd_undo,
+    "unit-paths": cmd_unit_paths,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,8 +43,10 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 def _takes_files(parser: argparse.ArgumentParser) -> bool:
     """Whether a subcommand's positional arguments can be file names."""
-    return any(not a.option_strings and (str(a.metavar) in _PATH_METAVARS or a.dest == "what")
-               for a in parser._actions)
+    return any(
+        not a.option_strings and (str(a.metavar) in _PATH_METAVARS or a.dest == "what")
+        for a in parser._actions
+    )
 
 
 def bash_script(parser: argparse.ArgumentParser | None = None) -> str:

@@ -20,8 +20,9 @@ from ..store import catalog, db, journal, names
 from .oneshot import walk
 
 
-def _sidecar_plan(conn: db.Connection | None, path: bytes, companion: Companion,
-                  planned: dict[bytes, str]) -> Plan:
+def _sidecar_plan(
+    conn: db.Connection | None, path: bytes, companion: Companion, planned: dict[bytes, str]
+) -> Plan:
     """A sidecar goes beside its photo (one this dry run files, or one filed before from
     the same folder), under the photo's new name; with no photo it is rejected."""
     folder = os.path.dirname(path)
@@ -33,9 +34,13 @@ def _sidecar_plan(conn: db.Connection | None, path: bytes, companion: Companion,
     rel = next((planned[p] for p in partners if p in planned), None)
     if rel is None and conn is not None:
         for job in journal.latest_for(conn, partners).values():
-            entry = (catalog.by_job(conn, job.id) if job.outcome is Outcome.FILED else
-                     catalog.by_id(conn, job.duplicate_of or -1)
-                     if job.outcome is Outcome.DUPLICATE else None)
+            entry = (
+                catalog.by_job(conn, job.id)
+                if job.outcome is Outcome.FILED
+                else catalog.by_id(conn, job.duplicate_of or -1)
+                if job.outcome is Outcome.DUPLICATE
+                else None
+            )
             if entry is not None and not entry.missing_since:
                 rel = entry.path
                 break
@@ -82,30 +87,46 @@ def dry_run(cfg: Config, sources: list[str]) -> Iterator[Plan]:
                 sha256, size = hash_fd(fd)
                 existing = catalog.by_sha256(conn, sha256) if conn is not None else None
                 if existing is not None or sha256 in seen:
-                    yield Plan(path, "duplicate", existing.path if existing else seen[sha256],
-                               "")
+                    yield Plan(path, "duplicate", existing.path if existing else seen[sha256], "")
                     continue
                 name = os.fsdecode(os.path.basename(path))
-                info = NotMedia("an empty file") if size == 0 else reader.describe(
-                    f"/proc/{os.getpid()}/fd/{fd}".encode(), name, os.fstat(fd).st_mtime_ns)
+                info = (
+                    NotMedia("an empty file")
+                    if size == 0
+                    else reader.describe(
+                        f"/proc/{os.getpid()}/fd/{fd}".encode(), name, os.fstat(fd).st_mtime_ns
+                    )
+                )
             finally:
                 os.close(fd)
-            if isinstance(info, MediaInfo) and info.date_source == "mtime" \
-                    and cfg.undated == "reject":
-                info = NotMedia("no capture date in its content, name or sidecar "
-                                "(ingest.undated = \"reject\")")
+            if (
+                isinstance(info, MediaInfo)
+                and info.date_source == "mtime"
+                and cfg.undated == "reject"
+            ):
+                info = NotMedia(
+                    'no capture date in its content, name or sidecar (ingest.undated = "reject")'
+                )
             if isinstance(info, NotMedia):
                 yield Plan(path, "rejected", "", info.reason)
                 continue
             preferred = preferred_path(cfg, roots, path, info)
-            n = nexts.get(preferred) or (min(names.first_number(conn, preferred),
-                                             names.first_number(conn, catalog.stem_key(
-                                                 preferred))) if conn is not None else 0)
+            n = nexts.get(preferred) or (
+                min(
+                    names.first_number(conn, preferred),
+                    names.first_number(conn, catalog.stem_key(preferred)),
+                )
+                if conn is not None
+                else 0
+            )
             while True:
                 rel = numbered(preferred, n)
                 in_catalog = conn is not None and catalog.by_path(conn, rel) is not None
-                if rel not in taken and not in_catalog and not os.path.lexists(
-                        os.path.join(library, os.fsencode(rel))):
+                if (
+                    rel not in taken
+                    and not in_catalog
+                    and not os.path.lexists(os.path.join(library, os.fsencode(rel)))
+                ):
                     break
                 n += 1
             taken.add(rel)

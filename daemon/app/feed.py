@@ -22,17 +22,26 @@ from .pool import Pool
 class InboxFeed:
     """What the inboxes offer the pool. `wake` is set when there is something to look at."""
 
-    def __init__(self, cfg: Config, log: Any, wake: threading.Event,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        log: Any,
+        wake: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg = cfg
         self.log = log
         self.wake = wake
         self.inboxes = tuple(os.fsencode(i) for i in cfg.inboxes)
         self.watchers: dict[bytes, Watcher] = {}  # one per inbox
         self.rescan_due = threading.Event()
-        self.candidates = Candidates(cfg.settle_seconds, capacity=max(10 * cfg.queue_size, 1000),
-                                     clock=clock, root_of=self._inbox_of,
-                                     grace=cfg.incomplete_grace_seconds)
+        self.candidates = Candidates(
+            cfg.settle_seconds,
+            capacity=max(10 * cfg.queue_size, 1000),
+            clock=clock,
+            root_of=self._inbox_of,
+            grace=cfg.incomplete_grace_seconds,
+        )
         # settled candidates waiting for room in the queue, in arrival order (a burst
         # larger than the queue waits here, not re-checked: the worker checks again)
         self.ready: dict[bytes, None] = {}
@@ -57,8 +66,12 @@ class InboxFeed:
         for watcher in list(self.watchers.values()):
             if not watcher.alive() and not stopping.is_set():
                 error = watcher.restart()
-                self.log.warning("watcher.restarted", inbox=os.fsdecode(watcher.inbox),
-                                 reason="an observer thread died", error=error)
+                self.log.warning(
+                    "watcher.restarted",
+                    inbox=os.fsdecode(watcher.inbox),
+                    reason="an observer thread died",
+                    error=error,
+                )
                 self.candidates.events_lost()
                 self.rescan_due.set()
 
@@ -72,9 +85,12 @@ class InboxFeed:
             self.log.info("watcher.held", source=os.fsdecode(path), reason=why)
         while self.candidates.filed_short:
             path, why = self.candidates.filed_short.pop()
-            self.log.warning("watcher.filed_cut_short", source=os.fsdecode(path), reason=why,
-                             note=f"unchanged for {self.cfg.incomplete_grace_seconds:g} s: "
-                             "filed as it is")
+            self.log.warning(
+                "watcher.filed_cut_short",
+                source=os.fsdecode(path),
+                reason=why,
+                note=f"unchanged for {self.cfg.incomplete_grace_seconds:g} s: filed as it is",
+            )
         return due
 
     def offer(self, pool: Pool) -> None:
@@ -94,9 +110,11 @@ class InboxFeed:
     def held(self, most: int) -> tuple[int, dict[bytes, str], int]:
         """(version, up to `most` held-back files: why, how many are held)."""
         with self.candidates.lock:
-            return (self.candidates.held_version,
-                    dict(itertools.islice(self.candidates.held.items(), most)),
-                    len(self.candidates.held))
+            return (
+                self.candidates.held_version,
+                dict(itertools.islice(self.candidates.held.items(), most)),
+                len(self.candidates.held),
+            )
 
     def finished(self, source: bytes) -> None:
         """A file was filed (from a worker thread): its folder may be pruned."""
@@ -141,9 +159,14 @@ class InboxFeed:
         return None
 
     def _watch(self, inbox: bytes) -> Watcher:
-        watcher = Watcher(inbox, on_file=self._on_file, on_dir=self._on_dir,
-                          on_overflow=self._on_overflow, on_write=self.candidates.modified,
-                          on_close=self._on_closed)
+        watcher = Watcher(
+            inbox,
+            on_file=self._on_file,
+            on_dir=self._on_dir,
+            on_overflow=self._on_overflow,
+            on_write=self.candidates.modified,
+            on_close=self._on_closed,
+        )
         watcher.start()
         return watcher
 
@@ -176,8 +199,13 @@ class InboxFeed:
             return
         quiet = max(self.cfg.settle_seconds, 1.0)
         try:
-            fresh = {f for d in dirs for inbox in self.inboxes if d.startswith(inbox + b"/")
-                     and (f := prune_empty_dirs(inbox, d, quiet, time.time()))}
+            fresh = {
+                f
+                for d in dirs
+                for inbox in self.inboxes
+                if d.startswith(inbox + b"/")
+                and (f := prune_empty_dirs(inbox, d, quiet, time.time()))
+            }
         except OSError as e:  # tried again with the next finished file
             self.log.warning("watcher.prune_failed", error=str(e))
             fresh = dirs
@@ -201,10 +229,12 @@ class InboxFeed:
             with self.candidates.lock:
                 for path in [p for p in self.candidates.seen if p.startswith(prefixes)]:
                     del self.candidates.seen[path]
-                self.finished_dirs = {d for d in self.finished_dirs
-                                      if not d.startswith(prefixes)}
+                self.finished_dirs = {d for d in self.finished_dirs if not d.startswith(prefixes)}
             for path in [p for p in self.ready if p.startswith(prefixes)]:
                 del self.ready[path]
         self.rescan()
-        self.log.info("daemon.inboxes_changed", inbox=", ".join(map(os.fsdecode, inboxes)),
-                      stopped=", ".join(map(os.fsdecode, gone)) or None)
+        self.log.info(
+            "daemon.inboxes_changed",
+            inbox=", ".join(map(os.fsdecode, inboxes)),
+            stopped=", ".join(map(os.fsdecode, gone)) or None,
+        )

@@ -45,9 +45,11 @@ class StateLock:
             fcntl.flock(self.dirfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.dirfd)
-            raise LockedError(f"{self.dir}: another mediasortd ({self._holder()}) is using "
-                              "this catalog; stop it first, or drop the files into its "
-                              "inbox") from None
+            raise LockedError(
+                f"{self.dir}: another mediasortd ({self._holder()}) is using "
+                "this catalog; stop it first, or drop the files into its "
+                "inbox"
+            ) from None
         st = os.fstat(self.dirfd)
         self.dir_id = (st.st_dev, st.st_ino)
         self.fd = -1
@@ -71,13 +73,16 @@ class StateLock:
             raise db.os_error(e, self.path, "cannot take the state lock") from None
         try:
             own_like_parent(fd, os.fsencode(self.dir))  # root's import: still the service's
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK,
-                        struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+            fcntl.fcntl(
+                fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+            )
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what older versions look for
         except OSError:
             os.close(fd)
-            raise LockedError(f"{self.path}: another mediasortd ({self._holder()}) is using "
-                              "this catalog; stop it first") from None
+            raise LockedError(
+                f"{self.path}: another mediasortd ({self._holder()}) is using "
+                "this catalog; stop it first"
+            ) from None
         try:  # who holds it, for `status` (on a full disk: untold)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {self.command}\n".encode(), 0)
@@ -91,11 +96,15 @@ class StateLock:
         try:
             st = os.stat(self.dir)
         except OSError as e:
-            raise LockedError(f"{self.dir}: the state directory is gone ({e.strerror}); "
-                              "stopping: the catalog in use is no longer there") from None
+            raise LockedError(
+                f"{self.dir}: the state directory is gone ({e.strerror}); "
+                "stopping: the catalog in use is no longer there"
+            ) from None
         if (st.st_dev, st.st_ino) != self.dir_id:
-            raise LockedError(f"{self.dir}: the state directory was replaced under the "
-                              "running mediasortd; stopping") from None
+            raise LockedError(
+                f"{self.dir}: the state directory was replaced under the "
+                "running mediasortd; stopping"
+            ) from None
         mine = os.fstat(self.fd)
         try:
             now = os.stat(self.path)
@@ -157,8 +166,10 @@ def holder(state_dir: Path) -> dict[str, Any] | None:
     finally:
         os.close(fd)
     if held and text and text[0].isdigit():
-        return {"pid": int(text[0]),
-                "command": text[1] if len(text) > 1 and text[1] in COMMANDS else "?"}
+        return {
+            "pid": int(text[0]),
+            "command": text[1] if len(text) > 1 and text[1] in COMMANDS else "?",
+        }
     pid = _flock_holder(st)
     if pid is None:
         return None
@@ -173,8 +184,9 @@ def holder(state_dir: Path) -> dict[str, Any] | None:
 def _ofd_locked(fd: int) -> bool:
     """Some open file holds a lock on this file (F_OFD_GETLK; struct flock on Linux)."""
     try:
-        got = fcntl.fcntl(fd, fcntl.F_OFD_GETLK,
-                          struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        got = fcntl.fcntl(
+            fd, fcntl.F_OFD_GETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        )
     except OSError:
         return False
     return bool(struct.unpack(_FLOCK, got)[0] != fcntl.F_UNLCK)
@@ -195,10 +207,11 @@ def _flock_holder(st: os.stat_result) -> int | None:
         try:
             major, minor, ino = parts[5].split(":")
             if (int(ino), int(major, 16), int(minor, 16)) == (
-                    st.st_ino, os.major(st.st_dev), os.minor(st.st_dev)):
+                st.st_ino,
+                os.major(st.st_dev),
+                os.minor(st.st_dev),
+            ):
                 return int(parts[4])
         except ValueError:
             continue
     return None
-
-

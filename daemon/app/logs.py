@@ -11,8 +11,12 @@ from typing import Any
 
 import structlog
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 # syslog priorities for journald
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
 
@@ -71,11 +75,19 @@ class JournalRenderer:
         event.pop("timestamp", None)
         exc = event.pop("exception", None)
         fields = journal_fields(event)
-        parts = [f"{k}={v}" for k, v in event.items()
-                 if v is not None and k in ("outcome", "source", "dest", "error", "reason")]
+        parts = [
+            f"{k}={v}"
+            for k, v in event.items()
+            if v is not None and k in ("outcome", "source", "dest", "error", "reason")
+        ]
         message = " ".join([name, *parts]) + (f"\n{exc}" if exc else "")
-        self.send(message, MEDIASORTD_EVENT=name, PRIORITY=str(PRIORITY.get(level, 6)),
-                  SYSLOG_IDENTIFIER="mediasortd", **fields)
+        self.send(
+            message,
+            MEDIASORTD_EVENT=name,
+            PRIORITY=str(PRIORITY.get(level, 6)),
+            SYSLOG_IDENTIFIER="mediasortd",
+            **fields,
+        )
         raise structlog.DropEvent
 
 
@@ -91,13 +103,16 @@ class Handed:
         raise structlog.DropEvent
 
 
-def configure(level: str = "info", fmt: str = "auto",
-              on_event: Callable[[dict[str, Any]], None] | None = None) -> str:
+def configure(
+    level: str = "info", fmt: str = "auto", on_event: Callable[[dict[str, Any]], None] | None = None
+) -> str:
     """Configure structlog once for the process; returns the format actually used.
     `on_event`: on a terminal (format auto, console), events go to it instead."""
     fmt = resolve_format(fmt)
-    shared: list[Any] = [structlog.processors.add_log_level,
-                         structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     renderer: Any
     if fmt == "console" and on_event is not None:
         fmt = "terminal"

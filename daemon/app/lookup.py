@@ -35,8 +35,11 @@ def classify(what: str) -> tuple[str, str]:
     prefix, a source path (has a '/', no longer exists) or an original name or glob."""
     if os.path.lexists(what):
         return ("folder" if os.path.isdir(what) else "file"), os.path.abspath(what)
-    if (m := query.DATE.match(what)) and 1 <= int(m.group(2)) <= 12 and \
-            (m.group(3) is None or 1 <= int(m.group(3)) <= 31):
+    if (
+        (m := query.DATE.match(what))
+        and 1 <= int(m.group(2)) <= 12
+        and (m.group(3) is None or 1 <= int(m.group(3)) <= 31)
+    ):
         return "date", what
     if query.SHA_PREFIX.match(what):
         return "sha256", what.lower()
@@ -84,15 +87,27 @@ def _from_file(cfg: Config, r: dict[str, Any]) -> dict[str, Any]:
     """A catalog row: the file is in the library."""
     return {
         "outcome": "pending" if r["step"] not in (None, "done") else "filed",
-        "library_path": _lib(cfg, r["path"]), "path": r["path"],
-        "original_name": r["original_name"], "source": r["source"],
-        "filed_at": r["filed_at"], "captured": r["captured"], "utc_offset": r["utc_offset"],
-        "date_source": r["date_source"], "date_raw": r["date_raw"],
-        "confidence": r["confidence"], "date_skipped": r["date_skipped"],
-        "file_type": r["file_type"], "sha256": r["sha256"],
-        "size": r["size"], "batch": r["batch"], "job": r["job"],
-        "missing_since": r["missing_since"], "duplicate_of": None, "quarantine": None,
-        "reason": None, "was_at": None,
+        "library_path": _lib(cfg, r["path"]),
+        "path": r["path"],
+        "original_name": r["original_name"],
+        "source": r["source"],
+        "filed_at": r["filed_at"],
+        "captured": r["captured"],
+        "utc_offset": r["utc_offset"],
+        "date_source": r["date_source"],
+        "date_raw": r["date_raw"],
+        "confidence": r["confidence"],
+        "date_skipped": r["date_skipped"],
+        "file_type": r["file_type"],
+        "sha256": r["sha256"],
+        "size": r["size"],
+        "batch": r["batch"],
+        "job": r["job"],
+        "missing_since": r["missing_since"],
+        "duplicate_of": None,
+        "quarantine": None,
+        "reason": None,
+        "was_at": None,
     }
 
 
@@ -102,23 +117,40 @@ def _from_job(cfg: Config, r: dict[str, Any]) -> dict[str, Any]:
     outcome = r["outcome"] if r["step"] == "done" else "pending"
     filed = outcome == "filed"  # filed, but its row is gone: undone
     return {
-        "outcome": outcome, "library_path": None, "path": None,
-        "original_name": os.path.basename(r["source"]), "source": r["source"],
-        "filed_at": r["finished_at"] or r["created_at"], "captured": None, "utc_offset": None,
-        "date_source": None, "date_raw": None, "confidence": None, "date_skipped": None,
+        "outcome": outcome,
+        "library_path": None,
+        "path": None,
+        "original_name": os.path.basename(r["source"]),
+        "source": r["source"],
+        "filed_at": r["finished_at"] or r["created_at"],
+        "captured": None,
+        "utc_offset": None,
+        "date_source": None,
+        "date_raw": None,
+        "confidence": None,
+        "date_skipped": None,
         "file_type": None,
-        "sha256": r["sha256"], "size": r["size"], "batch": r["batch"], "job": r["job"],
+        "sha256": r["sha256"],
+        "size": r["size"],
+        "batch": r["batch"],
+        "job": r["job"],
         "missing_since": None,
         "duplicate_of": _lib(cfg, r["original_path"]) if outcome == "duplicate" else None,
         "duplicate_of_id": r["duplicate_of"],
         "quarantine": r["dest"] if not filed else None,
-        "reason": r["reason"], "was_at": r["dest"] if filed else None,
+        "reason": r["reason"],
+        "was_at": r["dest"] if filed else None,
     }
 
 
-def history(conn: Connection, *, since: str | None = None,
-            outcomes: list[str] | None = None, batches: list[str] | None = None,
-            limit: int | None = 100) -> list[dict[str, Any]]:
+def history(
+    conn: Connection,
+    *,
+    since: str | None = None,
+    outcomes: list[str] | None = None,
+    batches: list[str] | None = None,
+    limit: int | None = 100,
+) -> list[dict[str, Any]]:
     for o in outcomes or ():
         if o not in timeline.HISTORY_OUTCOMES:
             raise ValueError(f"{o!r}: not an outcome; use {', '.join(timeline.HISTORY_OUTCOMES)}")

@@ -28,8 +28,9 @@ from . import report
 from .adopt import Action, Say, catalogue, claim, move_aside, opened, shown
 
 
-def repair(cfg: Config, log: Any, *, dry_run: bool = False,
-           say: Say | None = None) -> tuple[list[Action], report.Report]:
+def repair(
+    cfg: Config, log: Any, *, dry_run: bool = False, say: Say | None = None
+) -> tuple[list[Action], report.Report]:
     """Replay, then fix what `verify --deep` finds; returns what was done and what is left.
     Each action is said (`say`) as it is done, and a changed file's verdict (edit or rot)
     before anything is done to it; `dry_run` says what would be done and does nothing (no
@@ -45,15 +46,24 @@ def repair(cfg: Config, log: Any, *, dry_run: bool = False,
         for p in found.problems:
             rel = os.fsencode(p.path)
             if p.kind == "stray":
-                action = catalogue(cfg, conn, reader, rel, "a stray", keep_copy=False,
-                                   keep_other=False)
+                action = catalogue(
+                    cfg, conn, reader, rel, "a stray", keep_copy=False, keep_other=False
+                )
             elif p.kind in ("hash_mismatch", "size_mismatch"):
                 action = _changed(cfg, conn, rel, p.detail, say)
             elif p.kind == "missing":
                 action = _missing(cfg, conn, p.path)
             elif p.kind == "kept_changed":  # another file saved over an album copy
-                action = catalogue(cfg, conn, reader, rel, "a kept copy whose bytes changed",
-                                   keep_copy=True, keep_other=True, was_kept=True)
+                action = catalogue(
+                    cfg,
+                    conn,
+                    reader,
+                    rel,
+                    "a kept copy whose bytes changed",
+                    keep_copy=True,
+                    keep_other=True,
+                    was_kept=True,
+                )
             elif p.kind == "kept_missing":
                 with transaction(conn):
                     kept.forget(conn, p.path)
@@ -81,13 +91,23 @@ def _missing(cfg: Config, conn: db.Connection, path: str) -> Action:
     good = _good_copy(cfg, conn, entry) if entry is not None else None
     with transaction(conn):
         if entry is not None and good is not None:
-            kept.promote(conn, entry.id, good, os.lstat(os.path.join(
-                os.fsencode(cfg.library), os.fsencode(good))).st_mtime_ns)
-            return Action("moved_to_copy", shown(os.fsencode(path)), "gone; its row now "
-                          f"stands for the intact copy {catalog.printable(good)}")
+            kept.promote(
+                conn,
+                entry.id,
+                good,
+                os.lstat(os.path.join(os.fsencode(cfg.library), os.fsencode(good))).st_mtime_ns,
+            )
+            return Action(
+                "moved_to_copy",
+                shown(os.fsencode(path)),
+                f"gone; its row now stands for the intact copy {catalog.printable(good)}",
+            )
         catalog.mark_missing(conn, path, journal.now())
-    return Action("marked_missing", shown(os.fsencode(path)), "the catalog row is kept, "
-                  "marked missing; importing the same bytes again files them anew")
+    return Action(
+        "marked_missing",
+        shown(os.fsencode(path)),
+        "the catalog row is kept, marked missing; importing the same bytes again files them anew",
+    )
 
 
 def _rot_or_edit(conn: db.Connection, entry: catalog.Entry, st: os.stat_result) -> tuple[bool, str]:
@@ -103,8 +123,9 @@ def _rot_or_edit(conn: db.Connection, entry: catalog.Entry, st: os.stat_result) 
     filed = datetime.fromisoformat(imported_at).timestamp()
     if st.st_mtime > filed:
         return False, f"an edit: modified {when}, after it was filed ({imported_at} UTC)"
-    return True, ("bit rot: other bytes, same size, not modified since it was filed "
-                  f"({imported_at} UTC)")
+    return True, (
+        f"bit rot: other bytes, same size, not modified since it was filed ({imported_at} UTC)"
+    )
 
 
 def _check_rebuildable(cfg: Config) -> None:
@@ -124,7 +145,8 @@ def _check_rebuildable(cfg: Config) -> None:
         f"{cfg.catalog} is not this library's catalog (the library {cfg.library} was "
         f"filed by catalog {marker or '?'}): restore the right one from a backup, or move "
         "this one aside and run `mediasortd verify --repair` again to rebuild the catalog "
-        "from the library")
+        "from the library"
+    )
 
 
 def _changed(cfg: Config, conn: db.Connection, rel: bytes, detail: str, say: Say | None) -> Action:
@@ -138,25 +160,38 @@ def _changed(cfg: Config, conn: db.Connection, rel: bytes, detail: str, say: Say
     except FileNotFoundError:  # gone since verify looked
         with transaction(conn):
             catalog.mark_missing(conn, os.fsdecode(rel), journal.now())
-        return Action("marked_missing", shown(rel), "gone while being repaired; the row is "
-                      "kept, marked missing")
+        return Action(
+            "marked_missing",
+            shown(rel),
+            "gone while being repaired; the row is kept, marked missing",
+        )
     rot, why = _rot_or_edit(conn, entry, st)
     text = shown(rel)
     if rot:
         if say is not None:
-            say(Action("rot", text, f"{detail}; {why}: moving it to "
-                       f"{cfg.rejected / 'bitrot'}"))
+            say(Action("rot", text, f"{detail}; {why}: moving it to {cfg.rejected / 'bitrot'}"))
         where = move_aside(full, cfg.rejected / "bitrot", rel, cfg.dir_mode)
         good = _good_copy(cfg, conn, entry)
         with transaction(conn):
             if good is not None:  # an album copy still has the bytes: the row moves to it
-                kept.promote(conn, entry.id, good, os.lstat(os.path.join(
-                    os.fsencode(cfg.library), os.fsencode(good))).st_mtime_ns)
+                kept.promote(
+                    conn,
+                    entry.id,
+                    good,
+                    os.lstat(os.path.join(os.fsencode(cfg.library), os.fsencode(good))).st_mtime_ns,
+                )
             else:
                 catalog.mark_missing(conn, os.fsdecode(rel), journal.now())
-        return Action("rot_quarantined", text, f"{detail}; {why}; moved to {shown(where)}; "
-                      + (f"its row now stands for the intact copy {catalog.printable(good)}"
-                         if good is not None else "its row is marked missing"))
+        return Action(
+            "rot_quarantined",
+            text,
+            f"{detail}; {why}; moved to {shown(where)}; "
+            + (
+                f"its row now stands for the intact copy {catalog.printable(good)}"
+                if good is not None
+                else "its row is marked missing"
+            ),
+        )
     if say is not None:
         say(Action("edit", text, f"{why}: kept where it is, its catalog row updated"))
     hashed = hash_file(full)
@@ -170,22 +205,46 @@ def _changed(cfg: Config, conn: db.Connection, rel: bytes, detail: str, say: Say
             twin = catalog.printable(other.path)
             catalog.remember(conn, entry, now, f"edited into the same bytes as {twin}")
             catalog.delete(conn, entry.id)
-            kept.record(conn, path=os.fsdecode(rel), kind="copy", file_id=other.id,
-                         size=size, mtime_ns=os.lstat(full).st_mtime_ns,
-                         reason=f"same content as {twin}", when=now)
-            return Action("edited", text, f"{why}; now the same bytes as {twin}: recorded "
-                          "as a copy of it (the old hash kept in file_history)")
-        catalog.record_edit(conn, entry, sha256=sha256, size=size,
-                            mtime_ns=os.lstat(full).st_mtime_ns, when=now, reason=why)
-    return Action("edited", text, f"{why}; its row now has sha256 {sha256} ({size} bytes); "
-                  f"the old sha256 {entry.sha256} is kept in file_history")
+            kept.record(
+                conn,
+                path=os.fsdecode(rel),
+                kind="copy",
+                file_id=other.id,
+                size=size,
+                mtime_ns=os.lstat(full).st_mtime_ns,
+                reason=f"same content as {twin}",
+                when=now,
+            )
+            return Action(
+                "edited",
+                text,
+                f"{why}; now the same bytes as {twin}: recorded "
+                "as a copy of it (the old hash kept in file_history)",
+            )
+        catalog.record_edit(
+            conn,
+            entry,
+            sha256=sha256,
+            size=size,
+            mtime_ns=os.lstat(full).st_mtime_ns,
+            when=now,
+            reason=why,
+        )
+    return Action(
+        "edited",
+        text,
+        f"{why}; its row now has sha256 {sha256} ({size} bytes); "
+        f"the old sha256 {entry.sha256} is kept in file_history",
+    )
 
 
 def _good_copy(cfg: Config, conn: db.Connection, entry: catalog.Entry) -> str | None:
     """A kept copy of the row's bytes that still has them intact, if any."""
     for path in kept.copies_of(conn, entry.id):
         if hash_file(os.path.join(os.fsencode(cfg.library), os.fsencode(path))) == (
-                entry.sha256, entry.size):
+            entry.sha256,
+            entry.size,
+        ):
             return path
     return None
 
@@ -206,13 +265,23 @@ def _dry_run(cfg: Config, say: Say | None) -> tuple[list[Action], report.Report]
             entry = catalog.by_path(conn, p.path)
             if p.kind in ("hash_mismatch", "size_mismatch") and st and entry:
                 rot, why = _rot_or_edit(conn, entry, st)
-                action = Action("would quarantine" if rot else "would update", text,
-                                f"{p.detail}; {why}: " + (
-                                    f"would move it to {cfg.rejected / 'bitrot'}" if rot else
-                                    "would keep it where it is and update its row"))
+                action = Action(
+                    "would quarantine" if rot else "would update",
+                    text,
+                    f"{p.detail}; {why}: "
+                    + (
+                        f"would move it to {cfg.rejected / 'bitrot'}"
+                        if rot
+                        else "would keep it where it is and update its row"
+                    ),
+                )
             elif p.kind == "missing" and entry and (good := _good_copy(cfg, conn, entry)):
-                action = Action("would fix", text, f"{p.kind}: {p.detail}; would move its "
-                                f"row to the intact copy {catalog.printable(good)}")
+                action = Action(
+                    "would fix",
+                    text,
+                    f"{p.kind}: {p.detail}; would move its "
+                    f"row to the intact copy {catalog.printable(good)}",
+                )
             elif p.kind == "unreadable":  # repair cannot look either
                 action = Action("would leave", text, f"{p.kind}: {p.detail}")
             else:
@@ -223,5 +292,3 @@ def _dry_run(cfg: Config, say: Say | None) -> tuple[list[Action], report.Report]
         return actions, found
     finally:
         conn.close()
-
-

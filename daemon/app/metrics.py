@@ -25,8 +25,12 @@ from ..model import Outcome, Step
 # seconds; files take from milliseconds (a duplicate) to minutes (a large video)
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # the step a failed attempt was trying to do, by the step the job was at
-ACTION = {Step.RECORDED: "copy", Step.COPIED: "decide", Step.DECIDED: "place",
-          Step.PLACED: "retire"}
+ACTION = {
+    Step.RECORDED: "copy",
+    Step.COPIED: "decide",
+    Step.DECIDED: "place",
+    Step.PLACED: "retire",
+}
 
 
 @dataclass
@@ -64,8 +68,9 @@ class Gauges:
 class Metrics:
     """Thread-safe counters, fed with every ingest result (worker threads)."""
 
-    def __init__(self, base_counts: dict[str, int], base_filed_bytes: int,
-                 start_time: float) -> None:
+    def __init__(
+        self, base_counts: dict[str, int], base_filed_bytes: int, start_time: float
+    ) -> None:
         self.lock = threading.Lock()
         self.files = {o.value: base_counts.get(o.value, 0) for o in Outcome}
         self.filed_bytes = base_filed_bytes
@@ -87,40 +92,74 @@ class Metrics:
     def render(self, g: Gauges) -> str:
         with self.lock:
             out = _Text()
-            out.family("mediasortd_files_total", "counter",
-                       "Files handled, by outcome (all time, from the journal).",
-                       (({"outcome": o}, n) for o, n in self.files.items()))
-            out.family("mediasortd_filed_bytes_total", "counter",
-                       "Bytes of new files filed into the library (all time).",
-                       [({}, self.filed_bytes)])
-            out.family("mediasortd_step_failures_total", "counter",
-                       "Failed attempts at an ingest step since the daemon started; each is "
-                       "retried, a file that keeps failing ends as outcome=\"failed\".",
-                       (({"step": s}, n) for s, n in self.step_failures.items()))
-            out.family("mediasortd_exiftool_restarts_total", "counter",
-                       "ExifTool processes that died or hung and were replaced, since the "
-                       "daemon started.", [({}, g.exiftool_restarts)])
-            out.histogram("mediasortd_ingest_duration_seconds",
-                          "Time from taking a file to finishing it, by outcome, since the "
-                          "daemon started.", self.durations)
-            out.family("mediasortd_queue_depth", "gauge",
-                       "Files queued for a worker or waiting to retry.", [({}, g.queue_depth)])
-            out.family("mediasortd_inbox_waiting", "gauge",
-                       "Files seen in the inbox that have not settled yet.",
-                       [({}, g.inbox_waiting)])
-            out.family("mediasortd_jobs_pending", "gauge", "Unfinished jobs in the journal.",
-                       [({}, g.jobs_pending)])
-            out.family("mediasortd_library_full", "gauge",
-                       "1 while the library's filesystem is full and copying waits for space.",
-                       [({}, int(g.library_full))])
+            out.family(
+                "mediasortd_files_total",
+                "counter",
+                "Files handled, by outcome (all time, from the journal).",
+                (({"outcome": o}, n) for o, n in self.files.items()),
+            )
+            out.family(
+                "mediasortd_filed_bytes_total",
+                "counter",
+                "Bytes of new files filed into the library (all time).",
+                [({}, self.filed_bytes)],
+            )
+            out.family(
+                "mediasortd_step_failures_total",
+                "counter",
+                "Failed attempts at an ingest step since the daemon started; each is "
+                'retried, a file that keeps failing ends as outcome="failed".',
+                (({"step": s}, n) for s, n in self.step_failures.items()),
+            )
+            out.family(
+                "mediasortd_exiftool_restarts_total",
+                "counter",
+                "ExifTool processes that died or hung and were replaced, since the daemon started.",
+                [({}, g.exiftool_restarts)],
+            )
+            out.histogram(
+                "mediasortd_ingest_duration_seconds",
+                "Time from taking a file to finishing it, by outcome, since the daemon started.",
+                self.durations,
+            )
+            out.family(
+                "mediasortd_queue_depth",
+                "gauge",
+                "Files queued for a worker or waiting to retry.",
+                [({}, g.queue_depth)],
+            )
+            out.family(
+                "mediasortd_inbox_waiting",
+                "gauge",
+                "Files seen in the inbox that have not settled yet.",
+                [({}, g.inbox_waiting)],
+            )
+            out.family(
+                "mediasortd_jobs_pending",
+                "gauge",
+                "Unfinished jobs in the journal.",
+                [({}, g.jobs_pending)],
+            )
+            out.family(
+                "mediasortd_library_full",
+                "gauge",
+                "1 while the library's filesystem is full and copying waits for space.",
+                [({}, int(g.library_full))],
+            )
             if g.library_free_bytes is not None:
-                out.family("mediasortd_library_free_bytes", "gauge",
-                           "Space left for the daemon on the library's filesystem.",
-                           [({}, g.library_free_bytes)])
+                out.family(
+                    "mediasortd_library_free_bytes",
+                    "gauge",
+                    "Space left for the daemon on the library's filesystem.",
+                    [({}, g.library_free_bytes)],
+                )
             out.family("mediasortd_workers", "gauge", "Worker threads.", [({}, g.workers)])
-            out.family("mediasortd_start_time_seconds", "gauge",
-                       "When the daemon started, seconds since the Unix epoch.",
-                       [({}, self.start_time)])
+            out.family(
+                "mediasortd_start_time_seconds",
+                "gauge",
+                "When the daemon started, seconds since the Unix epoch.",
+                [({}, self.start_time)],
+            )
             return out.text()
 
 
@@ -130,8 +169,9 @@ class _Text:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def family(self, name: str, kind: str, help_: str,
-               samples: Iterable[tuple[dict[str, str], float]]) -> None:
+    def family(
+        self, name: str, kind: str, help_: str, samples: Iterable[tuple[dict[str, str], float]]
+    ) -> None:
         self.lines += [f"# HELP {name} {_escape_help(help_)}", f"# TYPE {name} {kind}"]
         self.lines += [f"{name}{_labels(labels)} {_value(v)}" for labels, v in samples]
 
@@ -191,8 +231,9 @@ def check_ours(path: Path) -> None:
     except FileNotFoundError:
         return
     except OSError as e:
-        raise NotOurs(f"{path}: not replaced: cannot check it is a metrics file of ours: "
-                      f"{e.strerror}") from None
+        raise NotOurs(
+            f"{path}: not replaced: cannot check it is a metrics file of ours: {e.strerror}"
+        ) from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotOurs(f"{path}: not replaced: not a regular file")
@@ -200,9 +241,11 @@ def check_ours(path: Path) -> None:
     finally:
         os.close(fd)
     if first != (HEADER + "\n").encode() and not first.startswith(_BEFORE_HEADER):
-        raise NotOurs(f"{path}: not replaced: it is not a metrics file written by mediasortd "
-                      "(its first line is not our header); move it away or choose another "
-                      "metrics.textfile")
+        raise NotOurs(
+            f"{path}: not replaced: it is not a metrics file written by mediasortd "
+            "(its first line is not our header); move it away or choose another "
+            "metrics.textfile"
+        )
 
 
 def write_textfile(path: Path, text: str) -> None:
@@ -217,8 +260,7 @@ def write_textfile(path: Path, text: str) -> None:
         os.unlink(tmp)
     except FileNotFoundError:
         pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         os.fchmod(fd, 0o644)
         data = text.encode()

@@ -31,6 +31,7 @@ from .testhooks import hooks_from_env
 
 # -- import -------------------------------------------------------------------------------
 
+
 @dataclass
 class ImportSummary:
     counts: dict[str, int]
@@ -65,8 +66,9 @@ def walk(sources: list[str], skip: list[bytes]) -> Iterator[bytes]:
                 fd = open_dir(d)
                 try:
                     with os.scandir(fd) as it:
-                        entries = sorted((os.fsencode(e.name), e.is_dir(follow_symlinks=False))
-                                         for e in it)
+                        entries = sorted(
+                            (os.fsencode(e.name), e.is_dir(follow_symlinks=False)) for e in it
+                        )
                 finally:
                     os.close(fd)
             except OSError:
@@ -78,9 +80,16 @@ def walk(sources: list[str], skip: list[bytes]) -> Iterator[bytes]:
                     yield os.path.join(d, name)
 
 
-def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
-            progress: Progress | None = None, check_catalog: bool = True,
-            policy: Policy = ONESHOT) -> ImportSummary:
+def import_(
+    cfg: Config,
+    sources: list[str],
+    *,
+    move: bool,
+    log: Any,
+    progress: Progress | None = None,
+    check_catalog: bool = True,
+    policy: Policy = ONESHOT,
+) -> ImportSummary:
     """Import `sources` (none: only finish what an earlier run left, saying nothing).
     `check_catalog`: refuse a catalog the library does not know (runtime.check_catalog);
     off only for the commands that make them agree (`verify --repair`, `adopt`).
@@ -118,8 +127,16 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
         batch = batch_id("import")
         if paths:  # a replay alone (adopt, repair) is no import to announce
             log.info("import.started", batch=batch, files=len(paths), move=move)
-        pool = Pool(cfg, move=move, batch=batch, log=log, make_reader=make_reader(cfg),
-                    hooks=hooks, on_result=on_result, policy=policy)
+        pool = Pool(
+            cfg,
+            move=move,
+            batch=batch,
+            log=log,
+            make_reader=make_reader(cfg),
+            hooks=hooks,
+            on_result=on_result,
+            policy=policy,
+        )
         pool.expected = _Expected(cfg, paths)
         # unfinished jobs first (a path among them is then not queued again), then new
         # files, before the workers start, as far as the queue holds them: each worker
@@ -141,8 +158,9 @@ def import_(cfg: Config, sources: list[str], *, move: bool, log: Any,
         progress.close()
         if paths:
             log.info("import.finished", batch=batch, **counts)
-        return ImportSummary(counts, len(paths), batch, time.monotonic() - started,
-                             handled[0], reasons)
+        return ImportSummary(
+            counts, len(paths), batch, time.monotonic() - started, handled[0], reasons
+        )
     finally:
         lock.release()
 
@@ -157,8 +175,9 @@ class _Expected:
         self.paths = frozenset(paths)
 
     def __contains__(self, path: object) -> bool:
-        return isinstance(path, bytes) and (path in self.paths
-                                            or self.cfg.inbox_of(path) is not None)
+        return isinstance(path, bytes) and (
+            path in self.paths or self.cfg.inbox_of(path) is not None
+        )
 
 
 def _lsize(path: bytes) -> int:
@@ -169,6 +188,7 @@ def _lsize(path: bytes) -> int:
 
 
 # -- undo ---------------------------------------------------------------------------------
+
 
 @dataclass
 class UndoSummary:
@@ -186,8 +206,9 @@ class UndoSummary:
         return all(i.outcome is not UndoOutcome.KEPT for i in self.items + self.resumed)
 
 
-def undo(cfg: Config, *, batches: list[str] | None, since: str | None, dry_run: bool,
-         log: Any) -> UndoSummary:
+def undo(
+    cfg: Config, *, batches: list[str] | None, since: str | None, dry_run: bool, log: Any
+) -> UndoSummary:
     """Put the files of these batches (or of every job finished since `since`) back where
     they came from: crash-safe, journalled in `undos`, resumed by the next undo, import
     or run. --dry-run reads only and needs no lock."""
@@ -202,21 +223,29 @@ def undo(cfg: Config, *, batches: list[str] | None, since: str | None, dry_run: 
                 if problems:
                     raise UsageError("; ".join(problems))
             ids = undolog.undoable_jobs(conn, batches, since)
-            summary = UndoSummary("dry-run", batches or f"since {since}", [], resumed,
-                                  unfinished_jobs=undolog.unfinished_jobs(conn, batches)
-                                  if batches else 0,
-                                  already_undone=undolog.already_undone(conn, batches, since))
+            summary = UndoSummary(
+                "dry-run",
+                batches or f"since {since}",
+                [],
+                resumed,
+                unfinished_jobs=undolog.unfinished_jobs(conn, batches) if batches else 0,
+                already_undone=undolog.already_undone(conn, batches, since),
+            )
             if dry_run:
                 summary.preview = undoer.preview(ids)
                 return summary
             summary.batch = batch_id("undo")
-            log.info("undo.started", batch=summary.batch, undoing=summary.undoing,
-                     files=len(ids))
+            log.info("undo.started", batch=summary.batch, undoing=summary.undoing, files=len(ids))
             summary.items = [undoer.run(item) for item in undoer.plan(ids, summary.batch)]
-            summary.sources = {i.job_id: journal.get(conn, i.job_id).source.decode(
-                "utf-8", "backslashreplace") for i in summary.items}
-            log.info("undo.completed", batch=summary.batch, **{
-                o.value: sum(i.outcome is o for i in summary.items) for o in UndoOutcome})
+            summary.sources = {
+                i.job_id: journal.get(conn, i.job_id).source.decode("utf-8", "backslashreplace")
+                for i in summary.items
+            }
+            log.info(
+                "undo.completed",
+                batch=summary.batch,
+                **{o.value: sum(i.outcome is o for i in summary.items) for o in UndoOutcome},
+            )
             return summary
         finally:
             conn.close()

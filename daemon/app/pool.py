@@ -35,12 +35,22 @@ class Closeable(Describer, Protocol):
 
 
 class Pool:
-    def __init__(self, cfg: Config, *, move: bool, batch: str, log: Any,
-                 make_reader: Callable[[], Closeable], workers: int | None = None,
-                 queue_size: int | None = None, policy: Policy = ONESHOT,
-                 hooks: Hooks = NO_HOOKS, on_result: Callable[[Result], None] | None = None,
-                 companion_grace: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        move: bool,
+        batch: str,
+        log: Any,
+        make_reader: Callable[[], Closeable],
+        workers: int | None = None,
+        queue_size: int | None = None,
+        policy: Policy = ONESHOT,
+        hooks: Hooks = NO_HOOKS,
+        on_result: Callable[[Result], None] | None = None,
+        companion_grace: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg = cfg
         self.move = move
         self.batch = batch
@@ -98,8 +108,7 @@ class Pool:
         with self.idle:
             for job_id, path, after in jobs:
                 self.in_flight.add(path)
-                heapq.heappush(self.delayed, (self.clock() + after, next(self.seq), job_id,
-                                              path))
+                heapq.heappush(self.delayed, (self.clock() + after, next(self.seq), job_id, path))
 
     def queued(self) -> int:
         return self.hints.qsize() + len(self.delayed)
@@ -141,8 +150,11 @@ class Pool:
     def healthy(self, stall_seconds: float) -> bool:
         """Every worker thread is alive and none has been stuck on one file too long."""
         now = self.clock()
-        return (all(t.is_alive() for t in self.threads) and not self.errors
-                and all(now - since < stall_seconds for since in self.busy_since.values()))
+        return (
+            all(t.is_alive() for t in self.threads)
+            and not self.errors
+            and all(now - since < stall_seconds for since in self.busy_since.values())
+        )
 
     # -- the worker ---------------------------------------------------------------------
 
@@ -175,10 +187,18 @@ class Pool:
             conn = db.connect(self.cfg.catalog)
             reader = self.make_reader()
             assert self.committer is not None  # start() made it
-            ingest = Ingestor(self.cfg, conn, reader, batch=self.batch, log=self.log,
-                              hooks=self.hooks, policy=self.policy,
-                              clock=self.clock, companion_grace=self.companion_grace,
-                              committer=self.committer)
+            ingest = Ingestor(
+                self.cfg,
+                conn,
+                reader,
+                batch=self.batch,
+                log=self.log,
+                hooks=self.hooks,
+                policy=self.policy,
+                clock=self.clock,
+                companion_grace=self.companion_grace,
+                committer=self.committer,
+            )
             ingest.expected = self.expected
             ingest.lease_trouble = self.lease_trouble
             while not self.stopping.is_set():
@@ -195,8 +215,11 @@ class Pool:
                     ingest.companion_grace = self.companion_grace
                     ingest.tz = resolve_timezone(self.cfg.timezone)
                 try:
-                    results = ([(path, ingest.resume(journal.get(conn, job_id)))]
-                               if job_id is not None else ingest.take_many(paths, self.move))
+                    results = (
+                        [(path, ingest.resume(journal.get(conn, job_id)))]
+                        if job_id is not None
+                        else ingest.take_many(paths, self.move)
+                    )
                 except (*db.PASSING, OSError) as e:
                     # recording the jobs met a locked catalog, a passing I/O error or (the
                     # daemon) a full state directory: the paths are looked at again
@@ -204,16 +227,21 @@ class Pool:
                     # with a full one and says so)
                     if isinstance(e, db.SQLiteError) and not isinstance(e, db.BusyError):
                         blocked = db.state_blocked(e, self.cfg.catalog)
-                        if not blocked or isinstance(
-                                self.policy.decide(Trouble.STATE, 0), Stop):
+                        if not blocked or isinstance(self.policy.decide(Trouble.STATE, 0), Stop):
                             raise
                         self.state = blocked
-                    self.log.warning("pool.deferred", source=path.decode("utf-8", "replace"),
-                                     files=len(paths), error=str(e))
+                    self.log.warning(
+                        "pool.deferred",
+                        source=path.decode("utf-8", "replace"),
+                        files=len(paths),
+                        error=str(e),
+                    )
                     with self.idle:
                         for p in paths:
-                            heapq.heappush(self.delayed, (self.clock() + RETRY_SECONDS,
-                                                          next(self.seq), job_id, p))
+                            heapq.heappush(
+                                self.delayed,
+                                (self.clock() + RETRY_SECONDS, next(self.seq), job_id, p),
+                            )
                     continue
                 finally:
                     self.busy_since.pop(i, None)
@@ -238,8 +266,9 @@ class Pool:
             if isinstance(result, Retry):
                 self.library_full = result.full
                 self.state = result.state
-                heapq.heappush(self.delayed, (self.clock() + result.after, next(self.seq),
-                                              result.job.id, path))
+                heapq.heappush(
+                    self.delayed, (self.clock() + result.after, next(self.seq), result.job.id, path)
+                )
             else:
                 self.in_flight.discard(path)
                 if isinstance(result, Finished):

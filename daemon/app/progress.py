@@ -25,9 +25,16 @@ class Progress:
     (logs.configure(renderer=...)): events become those short lines, in local time.
     Silent when `out` is not a terminal (the structured logs are used there)."""
 
-    def __init__(self, total: int, out: TextIO = sys.stderr, *, total_bytes: int = 0,
-                 verbosity: int = 0, library: str = "",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total: int,
+        out: TextIO = sys.stderr,
+        *,
+        total_bytes: int = 0,
+        verbosity: int = 0,
+        library: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total = total
         self.total_bytes = total_bytes
         self.out = out
@@ -59,8 +66,12 @@ class Progress:
             if counts is not None:
                 self.counts = counts
             now = self.clock()
-            if not self.on or self.verbosity < 0 or self.total == 0 \
-                    or (not force and now - self.last < 0.1):
+            if (
+                not self.on
+                or self.verbosity < 0
+                or self.total == 0
+                or (not force and now - self.last < 0.1)
+            ):
                 return
             self.last = now
             self._draw()
@@ -117,18 +128,26 @@ class Progress:
             dest = str(event.get("dest") or "")
             dest = dest.removeprefix(self.library)
             if outcome in ("rejected", "failed") or (error and outcome != "filed"):
-                return f"{str(outcome).upper() if outcome == 'failed' else outcome}  " \
-                       f"{src}: {error or ''}".rstrip(": ")
+                return (
+                    f"{str(outcome).upper() if outcome == 'failed' else outcome}  "
+                    f"{src}: {error or ''}".rstrip(": ")
+                )
             if self.verbosity > 0:
                 return f"{outcome:9} {src}" + (f" -> {dest}" if dest else "")
             return None
         if level in ("warning", "error", "critical", "exception"):
-            extra = ", ".join(f"{k}={v}" for k, v in event.items()
-                              if k in ("source", "path", "error", "reason") and v is not None)
+            extra = ", ".join(
+                f"{k}={v}"
+                for k, v in event.items()
+                if k in ("source", "path", "error", "reason") and v is not None
+            )
             return f"{level}: {name}" + (f": {extra}" if extra else "")
         if self.verbosity > 0 and name not in ("import.started", "import.finished"):
-            extra = " ".join(f"{k}={v}" for k, v in event.items()
-                             if k not in ("event", "level", "timestamp") and v is not None)
+            extra = " ".join(
+                f"{k}={v}"
+                for k, v in event.items()
+                if k not in ("event", "level", "timestamp") and v is not None
+            )
             return f"{name} {extra}".rstrip()
         return None
 
@@ -142,19 +161,24 @@ def _duration(secs: float) -> str:
     return f"{secs}s"
 
 
-
-
 def summary_table(summary: ImportSummary, library: str) -> list[str]:
     """The end of an import on a terminal: what became of the files, the top reasons,
     where the library is."""
     c = summary.counts
     rate = summary.bytes / summary.seconds if summary.seconds > 0 else 0
-    lines = [(f"  {summary.total:,} file(s), {human_size(summary.bytes)} in "
-              f"{_duration(summary.seconds)} ({human_size(int(rate))}/s), batch {summary.batch}")]
-    rows = [("filed", c.get("filed", 0), f"into {library}"),
-            ("duplicates", c.get("duplicate", 0), "content already in the library"),
-            ("rejected", c.get("rejected", 0), ""), ("failed", c.get("failed", 0), ""),
-            ("vanished", c.get("vanished", 0), "gone before they could be read")]
+    lines = [
+        (
+            f"  {summary.total:,} file(s), {human_size(summary.bytes)} in "
+            f"{_duration(summary.seconds)} ({human_size(int(rate))}/s), batch {summary.batch}"
+        )
+    ]
+    rows = [
+        ("filed", c.get("filed", 0), f"into {library}"),
+        ("duplicates", c.get("duplicate", 0), "content already in the library"),
+        ("rejected", c.get("rejected", 0), ""),
+        ("failed", c.get("failed", 0), ""),
+        ("vanished", c.get("vanished", 0), "gone before they could be read"),
+    ]
     for name, n, note in rows:
         if not n and name == "vanished":
             continue

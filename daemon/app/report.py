@@ -42,8 +42,11 @@ class Report:
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checked_files": self.checked,
-                "problems": [vars(p) for p in self.problems]}
+        return {
+            "ok": self.ok,
+            "checked_files": self.checked,
+            "problems": [vars(p) for p in self.problems],
+        }
 
 
 STATE_LOW_BYTES = 1 << 20
@@ -68,14 +71,17 @@ def status(cfg: Config, conn: db.Connection) -> dict[str, Any]:
     holder = writer(cfg)
     daemon = daemon_state(cfg, holder)
     return {
-        "now": {"writer": holder, "in_progress": journal.pending(conn),
-                "last_finished": query.last_finished(conn),
-                "last_filed": query.last_finished(conn, "filed"),
-                "batch": query.latest_batch(conn)},
-        "inbox_waiting": waiting.inbox_waiting(cfg, conn, holder,
-                                               (daemon or {}).get("held") or {}),
+        "now": {
+            "writer": holder,
+            "in_progress": journal.pending(conn),
+            "last_finished": query.last_finished(conn),
+            "last_filed": query.last_finished(conn, "filed"),
+            "batch": query.latest_batch(conn),
+        },
+        "inbox_waiting": waiting.inbox_waiting(cfg, conn, holder, (daemon or {}).get("held") or {}),
         "library_fs_bytes": size,
-        "inbox": str(cfg.inbox), "inboxes": [str(i) for i in cfg.inboxes],
+        "inbox": str(cfg.inbox),
+        "inboxes": [str(i) for i in cfg.inboxes],
         "library": str(cfg.library),
         "catalog": str(cfg.catalog),
         "outcomes": net_counts(conn),
@@ -83,10 +89,12 @@ def status(cfg: Config, conn: db.Connection) -> dict[str, Any]:
         "undated_files": catalog.count_under(conn, UNDATED_FOLDER),
         "pending_jobs": journal.pending(conn),
         "library_full": journal.waiting_for_space(conn) > 0,
-        "library_files": totals["files"], "library_bytes": totals["bytes"],
+        "library_files": totals["files"],
+        "library_bytes": totals["bytes"],
         "library_free_bytes": free,
         # the catalog's filesystem: full (under 1 MiB free) or read-only stops the filing
-        "state_dir": str(cfg.state_dir), "state_free_bytes": state_free,
+        "state_dir": str(cfg.state_dir),
+        "state_free_bytes": state_free,
         "state_full": state_free is not None and state_free < STATE_LOW_BYTES,
         "state_read_only": state_ro,
         "recent_problems": list(journal.recent_problems(conn)),
@@ -178,22 +186,41 @@ def verify(cfg: Config, conn: db.Connection, deep: bool = False) -> Report:
             report.problems.append(Problem("catalog_damaged", str(cfg.catalog), problem))
     marker = library_marker(library)
     if marker is not None and marker != db.catalog_id(conn):
-        report.problems.append(Problem(
-            "foreign_catalog", str(cfg.catalog), f"the library's marker names catalog "
-            f"{marker or '?'}, this is {db.catalog_id(conn)}: lost or replaced? "
-            "`verify --repair` rebuilds it from the library"))
+        report.problems.append(
+            Problem(
+                "foreign_catalog",
+                str(cfg.catalog),
+                f"the library's marker names catalog "
+                f"{marker or '?'}, this is {db.catalog_id(conn)}: lost or replaced? "
+                "`verify --repair` rebuilds it from the library",
+            )
+        )
     unfinished = journal.unfinished(conn)
     for job in unfinished:
-        report.problems.append(Problem("unfinished", job.source.decode("utf-8", "replace"),
-                                       f"job {job.id} stopped at step {job.step.value}"))
+        report.problems.append(
+            Problem(
+                "unfinished",
+                job.source.decode("utf-8", "replace"),
+                f"job {job.id} stopped at step {job.step.value}",
+            )
+        )
     pending = {j.id for j in unfinished}
     for item in undolog.unfinished(conn):
-        report.problems.append(Problem("unfinished", os.fsdecode(item.origin or item.target),
-                                       f"undo of job {item.job_id} stopped at step "
-                                       f"{item.step.value}"))
+        report.problems.append(
+            Problem(
+                "unfinished",
+                os.fsdecode(item.origin or item.target),
+                f"undo of job {item.job_id} stopped at step {item.step.value}",
+            )
+        )
     for name in _listdir(os.fsencode(cfg.staging)):
-        report.problems.append(Problem("staging", os.fsdecode(
-            os.path.join(os.fsencode(cfg.staging), name)), "leftover in staging"))
+        report.problems.append(
+            Problem(
+                "staging",
+                os.fsdecode(os.path.join(os.fsencode(cfg.staging), name)),
+                "leftover in staging",
+            )
+        )
     known: set[bytes] = set()
     for entry in catalog.all_entries(conn):
         rel = os.fsencode(entry.path)
@@ -208,36 +235,57 @@ def verify(cfg: Config, conn: db.Connection, deep: bool = False) -> Report:
             report.problems.append(Problem("missing", entry.path, "catalogued but not on disk"))
             continue
         except OSError as e:  # a folder that cannot be searched: said, left to the admin
-            report.problems.append(Problem("unreadable", entry.path,
-                                           f"cannot be looked at: {e.strerror}"))
+            report.problems.append(
+                Problem("unreadable", entry.path, f"cannot be looked at: {e.strerror}")
+            )
             continue
         if not stat.S_ISREG(st.st_mode):
             report.problems.append(Problem("missing", entry.path, "not a regular file"))
         elif st.st_size != entry.size:
-            report.problems.append(Problem("size_mismatch", entry.path,
-                                           f"{st.st_size} bytes, catalog says {entry.size}"))
+            report.problems.append(
+                Problem(
+                    "size_mismatch", entry.path, f"{st.st_size} bytes, catalog says {entry.size}"
+                )
+            )
         elif deep and hash_file(full) != (entry.sha256, entry.size):
-            report.problems.append(Problem("hash_mismatch", entry.path,
-                                           f"bytes no longer match sha256 {entry.sha256}"))
+            report.problems.append(
+                Problem("hash_mismatch", entry.path, f"bytes no longer match sha256 {entry.sha256}")
+            )
     copies, others = kept.copies(conn), kept.others(conn)
     for path, kind, reason in kept.listed(conn):  # adopt's album copies and other files
         rel = os.fsencode(path)
         known.add(rel)
         if not os.path.lexists(os.path.join(library, rel)):
-            report.problems.append(Problem("kept_missing", path, f"recorded as kept ({kind}: "
-                                           f"{reason}), no longer on disk"))
-        elif path in copies and _changed_copy(os.path.join(library, rel), *copies[path][:2],
-                                              deep=deep):
-            report.problems.append(Problem("kept_changed", path, "recorded as a copy of "
-                                           f"{catalog.printable(copies[path][2])}, its bytes "
-                                           "are no longer that file's"))
+            report.problems.append(
+                Problem(
+                    "kept_missing", path, f"recorded as kept ({kind}: {reason}), no longer on disk"
+                )
+            )
+        elif path in copies and _changed_copy(
+            os.path.join(library, rel), *copies[path][:2], deep=deep
+        ):
+            report.problems.append(
+                Problem(
+                    "kept_changed",
+                    path,
+                    "recorded as a copy of "
+                    f"{catalog.printable(copies[path][2])}, its bytes "
+                    "are no longer that file's",
+                )
+            )
         elif path in others and _changed_other(os.path.join(library, rel), *others[path]):
-            report.problems.append(Problem("kept_changed", path, f"recorded as kept ({reason})"
-                                           ", changed since (size or mtime)"))
+            report.problems.append(
+                Problem(
+                    "kept_changed",
+                    path,
+                    f"recorded as kept ({reason}), changed since (size or mtime)",
+                )
+            )
     for rel in library_files(library):
         if rel not in known:
-            report.problems.append(Problem("stray", os.fsdecode(rel), "in the library, not in "
-                                           "the catalog"))
+            report.problems.append(
+                Problem("stray", os.fsdecode(rel), "in the library, not in the catalog")
+            )
     return report
 
 

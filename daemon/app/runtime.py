@@ -43,9 +43,13 @@ PROBE = ".mediasortd-probe"
 
 def writable_folders(cfg: Config) -> list[tuple[str, Path]]:
     """Every folder the daemon writes to, with what it is for."""
-    out = [*(("inbox", inbox) for inbox in cfg.inboxes), ("library", cfg.library),
-           ("duplicates folder", cfg.duplicates), ("rejected folder", cfg.rejected),
-           ("state_dir", cfg.state_dir)]
+    out = [
+        *(("inbox", inbox) for inbox in cfg.inboxes),
+        ("library", cfg.library),
+        ("duplicates folder", cfg.duplicates),
+        ("rejected folder", cfg.rejected),
+        ("state_dir", cfg.state_dir),
+    ]
     if cfg.metrics_textfile is not None:
         out.append(("metrics textfile folder", cfg.metrics_textfile.parent))
     return out
@@ -68,8 +72,9 @@ def check_writable(cfg: Config) -> None:
             make_dirs(raw, 0o750 if what == "state_dir" else cfg.dir_mode)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(probe)
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-                         | os.O_NOFOLLOW, 0o600)
+            fd = os.open(
+                probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+            )
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(probe)
@@ -80,7 +85,8 @@ def check_writable(cfg: Config) -> None:
                 f"unit, run `sudo mediasortd --config {cfg.source} unit-paths --write` (or "
                 f"`sudo systemctl edit mediasortd` and add [Service] ReadWritePaths=-{path}),"
                 " then `sudo systemctl restart mediasortd`; otherwise give the service's "
-                "user write access to it") from None
+                "user write access to it"
+            ) from None
 
 
 def unit_paths(cfg: Config) -> str:
@@ -90,13 +96,16 @@ def unit_paths(cfg: Config) -> str:
     paths: list[str] = []
     for _, path in writable_folders(cfg):
         text = str(path)
-        if not any(text == p or text.startswith(p + "/") for p in paths) \
-                and not text.startswith("/var/lib/mediasortd"):
+        if not any(text == p or text.startswith(p + "/") for p in paths) and not text.startswith(
+            "/var/lib/mediasortd"
+        ):
             paths.append(text)
     quoted = " ".join("-" + (f'"{p}"' if " " in p else p) for p in paths)
-    return (f"# Written by `mediasortd unit-paths` from {cfg.source}: the folders the service\n"
-            "# writes to. Run it again after changing [paths] or [metrics] there.\n"
-            f"[Service]\nReadWritePaths={quoted}\n")
+    return (
+        f"# Written by `mediasortd unit-paths` from {cfg.source}: the folders the service\n"
+        "# writes to. Run it again after changing [paths] or [metrics] there.\n"
+        f"[Service]\nReadWritePaths={quoted}\n"
+    )
 
 
 def check_catalog(cfg: Config, conn: db.Connection, log: Any) -> None:
@@ -110,27 +119,34 @@ def check_catalog(cfg: Config, conn: db.Connection, log: Any) -> None:
         return
     empty = db.is_empty(conn)
     if empty and next(report.library_files(library), None) is not None:
-        detail = ("this catalog is new, but the library holds files" if theirs is None else
-                  f"this catalog ({ours}) is new, but the library was filed by catalog "
-                  f"{theirs or '?'}")
+        detail = (
+            "this catalog is new, but the library holds files"
+            if theirs is None
+            else f"this catalog ({ours}) is new, but the library was filed by catalog "
+            f"{theirs or '?'}"
+        )
     elif theirs is not None and not empty:
-        detail = (f"the library was filed by catalog {theirs or '?'}, not by this one "
-                  f"({ours})")
+        detail = f"the library was filed by catalog {theirs or '?'}, not by this one ({ours})"
     else:
         if theirs is not None:
-            log.warning("catalog.library_claimed", library=str(cfg.library),
-                        previous=theirs, catalog=ours)
+            log.warning(
+                "catalog.library_claimed", library=str(cfg.library), previous=theirs, catalog=ours
+            )
         try:
             claim_library(cfg, conn)
         except OSError as e:  # a library we cannot write to files nothing: said there
-            log.warning("catalog.marker_unwritable", library=str(cfg.library),
-                        error=f"{e.strerror}: {os.fsdecode(e.filename or b'')}")
+            log.warning(
+                "catalog.marker_unwritable",
+                library=str(cfg.library),
+                error=f"{e.strerror}: {os.fsdecode(e.filename or b'')}",
+            )
         return
     raise ForeignCatalogError(
         f"{cfg.catalog}: {detail} ({cfg.library}). Nothing was started, so nothing is filed "
         "twice. If the catalog was lost or damaged, restore it from a backup or run "
         "`mediasortd verify --repair` to rebuild it from the library; to catalogue an "
-        f"existing library for the first time, run `mediasortd adopt {cfg.library}`.")
+        f"existing library for the first time, run `mediasortd adopt {cfg.library}`."
+    )
 
 
 def claim_library(cfg: Config, conn: db.Connection) -> None:
@@ -138,9 +154,11 @@ def claim_library(cfg: Config, conn: db.Connection) -> None:
     library = os.fsencode(cfg.library)
     marker = os.path.join(library, report.MARKER)
     tmp = marker + b".tmp-%d" % os.getpid()
-    text = ("# the mediasortd catalog that files this library; if the catalog is lost,\n"
-            "# `mediasortd verify --repair` rebuilds it from the files here\n"
-            f"catalog_id = {db.catalog_id(conn)}\ncatalog = {cfg.catalog}\n")
+    text = (
+        "# the mediasortd catalog that files this library; if the catalog is lost,\n"
+        "# `mediasortd verify --repair` rebuilds it from the files here\n"
+        f"catalog_id = {db.catalog_id(conn)}\ncatalog = {cfg.catalog}\n"
+    )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, text.encode())
@@ -159,8 +177,9 @@ def make_reader(cfg: Config) -> Callable[[], Reader]:
     return lambda: Reader(timezone=cfg.timezone)
 
 
-def prepare(cfg: Config, log: Any, hooks: Hooks, companion_grace: float = 0.0, *,
-            check: bool = True) -> list[tuple[int, bytes, float]]:
+def prepare(
+    cfg: Config, log: Any, hooks: Hooks, companion_grace: float = 0.0, *, check: bool = True
+) -> list[tuple[int, bytes, float]]:
     """Make the library's folders, finish an interrupted undo, and replay every unfinished
     job once, here, before any new work is taken (then remove staging files no job owns).
     Returns the jobs that must wait (job id, source, seconds) for the pool to retry."""
@@ -178,8 +197,16 @@ def prepare(cfg: Config, log: Any, hooks: Hooks, companion_grace: float = 0.0, *
     try:
         Undoer(cfg, conn, log, hooks).replay()  # an interrupted `undo` is finished first
         committer = db.Committer(cfg.catalog)
-        ingest = Ingestor(cfg, conn, reader, batch=batch_id("replay"), log=log, hooks=hooks,
-                          companion_grace=companion_grace, committer=committer)
+        ingest = Ingestor(
+            cfg,
+            conn,
+            reader,
+            batch=batch_id("replay"),
+            log=log,
+            hooks=hooks,
+            companion_grace=companion_grace,
+            committer=committer,
+        )
         if pending := journal.pending(conn):
             log.info("replay.started", jobs=pending)
         results = ingest.replay()

@@ -90,18 +90,31 @@ class Daemon:
             finally:
                 if conn is not None:
                     conn.close()
-            self.pool = pool = Pool(cfg, move=True, batch=self._new_batch(), log=log,
-                                    make_reader=self._make_reader, policy=DAEMON, hooks=hooks,
-                                    on_result=self._on_result, clock=self.clock,
-                                    companion_grace=cfg.companion_grace_seconds)
+            self.pool = pool = Pool(
+                cfg,
+                move=True,
+                batch=self._new_batch(),
+                log=log,
+                make_reader=self._make_reader,
+                policy=DAEMON,
+                hooks=hooks,
+                on_result=self._on_result,
+                clock=self.clock,
+                companion_grace=cfg.companion_grace_seconds,
+            )
             pool.start()
             pool.replay(unfinished)
             self.feed.start()
             self._publish()
             notify.send("READY=1", f"STATUS={self.status_line()}")
-            log.info("daemon.ready", inbox=", ".join(map(str, cfg.inboxes)),
-                     library=str(cfg.library),
-                     workers=cfg.workers, replayed=len(unfinished), batch=self.batch)
+            log.info(
+                "daemon.ready",
+                inbox=", ".join(map(str, cfg.inboxes)),
+                library=str(cfg.library),
+                workers=cfg.workers,
+                replayed=len(unfinished),
+                batch=self.batch,
+            )
             self._write_metrics()
             self._serve(pool)
         finally:
@@ -117,10 +130,12 @@ class Daemon:
                 self.guard.close()
             lock.release()
         if self.catalog_lost:
-            raise CatalogError(f"{cfg.catalog}: {self.catalog_lost} while the daemon was "
-                               "running; stopped so that nothing more is recorded in a "
-                               "catalog no one will read. What was filed is in the library: "
-                               "`mediasortd verify --repair` rebuilds the catalog from it")
+            raise CatalogError(
+                f"{cfg.catalog}: {self.catalog_lost} while the daemon was "
+                "running; stopped so that nothing more is recorded in a "
+                "catalog no one will read. What was filed is in the library: "
+                "`mediasortd verify --repair` rebuilds the catalog from it"
+            )
         if self.pool is not None and self.pool.errors:
             raise self.pool.errors[0]
         if self.fatal is not None:
@@ -177,8 +192,7 @@ class Daemon:
                 if not self._lock_ok():
                     return
                 if self.guard is not None and (lost := self.guard.lost()):
-                    self.log.error("daemon.catalog_lost", catalog=str(self.cfg.catalog),
-                                   error=lost)
+                    self.log.error("daemon.catalog_lost", catalog=str(self.cfg.catalog), error=lost)
                     self.catalog_lost = lost
                     return
                 line = self.status_line()
@@ -215,13 +229,15 @@ class Daemon:
                 free: int | None = vfs.f_bavail * vfs.f_frsize
             except OSError:
                 free = None
-            gauges = Gauges(queue_depth=pool.queued() if pool else 0,
-                            inbox_waiting=len(self.feed),
-                            jobs_pending=query.pending_jobs(self.metrics_conn),
-                            library_full=bool(pool and pool.library_full),
-                            library_free_bytes=free,
-                            exiftool_restarts=sum(r.restarts for r in list(self.readers)),
-                            workers=self.cfg.workers)
+            gauges = Gauges(
+                queue_depth=pool.queued() if pool else 0,
+                inbox_waiting=len(self.feed),
+                jobs_pending=query.pending_jobs(self.metrics_conn),
+                library_full=bool(pool and pool.library_full),
+                library_free_bytes=free,
+                exiftool_restarts=sum(r.restarts for r in list(self.readers)),
+                workers=self.cfg.workers,
+            )
             write_textfile(path, self.metrics.render(gauges))
             self.metrics_error = ""
         except Exception as e:  # noqa: BLE001 - metrics must never stop the filing
@@ -237,34 +253,37 @@ class Daemon:
         the log, STATUS= and `status`. Never stops the daemon."""
         self.reload_due.clear()
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        notify.send("RELOADING=1", f"MONOTONIC_USEC={usec}",
-                    "STATUS=reloading the configuration")
+        notify.send("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=reloading the configuration")
         old = self.cfg
         try:
             new = config.load(old.source)
-            fixed = {k: getattr(old, k) for k in RESTART_KEYS
-                     if getattr(new, k) != getattr(old, k)}
+            fixed = {k: getattr(old, k) for k in RESTART_KEYS if getattr(new, k) != getattr(old, k)}
             new = dataclasses.replace(new, **fixed)
             check_writable(new)
         except ConfigError as e:
             self.reload_error = str(e)
-            self.log.error("daemon.reload_failed", error=str(e), config=old.source,
-                           kept="the previous configuration")
+            self.log.error(
+                "daemon.reload_failed",
+                error=str(e),
+                config=old.source,
+                kept="the previous configuration",
+            )
         else:
             self.reload_error = ""
             try:
                 self._apply(old, new, sorted(fixed))
             except Exception as e:  # noqa: BLE001 - a reload never stops the daemon
                 self.reload_error = f"applying it failed: {e}"
-                self.log.error("daemon.reload_failed", error=self.reload_error,
-                               config=old.source)
+                self.log.error("daemon.reload_failed", error=self.reload_error, config=old.source)
         self._publish()
         notify.send("READY=1", f"STATUS={self.status_line()}")
 
     def _apply(self, old: Config, new: Config, restart: list[str]) -> None:
-        changed = [f.name for f in dataclasses.fields(Config)
-                   if f.name not in ("source", "extra") and getattr(new, f.name) != getattr(
-                       old, f.name)]
+        changed = [
+            f.name
+            for f in dataclasses.fields(Config)
+            if f.name not in ("source", "extra") and getattr(new, f.name) != getattr(old, f.name)
+        ]
         # first what can fail (a new connection, a new inotify watch): then nothing else
         # has changed yet, and the old config runs on
         if new.metrics_textfile is not None and self.metrics is None:
@@ -284,11 +303,17 @@ class Daemon:
                 reader.tz = tz
         self.needs_restart = restart  # the file's values that differ from the running ones
         if restart:
-            self.log.warning("daemon.reload_needs_restart", keys=",".join(restart),
-                             detail="these keys changed but apply only after "
-                                    "`systemctl restart mediasortd`")
-        self.log.info("daemon.reloaded", config=new.source, changed=",".join(changed) or None,
-                      inbox=", ".join(map(str, new.inboxes)))
+            self.log.warning(
+                "daemon.reload_needs_restart",
+                keys=",".join(restart),
+                detail="these keys changed but apply only after `systemctl restart mediasortd`",
+            )
+        self.log.info(
+            "daemon.reloaded",
+            config=new.source,
+            changed=",".join(changed) or None,
+            inbox=", ".join(map(str, new.inboxes)),
+        )
 
     def _lock_ok(self) -> bool:
         """Re-check the state lock; False (the daemon stops) when the catalog is no longer
@@ -312,18 +337,27 @@ class Daemon:
         version, held, n_held = self.feed.held(HELD_PUBLISHED)
         trouble = sorted(self.pool.lease_trouble) if self.pool is not None else []
         self.published = (version, len(trouble))
-        state = {"pid": os.getpid(), "config": self.cfg.source,
-                 "inboxes": [str(i) for i in self.cfg.inboxes],
-                 "config_error": self.reload_error, "needs_restart": self.needs_restart,
-                 # why a file the daemon sees is not taken yet (path: why), and how many
-                 "held": {os.fsdecode(p): why for p, why in held.items()}, "held_files": n_held,
-                 # why no read lease can be had (then the settle rule is all there is)
-                 "no_lease": trouble, "settle_seconds": self.cfg.settle_seconds}
+        state = {
+            "pid": os.getpid(),
+            "config": self.cfg.source,
+            "inboxes": [str(i) for i in self.cfg.inboxes],
+            "config_error": self.reload_error,
+            "needs_restart": self.needs_restart,
+            # why a file the daemon sees is not taken yet (path: why), and how many
+            "held": {os.fsdecode(p): why for p, why in held.items()},
+            "held_files": n_held,
+            # why no read lease can be had (then the settle rule is all there is)
+            "no_lease": trouble,
+            "settle_seconds": self.cfg.settle_seconds,
+        }
         try:
             report.publish(self.cfg.state_dir, state)
         except OSError as e:
-            self.log.warning("daemon.state_unwritten",
-                             path=str(self.cfg.state_dir / report.STATE_FILE), error=e.strerror)
+            self.log.warning(
+                "daemon.state_unwritten",
+                path=str(self.cfg.state_dir / report.STATE_FILE),
+                error=e.strerror,
+            )
 
     def status_line(self) -> str:
         pool = self.pool
@@ -336,19 +370,24 @@ class Daemon:
         if pool is not None and pool.library_full:
             head = f"library full, waiting for space; {head}"
         if pool is not None and pool.lease_trouble:
-            head = (f"no read lease ({'; '.join(sorted(pool.lease_trouble))}): filing on the "
-                    f"settle guess; {head}")
+            head = (
+                f"no read lease ({'; '.join(sorted(pool.lease_trouble))}): filing on the "
+                f"settle guess; {head}"
+            )
         if self.reload_error:
-            head = (f"config reload failed, running on the previous config "
-                    f"({self.reload_error}); {head}")
+            head = (
+                f"config reload failed, running on the previous config "
+                f"({self.reload_error}); {head}"
+            )
         elif self.needs_restart:
             head = f"restart to apply {', '.join(self.needs_restart)}; {head}"
         if pool is not None and pool.state:
-            head = (f"catalog's filesystem {pool.state} ({self.cfg.state_dir}), waiting; "
-                    f"{head}")
-        return (f"{head}: {queued:,} queued, {counts.get('filed', 0):,} filed, "
-                f"{counts.get('duplicate', 0):,} duplicates, {counts.get('rejected', 0):,} "
-                f"rejected, {counts.get('failed', 0):,} failed")
+            head = f"catalog's filesystem {pool.state} ({self.cfg.state_dir}), waiting; {head}"
+        return (
+            f"{head}: {queued:,} queued, {counts.get('filed', 0):,} filed, "
+            f"{counts.get('duplicate', 0):,} duplicates, {counts.get('rejected', 0):,} "
+            f"rejected, {counts.get('failed', 0):,} failed"
+        )
 
 
 def run(cfg: Config, *, log: Any) -> int:

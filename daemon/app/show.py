@@ -14,16 +14,22 @@ from ..model import Job, UndoItem, UndoOutcome
 from ..store.times import local_time
 from .lookup import Found
 
-_FIND_KINDS = {"file": "this file's content", "date": "captured on", "sha256": "sha256 prefix",
-               "name": "original name", "source": "source path"}
+_FIND_KINDS = {
+    "file": "this file's content",
+    "date": "captured on",
+    "sha256": "sha256 prefix",
+    "name": "original name",
+    "source": "source path",
+}
 
 
 # What a file name may carry that a terminal would obey or a reader take for a new line:
 # C0 controls (newline, escape...), DEL, C1 controls, line/paragraph separators and the
 # bidirectional overrides. Text output shows them escaped (JSON escapes them itself).
 _UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-_UNSAFE.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F),
-                                             *range(0x2066, 0x206A))})
+_UNSAFE.update(
+    {c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+)
 
 
 def printable(text: str) -> str:
@@ -64,17 +70,24 @@ def duration(secs: float) -> str:
 
 # -- find -------------------------------------------------------------------------------
 
+
 def find(found: Found) -> Iterator[str]:
     head = f"{found.query}"
     if found.kind in _FIND_KINDS and found.kind != "name":
-        head += f"  ({_FIND_KINDS[found.kind]}" + (f" {found.sha256[:16]}..." if found.sha256
-                                                   else "") + ")"
+        head += (
+            f"  ({_FIND_KINDS[found.kind]}"
+            + (f" {found.sha256[:16]}..." if found.sha256 else "")
+            + ")"
+        )
     if found.note:
         yield f"{head}: {found.note}"
         return
     if not found.results:
-        what = "never seen: not in the library, and no import or the daemon met it" \
-            if found.kind == "file" else "nothing found"
+        what = (
+            "never seen: not in the library, and no import or the daemon met it"
+            if found.kind == "file"
+            else "nothing found"
+        )
         yield f"{head}: {what}"
         return
     n = len(found.results)
@@ -107,14 +120,21 @@ def _answer(a: dict[str, Any]) -> Iterator[str]:
     if outcome in ("filed", "pending") and a["library_path"]:
         yield f"      from      {a['original_name']}  ({a['source']})"
         if a["job"] is None:
-            yield (f"      filed     {local_time(a['filed_at'])}  catalogued where it stood "
-                   "(adopt or verify --repair)")
+            yield (
+                f"      filed     {local_time(a['filed_at'])}  catalogued where it stood "
+                "(adopt or verify --repair)"
+            )
         else:
-            yield (f"      filed     {local_time(a['filed_at'])}  batch {a['batch']}, "
-                   f"job {a['job']}")
+            yield (
+                f"      filed     {local_time(a['filed_at'])}  batch {a['batch']}, job {a['job']}"
+            )
         offset = a.get("utc_offset")
-        zone = f" UTC{'+' if offset >= 0 else '-'}{abs(offset) // 3600:02d}:" \
-            f"{abs(offset) % 3600 // 60:02d}" if offset is not None else ""
+        zone = (
+            f" UTC{'+' if offset >= 0 else '-'}{abs(offset) // 3600:02d}:"
+            f"{abs(offset) % 3600 // 60:02d}"
+            if offset is not None
+            else ""
+        )
         raw = f" = {_raw_date(a)!r}" if a.get("date_raw") else ""
         conf = f", {a['confidence']} confidence" if a.get("confidence") else ""
         yield f"      date      {a['captured']}{zone}  from {a['date_source']}{raw}{conf}"
@@ -132,8 +152,11 @@ def _answer(a: dict[str, Any]) -> Iterator[str]:
             where = "rejected" if outcome == "rejected" else "quarantine"
             yield f"      {where:<9} {a['quarantine']}"
         elif outcome in ("duplicate", "rejected"):
-            yield "      left      at its source (or deleted, by on_duplicate)" \
-                if outcome == "duplicate" else "      left      at its source"
+            yield (
+                "      left      at its source (or deleted, by on_duplicate)"
+                if outcome == "duplicate"
+                else "      left      at its source"
+            )
         if a["reason"]:
             yield f"      reason    {a['reason']}"
         yield f"      seen      {local_time(a['filed_at'])}  batch {a['batch']}, job {a['job']}"
@@ -142,13 +165,16 @@ def _answer(a: dict[str, Any]) -> Iterator[str]:
     if undo is not None:
         if undone:
             where = f" to {undo['dest']}" if undo["outcome"] == "restored" else ""
-            yield (f"      undone    {local_time(undo['when'])}: {undo['outcome']}{where}  "
-                   f"batch {undo['batch']}")
+            yield (
+                f"      undone    {local_time(undo['when'])}: {undo['outcome']}{where}  "
+                f"batch {undo['batch']}"
+            )
         elif undo["outcome"] == "kept":
             yield f"      not undone {local_time(undo['when'])}: {undo['reason']}"
 
 
 # -- history ----------------------------------------------------------------------------
+
 
 def history(rows: list[dict[str, Any]], library: str) -> Iterator[str]:
     """Newest first, grouped by batch as they come."""
@@ -177,7 +203,7 @@ def _history_line(r: dict[str, Any], library: str) -> str:
     line = f"{when}  {outcome:10} {r['source']}"
     dest = r["dest"]
     if dest and dest.startswith(library.rstrip("/") + "/"):
-        dest = dest[len(library.rstrip("/")) + 1:]
+        dest = dest[len(library.rstrip("/")) + 1 :]
     if r["kind"] == "undo":
         action = r["action"]
         if action == "restored":
@@ -195,13 +221,20 @@ def _history_line(r: dict[str, Any], library: str) -> str:
 
 # -- undo -------------------------------------------------------------------------------
 
-_UNDO_WORDS = {UndoOutcome.RESTORED: "put back", UndoOutcome.REMOVED: "library copy removed "
-               "(the source still had it)", UndoOutcome.UNTOUCHED: "nothing to undo",
-               UndoOutcome.KEPT: "NOT undone"}
+_UNDO_WORDS = {
+    UndoOutcome.RESTORED: "put back",
+    UndoOutcome.REMOVED: "library copy removed (the source still had it)",
+    UndoOutcome.UNTOUCHED: "nothing to undo",
+    UndoOutcome.KEPT: "NOT undone",
+}
 
 
-_WOULD = {UndoOutcome.RESTORED: "restore", UndoOutcome.REMOVED: "remove",
-          UndoOutcome.UNTOUCHED: "skip", UndoOutcome.KEPT: "keep"}
+_WOULD = {
+    UndoOutcome.RESTORED: "restore",
+    UndoOutcome.REMOVED: "remove",
+    UndoOutcome.UNTOUCHED: "skip",
+    UndoOutcome.KEPT: "keep",
+}
 
 
 def undo_item(item: UndoItem, source: str, dry_run: bool = False) -> str:
@@ -237,6 +270,7 @@ def undo_preview(preview: list[tuple[Job, UndoItem]]) -> Iterator[str]:
 
 # -- status -----------------------------------------------------------------------------
 
+
 def status(info: dict[str, Any]) -> Iterator[str]:
     now = info["now"]
     w = now["writer"]
@@ -248,74 +282,109 @@ def status(info: dict[str, Any]) -> Iterator[str]:
         doing = f"a `mediasortd {w['command']}` is running (pid {w['pid']})"
     pending = now["in_progress"]
     if pending:
-        doing += (f"; {pending:,} job(s) in progress" if w else
-                  f"; {pending:,} unfinished job(s) resume when it starts")
+        doing += (
+            f"; {pending:,} job(s) in progress"
+            if w
+            else f"; {pending:,} unfinished job(s) resume when it starts"
+        )
     else:
         doing += "; nothing in progress"
     yield f"now        {doing}"
     if info.get("config_error"):
-        yield (f"CONFIG     the config file has an error (shown from its [paths] alone): "
-               f"{info['config_error']}")
+        yield (
+            f"CONFIG     the config file has an error (shown from its [paths] alone): "
+            f"{info['config_error']}"
+        )
     if d := info.get("daemon"):
         if d.get("config_error"):
-            yield ("CONFIG     the last reload failed; the daemon runs on with its previous "
-                   f"config: {d['config_error']}")
+            yield (
+                "CONFIG     the last reload failed; the daemon runs on with its previous "
+                f"config: {d['config_error']}"
+            )
         if d.get("needs_restart"):
-            yield (f"CONFIG     changed but applied only after a restart: "
-                   f"{', '.join(d['needs_restart'])} (systemctl restart mediasortd)")
+            yield (
+                f"CONFIG     changed but applied only after a restart: "
+                f"{', '.join(d['needs_restart'])} (systemctl restart mediasortd)"
+            )
         if d.get("no_lease"):
-            yield (f"SETTLE     no read lease can be had on the inbox's files "
-                   f"({'; '.join(d['no_lease'])}): they are filed on the settle guess "
-                   f"(unchanged for {d.get('settle_seconds', 0):g} s, no writer the daemon "
-                   "can see, closed after its last write when seen arriving); a writer it "
-                   "cannot see that pauses longer is not detected (grant CAP_LEASE, or run "
-                   "the daemon as the inbox files' owner)")
+            yield (
+                f"SETTLE     no read lease can be had on the inbox's files "
+                f"({'; '.join(d['no_lease'])}): they are filed on the settle guess "
+                f"(unchanged for {d.get('settle_seconds', 0):g} s, no writer the daemon "
+                "can see, closed after its last write when seen arriving); a writer it "
+                "cannot see that pauses longer is not detected (grant CAP_LEASE, or run "
+                "the daemon as the inbox files' owner)"
+            )
     yield f"last       filed {ago(now['last_filed'])}"
     if info["library_full"]:
-        yield ("LIBRARY FULL: files are waiting for space on the library's filesystem; "
-               "they are filed by themselves once space is freed")
+        yield (
+            "LIBRARY FULL: files are waiting for space on the library's filesystem; "
+            "they are filed by themselves once space is freed"
+        )
     if info.get("state_full"):
-        yield (f"CATALOG FULL: the state directory {info['state_dir']} has "
-               f"{size(info['state_free_bytes'] or 0)} left: nothing can be recorded, so "
-               "nothing is filed; free some space there and the daemon goes on by itself")
+        yield (
+            f"CATALOG FULL: the state directory {info['state_dir']} has "
+            f"{size(info['state_free_bytes'] or 0)} left: nothing can be recorded, so "
+            "nothing is filed; free some space there and the daemon goes on by itself"
+        )
     if info.get("state_read_only"):
-        yield (f"CATALOG READ-ONLY: the state directory {info['state_dir']} is on a "
-               "read-only filesystem: nothing can be recorded, so nothing is filed")
+        yield (
+            f"CATALOG READ-ONLY: the state directory {info['state_dir']} is on a "
+            "read-only filesystem: nothing can be recorded, so nothing is filed"
+        )
     if b := now["batch"]:
         c = b["counts"]
-        yield (f"batch      {b['batch']} (started {local_time(b['started'])}): "
-               + ", ".join(f"{n:,} {k}" for k, n in c.items()))
+        yield (
+            f"batch      {b['batch']} (started {local_time(b['started'])}): "
+            + ", ".join(f"{n:,} {k}" for k, n in c.items())
+        )
     t, o = info["today"], info["outcomes"]
-    yield (f"today      {t['filed']:,} filed, {t['duplicate']:,} duplicates, "
-           f"{t['rejected']:,} rejected, {t['failed']:,} failed")
+    yield (
+        f"today      {t['filed']:,} filed, {t['duplicate']:,} duplicates, "
+        f"{t['rejected']:,} rejected, {t['failed']:,} failed"
+    )
     undone = f", {o['undone']:,} undone" if o.get("undone") else ""
-    yield (f"all time   {o['filed']:,} filed, {o['duplicate']:,} duplicates, "
-           f"{o['rejected']:,} rejected, {o['failed']:,} failed, {o['vanished']:,} vanished"
-           f"{undone} (net of undo)")
-    undated = f" ({info['undated_files']:,} undated, in undated/)" \
-        if info.get("undated_files") else ""
-    yield (f"library    {info['library']}: {info['library_files']:,} files, "
-           f"{size(info['library_bytes'])}{undated}")
+    yield (
+        f"all time   {o['filed']:,} filed, {o['duplicate']:,} duplicates, "
+        f"{o['rejected']:,} rejected, {o['failed']:,} failed, {o['vanished']:,} vanished"
+        f"{undone} (net of undo)"
+    )
+    undated = (
+        f" ({info['undated_files']:,} undated, in undated/)" if info.get("undated_files") else ""
+    )
+    yield (
+        f"library    {info['library']}: {info['library_files']:,} files, "
+        f"{size(info['library_bytes'])}{undated}"
+    )
     free, total = info["library_free_bytes"], info.get("library_fs_bytes")
     if free is not None and total:
         yield f"disk       {size(free)} free of {size(total)} ({100 * free / total:.0f}% free)"
     inbox = info["inbox_waiting"]
     count = f"{inbox['files']:,}{'' if inbox['complete'] else '+'}"
-    left = f", {inbox['left_in_place']:,} left in place on purpose" \
-        if inbox["left_in_place"] else ""
+    left = (
+        f", {inbox['left_in_place']:,} left in place on purpose" if inbox["left_in_place"] else ""
+    )
     inboxes = ", ".join(info.get("inboxes") or [info["inbox"]])
     yield f"inbox      {inboxes}: {count} file(s) waiting{left}"
     if stuck := inbox.get("filed_left_in_place"):
         why = inbox.get("filed_left_reason") or "the source could not be removed"
-        yield (f"LEFT       {stuck:,} file(s) filed but left in the inbox: {why} "
-               "(the service needs write access to the inbox)")
+        yield (
+            f"LEFT       {stuck:,} file(s) filed but left in the inbox: {why} "
+            "(the service needs write access to the inbox)"
+        )
     if d and d.get("held_files"):
-        yield (f"held       {d['held_files']:,} file(s) settled but not taken yet: "
-               + "; ".join(f"{n:,} {why.split(':')[0]}" for why, n in
-                           Counter(d["held"].values()).most_common(3)))
+        yield (
+            f"held       {d['held_files']:,} file(s) settled but not taken yet: "
+            + "; ".join(
+                f"{n:,} {why.split(':')[0]}"
+                for why, n in Counter(d["held"].values()).most_common(3)
+            )
+        )
     if old := inbox["oldest"]:
-        yield (f"oldest     {old['path']}, waiting since {local_time(old['since'])} "
-               f"({duration(old['waiting_seconds'])}): {old['why']}")
+        yield (
+            f"oldest     {old['path']}, waiting since {local_time(old['since'])} "
+            f"({duration(old['waiting_seconds'])}): {old['why']}"
+        )
     problems = info["recent_problems"][:5]
     if problems:
         yield "problems   (the latest first)"

@@ -84,25 +84,33 @@ class Config:
 # section -> key -> (Config field, kind)
 _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     "paths": {
-        "inbox": ("inboxes", "paths"), "library": ("library", "path"),
-        "state_dir": ("state_dir", "path"), "duplicates": ("duplicates", "path"),
+        "inbox": ("inboxes", "paths"),
+        "library": ("library", "path"),
+        "state_dir": ("state_dir", "path"),
+        "duplicates": ("duplicates", "path"),
         "rejected": ("rejected", "path"),
     },
     "ingest": {
-        "workers": ("workers", "int"), "queue_size": ("queue_size", "int"),
+        "workers": ("workers", "int"),
+        "queue_size": ("queue_size", "int"),
         "settle_seconds": ("settle_seconds", "float"),
         "rescan_seconds": ("rescan_seconds", "float"),
         "companion_grace_seconds": ("companion_grace_seconds", "float"),
         "incomplete_grace_seconds": ("incomplete_grace_seconds", "float"),
-        "on_duplicate": ("on_duplicate", "str"), "timezone": ("timezone", "str"),
-        "layout": ("layout", "str"), "undated": ("undated", "str"),
-        "file_mode": ("file_mode", "mode"), "dir_mode": ("dir_mode", "mode"),
+        "on_duplicate": ("on_duplicate", "str"),
+        "timezone": ("timezone", "str"),
+        "layout": ("layout", "str"),
+        "undated": ("undated", "str"),
+        "file_mode": ("file_mode", "mode"),
+        "dir_mode": ("dir_mode", "mode"),
         "batch_idle_seconds": ("batch_idle_seconds", "float"),
         "prune_folders": ("prune_folders", "bool"),
     },
     "logging": {"level": ("log_level", "str"), "format": ("log_format", "str")},
-    "metrics": {"textfile": ("metrics_textfile", "optional path"),
-                "interval_seconds": ("metrics_interval", "float")},
+    "metrics": {
+        "textfile": ("metrics_textfile", "optional path"),
+        "interval_seconds": ("metrics_interval", "float"),
+    },
 }
 
 
@@ -202,12 +210,16 @@ def _check_values(values: dict[str, Any], fail: Callable[[str, str], ConfigError
             raise fail("ingest.timezone", f"{tz!r} is not 'local' or a known IANA zone") from None
 
 
-def _check_metrics_textfile(values: dict[str, Any],
-                            fail: Callable[[str, str], ConfigError]) -> None:
+def _check_metrics_textfile(
+    values: dict[str, Any], fail: Callable[[str, str], ConfigError]
+) -> None:
     path = values.get("metrics_textfile")
     if path is not None and (path.suffix != ".prom" or path.name.startswith(".")):
-        raise fail("metrics.textfile", f"{path}: must be a file name ending in .prom (the "
-                   "node exporter reads *.prom; the daemon replaces only such a file)")
+        raise fail(
+            "metrics.textfile",
+            f"{path}: must be a file name ending in .prom (the "
+            "node exporter reads *.prom; the daemon replaces only such a file)",
+        )
 
 
 def _convert(value: Any, kind: str, fail: Any) -> Any:
@@ -242,7 +254,7 @@ def _convert(value: Any, kind: str, fail: Any) -> Any:
         return float(value)
     if kind == "mode":  # a string, so that 640 can never be read as decimal
         if not isinstance(value, str) or not _MODE_RE.fullmatch(value):
-            raise fail(f"must be an octal string like \"0640\", not {value!r}")
+            raise fail(f'must be an octal string like "0640", not {value!r}')
         return int(value.removeprefix("0o"), 8)
     if not isinstance(value, str):
         raise fail(f"must be a string, not {type(value).__name__}")

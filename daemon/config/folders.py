@@ -29,17 +29,19 @@ _OWN_HIDDEN = (".staging", ".undone")
 
 def folders(values: dict[str, Any]) -> list[tuple[str, Path]]:
     """Every configured folder (and the metrics textfile) with its key."""
-    found = [*(("paths.inbox", inbox) for inbox in values["inboxes"]),
-             ("paths.library", values["library"]),
-             ("paths.duplicates", values["duplicates"]), ("paths.rejected", values["rejected"]),
-             ("paths.state_dir", values["state_dir"])]
+    found = [
+        *(("paths.inbox", inbox) for inbox in values["inboxes"]),
+        ("paths.library", values["library"]),
+        ("paths.duplicates", values["duplicates"]),
+        ("paths.rejected", values["rejected"]),
+        ("paths.state_dir", values["state_dir"]),
+    ]
     if values.get("metrics_textfile") is not None:
         found.append(("metrics.textfile", values["metrics_textfile"]))
     return found
 
 
-def pairs(items: list[tuple[str, Path]]) -> Iterator[tuple[tuple[str, Path],
-                                                            tuple[str, Path]]]:
+def pairs(items: list[tuple[str, Path]]) -> Iterator[tuple[tuple[str, Path], tuple[str, Path]]]:
     for i, a in enumerate(items):
         for j, b in enumerate(items):
             if i != j:
@@ -60,14 +62,18 @@ def inside_allowed(key_b: str, b: Path, key_a: str, a: Path) -> bool:
     return top.startswith(".") and top not in _OWN_HIDDEN
 
 
-def overlap(b: Path, key_a: str, a: Path, real_b: Path | None = None,
-             real_a: Path | None = None) -> str:
+def overlap(
+    b: Path, key_a: str, a: Path, real_b: Path | None = None, real_a: Path | None = None
+) -> str:
     def shown(p: Path, real: Path | None) -> str:
         return f"{p} (resolved: {real})" if real is not None and real != p else str(p)
+
     how = "is the same folder as" if (real_b or b) == (real_a or a) else "lies inside"
-    return (f"{shown(b, real_b)} {how} {key_a} {shown(a, real_a)}; the folders must be "
-            "apart (only duplicates and rejected may be hidden folders of the library, as "
-            "by default)")
+    return (
+        f"{shown(b, real_b)} {how} {key_a} {shown(a, real_a)}; the folders must be "
+        "apart (only duplicates and rejected may be hidden folders of the library, as "
+        "by default)"
+    )
 
 
 def check_folders(cfg: Config) -> None:
@@ -82,15 +88,19 @@ def check_folders(cfg: Config) -> None:
     for (key_a, a), (key_b, b) in pairs(entries):
         ra, rb = real[a], real[b]
         fa, fb = in_fs[a], in_fs[b]
-        within = (inside(rb, ra) or (ids[a] is not None and ids[a] == ids[b])
-                  or (fa is not None and fb is not None and fa[0] == fb[0]
-                      and inside(fb[1], fa[1])))
+        within = (
+            inside(rb, ra)
+            or (ids[a] is not None and ids[a] == ids[b])
+            or (fa is not None and fb is not None and fa[0] == fb[0] and inside(fb[1], fa[1]))
+        )
         if within and not inside_allowed(key_b, rb, key_a, ra):
             raise ConfigError(f"{cfg.source}: {key_b}: {overlap(b, key_a, a, rb, ra)}")
     textfile = cfg.metrics_textfile
     if textfile is not None and os.path.isdir(textfile):
-        raise ConfigError(f"{cfg.source}: metrics.textfile: {textfile} is a folder; it must "
-                          "name a file ending in .prom")
+        raise ConfigError(
+            f"{cfg.source}: metrics.textfile: {textfile} is a folder; it must "
+            "name a file ending in .prom"
+        )
 
 
 def _mounts() -> list[tuple[Path, str, Path]]:
@@ -105,8 +115,10 @@ def _mounts() -> list[tuple[Path, str, Path]]:
     for line in lines:
         fields = line.split(" ")
         if len(fields) > 4:
+
             def unescape(s: str) -> Path:
                 return Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), s))
+
             found.append((unescape(fields[4]), fields[2], unescape(fields[3])))
     return sorted(found, key=lambda m: len(m[0].parts), reverse=True)
 

@@ -35,14 +35,29 @@ class Deciding(Worker):
         one, one commit for all (reserved in capture order: a burst sharing a second is
         numbered by sub-second)."""
         out: list[Job | Retry | None] = [None] * len(jobs)
-        ready = [i for i, job in enumerate(jobs) if job.size and job.staged
-                 and companion_of(os.path.basename(job.source)) is None]
+        ready = [
+            i
+            for i, job in enumerate(jobs)
+            if job.size and job.staged and companion_of(os.path.basename(job.source)) is None
+        ]
         described: dict[int, MediaInfo | NotMedia] = {}
         try:
-            described = dict(zip(ready, self.reader.describe_many(
-                [(jobs[i].staged or b"", os.fsdecode(os.path.basename(jobs[i].source)),
-                  jobs[i].identity.mtime_ns) for i in ready],
-                [self.heads.pop(jobs[i].id, None) for i in ready])))
+            described = dict(
+                zip(
+                    ready,
+                    self.reader.describe_many(
+                        [
+                            (
+                                jobs[i].staged or b"",
+                                os.fsdecode(os.path.basename(jobs[i].source)),
+                                jobs[i].identity.mtime_ns,
+                            )
+                            for i in ready
+                        ],
+                        [self.heads.pop(jobs[i].id, None) for i in ready],
+                    ),
+                )
+            )
         except Exception as e:  # noqa: BLE001 - each job asks again, alone, and meets it there
             self.log.debug("ingest.describe_many_failed", error=str(e))
         plans: dict[int, Callable[[apsw.Connection], Job]] = {}
@@ -63,12 +78,19 @@ class Deciding(Worker):
     @staticmethod
     def _copied(job: Job) -> dict[str, Any]:
         """The columns COPIED sets, written with the next commit."""
-        return {"sha256": job.sha256, "bytes": job.size, "dev": job.identity.dev,
-                "ino": job.identity.ino, "size": job.identity.size,
-                "mtime_ns": job.identity.mtime_ns, "error": None}
+        return {
+            "sha256": job.sha256,
+            "bytes": job.size,
+            "dev": job.identity.dev,
+            "ino": job.identity.ino,
+            "size": job.identity.size,
+            "mtime_ns": job.identity.mtime_ns,
+            "error": None,
+        }
 
-    def _decision(self, job: Job, described: MediaInfo | NotMedia | None = None
-                  ) -> Job | Retry | Callable[[apsw.Connection], Job]:
+    def _decision(
+        self, job: Job, described: MediaInfo | NotMedia | None = None
+    ) -> Job | Retry | Callable[[apsw.Connection], Job]:
         """The transaction that decides a COPIED job, or what became of the job when
         there is nothing to decide yet. `described`: what the staged file is, when it
         was already read with the batch."""
@@ -82,8 +104,7 @@ class Deciding(Worker):
         companion = companion_of(name)
         partner: catalog.Entry | None = None
         if companion is not None:
-            found = pairing.partner(self.conn, job, companion, self.companion_grace,
-                                    self.expected)
+            found = pairing.partner(self.conn, job, companion, self.companion_grace, self.expected)
             if found is pairing.WAIT:  # keep the copy while waiting: commit COPIED
                 self._advance(job, Step.COPIED, **self._copied(job))
                 return Retry(job, 1.0, "waiting for the photo it belongs with")
@@ -94,62 +115,109 @@ class Deciding(Worker):
         elif companion is not None and companion.kind == "sidecar" and partner is not None:
             info = pairing.as_companion(partner, companion, "sidecar")
         else:
-            info = described or self.reader.describe_many(
-                [(job.staged, os.fsdecode(name), job.identity.mtime_ns)], [head])[0]
-            if isinstance(info, MediaInfo) and partner is not None and not \
-                    pairing.motion_pairs(info, partner):
+            info = (
+                described
+                or self.reader.describe_many(
+                    [(job.staged, os.fsdecode(name), job.identity.mtime_ns)], [head]
+                )[0]
+            )
+            if (
+                isinstance(info, MediaInfo)
+                and partner is not None
+                and not pairing.motion_pairs(info, partner)
+            ):
                 partner = None  # a video of its own that only shares the name
             if isinstance(info, MediaInfo) and partner is not None:
-                info = dataclasses.replace(pairing.as_companion(partner, companion, info.kind),
-                                           file_type=info.file_type, mime=info.mime,
-                                           content_id=info.content_id)
+                info = dataclasses.replace(
+                    pairing.as_companion(partner, companion, info.kind),
+                    file_type=info.file_type,
+                    mime=info.mime,
+                    content_id=info.content_id,
+                )
             elif isinstance(info, MediaInfo) and info.confidence != "high":
-                info = pairing.takeout_date(job.source, info, self.tz,
-                                            self._root(job.source))
-            if isinstance(info, MediaInfo) and partner is None \
-                    and info.date_source == "mtime" and self.cfg.undated == "reject":
-                info = NotMedia("no capture date in its content, name or sidecar "
-                                "(ingest.undated = \"reject\")")
+                info = pairing.takeout_date(job.source, info, self.tz, self._root(job.source))
+            if (
+                isinstance(info, MediaInfo)
+                and partner is None
+                and info.date_source == "mtime"
+                and self.cfg.undated == "reject"
+            ):
+                info = NotMedia(
+                    'no capture date in its content, name or sidecar (ingest.undated = "reject")'
+                )
         copied = self._copied(job)
         sha256, size = job.sha256, job.size
         # a sidecar filed with its photo: (the photo's row id, what dates a sidecar of it)
-        sidecar_of = ((partner.id, f"partner:{catalog.printable(partner.path)}")
-                      if companion is not None and companion.kind == "sidecar"
-                      and partner is not None and isinstance(info, MediaInfo) else None)
+        sidecar_of = (
+            (partner.id, f"partner:{catalog.printable(partner.path)}")
+            if companion is not None
+            and companion.kind == "sidecar"
+            and partner is not None
+            and isinstance(info, MediaInfo)
+            else None
+        )
 
         def decide(conn: apsw.Connection) -> Job:
             key = sha256
             existing = catalog.by_sha256(conn, sha256)
-            if existing is not None and sidecar_of is not None \
-                    and existing.date_source != sidecar_of[1]:
+            if (
+                existing is not None
+                and sidecar_of is not None
+                and existing.date_source != sidecar_of[1]
+            ):
                 # the same bytes as another photo's sidecar: this photo keeps its own
                 key = catalog.companion_key(sha256, sidecar_of[0])
                 existing = catalog.by_sha256(conn, key)
             existing = catalog.present(conn, existing)  # lost from the library: filed anew
             if existing is not None:
                 quarantine = job.move and self.cfg.on_duplicate == "quarantine"
-                return journal.advance(conn, job.id, Step.DECIDED, **copied,
-                                       outcome=Outcome.DUPLICATE,
-                                       duplicate_of=existing.id,
-                                       dest=self._side_path(self.cfg.duplicates, job)
-                                       if quarantine else None)
-            if isinstance(info, NotMedia) or (companion is not None and partner is None
-                                              and companion.kind == "sidecar"):
+                return journal.advance(
+                    conn,
+                    job.id,
+                    Step.DECIDED,
+                    **copied,
+                    outcome=Outcome.DUPLICATE,
+                    duplicate_of=existing.id,
+                    dest=self._side_path(self.cfg.duplicates, job) if quarantine else None,
+                )
+            if isinstance(info, NotMedia) or (
+                companion is not None and partner is None and companion.kind == "sidecar"
+            ):
                 reason = info.reason if isinstance(info, NotMedia) else ""
                 if companion is not None and companion.kind == "sidecar" and job.size:
                     reason = "a sidecar whose photo is not in the library"
                 return journal.advance(
-                    conn, job.id, Step.DECIDED, **{**copied, "error": reason},
+                    conn,
+                    job.id,
+                    Step.DECIDED,
+                    **{**copied, "error": reason},
                     outcome=Outcome.REJECTED,
-                    dest=self._side_path(self.cfg.rejected, job) if job.move else None)
-            rel = (names.free_name(conn, self.library, library_name(partner.path, companion))
-                   if partner is not None and companion is not None
-                   else reserve_name(conn, self.cfg, self.roots, job, info))
-            catalog.insert(conn, sha256=key, size=size, path=rel, info=info,
-                           original_name=display(name), source=job.source,
-                           imported_at=journal.now(), job_id=job.id, mtime_ns=mtime_ns)
-            return journal.advance(conn, job.id, Step.DECIDED, **copied,
-                                   outcome=Outcome.FILED,
-                                   dest=os.path.join(self.library, os.fsencode(rel)))
+                    dest=self._side_path(self.cfg.rejected, job) if job.move else None,
+                )
+            rel = (
+                names.free_name(conn, self.library, library_name(partner.path, companion))
+                if partner is not None and companion is not None
+                else reserve_name(conn, self.cfg, self.roots, job, info)
+            )
+            catalog.insert(
+                conn,
+                sha256=key,
+                size=size,
+                path=rel,
+                info=info,
+                original_name=display(name),
+                source=job.source,
+                imported_at=journal.now(),
+                job_id=job.id,
+                mtime_ns=mtime_ns,
+            )
+            return journal.advance(
+                conn,
+                job.id,
+                Step.DECIDED,
+                **copied,
+                outcome=Outcome.FILED,
+                dest=os.path.join(self.library, os.fsencode(rel)),
+            )
 
         return decide

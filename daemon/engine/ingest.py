@@ -106,8 +106,10 @@ class Ingestor(Steps):
         results: list[Result] = []
         chunk: list[Job] = []
         for job in journal.unfinished(self.conn):
-            if chunk and (len(chunk) >= REPLAY_FILES or sum(
-                    j.identity.size for j in chunk) + job.identity.size > BATCH_BYTES):
+            if chunk and (
+                len(chunk) >= REPLAY_FILES
+                or sum(j.identity.size for j in chunk) + job.identity.size > BATCH_BYTES
+            ):
                 results += self._run(chunk)
                 chunk = []
             chunk.append(job)
@@ -121,14 +123,14 @@ class Ingestor(Steps):
 
     # -- the one way through the steps ---------------------------------------------------
 
-    def _take(self, batch: list[tuple[int, bytes, Identity]], move: bool
-              ) -> dict[int, Result]:
+    def _take(self, batch: list[tuple[int, bytes, Identity]], move: bool) -> dict[int, Result]:
         """Record a job for each path (or find the unfinished one) and run them:
         {index: result}."""
         started = self.clock()
         make_dirs(self.staging, 0o700)
-        recorded = self._commit_many([self._recorder(path, ident, move)
-                                      for _, path, ident in batch])
+        recorded = self._commit_many(
+            [self._recorder(path, ident, move) for _, path, ident in batch]
+        )
         for out in recorded:
             if isinstance(out, (SQLiteError, OSError)):
                 raise out  # the catalog's trouble, not one file's: the caller decides
@@ -136,8 +138,11 @@ class Ingestor(Steps):
         jobs: dict[int, Job] = {}
         for (i, path, _), job in zip(batch, recorded, strict=True):
             if isinstance(job, Exception):  # one file's values the journal cannot hold
-                self.log.error("ingest.unrecordable", source=display(path),
-                               error=f"{type(job).__name__}: {job}")
+                self.log.error(
+                    "ingest.unrecordable",
+                    source=display(path),
+                    error=f"{type(job).__name__}: {job}",
+                )
                 results[i] = self._skipped(path, f"cannot be recorded: {job}")
             elif job is None:
                 results[i] = self._skipped(path, "already handled and left in place")
@@ -189,10 +194,12 @@ class Ingestor(Steps):
         self.hooks.on_result(skipped := Skipped(path, reason))
         return skipped
 
-    def _recorder(self, path: bytes, ident: Identity, move: bool
-                  ) -> Callable[[apsw.Connection], Job | None]:
+    def _recorder(
+        self, path: bytes, ident: Identity, move: bool
+    ) -> Callable[[apsw.Connection], Job | None]:
         """The transaction that records a job for `path` (or finds the unfinished one);
         None when `path` was already handled and left in place."""
+
         def record(conn: apsw.Connection) -> Job | None:
             job, settled = journal.for_source(conn, path, ident if move else None)
             if job is None:
@@ -215,5 +222,14 @@ class Ingestor(Steps):
         return True
 
 
-__all__ = ["Describer", "Finished", "Ingestor", "Result", "Retry", "Skipped", "inbox_roots",
-           "preferred_path", "sweep_staging"]
+__all__ = [
+    "Describer",
+    "Finished",
+    "Ingestor",
+    "Result",
+    "Retry",
+    "Skipped",
+    "inbox_roots",
+    "preferred_path",
+    "sweep_staging",
+]

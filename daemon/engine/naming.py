@@ -37,7 +37,7 @@ def source_name(path: bytes, roots: Sequence[bytes]) -> str:
         if path.startswith(top + b"/"):
             if len(roots) > 1:
                 return os.fsdecode(os.path.basename(top))
-            first, sep, _ = path[len(top) + 1:].partition(b"/")
+            first, sep, _ = path[len(top) + 1 :].partition(b"/")
             return os.fsdecode(first) if sep else ""
     return ""
 
@@ -47,20 +47,25 @@ def is_undated(cfg: Config, info: MediaInfo) -> bool:
     return info.date_source == "mtime" and cfg.undated == "folder"
 
 
-def preferred_path(cfg: Config, roots: Sequence[bytes], source: bytes,
-                   info: MediaInfo) -> str:
+def preferred_path(cfg: Config, roots: Sequence[bytes], source: bytes, info: MediaInfo) -> str:
     """The layout's library path for a new file (undated/ORIGINAL.ext for an undated one
     when undated = "folder"), before `.N`; LayoutError if it would leave the library."""
     original = os.fsdecode(os.path.basename(source))
-    naming = Naming(info.captured, info.ext, original=original.rpartition(".")[0] or original,
-                    make=info.make, model=info.model,
-                    kind="video" if info.kind == "video" else "photo",
-                    source=source_name(source, roots))
+    naming = Naming(
+        info.captured,
+        info.ext,
+        original=original.rpartition(".")[0] or original,
+        make=info.make,
+        model=info.model,
+        kind="video" if info.kind == "video" else "photo",
+        source=source_name(source, roots),
+    )
     return render(UNDATED_LAYOUT if is_undated(cfg, info) else cfg.layout, naming)
 
 
-def reserve_name(conn: apsw.Connection, cfg: Config, roots: Sequence[bytes], job: Job,
-                 info: MediaInfo) -> str:
+def reserve_name(
+    conn: apsw.Connection, cfg: Config, roots: Sequence[bytes], job: Job, info: MediaInfo
+) -> str:
     """The library name reserved for a new file (inside the decision's transaction):
     the layout's path (an undated file's own one under undated/ when undated =
     "folder"), checked to stay beneath the library, then `.N` if taken. A RAW and
@@ -72,8 +77,9 @@ def reserve_name(conn: apsw.Connection, cfg: Config, roots: Sequence[bytes], job
     return _pair_name(conn, library, job, info, preferred)
 
 
-def _pair_name(conn: apsw.Connection, library: bytes, job: Job, info: MediaInfo,
-               preferred: str) -> str:
+def _pair_name(
+    conn: apsw.Connection, library: bytes, job: Job, info: MediaInfo, preferred: str
+) -> str:
     """A RAW or a JPEG/HEIC: the stem of its partner (same folder, same name but the
     extension, shot in the same second), when already catalogued and free with our
     extension; else the first stem that no catalogued file has with any extension,
@@ -84,11 +90,16 @@ def _pair_name(conn: apsw.Connection, library: bytes, job: Job, info: MediaInfo,
     second = info.captured.replace(microsecond=0)
     for src, entry in catalog.filed_from(conn, os.path.join(folder, stem + b".")):
         other_base = os.path.basename(src)
-        if entry.job_id == job.id or other_base.rpartition(b".")[0] != stem \
-                or not pairs_with(info.ext, os.fsdecode(other_base.rpartition(b".")[2])):
+        if (
+            entry.job_id == job.id
+            or other_base.rpartition(b".")[0] != stem
+            or not pairs_with(info.ext, os.fsdecode(other_base.rpartition(b".")[2]))
+        ):
             continue
-        if entry.missing_since or datetime.fromisoformat(
-                entry.captured).replace(microsecond=0) != second:
+        if (
+            entry.missing_since
+            or datetime.fromisoformat(entry.captured).replace(microsecond=0) != second
+        ):
             continue
         n = number_of(entry.path, preferred)
         if n is not None and names.is_free(conn, library, candidate := numbered(preferred, n)):

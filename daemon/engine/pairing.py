@@ -39,17 +39,21 @@ class Wait(enum.Enum):
 WAIT = Wait.WAIT
 
 
-def as_companion(partner: catalog.Entry, companion: Companion | None,
-                 kind: str) -> MediaInfo:
+def as_companion(partner: catalog.Entry, companion: Companion | None, kind: str) -> MediaInfo:
     """A companion is dated by its partner (the still of a Live Photo, the photo of a
     sidecar)."""
     suffix = companion.suffix.decode() if companion is not None else ""
-    return MediaInfo(kind=kind, file_type=suffix.rpartition(".")[2].upper(), mime="",
-                     ext=suffix.rpartition(".")[2], captured=datetime.fromisoformat(
-                         partner.captured), utc_offset=None,
-                     date_source=f"partner:{catalog.printable(partner.path)}",
-                     date_raw=partner.captured,
-                     confidence="high")
+    return MediaInfo(
+        kind=kind,
+        file_type=suffix.rpartition(".")[2].upper(),
+        mime="",
+        ext=suffix.rpartition(".")[2],
+        captured=datetime.fromisoformat(partner.captured),
+        utc_offset=None,
+        date_source=f"partner:{catalog.printable(partner.path)}",
+        date_raw=partner.captured,
+        confidence="high",
+    )
 
 
 def motion_pairs(video: MediaInfo, still: catalog.Entry) -> bool:
@@ -72,8 +76,13 @@ def motion_pairs(video: MediaInfo, still: catalog.Entry) -> bool:
     return abs((video.captured - captured).total_seconds()) <= PAIR_SECONDS
 
 
-def partner(conn: apsw.Connection, job: Job, companion: Companion, grace: float,
-            expected: Container[bytes] | None = None) -> catalog.Entry | Wait | None:
+def partner(
+    conn: apsw.Connection,
+    job: Job,
+    companion: Companion,
+    grace: float,
+    expected: Container[bytes] | None = None,
+) -> catalog.Entry | Wait | None:
     """The catalog row of the photo this file travels with; None when there is none to
     wait for; WAIT while the partner is still on its way (in the inbox, or in hand), or
     (sidecars) while the job is younger than `grace` seconds. `expected`: the paths an
@@ -84,8 +93,9 @@ def partner(conn: apsw.Connection, job: Job, companion: Companion, grace: float,
     on_disk = [n for n in companion.names if os.path.lexists(os.path.join(folder, n))]
     if companion.stem is not None:
         under = journal.latest_under(conn, os.path.join(folder, companion.stem + b"."))
-        jobs.update({k: v for k, v in under.items()
-                     if matches_stem(companion, os.path.basename(k))})
+        jobs.update(
+            {k: v for k, v in under.items() if matches_stem(companion, os.path.basename(k))}
+        )
         try:
             on_disk += [n for n in os.listdir(folder) if matches_stem(companion, n)]
         except OSError:
@@ -101,15 +111,19 @@ def partner(conn: apsw.Connection, job: Job, companion: Companion, grace: float,
             return entry
     waited = journal.age(conn, job.id)
     on_its_way = any(j.step is not Step.DONE for j in jobs.values()) or any(
-        os.path.join(folder, n) not in jobs for n in on_disk
-        if expected is None or os.path.join(folder, n) in expected)
+        os.path.join(folder, n) not in jobs
+        for n in on_disk
+        if expected is None or os.path.join(folder, n) in expected
+    )
     grace = grace if companion.kind == "sidecar" else 0.0
     if (on_its_way and waited < max(grace, WAIT_LIMIT)) or waited < grace:
         return WAIT
     return None
 
-def takeout_date(source: bytes, info: MediaInfo, tz: tzinfo,
-                 root: bytes | None = None) -> MediaInfo:
+
+def takeout_date(
+    source: bytes, info: MediaInfo, tz: tzinfo, root: bytes | None = None
+) -> MediaInfo:
     """A Google Takeout JSON beside the photo dates it when the photo has no date of
     its own (photoTakenTime, UTC seconds). `root`: the inbox, beneath which the folder
     is resolved without links (files.paths.open_source_beneath)."""
@@ -132,7 +146,11 @@ def takeout_date(source: bytes, info: MediaInfo, tz: tzinfo,
             continue
         offset = when.utcoffset()
         return dataclasses.replace(
-            info, captured=when.replace(tzinfo=None), date_raw=str(stamp),
+            info,
+            captured=when.replace(tzinfo=None),
+            date_raw=str(stamp),
             utc_offset=int(offset.total_seconds()) if offset is not None else None,
-            date_source="Takeout:photoTakenTime", confidence="medium")
+            date_source="Takeout:photoTakenTime",
+            confidence="medium",
+        )
     return info

@@ -54,8 +54,12 @@ class Steps(Deciding):
     @property
     def steps(self) -> dict[Step, Callable[[list[Job]], list[Answer]]]:
         """The step that takes on a job, by the step it is at."""
-        return {Step.RECORDED: self.copy_all, Step.COPIED: self.decide_all,
-                Step.DECIDED: self.place_all, Step.PLACED: self.retire_all}
+        return {
+            Step.RECORDED: self.copy_all,
+            Step.COPIED: self.decide_all,
+            Step.DECIDED: self.place_all,
+            Step.PLACED: self.retire_all,
+        }
 
     # -- copy ---------------------------------------------------------------------------
 
@@ -88,28 +92,37 @@ class Steps(Deciding):
             if job.move:
                 why = take_lease(fd)
                 if why == "busy":
-                    return self._retry(job, Trouble.WRITER,
-                                       f"{WRITING}; waiting until it is closed", ident)
+                    return self._retry(
+                        job, Trouble.WRITER, f"{WRITING}; waiting until it is closed", ident
+                    )
                 src.leased = why is None
                 if why is not None and why not in self.lease_trouble:
                     self.lease_trouble.add(why)
-                    self.log.warning("ingest.no_lease", source=display(job.source), reason=why,
-                                     note="a writer the daemon cannot see is not detected: "
-                                     "grant CAP_LEASE, or make the daemon's user own the inbox")
+                    self.log.warning(
+                        "ingest.no_lease",
+                        source=display(job.source),
+                        reason=why,
+                        note="a writer the daemon cannot see is not detected: "
+                        "grant CAP_LEASE, or make the daemon's user own the inbox",
+                    )
             try:
-                copied = copy_and_hash(fd, job.staged, self.cfg.file_mode, before=st,
-                                       head=self.reader.head_of(
-                                           os.fsdecode(os.path.basename(job.source))),
-                                       intact=(lambda: lease_held(fd)) if src.leased else None)
+                copied = copy_and_hash(
+                    fd,
+                    job.staged,
+                    self.cfg.file_mode,
+                    before=st,
+                    head=self.reader.head_of(os.fsdecode(os.path.basename(job.source))),
+                    intact=(lambda: lease_held(fd)) if src.leased else None,
+                )
             except SourceChanged as e:
                 unlink_quiet(job.staged)
-                return self._retry(job, Trouble.CHANGED,
-                                   f"the file changed while being copied ({e})", ident)
+                return self._retry(
+                    job, Trouble.CHANGED, f"the file changed while being copied ({e})", ident
+                )
             except OSError as e:
                 unlink_quiet(job.staged)
                 if e.errno in FULL_ERRNOS:
-                    return self._retry(job, Trouble.FULL,
-                                       f"copy failed: {e.strerror}: {FULL_MARK}")
+                    return self._retry(job, Trouble.FULL, f"copy failed: {e.strerror}: {FULL_MARK}")
                 raise
             self.held[job.id], keep = src, True
         finally:
@@ -121,8 +134,9 @@ class Steps(Deciding):
         # there). No fsync of the staging folder either, for the same reason.
         if copied.head:
             self.heads[job.id] = copied.head
-        return dataclasses.replace(job, step=Step.COPIED, sha256=copied.sha256,
-                                   size=copied.size, identity=ident)
+        return dataclasses.replace(
+            job, step=Step.COPIED, sha256=copied.sha256, size=copied.size, identity=ident
+        )
 
     def _unusable(self, job: Job, why: Unusable) -> Job:
         """A source we cannot read: gone (vanished) or not a readable regular file
@@ -131,8 +145,9 @@ class Steps(Deciding):
             return self._advance(job, Step.DONE, outcome=Outcome.VANISHED, error=why.reason)
         dest = self._side_path(self.cfg.rejected, job) if job.move else None
         reason = f"{UNREADABLE} {why.reason}" if why.unreadable else why.reason
-        return self._advance(job, Step.DECIDED, outcome=Outcome.REJECTED, error=reason,
-                             dest=dest, sha256=None)
+        return self._advance(
+            job, Step.DECIDED, outcome=Outcome.REJECTED, error=reason, dest=dest, sha256=None
+        )
 
     # -- place --------------------------------------------------------------------------
 
@@ -154,7 +169,8 @@ class Steps(Deciding):
                     out[i] = self._move_entry(job)
                 elif self._written_since(job):
                     out[i] = self._copy_again(
-                        job, "a writer opened the source while it was being filed")
+                        job, "a writer opened the source while it was being filed"
+                    )
                 elif job.dest is None:
                     unlink_quiet(job.staged)
                     out[i] = dataclasses.replace(job, step=Step.PLACED)
@@ -186,8 +202,7 @@ class Steps(Deciding):
     def _written_since(self, job: Job) -> bool:
         """A writer opened this worker's leased source since it was copied."""
         src = self.held.get(job.id)
-        return (src is not None and src.leased and src.fd is not None
-                and not lease_held(src.fd))
+        return src is not None and src.leased and src.fd is not None and not lease_held(src.fd)
 
     def _copy_again(self, job: Job, reason: str) -> Answer:
         """Before anything is placed: drop the copy and its reservation, and start the job
@@ -247,8 +262,9 @@ class Steps(Deciding):
             fields["error"] = f"{job.error}; {note}"
         return self._advance(job, Step.PLACED, **fields)
 
-    def _move_from(self, job: Job, src_dir: int, name: bytes, dest: bytes
-                   ) -> tuple[bytes | None, str | None]:
+    def _move_from(
+        self, job: Job, src_dir: int, name: bytes, dest: bytes
+    ) -> tuple[bytes | None, str | None]:
         """_move_entry's move of the entry `name` of folder `src_dir` (renameat2, or
         recreated across filesystems: moves.move_at): where it went and a note."""
         try:
@@ -261,8 +277,9 @@ class Steps(Deciding):
         try:
             dst_dir = open_dir(os.path.dirname(dest))
             try:
-                while not move_at(src_dir, name, dst_dir, os.path.basename(dest),
-                                  expected_ino=job.identity.ino):
+                while not move_at(
+                    src_dir, name, dst_dir, os.path.basename(dest), expected_ino=job.identity.ino
+                ):
                     dest = self._rename_dest(job, dest)
                 fsync_dir(dst_dir)
                 fsync_dir(src_dir)
@@ -271,10 +288,11 @@ class Steps(Deciding):
         except SourceChanged:
             return None, "a different file now stands at the source; left alone"
         except OSError as e:
-            if e.errno in (errno.EACCES, errno.EPERM) and (job.error or "").startswith(
-                    UNREADABLE):
-                return None, ("left in the inbox (it cannot be read, so not copied to "
-                              "another filesystem): filed once it is readable")
+            if e.errno in (errno.EACCES, errno.EPERM) and (job.error or "").startswith(UNREADABLE):
+                return None, (
+                    "left in the inbox (it cannot be read, so not copied to "
+                    "another filesystem): filed once it is readable"
+                )
             return None, f"left in place: cannot move it: {e.strerror}"
         return dest, None
 
@@ -315,8 +333,11 @@ class Steps(Deciding):
         opened from, only if it is still the inode that was copied): the error to record,
         and the folder (descriptor) to fsync before DONE is committed (None: nothing was
         removed)."""
-        keep = (not job.move or job.sha256 is None
-                or (job.outcome is Outcome.DUPLICATE and self.cfg.on_duplicate == "keep"))
+        keep = (
+            not job.move
+            or job.sha256 is None
+            or (job.outcome is Outcome.DUPLICATE and self.cfg.on_duplicate == "keep")
+        )
         if keep:
             return job.error, None
         src = self.held.get(job.id)
@@ -329,12 +350,10 @@ class Steps(Deciding):
                 except OSError as e:
                     if e.errno not in WAY_ERRNOS:
                         raise
-                    return f"the source's folder was replaced ({way_reason(e)}); left alone", \
-                        None
+                    return f"the source's folder was replaced ({way_reason(e)}); left alone", None
                 src = self.held[job.id] = Source(dir_fd, name)
             if src.leased and src.fd is not None and not lease_held(src.fd):
-                return ("a writer opened the source while it was being filed; left in "
-                        "place"), None
+                return ("a writer opened the source while it was being filed; left in place"), None
             if unlink_at_if(src.dir_fd, src.name, job.identity, src.st):
                 return job.error, src.dir_fd
             return "the source changed after it was copied; left in place", None

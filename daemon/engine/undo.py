@@ -41,7 +41,9 @@ class Undoer:
         self.library = os.fsencode(cfg.library)
         self.inboxes = tuple(os.fsencode(i) for i in cfg.inboxes)
         self.steps: dict[UndoStep, Callable[[UndoItem], UndoItem]] = {
-            UndoStep.RECORDED: self._restore, UndoStep.RESTORED: self._remove}
+            UndoStep.RECORDED: self._restore,
+            UndoStep.RESTORED: self._remove,
+        }
 
     # -- entry points -------------------------------------------------------------------
 
@@ -58,9 +60,13 @@ class Undoer:
         another row's file) before the moves that could take those bytes away."""
         with transaction(self.conn):
             now = journal.now()
-            ids = [undolog.record(self.conn, batch=batch, now=now, **self._intent(job))
-                   for job in sorted((journal.get(self.conn, i) for i in job_ids),
-                                     key=lambda j: j.outcome is not Outcome.DUPLICATE)]
+            ids = [
+                undolog.record(self.conn, batch=batch, now=now, **self._intent(job))
+                for job in sorted(
+                    (journal.get(self.conn, i) for i in job_ids),
+                    key=lambda j: j.outcome is not Outcome.DUPLICATE,
+                )
+            ]
             return [undolog.get(self.conn, i) for i in ids]
 
     def preview(self, job_ids: list[int]) -> list[tuple[Job, UndoItem]]:
@@ -69,8 +75,15 @@ class Undoer:
         for job in (journal.get(self.conn, i) for i in job_ids):
             intent = self._intent(job)
             done = intent.pop("done")
-            item = UndoItem(id=0, batch="dry-run", step=UndoStep.RECORDED, dest=None,
-                            outcome=None, error=None, **intent)
+            item = UndoItem(
+                id=0,
+                batch="dry-run",
+                step=UndoStep.RECORDED,
+                dest=None,
+                outcome=None,
+                error=None,
+                **intent,
+            )
             if done is not None:
                 item = _with(item, step=UndoStep.DONE, outcome=done[0], error=done[1])
             else:
@@ -79,8 +92,9 @@ class Undoer:
                     item = _with(item, step=UndoStep.DONE, outcome=UndoOutcome.KEPT, error=found)
                 else:
                     cand, held = found
-                    item = _with(item, step=UndoStep.DONE, dest=cand,
-                                 outcome=self._label(item, cand, held))
+                    item = _with(
+                        item, step=UndoStep.DONE, dest=cand, outcome=self._label(item, cand, held)
+                    )
             out.append((job, item))
         return out
 
@@ -93,14 +107,23 @@ class Undoer:
                 item = self.steps[item.step](item)
             except OSError as e:
                 where = display(e.filename) if isinstance(e.filename, bytes) else e.filename
-                item = self._finish(item, UndoOutcome.KEPT,
-                                    f"{item.step.value}: {e.strerror or e} ({where}); "
-                                    f"left at {display(item.origin)}")
+                item = self._finish(
+                    item,
+                    UndoOutcome.KEPT,
+                    f"{item.step.value}: {e.strerror or e} ({where}); "
+                    f"left at {display(item.origin)}",
+                )
             self.hooks.after_undo_step(item.step.value, item)
         level = "warning" if item.outcome is UndoOutcome.KEPT else "info"
         getattr(self.log, level)(
-            "undo.finished", batch=item.batch, job_id=item.job_id, outcome=str(item.outcome),
-            origin=display(item.origin), dest=display(item.dest) or None, error=item.error)
+            "undo.finished",
+            batch=item.batch,
+            job_id=item.job_id,
+            outcome=str(item.outcome),
+            origin=display(item.origin),
+            dest=display(item.dest) or None,
+            error=item.error,
+        )
         return item
 
     # -- planning -----------------------------------------------------------------------
@@ -111,22 +134,33 @@ class Undoer:
         the daemon would file them again at once from the inbox."""
         for inbox in self.inboxes if job.move else ():
             if job.source.startswith(inbox + b"/"):
-                rel = job.source[len(inbox) + 1:]
+                rel = job.source[len(inbox) + 1 :]
                 return os.path.join(self.library, UNDONE_DIR, os.fsencode(job.batch), rel)
         return job.source
 
     def _intent(self, job: Job) -> dict[str, Any]:
-        base: dict[str, Any] = {"job_id": job.id, "file_id": None, "origin": None,
-                                "keep_origin": False, "target": self.target_for(job),
-                                "sha256": job.sha256, "size": job.size,
-                                "mtime_ns": job.identity.mtime_ns, "done": None}
+        base: dict[str, Any] = {
+            "job_id": job.id,
+            "file_id": None,
+            "origin": None,
+            "keep_origin": False,
+            "target": self.target_for(job),
+            "sha256": job.sha256,
+            "size": job.size,
+            "mtime_ns": job.identity.mtime_ns,
+            "done": None,
+        }
         if job.outcome is Outcome.FILED:
             entry = catalog.by_job(self.conn, job.id)
             if entry is None:
                 base["done"] = (UndoOutcome.KEPT, "its catalog row is gone")
             else:
-                base.update(file_id=entry.id, sha256=entry.sha256, size=entry.size,
-                            origin=os.path.join(self.library, os.fsencode(entry.path)))
+                base.update(
+                    file_id=entry.id,
+                    sha256=entry.sha256,
+                    size=entry.size,
+                    origin=os.path.join(self.library, os.fsencode(entry.path)),
+                )
         elif job.outcome is Outcome.DUPLICATE and job.dest is not None:
             base["origin"] = os.fsencode(job.dest)  # its quarantined copy
         elif job.outcome is Outcome.DUPLICATE:
@@ -134,13 +168,17 @@ class Undoer:
                 base["done"] = (UndoOutcome.UNTOUCHED, "a plain import leaves its sources")
             else:  # kept at the source, or deleted (on_duplicate): the library has the bytes
                 entry = catalog.by_id(self.conn, job.duplicate_of) if job.duplicate_of else None
-                base.update(keep_origin=True, origin=os.path.join(
-                    self.library, os.fsencode(entry.path)) if entry else None)
+                base.update(
+                    keep_origin=True,
+                    origin=os.path.join(self.library, os.fsencode(entry.path)) if entry else None,
+                )
         elif job.dest is None:  # a reject left at its source
             base["done"] = (UndoOutcome.UNTOUCHED, "it was left at its source")
         elif job.sha256 is None:
-            base["done"] = (UndoOutcome.KEPT,
-                            f"not a regular file; left in {os.fsdecode(job.dest)}")
+            base["done"] = (
+                UndoOutcome.KEPT,
+                f"not a regular file; left in {os.fsdecode(job.dest)}",
+            )
         else:
             base["origin"] = os.fsencode(job.dest)  # its copy under paths.rejected
         return base
@@ -161,16 +199,26 @@ class Undoer:
         if not held:
             self.hooks.after_undo_step("placed", item)
         with transaction(self.conn):
-            undolog.advance(self.conn, item.id, UndoStep.RESTORED, journal.now(), dest=cand,
-                            outcome=self._label(item, cand, held))
+            undolog.advance(
+                self.conn,
+                item.id,
+                UndoStep.RESTORED,
+                journal.now(),
+                dest=cand,
+                outcome=self._label(item, cand, held),
+            )
             return undolog.get(self.conn, item.id)
 
     def _remove(self, item: UndoItem) -> UndoItem:
         """RESTORED -> DONE: remove the origin (if it is still the bytes we restored) and
         the catalog row, then the library folders that became empty."""
         origin, dest, note = item.origin, item.dest, None
-        remove = (not item.keep_origin and item.outcome is not UndoOutcome.UNTOUCHED
-                  and origin is not None and os.path.lexists(origin))
+        remove = (
+            not item.keep_origin
+            and item.outcome is not UndoOutcome.UNTOUCHED
+            and origin is not None
+            and os.path.lexists(origin)
+        )
         if remove and origin is not None and dest is not None:
             if same_file(origin, dest) or hash_file(origin) == (item.sha256, item.size):
                 os.unlink(origin)
@@ -194,8 +242,10 @@ class Undoer:
         origin_there = item.origin is not None and os.path.lexists(item.origin)
         if not os.path.isdir(parent):
             if not item.target.startswith(os.path.join(self.library, UNDONE_DIR) + b"/"):
-                return (f"{display(parent)}: the folder is gone (create it and undo again); "
-                        f"left at {display(item.origin)}")
+                return (
+                    f"{display(parent)}: the folder is gone (create it and undo again); "
+                    f"left at {display(item.origin)}"
+                )
             if not dry_run:
                 make_dirs(parent, self.cfg.dir_mode)
         n = 0
@@ -205,9 +255,11 @@ class Undoer:
                 return cand, True
             if not os.path.lexists(cand):
                 if not origin_there:
-                    return (f"nothing to restore from: {display(item.origin)} is gone"
-                            if item.origin else "nothing to restore from: the library no "
-                            "longer has these bytes")
+                    return (
+                        f"nothing to restore from: {display(item.origin)} is gone"
+                        if item.origin
+                        else "nothing to restore from: the library no longer has these bytes"
+                    )
                 return cand, False
             n += 1
 
@@ -238,8 +290,7 @@ class Undoer:
                 os.close(fd)
             if (got.sha256, got.size) != (item.sha256, item.size):
                 unlink_quiet(tmp)
-                raise OSError(5, "the library copy no longer has the expected bytes",
-                              item.origin)
+                raise OSError(5, "the library copy no longer has the expected bytes", item.origin)
             ok = link_noreplace(tmp, cand)
             unlink_quiet(tmp)
         else:
@@ -272,7 +323,7 @@ class Undoer:
     def _prune(self, folder: bytes) -> None:
         """Remove library folders the undo emptied (never the library or our own roots)."""
         while folder.startswith(self.library + b"/"):
-            rel = folder[len(self.library) + 1:]
+            rel = folder[len(self.library) + 1 :]
             if rel.startswith(b"."):
                 return
             try:
@@ -284,8 +335,9 @@ class Undoer:
 
     def _finish(self, item: UndoItem, outcome: UndoOutcome, error: str | None) -> UndoItem:
         with transaction(self.conn):
-            undolog.advance(self.conn, item.id, UndoStep.DONE, journal.now(), outcome=outcome,
-                            error=error)
+            undolog.advance(
+                self.conn, item.id, UndoStep.DONE, journal.now(), outcome=outcome, error=error
+            )
             return undolog.get(self.conn, item.id)
 
 

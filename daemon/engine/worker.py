@@ -37,13 +37,11 @@ T = TypeVar("T")
 class Describer(Protocol):
     """What ingest needs from metadata.Reader."""
 
-    def describe_many(self, items: Sequence[tuple[bytes, str, int]],
-                      heads: Sequence[bytes | None] | None = None
-                      ) -> list[MediaInfo | NotMedia]:
-        ...
+    def describe_many(
+        self, items: Sequence[tuple[bytes, str, int]], heads: Sequence[bytes | None] | None = None
+    ) -> list[MediaInfo | NotMedia]: ...
 
-    def head_of(self, original_name: str) -> Callable[[memoryview], bytes] | None:
-        ...
+    def head_of(self, original_name: str) -> Callable[[memoryview], bytes] | None: ...
 
 
 @dataclass(frozen=True)
@@ -84,10 +82,20 @@ class Worker:
     """One worker's state: its own catalog connection (for reading) and metadata reader,
     the group committer (for writing), what it holds open for the jobs in hand."""
 
-    def __init__(self, config: Config, conn: apsw.Connection, reader: Describer, *,
-                 batch: str, log: Any, committer: Committer, hooks: Hooks = NO_HOOKS,
-                 policy: Policy = ONESHOT, clock: Callable[[], float] = time.monotonic,
-                 companion_grace: float = 0.0):
+    def __init__(
+        self,
+        config: Config,
+        conn: apsw.Connection,
+        reader: Describer,
+        *,
+        batch: str,
+        log: Any,
+        committer: Committer,
+        hooks: Hooks = NO_HOOKS,
+        policy: Policy = ONESHOT,
+        clock: Callable[[], float] = time.monotonic,
+        companion_grace: float = 0.0,
+    ):
         self.cfg = config
         self.conn = conn
         self.reader = reader
@@ -129,6 +137,7 @@ class Worker:
 
     def _restart(self, job: Job) -> Job:
         """Back to RECORDED, its library name given back: the job copies again."""
+
         def restart(conn: apsw.Connection) -> Job:
             if (entry := catalog.by_job(conn, job.id)) is not None:
                 catalog.delete(conn, entry.id)
@@ -158,8 +167,9 @@ class Worker:
         side = b""  # a duplicate's or reject's next name: the first free one on disk
         if job.outcome is not Outcome.FILED:
             base, n = os.path.basename(job.source), 1
-            while os.path.lexists(side := os.path.join(os.path.dirname(dest),
-                                                       numbered_name(base, n))):
+            while os.path.lexists(
+                side := os.path.join(os.path.dirname(dest), numbered_name(base, n))
+            ):
                 n += 1
 
         def rename(conn: apsw.Connection) -> bytes:
@@ -179,22 +189,34 @@ class Worker:
 
     # -- trouble ------------------------------------------------------------------------
 
-    def _retry(self, job: Job, trouble: Trouble, reason: str, ident: Identity | None = None,
-               *, error: Exception | None = None, state: str = "") -> Retry | Job:
+    def _retry(
+        self,
+        job: Job,
+        trouble: Trouble,
+        reason: str,
+        ident: Identity | None = None,
+        *,
+        error: Exception | None = None,
+        state: str = "",
+    ) -> Retry | Job:
         """Record the attempt (when the journal can take it), then do what the retry
         policy decides: try again later, fail the job, or stop with `error`."""
         age = 0.0
         if trouble.records:
+
             def note(conn: apsw.Connection) -> tuple[Job, float]:
-                journal.note_attempt(conn, job.id, reason, ident, count=trouble.counts,
-                                     full=trouble is Trouble.FULL)
+                journal.note_attempt(
+                    conn, job.id, reason, ident, count=trouble.counts, full=trouble is Trouble.FULL
+                )
                 # a writer still at work: an import waits for it by the job's age
-                return journal.get(conn, job.id), (journal.age(conn, job.id)
-                                                   if trouble is Trouble.WRITER else 0.0)
+                return journal.get(conn, job.id), (
+                    journal.age(conn, job.id) if trouble is Trouble.WRITER else 0.0
+                )
 
             job, age = self._commit(note)
-        decision = self.policy.decide(trouble, job.attempts, age=age,
-                                      settle=self.cfg.settle_seconds)
+        decision = self.policy.decide(
+            trouble, job.attempts, age=age, settle=self.cfg.settle_seconds
+        )
         if isinstance(decision, Again):
             return Retry(job, decision.after, reason, full=trouble is Trouble.FULL, state=state)
         if isinstance(decision, GiveUp):
@@ -211,8 +233,7 @@ class Worker:
             reason = f"the catalog is locked: {e}"
         elif trouble is Trouble.STATE:
             state = state_blocked(e, self.cfg.catalog) or ""
-            reason = (f"{job.step.value}: the catalog's filesystem is {state} "
-                      f"({self.cfg.state_dir})")
+            reason = f"{job.step.value}: the catalog's filesystem is {state} ({self.cfg.state_dir})"
         elif trouble is Trouble.TOOL:  # ExifTool missing or dying: not this file's fault
             reason = f"{job.step.value}: {e}"
         elif isinstance(e, OSError):
@@ -221,8 +242,7 @@ class Worker:
         else:
             if trouble is Trouble.BUG:
                 # e may come from a batch's results, outside its except: named for the traceback
-                self.log.error("ingest.bug", job_id=job.id, source=display(job.source),
-                               exc_info=e)
+                self.log.error("ingest.bug", job_id=job.id, source=display(job.source), exc_info=e)
             reason = f"{job.step.value}: {type(e).__name__}: {e}"
         return self._retry(job, trouble, reason, error=e, state=state)
 
@@ -239,25 +259,40 @@ class Worker:
         def fail(conn: apsw.Connection) -> Job:
             if (entry := catalog.by_job(conn, job.id)) is not None:
                 catalog.delete(conn, entry.id)
-            return journal.advance(conn, job.id, Step.DONE, outcome=Outcome.FAILED,
-                                   error=error, dest=None)
+            return journal.advance(
+                conn, job.id, Step.DONE, outcome=Outcome.FAILED, error=error, dest=None
+            )
 
         return self._commit(fail)
 
     def _deferred(self, out: Retry) -> Retry:
         job = out.job
-        self.log.info("ingest.deferred", job_id=job.id, source=display(job.source),
-                      reason=out.reason, retry_in=round(out.after, 1))
+        self.log.info(
+            "ingest.deferred",
+            job_id=job.id,
+            source=display(job.source),
+            reason=out.reason,
+            retry_in=round(out.after, 1),
+        )
         return out
 
     def _log_finished(self, result: Finished) -> None:
         job = result.job
-        level = "warning" if job.outcome in (Outcome.FAILED, Outcome.REJECTED) or (
-            job.error and "left in place" in job.error) else "info"
+        level = (
+            "warning"
+            if job.outcome in (Outcome.FAILED, Outcome.REJECTED)
+            or (job.error and "left in place" in job.error)
+            else "info"
+        )
         getattr(self.log, level)(
-            "ingest.finished", job_id=job.id, outcome=job.outcome.value if job.outcome else None,
-            source=display(job.source), dest=display(job.dest) if job.dest else None,
-            sha256=job.sha256, bytes=job.size, duration_ms=round(result.duration_ms, 1),
-            error=job.error, batch=job.batch)
-
-
+            "ingest.finished",
+            job_id=job.id,
+            outcome=job.outcome.value if job.outcome else None,
+            source=display(job.source),
+            dest=display(job.dest) if job.dest else None,
+            sha256=job.sha256,
+            bytes=job.size,
+            duration_ms=round(result.duration_ms, 1),
+            error=job.error,
+            batch=job.batch,
+        )

@@ -32,10 +32,16 @@ class Copied(NamedTuple):
     head: bytes  # what the `head` picker kept of the first chunk (b"" when not asked)
 
 
-def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
-                  head: Callable[[memoryview], bytes] | None = None,
-                  before: os.stat_result | None = None, dir_fd: int | None = None,
-                  intact: Callable[[], bool] | None = None) -> Copied:
+def copy_and_hash(
+    src_fd: int,
+    dst: bytes,
+    mode: int,
+    *,
+    head: Callable[[memoryview], bytes] | None = None,
+    before: os.stat_result | None = None,
+    dir_fd: int | None = None,
+    intact: Callable[[], bool] | None = None,
+) -> Copied:
     """Copy an open source into a new file `dst` (truncated if it exists), hashing in the
     same single read; fsync it. Holes stay holes (a 10 GiB sparse file costs no disk),
     memory stays two chunks. Raises SourceChanged if the source changed meanwhile.
@@ -60,11 +66,13 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
     first = b""
     writer = _Writer(out) if before.st_size > PIPELINE_BYTES else None
     buffer = min(CHUNK, max(before.st_size, 4096))
-    bufs = ([memoryview(bytearray(buffer)) for _ in range(2)] if writer
-            else [_scratch(buffer)])
+    bufs = [memoryview(bytearray(buffer)) for _ in range(2)] if writer else [_scratch(buffer)]
     # every block allocated: no hole to look for (a hole read as data is still right)
-    regions = ([(0, before.st_size, True)] if before.st_blocks * 512 >= before.st_size
-               else _regions(src_fd, before.st_size))
+    regions = (
+        [(0, before.st_size, True)]
+        if before.st_blocks * 512 >= before.st_size
+        else _regions(src_fd, before.st_size)
+    )
     ends_in_data = True
     try:
         i = 0
@@ -75,7 +83,7 @@ def copy_and_hash(src_fd: int, dst: bytes, mode: int, *,
                 if is_data:
                     view = bufs[i % len(bufs)]
                     i += 1
-                    n = os.preadv(src_fd, [view[:min(buffer, end - offset)]], offset)
+                    n = os.preadv(src_fd, [view[: min(buffer, end - offset)]], offset)
                     if n == 0:
                         break  # shrank meanwhile: the identity check below says so
                     chunk = view[:n]
@@ -129,8 +137,12 @@ _SCRATCH = threading.local()
 def _create(path: bytes, mode: int, dir_fd: int | None = None) -> int:
     """A new, empty file with exactly `mode`, whatever the umask (one left by an
     earlier attempt is truncated), owned like its folder when made by root."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 mode, dir_fd=dir_fd)
+    fd = os.open(
+        path,
+        os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+        mode,
+        dir_fd=dir_fd,
+    )
     try:
         own_like_parent(fd, dir_fd if dir_fd is not None else os.path.dirname(path))
         os.fchmod(fd, mode)
@@ -203,9 +215,12 @@ class _Writer:
                 _pwrite_all(self.fd, chunk, offset)
                 end = offset + len(chunk)
                 if end - self.unsynced_from >= _WRITEBACK_EVERY:
-                    _libc.sync_file_range(self.fd, ctypes.c_int64(self.unsynced_from),
-                                          ctypes.c_int64(end - self.unsynced_from),
-                                          _SYNC_FILE_RANGE_WRITE)
+                    _libc.sync_file_range(
+                        self.fd,
+                        ctypes.c_int64(self.unsynced_from),
+                        ctypes.c_int64(end - self.unsynced_from),
+                        _SYNC_FILE_RANGE_WRITE,
+                    )
                     self.unsynced_from = end
             except BaseException as e:  # noqa: BLE001 - handed to the caller
                 self.error = e

@@ -106,8 +106,9 @@ def unlink_quiet(path: bytes) -> None:
         pass
 
 
-def unlink_at_if(dir_fd: int, name: bytes, expected: Identity,
-                 held: os.stat_result | None = None) -> bool:
+def unlink_at_if(
+    dir_fd: int, name: bytes, expected: Identity, held: os.stat_result | None = None
+) -> bool:
     """Remove the entry `name` of folder `dir_fd` only if it is still the file `expected`
     describes (and, with `held`, the very inode of that open file); True if removed (or
     already gone), False if something else stands there now."""
@@ -115,15 +116,19 @@ def unlink_at_if(dir_fd: int, name: bytes, expected: Identity,
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return True
-    if not identity(st).same_file(expected) or not stat.S_ISREG(st.st_mode) or (
-            held is not None and (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino)):
+    if (
+        not identity(st).same_file(expected)
+        or not stat.S_ISREG(st.st_mode)
+        or (held is not None and (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino))
+    ):
         return False
     os.unlink(name, dir_fd=dir_fd)
     return True
 
 
-def move_at(src_dir: int, name: bytes, dst_dir: int, dst_name: bytes, *,
-            expected_ino: int | None = None) -> bool:
+def move_at(
+    src_dir: int, name: bytes, dst_dir: int, dst_name: bytes, *, expected_ino: int | None = None
+) -> bool:
     """Move the entry `name` of folder `src_dir` (any type; links are moved, never
     followed) to `dst_name` in `dst_dir`, never replacing anything: False (and nothing
     done) when `dst_name` exists. renameat2(RENAME_NOREPLACE) where it can; across
@@ -143,8 +148,7 @@ def move_at(src_dir: int, name: bytes, dst_dir: int, dst_name: bytes, *,
         return False
     if err in (errno.EINVAL, errno.ENOSYS):  # no RENAME_NOREPLACE here: link + unlink
         try:
-            os.link(name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir,
-                    follow_symlinks=False)
+            os.link(name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir, follow_symlinks=False)
         except FileExistsError:
             return False
         except OSError as e:
@@ -161,16 +165,18 @@ def move_at(src_dir: int, name: bytes, dst_dir: int, dst_name: bytes, *,
         return False
     fsync_dir(dst_dir)  # the new entry is durable before the old one goes
     now = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
-    if identity(now) != identity(st) or (stat.S_ISLNK(st.st_mode) and
-                                          os.readlink(name, dir_fd=src_dir) != made):
+    if identity(now) != identity(st) or (
+        stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=src_dir) != made
+    ):
         os.unlink(dst_name, dir_fd=dst_dir)
         raise SourceChanged("the entry changed while it was being moved")
     os.unlink(name, dir_fd=src_dir)
     return True
 
 
-def _recreate(src_dir: int, name: bytes, st: os.stat_result, dst_dir: int,
-              dst_name: bytes) -> bytes | None:
+def _recreate(
+    src_dir: int, name: bytes, st: os.stat_result, dst_dir: int, dst_name: bytes
+) -> bytes | None:
     """Make `dst_name` in `dst_dir` a durable copy of the entry `st` describes (its
     folder not yet fsynced): a symlink's target (b"" for other types), or None when the
     name is taken."""
@@ -186,21 +192,19 @@ def _recreate(src_dir: int, name: bytes, st: os.stat_result, dst_dir: int,
     except FileExistsError:
         return None
     if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EXDEV, f"{kind_of(st.st_mode)} cannot be moved to another "
-                      "filesystem", name)
-    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                  dir_fd=src_dir)
+        raise OSError(
+            errno.EXDEV, f"{kind_of(st.st_mode)} cannot be moved to another filesystem", name
+        )
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_dir)
     tmp = b".mediasortd-tmp-%d-%d" % (os.getpid(), threading.get_ident())
     try:
         before = os.fstat(src)
         if (before.st_dev, before.st_ino) != (st.st_dev, st.st_ino):
             raise SourceChanged("the entry was replaced while it was being opened")
         copy_and_hash(src, tmp, mode, before=before, dir_fd=dst_dir)
-        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir,
-                 follow_symlinks=False)
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir, follow_symlinks=False)
         try:
-            os.link(tmp, dst_name, src_dir_fd=dst_dir, dst_dir_fd=dst_dir,
-                    follow_symlinks=False)
+            os.link(tmp, dst_name, src_dir_fd=dst_dir, dst_dir_fd=dst_dir, follow_symlinks=False)
         except FileExistsError:
             return None
         return b""

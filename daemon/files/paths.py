@@ -21,9 +21,21 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 # errors that are the daemon's or the system's trouble of the moment, not the file's:
 # a file that meets one is tried again later, never rejected
-TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EIO,
-                              errno.EAGAIN, errno.EINTR, errno.ENOBUFS, errno.EBUSY,
-                              errno.ETIMEDOUT, errno.ESTALE, errno.EDEADLK})
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOMEM,
+        errno.EIO,
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.ENOBUFS,
+        errno.EBUSY,
+        errno.ETIMEDOUT,
+        errno.ESTALE,
+        errno.EDEADLK,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -40,9 +52,14 @@ def identity(st: os.stat_result) -> Identity:
 
 
 def kind_of(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -81,8 +98,7 @@ _libc.syscall.restype = ctypes.c_long
 
 
 class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
 _openat2_works = [True]  # set to False the first time the kernel (or seccomp) refuses it
@@ -90,10 +106,14 @@ _openat2_works = [True]  # set to False the first time the kernel (or seccomp) r
 
 def _openat2(dir_fd: int, rel: bytes) -> int | None:
     """openat2 of a folder beneath dir_fd without links; None where there is no openat2."""
-    how = _OpenHow(_DIR_FLAGS, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS
-                   | _RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), ctypes.c_char_p(rel),
-                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    how = _OpenHow(_DIR_FLAGS, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(
+        ctypes.c_long(_SYS_OPENAT2),
+        ctypes.c_int(dir_fd),
+        ctypes.c_char_p(rel),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
     if fd >= 0:
         return int(fd)
     err = ctypes.get_errno()
@@ -143,7 +163,7 @@ def parent_beneath(root: bytes | None, path: bytes) -> tuple[int, bytes]:
         return open_dir(os.path.dirname(path) or b"/"), name
     root_fd = open_dir(root)
     try:
-        rel = os.path.dirname(path[len(root.rstrip(b"/")) + 1:])
+        rel = os.path.dirname(path[len(root.rstrip(b"/")) + 1 :])
         return open_dir_beneath(root_fd, rel), name
     finally:
         os.close(root_fd)
@@ -187,8 +207,11 @@ WAY_ERRNOS = (errno.ELOOP, errno.ENOTDIR, errno.EXDEV)  # a folder on the way is
 
 
 def way_reason(e: OSError) -> str:
-    return ("a folder on its path is now a symbolic link or not a folder (not followed)"
-            if e.errno in WAY_ERRNOS else f"cannot open its folder: {e.strerror}")
+    return (
+        "a folder on its path is now a symbolic link or not a folder (not followed)"
+        if e.errno in WAY_ERRNOS
+        else f"cannot open its folder: {e.strerror}"
+    )
 
 
 @dataclass
@@ -237,15 +260,15 @@ class Folders:
             os.close(fd)
 
 
-def open_source_beneath(root: bytes | None, path: bytes,
-                        folders: Folders | None = None) -> Source | Unusable:
+def open_source_beneath(
+    root: bytes | None, path: bytes, folders: Folders | None = None
+) -> Source | Unusable:
     """open_source, with the folders resolved beneath `root` (parent_beneath): the entry
     is looked at (fstatat) and opened (openat, O_NOFOLLOW|O_NONBLOCK) through its
     folder's descriptor, which the caller keeps for removing it later. `folders`: the
     batch's folders, whose descriptor the source then shares."""
     try:
-        dir_fd, name = (parent_beneath(root, path) if folders is None
-                        else folders.parent(root, path))
+        dir_fd, name = parent_beneath(root, path) if folders is None else folders.parent(root, path)
     except FileNotFoundError:
         return Unusable("the file disappeared", missing=True)
     except OSError as e:
@@ -279,8 +302,9 @@ def _open_at(dir_fd: int | None, name: bytes) -> tuple[int, os.stat_result] | Un
     if not stat.S_ISREG(st.st_mode):
         return Unusable(f"{kind_of(st.st_mode)}, not a regular file")
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=dir_fd)
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+        )
     except FileNotFoundError:
         return Unusable("the file disappeared", missing=True)
     except OSError as e:
@@ -303,8 +327,8 @@ def open_dir(path: bytes) -> int:
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
     if len(path) < _PATH_MAX:
         return os.open(path, flags)
-    head = path[:_PATH_MAX - 1].rpartition(b"/")[0] or b"/"
-    rest = path[len(head):].lstrip(b"/")
+    head = path[: _PATH_MAX - 1].rpartition(b"/")[0] or b"/"
+    rest = path[len(head) :].lstrip(b"/")
     return _down(os.open(head, flags), [part for part in rest.split(b"/") if part], flags)
 
 

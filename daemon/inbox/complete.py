@@ -20,8 +20,21 @@ import os
 
 TAIL = 64 * 1024
 WINDOW = 1024 * 1024
-_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1",
-                b"avif", b"avis", b"avci", b"jpeg", b"miaf"}
+_HEIF_BRANDS = {
+    b"heic",
+    b"heix",
+    b"heim",
+    b"heis",
+    b"hevc",
+    b"hevx",
+    b"mif1",
+    b"msf1",
+    b"avif",
+    b"avis",
+    b"avci",
+    b"jpeg",
+    b"miaf",
+}
 _BMFF_FIRST = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
 
 
@@ -155,8 +168,10 @@ def _bmff(fd: int, size: int) -> str | None:
             brand = os.pread(fd, 4, pos + 8)
         moov = moov or kind == b"moov"
         if pos + n > size:
-            return (f"a video cut short: its '{kind.decode('latin-1')}' box needs "
-                    f"{pos + n:,} bytes, the file has {size:,}")
+            return (
+                f"a video cut short: its '{kind.decode('latin-1')}' box needs "
+                f"{pos + n:,} bytes, the file has {size:,}"
+            )
         pos += n
     if not moov and brand not in _HEIF_BRANDS:
         return "a video without its 'moov' box (its index is written last)"

@@ -44,8 +44,10 @@ class _Seen:
 
 
 # why a settled file is held back (`status` shows these)
-NOT_CLOSED = ("written to and not closed since (inotify saw a write and no close-after-"
-              "write): taken once the writer closes it")
+NOT_CLOSED = (
+    "written to and not closed since (inotify saw a write and no close-after-"
+    "write): taken once the writer closes it"
+)
 CUT_SHORT = "looks cut short"
 
 
@@ -53,9 +55,14 @@ class Candidates:
     """Paths waiting to settle, each looked at only when it could be due (a heap of
     check times), so a burst of 20,000 files costs no polling. Thread-safe."""
 
-    def __init__(self, settle_seconds: float, capacity: int, clock: Callable[[], float],
-                 root_of: Callable[[bytes], bytes | None] = lambda path: None,
-                 grace: float | None = None) -> None:
+    def __init__(
+        self,
+        settle_seconds: float,
+        capacity: int,
+        clock: Callable[[], float],
+        root_of: Callable[[bytes], bytes | None] = lambda path: None,
+        grace: float | None = None,
+    ) -> None:
         # the inbox a path lies in: looked at beneath it, never through links
         self.root_of = root_of
         self.settle = settle_seconds
@@ -179,8 +186,11 @@ class Candidates:
             with self.lock:
                 seen = self.seen.get(p)
                 if why is not None and seen is not None and now - seen.since < self.grace:
-                    self._hold(p, f"{CUT_SHORT}: {why}; looked at again when it changes, "
-                               f"else filed as it is after {self.grace:g} s unchanged")
+                    self._hold(
+                        p,
+                        f"{CUT_SHORT}: {why}; looked at again when it changes, "
+                        f"else filed as it is after {self.grace:g} s unchanged",
+                    )
                     heapq.heappush(self.heap, (seen.since + self.grace, seen.version, p))
                     continue
                 if why is not None:
@@ -326,8 +336,7 @@ def in_synced_folder(inbox: bytes, folder: bytes) -> bool:
     return False
 
 
-def prune_empty_dirs(inbox: bytes, start: bytes, quiet_seconds: float,
-                     now: float) -> bytes | None:
+def prune_empty_dirs(inbox: bytes, start: bytes, quiet_seconds: float, now: float) -> bytes | None:
     """Remove `start` and its empty parents up to (never including) the inbox, when
     nothing changed in them for `quiet_seconds` (a copy may still be creating them),
     unless they are in a synced folder (`in_synced_folder`): a sync tool would remove

@@ -38,16 +38,24 @@ class _Overflow(logging.Handler):
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_file: Callable[[bytes], None], on_dir: Callable[[bytes], None],
-                 on_write: Callable[[bytes], None], on_close: Callable[[bytes], None]):
+    def __init__(
+        self,
+        on_file: Callable[[bytes], None],
+        on_dir: Callable[[bytes], None],
+        on_write: Callable[[bytes], None],
+        on_close: Callable[[bytes], None],
+    ):
         self.on_file = on_file
         self.on_dir = on_dir
         self.on_write = on_write  # IN_MODIFY
         self.on_close = on_close  # IN_CLOSE_WRITE
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        path = event.dest_path if isinstance(event, (FileMovedEvent, DirMovedEvent)) \
+        path = (
+            event.dest_path
+            if isinstance(event, (FileMovedEvent, DirMovedEvent))
             else event.src_path
+        )
         p = os.fsencode(path)
         if not candidate_name(os.path.basename(p)):
             return
@@ -67,13 +75,24 @@ class Watcher:
     # IN_MODIFY (FileModifiedEvent) marks a file as being written until its
     # IN_CLOSE_WRITE (FileClosedEvent). (A chmod that makes an unreadable file readable is
     # seen by the rescan: watchdog's FileAttribEvent is not among these.)
-    EVENTS = (FileClosedEvent, FileModifiedEvent, FileMovedEvent, FileCreatedEvent,
-              DirCreatedEvent, DirMovedEvent)
+    EVENTS = (
+        FileClosedEvent,
+        FileModifiedEvent,
+        FileMovedEvent,
+        FileCreatedEvent,
+        DirCreatedEvent,
+        DirMovedEvent,
+    )
 
-    def __init__(self, inbox: bytes, on_file: Callable[[bytes], None],
-                 on_dir: Callable[[bytes], None], on_overflow: Callable[[], None],
-                 on_write: Callable[[bytes], None] = lambda path: None,
-                 on_close: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        inbox: bytes,
+        on_file: Callable[[bytes], None],
+        on_dir: Callable[[bytes], None],
+        on_overflow: Callable[[], None],
+        on_write: Callable[[bytes], None] = lambda path: None,
+        on_close: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.inbox = inbox
         self.handler = _Handler(on_file, on_dir, on_write, on_close or on_file)
         self.observer = self._observer()
@@ -81,8 +100,9 @@ class Watcher:
 
     def _observer(self) -> InotifyObserver:
         observer = InotifyObserver()
-        observer.schedule(self.handler, os.fsdecode(self.inbox), recursive=True,
-                          event_filter=list(self.EVENTS))
+        observer.schedule(
+            self.handler, os.fsdecode(self.inbox), recursive=True, event_filter=list(self.EVENTS)
+        )
         return observer
 
     def start(self) -> None:
@@ -93,8 +113,11 @@ class Watcher:
         """The observer and every thread of it run (watchdog's inotify reader thread can
         die on an error of its own, e.g. folders swapped and removed in quick succession,
         and the observer would go on, deaf)."""
-        threads = [self.observer, *self.observer.emitters,
-                   getattr(self.observer, "_inotify_fd", self.observer)]
+        threads = [
+            self.observer,
+            *self.observer.emitters,
+            getattr(self.observer, "_inotify_fd", self.observer),
+        ]
         return all(t.is_alive() for t in threads)
 
     def restart(self) -> str | None:

@@ -26,19 +26,32 @@ from ..errors import MediasortError, ToolError
 # it saves nothing on local files, and -fast2 stops at 'mdat' (most MP4s keep 'moov'
 # after it). -config "" keeps a user's ~/.ExifTool_config from changing the answers. No
 # -charset filename: on Linux exiftool opens the name's bytes as given.
-_READ_ARGS = ("-json", "-G1", "-api", "LargeFileSupport=1", "-time:all",
-              "-ContentIdentifier", "-MediaGroupUUID",  # Live Photo pairs
-              "-MajorBrand",  # AVIF sequences, which ExifTool 12.57 calls MP4
-              "-FileType", "-MIMEType", "-FileTypeExtension", "-Error", "-Warning",
-              "-Make", "-Model")
+_READ_ARGS = (
+    "-json",
+    "-G1",
+    "-api",
+    "LargeFileSupport=1",
+    "-time:all",
+    "-ContentIdentifier",
+    "-MediaGroupUUID",  # Live Photo pairs
+    "-MajorBrand",  # AVIF sequences, which ExifTool 12.57 calls MP4
+    "-FileType",
+    "-MIMEType",
+    "-FileTypeExtension",
+    "-Error",
+    "-Warning",
+    "-Make",
+    "-Model",
+)
 _STOP_SECONDS = 5.0
 
 
 class ExifToolFailed(MediasortError):
     """ExifTool died or timed out while reading a file."""
 
-    def __init__(self, message: str, path: bytes, done: list[dict[str, Any]],
-                 timed_out: bool) -> None:
+    def __init__(
+        self, message: str, path: bytes, done: list[dict[str, Any]], timed_out: bool
+    ) -> None:
         super().__init__(message)
         self.path = path  # the file it was reading
         self.done = done  # the results for the paths before it, in order
@@ -90,8 +103,14 @@ class _Process:
     def __init__(self, argv: list[str]) -> None:
         # Own session: a Ctrl-C meant for the daemon does not kill exiftool mid-file
         # (the daemon drains its workers first), and killpg reaches all of it.
-        self.popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, cwd="/", start_new_session=True)
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            start_new_session=True,
+        )
         assert self.popen.stdin and self.popen.stdout and self.popen.stderr
         self.fd_in = self.popen.stdin.fileno()
         self.fd_out = self.popen.stdout.fileno()
@@ -105,8 +124,9 @@ class _Process:
         self.selector.register(self.fd_err, selectors.EVENT_READ)
         self.stopped = False
 
-    def exchange(self, payload: bytes, ids: list[int],
-                 timeout: float) -> tuple[list[tuple[bytes, bytes]], str | None]:
+    def exchange(
+        self, payload: bytes, ids: list[int], timeout: float
+    ) -> tuple[list[tuple[bytes, bytes]], str | None]:
         """Send `payload` and collect each command's (stdout, stderr) in order.
 
         Stops early at the first command that does not finish within `timeout` of the
@@ -134,7 +154,7 @@ class _Process:
                 for key, _ in self.selector.select(left):
                     if key.fd == self.fd_in:
                         try:
-                            todo = todo[os.write(self.fd_in, todo[:65536]):]
+                            todo = todo[os.write(self.fd_in, todo[:65536]) :]
                         except BlockingIOError:
                             continue
                         except BrokenPipeError:
@@ -258,8 +278,9 @@ class ExifTool:
             self._discard(grace=1.0 if died else 0.0)
             if died:
                 failure = f"died ({_status(proc.popen.returncode)})"
-            raise ExifToolFailed(f"exiftool {failure} reading {os.fsdecode(bad)}", bad, done,
-                                 timed_out=not died)
+            raise ExifToolFailed(
+                f"exiftool {failure} reading {os.fsdecode(bad)}", bad, done, timed_out=not died
+            )
         return done
 
     def close(self) -> None:
@@ -278,8 +299,10 @@ class ExifTool:
     def _resolve(self) -> str:
         found = shutil.which(self.executable)
         if found is None:
-            raise ToolError(f"exiftool not found: {self.executable!r} is not an executable "
-                            "(install libimage-exiftool-perl)")
+            raise ToolError(
+                f"exiftool not found: {self.executable!r} is not an executable "
+                "(install libimage-exiftool-perl)"
+            )
         return found
 
     def _running(self) -> _Process:
@@ -290,8 +313,17 @@ class ExifTool:
         return self._proc
 
     def _start(self) -> _Process:
-        argv = [self._resolve(), "-config", "", "-stay_open", "True", "-@", "-",
-                "-common_args", *_READ_ARGS]
+        argv = [
+            self._resolve(),
+            "-config",
+            "",
+            "-stay_open",
+            "True",
+            "-@",
+            "-",
+            "-common_args",
+            *_READ_ARGS,
+        ]
         # exiftool does not exit when its stdin closes (it polls the argfile forever),
         # so a daemon killed with SIGKILL would leave it running: have the kernel kill it.
         # The kernel does so when the *thread* that started it ends: start it from the
@@ -300,16 +332,27 @@ class ExifTool:
         # shell, started after the prctl, checks its parent is still us, else gives up.
         setpriv = shutil.which("setpriv")
         if setpriv:
-            argv = [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c",
-                    'if [ "$PPID" != "$0" ]; then exit 1; fi; exec "$@"', str(os.getpid()),
-                    *argv]
+            argv = [
+                setpriv,
+                "--pdeathsig",
+                "KILL",
+                "--",
+                "/bin/sh",
+                "-c",
+                'if [ "$PPID" != "$0" ]; then exit 1; fi; exec "$@"',
+                str(os.getpid()),
+                *argv,
+            ]
         try:
             proc = _Process(argv)
         except OSError as e:
             raise ToolError(f"exiftool could not be started: {argv[0]}: {e}") from e
         self._seq += 1
-        answers, failure = proc.exchange(b"-ver\n-echo4\n{done%d}\n-execute%d\n"
-                                         % (self._seq, self._seq), [self._seq], self.timeout)
+        answers, failure = proc.exchange(
+            b"-ver\n-echo4\n{done%d}\n-execute%d\n" % (self._seq, self._seq),
+            [self._seq],
+            self.timeout,
+        )
         if failure is not None:
             err = proc.last_words().decode("utf-8", "replace").strip()
             raise ToolError(f"exiftool did not start ({failure}): {err or 'no message'}")

@@ -43,8 +43,13 @@ def resolve_timezone(name: str) -> tzinfo:
 class Reader:
     """ExifTool plus the rules, for one worker: staged file -> MediaInfo | NotMedia."""
 
-    def __init__(self, timezone: str = "local", exiftool: str = "exiftool",
-                 timeout: float = 30.0, quick: bool = True) -> None:
+    def __init__(
+        self,
+        timezone: str = "local",
+        exiftool: str = "exiftool",
+        timeout: float = 30.0,
+        quick: bool = True,
+    ) -> None:
         self.tz = resolve_timezone(timezone)
         self.quick = quick  # dated camera JPEGs read in-process (quickmeta)
         self._exiftool = ExifTool(exiftool, timeout)
@@ -62,15 +67,16 @@ class Reader:
         """What the staged file at `path` is; `original_name` is its name in the inbox."""
         return self.describe_many([(path, original_name, mtime_ns)])[0]
 
-    def describe_many(self, items: Sequence[tuple[bytes, str, int]],
-                      heads: Sequence[bytes | None] | None = None
-                      ) -> list[MediaInfo | NotMedia]:
+    def describe_many(
+        self, items: Sequence[tuple[bytes, str, int]], heads: Sequence[bytes | None] | None = None
+    ) -> list[MediaInfo | NotMedia]:
         """describe() for several files, read in one ExifTool request. `heads`: what
         head_of() kept of each file's first bytes as it was copied, where the caller has
         it, so that the file is not read again."""
         now = datetime.now(UTC)
-        quick = [self._quick(*item, now, heads[i] if heads else None)
-                 for i, item in enumerate(items)]
+        quick = [
+            self._quick(*item, now, heads[i] if heads else None) for i, item in enumerate(items)
+        ]
         slow = [item for item, info in zip(items, quick) if info is None]
         answers = iter(self._read([path for path, _, _ in slow]))
         out: list[MediaInfo | NotMedia] = []
@@ -90,8 +96,9 @@ class Reader:
             return quickmeta.header
         return None
 
-    def _quick(self, path: bytes, name: str, mtime_ns: int, now: datetime,
-               head: bytes | None = None) -> MediaInfo | None:
+    def _quick(
+        self, path: bytes, name: str, mtime_ns: int, now: datetime, head: bytes | None = None
+    ) -> MediaInfo | None:
         """The answer for a dated camera JPEG without asking ExifTool, when sure of it
         (see quickmeta); None otherwise. `head`: the file's first bytes (read here when
         not given; a file shorter than HEAD_BYTES is all there)."""
@@ -139,7 +146,7 @@ class Reader:
                 for i, tags in zip(todo, e.done):
                     answers[i] = tags
                 bad = todo[len(e.done)]
-                todo = todo[len(e.done):]
+                todo = todo[len(e.done) :]
                 # A death may be someone else's kill: read that file once more.
                 if e.timed_out or bad in retried:
                     answers[bad] = NotMedia(f"ExifTool failed on this file: {e}")

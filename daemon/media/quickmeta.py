@@ -30,14 +30,21 @@ HEAD_BYTES = 256 * 1024  # JPEG headers (EXIF, ICC, XMP, thumbnails) fit well wi
 
 # The sources `decide` may date a file from, when these tags are all it was given,
 # that outrank every tag this module does not read.
-TRUSTED = frozenset({"Composite:SubSecDateTimeOriginal", "ExifIFD:DateTimeOriginal",
-                     "Composite:SubSecCreateDate", "ExifIFD:CreateDate"})
+TRUSTED = frozenset(
+    {
+        "Composite:SubSecDateTimeOriginal",
+        "ExifIFD:DateTimeOriginal",
+        "Composite:SubSecCreateDate",
+        "ExifIFD:CreateDate",
+    }
+)
 
 _EXIF_HEADER = b"Exif\0\0"
 # Markers with a length that a plain JPEG has before its first scan: SOFn, DHT, DAC,
 # DQT, DRI, APPn, COM.
-_HEADER_MARKERS = frozenset({*range(0xC0, 0xC8), *range(0xC9, 0xD0), 0xDB, 0xDD,
-                             *range(0xE0, 0xF0), 0xFE})
+_HEADER_MARKERS = frozenset(
+    {*range(0xC0, 0xC8), *range(0xC9, 0xD0), 0xDB, 0xDD, *range(0xE0, 0xF0), 0xFE}
+)
 _DATE = re.compile(r"\d{4}:\d\d:\d\d \d\d:\d\d:\d\d", re.ASCII)
 _BLANK = re.compile(r"[ :]*")  # "    :  :     :  :  "
 _SUBSEC = re.compile(r"\d+", re.ASCII)
@@ -51,18 +58,30 @@ _MAKER_NOTE = 0x927C
 _APPLE_NOTE = b"Apple"
 _IFD0_TAGS = {0x010F: "Make", 0x0110: "Model"}  # the camera, for the library layout
 # Tags read from the EXIF sub-IFD, by their ExifTool names.
-_EXIF_TAGS = {0x9003: "DateTimeOriginal", 0x9004: "CreateDate",
-              0x9011: "OffsetTimeOriginal", 0x9012: "OffsetTimeDigitized",
-              0x9291: "SubSecTimeOriginal", 0x9292: "SubSecTimeDigitized"}
+_EXIF_TAGS = {
+    0x9003: "DateTimeOriginal",
+    0x9004: "CreateDate",
+    0x9011: "OffsetTimeOriginal",
+    0x9012: "OffsetTimeDigitized",
+    0x9291: "SubSecTimeOriginal",
+    0x9292: "SubSecTimeDigitized",
+}
 # ExifTool's composites: (name, date tag, sub-second tag, zone tag).
 _COMPOSITES = (
-    ("SubSecDateTimeOriginal", "ExifIFD:DateTimeOriginal", "ExifIFD:SubSecTimeOriginal",
-     "ExifIFD:OffsetTimeOriginal"),
-    ("SubSecCreateDate", "ExifIFD:CreateDate", "ExifIFD:SubSecTimeDigitized",
-     "ExifIFD:OffsetTimeDigitized"),
+    (
+        "SubSecDateTimeOriginal",
+        "ExifIFD:DateTimeOriginal",
+        "ExifIFD:SubSecTimeOriginal",
+        "ExifIFD:OffsetTimeOriginal",
+    ),
+    (
+        "SubSecCreateDate",
+        "ExifIFD:CreateDate",
+        "ExifIFD:SubSecTimeDigitized",
+        "ExifIFD:OffsetTimeDigitized",
+    ),
 )
-_JPEG = {"File:FileType": "JPEG", "File:MIMEType": "image/jpeg",
-         "File:FileTypeExtension": "jpg"}
+_JPEG = {"File:FileType": "JPEG", "File:MIMEType": "image/jpeg", "File:FileTypeExtension": "jpg"}
 
 
 class _Unsure(Exception):
@@ -109,7 +128,7 @@ def _exif_block(head: bytes) -> bytes | None:
         if marker == 0xE1 and body.startswith(_EXIF_HEADER):
             if found is not None:
                 raise _Unsure("two EXIF blocks")
-            found = body[len(_EXIF_HEADER):]
+            found = body[len(_EXIF_HEADER) :]
         elif marker == 0xE2 and body.startswith(b"MPF\0"):
             raise _Unsure("a multi-picture file: ExifTool says MPO")
     return found
@@ -121,9 +140,9 @@ def _segments(head: bytes | memoryview) -> Iterator[tuple[int, int, int]]:
     struct.error) when the segments are anything but plain."""
     at = 2
     while True:
-        if head[at:at + 1] != b"\xff":
+        if head[at : at + 1] != b"\xff":
             raise _Unsure("not a marker")
-        while head[at + 1:at + 2] == b"\xff":  # fill bytes
+        while head[at + 1 : at + 2] == b"\xff":  # fill bytes
             at += 1
         marker = head[at + 1]
         if marker == 0xDA:  # start of scan: every header segment has been seen
@@ -160,8 +179,7 @@ def _tiff_tags(tiff: bytes) -> dict[str, str]:
         if offset == ifd0:
             raise _Unsure("an EXIF pointer loop")
         exif = _entries(tiff, order, offset)
-        if _MAKER_NOTE in exif and _value(tiff, order, exif[_MAKER_NOTE]).startswith(
-                _APPLE_NOTE):
+        if _MAKER_NOTE in exif and _value(tiff, order, exif[_MAKER_NOTE]).startswith(_APPLE_NOTE):
             raise _Unsure("an Apple maker note: its Live Photo identifier is ExifTool's")
         for tag, entry in exif.items():
             name = _EXIF_TAGS.get(tag)
@@ -189,7 +207,7 @@ def _entries(tiff: bytes, order: str, offset: int) -> dict[int, tuple[int, int, 
         size = n * _TYPE_SIZES[kind]
         if size > 4 and struct.unpack_from(order + "I", tiff, at + 8)[0] + size > len(tiff):
             raise _Unsure("a value outside the block")
-        out[tag] = (kind, n, tiff[at + 8:at + 12])
+        out[tag] = (kind, n, tiff[at + 8 : at + 12])
     return out
 
 
@@ -200,7 +218,7 @@ def _value(tiff: bytes, order: str, entry: tuple[int, int, bytes]) -> bytes:
     if size <= 4:
         return value[:size]
     (offset,) = struct.unpack_from(order + "I", value)
-    return tiff[offset:offset + size]
+    return tiff[offset : offset + size]
 
 
 def _ascii(tiff: bytes, order: str, entry: tuple[int, int, bytes]) -> str:
@@ -214,7 +232,7 @@ def _ascii(tiff: bytes, order: str, entry: tuple[int, int, bytes]) -> str:
         (offset,) = struct.unpack_from(order + "I", value)
         if offset + count > len(tiff):
             raise _Unsure("a value outside the block")
-        raw = tiff[offset:offset + count]
+        raw = tiff[offset : offset + count]
     raw = raw.split(b"\0", 1)[0]
     if not raw.isascii():
         raise _Unsure("a value that is not ASCII")
@@ -243,5 +261,6 @@ def _add_composites(tags: dict[str, Any]) -> None:
         subsec, zone = tags.get(subsec_tag), tags.get(zone_tag)
         if subsec is None and zone is None:
             continue
-        tags["Composite:" + name] = (date + (f".{subsec}" if subsec is not None else "")
-                                     + (zone or ""))
+        tags["Composite:" + name] = (
+            date + (f".{subsec}" if subsec is not None else "") + (zone or "")
+        )

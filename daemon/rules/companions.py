@@ -104,8 +104,12 @@ def matches_stem(companion: Companion, partner: bytes) -> bool:
     if companion.stem is None:
         return False
     stem, ext = _split(partner)
-    return stem == companion.stem and bool(ext) and (
-        not companion.exts or ext in companion.exts) and ext not in SIDECAR_EXTS
+    return (
+        stem == companion.stem
+        and bool(ext)
+        and (not companion.exts or ext in companion.exts)
+        and ext not in SIDECAR_EXTS
+    )
 
 
 def library_name(partner_path: str, companion: Companion) -> str:

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-_STAMP = re.compile(r"\s*(\d{4})[:\-/.](\d{1,2})[:\-/.](\d{1,2})"
-                    r"(?:[ T]+(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d+))?)?)?"
-                    r"\s*(Z|[+-]\d{1,2}:?\d{2})?(?:\s*(DST))?\s*", re.ASCII)
+_STAMP = re.compile(
+    r"\s*(\d{4})[:\-/.](\d{1,2})[:\-/.](\d{1,2})"
+    r"(?:[ T]+(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d+))?)?)?"
+    r"\s*(Z|[+-]\d{1,2}:?\d{2})?(?:\s*(DST))?\s*",
+    re.ASCII,
+)
 _OFFSET = re.compile(r"\s*(?:Z|([+-])(\d{1,2}):?(\d{2}))\s*", re.ASCII)
 _EPOCH_DAYS = ((1904, 1, 1), (1970, 1, 1))  # what empty QuickTime and Unix times read as
 FIRST_YEAR = 1826  # the oldest surviving photograph
@@ -83,8 +86,16 @@ _EARLY = (
     _Rule("MXF:CreateDate", True, "medium"),  # SMPTE 377M timestamps are UTC
     _Rule("PNG:CreationTime", False, "medium"),  # tEXt "Creation Time"
     _Rule("*:DateTimeOriginal", False, "high"),
-    *(_Rule("*:" + name, False, "medium") for name in (
-        "CreateDate", "CreationDate", "DateCreated", "CreationTime", "DatePictureTaken")),
+    *(
+        _Rule("*:" + name, False, "medium")
+        for name in (
+            "CreateDate",
+            "CreationDate",
+            "DateCreated",
+            "CreationTime",
+            "DatePictureTaken",
+        )
+    ),
     _Rule("PNG:ModifyDate", True, "medium"),  # tIME (UTC by the PNG spec): last of these
     # XMP and IPTC: written by editors as often as by cameras.
     _Rule("XMP-exif:DateTimeOriginal", False, "medium"),
@@ -101,17 +112,26 @@ _LATE = (
 # capture date: XMP/IPTC (ranked below), ExifTool's own and the file system's, EXIF's
 # IFDs (their capture dates are the rules above; anything else there is not one).
 _NAMED = frozenset(r.tag for r in (*_EARLY, *_LATE) if not r.tag.startswith("*"))
-_NOT_ANY_GROUP = re.compile(r"XMP(-.*)?|IPTC\d*|Composite|System|ExifTool|IFD\d+|"
-                            r"ExifIFD|SubIFD\d*|InteropIFD|GPS|Track\d+", re.ASCII)
+_NOT_ANY_GROUP = re.compile(
+    r"XMP(-.*)?|IPTC\d*|Composite|System|ExifTool|IFD\d+|"
+    r"ExifIFD|SubIFD\d*|InteropIFD|GPS|Track\d+",
+    re.ASCII,
+)
 # Dates in file names, in order. A name with a date and no time gets 00:00:00.
 _NAME_PATTERNS = (
     # IMG_20200101_123456, 20200101_123456, PXL_20210101_123456789, Screenshot_20190521-104552
-    re.compile(r"(?<!\d)(?P<y>\d{4})(?P<mo>\d\d)(?P<d>\d\d)[_\-T ]?"
-               r"(?P<h>\d\d)(?P<mi>\d\d)(?P<s>\d\d)(?P<ms>\d{3})?(?!\d)", re.ASCII),
+    re.compile(
+        r"(?<!\d)(?P<y>\d{4})(?P<mo>\d\d)(?P<d>\d\d)[_\-T ]?"
+        r"(?P<h>\d\d)(?P<mi>\d\d)(?P<s>\d\d)(?P<ms>\d{3})?(?!\d)",
+        re.ASCII,
+    ),
     # Screenshot 2019-05-21 at 10.45.52 PM, signal-2021-01-01-12-30-00-123, 2021-01-01 12.30.00
-    re.compile(r"(?<!\d)(?P<y>\d{4})[-_.](?P<mo>\d\d)[-_.](?P<d>\d\d)(?:[ _\-T]+|[ _]+at[ _]+)"
-               r"(?P<h>\d{1,2})[-_.:h]?(?P<mi>\d\d)[-_.:m]?(?P<s>\d\d)(?:[-_.](?P<ms>\d{3}))?"
-               r"(?:[\s\u202f]*(?P<ampm>[AaPp][Mm]))?(?!\d)", re.ASCII),
+    re.compile(
+        r"(?<!\d)(?P<y>\d{4})[-_.](?P<mo>\d\d)[-_.](?P<d>\d\d)(?:[ _\-T]+|[ _]+at[ _]+)"
+        r"(?P<h>\d{1,2})[-_.:h]?(?P<mi>\d\d)[-_.:m]?(?P<s>\d\d)(?:[-_.](?P<ms>\d{3}))?"
+        r"(?:[\s\u202f]*(?P<ampm>[AaPp][Mm]))?(?!\d)",
+        re.ASCII,
+    ),
     # FB_IMG_1609459200000: Unix time in milliseconds
     re.compile(r"FB_IMG_(?P<epoch>\d{13})(?!\d)", re.ASCII),
     # IMG-20200101-WA0001, VID-20200101-WA0001 (WhatsApp)
@@ -148,8 +168,7 @@ class _Clock:
         self.limit_wall = self.limit.astimezone(tz).replace(tzinfo=None)
 
     def sensible(self, wall: datetime) -> bool:
-        return (wall.year >= FIRST_YEAR
-                and (wall.year, wall.month, wall.day) not in _EPOCH_DAYS)
+        return wall.year >= FIRST_YEAR and (wall.year, wall.month, wall.day) not in _EPOCH_DAYS
 
     def too_late(self, wall: datetime) -> bool:
         """Years past next year are in the future whatever their zone (and would
@@ -173,8 +192,9 @@ class _Clock:
         return wall, offset
 
 
-def _from_value(raw: str, rule: _Rule, tags: dict[str, Any],
-                clock: _Clock) -> tuple[datetime, int | None, int] | str | None:
+def _from_value(
+    raw: str, rule: _Rule, tags: dict[str, Any], clock: _Clock
+) -> tuple[datetime, int | None, int] | str | None:
     """(wall time, offset, precision) `raw` stands for under `rule`; _FUTURE for a date
     past now + 1 day; None if it is no valid date."""
     m = _STAMP.fullmatch(raw)
@@ -182,8 +202,15 @@ def _from_value(raw: str, rule: _Rule, tags: dict[str, Any],
         return None
     y, mo, d, h, mi, s, frac, zone, dst = m.groups()
     try:
-        wall = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0),
-                        int((frac or "0")[:6].ljust(6, "0")))
+        wall = datetime(
+            int(y),
+            int(mo),
+            int(d),
+            int(h or 0),
+            int(mi or 0),
+            int(s or 0),
+            int((frac or "0")[:6].ljust(6, "0")),
+        )
     except ValueError:
         return None
     offset = _parse_offset(zone) if zone else None
@@ -196,8 +223,10 @@ def _from_value(raw: str, rule: _Rule, tags: dict[str, Any],
     precision = _SECOND if s is not None else _MINUTE if mi is not None else _DAY
     side = None
     if rule.offset_tag:
-        side = next((_parse_offset(str(v)) for k, v in tags.items()
-                     if k.endswith(":" + rule.offset_tag)), None)
+        side = next(
+            (_parse_offset(str(v)) for k, v in tags.items() if k.endswith(":" + rule.offset_tag)),
+            None,
+        )
     got: tuple[datetime, int | None] | str
     if rule.utc or zone == "Z":
         # An instant: QuickTime times are UTC by its spec, and "Z" says so outright.
@@ -210,8 +239,14 @@ def _from_value(raw: str, rule: _Rule, tags: dict[str, Any],
 def _keys(tags: dict[str, Any], pattern: str, seen: set[str]) -> list[str]:
     group, _, name = pattern.partition(":")
     if group == "*":  # any group's, unless named by a rule or ranked elsewhere
-        return [k for k in tags if k.endswith(":" + name) and k not in _NAMED
-                and k not in seen and not _NOT_ANY_GROUP.fullmatch(k.rpartition(":")[0])]
+        return [
+            k
+            for k in tags
+            if k.endswith(":" + name)
+            and k not in _NAMED
+            and k not in seen
+            and not _NOT_ANY_GROUP.fullmatch(k.rpartition(":")[0])
+        ]
     if not group.endswith("*"):
         return [pattern] if pattern in tags else []
     track = re.compile(re.escape(group[:-1]) + r"(\d+):" + re.escape(name), re.ASCII)
@@ -219,8 +254,9 @@ def _keys(tags: dict[str, Any], pattern: str, seen: set[str]) -> list[str]:
     return [k for _, k in sorted(found)]
 
 
-def _from_tags(rules: tuple[_Rule, ...], tags: dict[str, Any], clock: _Clock,
-               skipped: list[str]) -> Iterator[Found]:
+def _from_tags(
+    rules: tuple[_Rule, ...], tags: dict[str, Any], clock: _Clock, skipped: list[str]
+) -> Iterator[Found]:
     """Every valid value under `rules`, best first; each future one noted in `skipped`."""
     seen: set[str] = set()
     for rule in rules:
@@ -249,8 +285,9 @@ def _from_name(name: str, clock: _Clock, skipped: list[str]) -> Iterator[Found]:
                 yield Found(got[0], got[1], "filename", m[0], "medium", precision)
 
 
-def _name_match(g: dict[str, str | None], pixel: bool,
-                clock: _Clock) -> tuple[datetime, int | None] | str | None:
+def _name_match(
+    g: dict[str, str | None], pixel: bool, clock: _Clock
+) -> tuple[datetime, int | None] | str | None:
     if g.get("epoch"):
         instant = datetime.fromtimestamp(int(g["epoch"] or 0) / 1000, UTC)
         return clock.local(instant, None) if clock.sensible(instant) else None
@@ -260,8 +297,15 @@ def _name_match(g: dict[str, str | None], pixel: bool,
             return None
         hour = hour % 12 + (12 if ampm == "pm" else 0)
     try:
-        wall = datetime(int(g["y"] or 0), int(g["mo"] or 0), int(g["d"] or 0), hour,
-                        int(g.get("mi") or 0), int(g.get("s") or 0), int(g.get("ms") or 0) * 1000)
+        wall = datetime(
+            int(g["y"] or 0),
+            int(g["mo"] or 0),
+            int(g["d"] or 0),
+            hour,
+            int(g.get("mi") or 0),
+            int(g.get("s") or 0),
+            int(g.get("ms") or 0) * 1000,
+        )
     except ValueError:
         return None
     if not clock.sensible(wall):
@@ -281,8 +325,7 @@ def _agrees(coarse: Found, fine: Found) -> bool:
         when += timedelta(seconds=coarse.utc_offset - fine.utc_offset)
     if coarse.precision == _DAY:
         return when.date() == coarse.captured.date()
-    return when.replace(second=0, microsecond=0) == coarse.captured.replace(
-        second=0, microsecond=0)
+    return when.replace(second=0, microsecond=0) == coarse.captured.replace(second=0, microsecond=0)
 
 
 def _refine(best: Found, later: Iterator[Found]) -> Found:
@@ -308,21 +351,25 @@ def _from_mtime(mtime_ns: int, clock: _Clock) -> Found:
     except OverflowError:  # an impossible or future mtime: nothing else is left
         local = clock.now.astimezone(clock.tz)
     delta = local.utcoffset() or timedelta()
-    return Found(local.replace(tzinfo=None), int(delta.total_seconds()), "mtime",
-                 str(mtime_ns), "low")
+    return Found(
+        local.replace(tzinfo=None), int(delta.total_seconds()), "mtime", str(mtime_ns), "low"
+    )
 
 
-def capture_date(tags: dict[str, Any], original_name: str, mtime_ns: int, tz: tzinfo,
-                 now: datetime) -> tuple[Found, list[str]]:
+def capture_date(
+    tags: dict[str, Any], original_name: str, mtime_ns: int, tz: tzinfo, now: datetime
+) -> tuple[Found, list[str]]:
     """When the file was captured (pure), and the values in the future that ranked above
     the winner (each "tag = value: why"). `original_name` is the inbox name (for a date in
     it), `tz` the zone for UTC values and the mtime, `now` (aware; naive means wall time
     in `tz`) the reference for dates in the future."""
     clock = _Clock(tz, now)
     skipped: list[str] = []
-    ranked = itertools.chain(_from_tags(_EARLY, tags, clock, skipped),
-                             _from_name(original_name, clock, skipped),
-                             _from_tags(_LATE, tags, clock, skipped))
+    ranked = itertools.chain(
+        _from_tags(_EARLY, tags, clock, skipped),
+        _from_name(original_name, clock, skipped),
+        _from_tags(_LATE, tags, clock, skipped),
+    )
     first = next(ranked, None)
     passed = list(skipped)  # the future values that ranked above the winner
     found = _refine(first, ranked) if first is not None else _from_mtime(mtime_ns, clock)

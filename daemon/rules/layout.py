@@ -25,21 +25,59 @@ NAME_ROOM = 40  # bytes a file name keeps free for `.N` and a sidecar's `.jpg.js
 PATH_MAX_REL = 1024  # bytes a relative library path may have at most
 
 # Names still being written by some tool: ignored until renamed.
-PARTIAL_PATTERNS = ("*.part", "*.crdownload", "*.tmp", "*.download", "*.!sync",
-                    ".syncthing.*", "~$*", ".*")
+PARTIAL_PATTERNS = (
+    "*.part",
+    "*.crdownload",
+    "*.tmp",
+    "*.download",
+    "*.!sync",
+    ".syncthing.*",
+    "~$*",
+    ".*",
+)
 
 # A RAW and the JPEG or HEIC a camera writes with it keep one stem (`x.cr2`, `x.jpg`).
-RAW_EXTS = frozenset({".3fr", ".ari", ".arq", ".arw", ".cr2", ".cr3", ".crw", ".dcr", ".dng",
-                      ".erf", ".fff", ".gpr", ".iiq", ".k25", ".kdc", ".mef", ".mos", ".mrw",
-                      ".nef", ".nrw", ".orf", ".ori", ".pef", ".raf", ".raw", ".rw2", ".rwl",
-                      ".sr2", ".srf", ".srw", ".x3f"})
+RAW_EXTS = frozenset(
+    {
+        ".3fr",
+        ".ari",
+        ".arq",
+        ".arw",
+        ".cr2",
+        ".cr3",
+        ".crw",
+        ".dcr",
+        ".dng",
+        ".erf",
+        ".fff",
+        ".gpr",
+        ".iiq",
+        ".k25",
+        ".kdc",
+        ".mef",
+        ".mos",
+        ".mrw",
+        ".nef",
+        ".nrw",
+        ".orf",
+        ".ori",
+        ".pef",
+        ".raf",
+        ".raw",
+        ".rw2",
+        ".rwl",
+        ".sr2",
+        ".srf",
+        ".srw",
+        ".x3f",
+    }
+)
 STILL_EXTS = frozenset({".jpg", ".jpeg", ".heic", ".heif", ".hif"})
 
 _EXT_RE = re.compile(r"^\.[a-z0-9]{1,10}$")
 # C0 and C1 control characters, DEL, '/', lone surrogates (a name that was not UTF-8),
 # line separators and bidi overrides (a name that would read otherwise than it is)
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f/\ud800-\udfff\u2028\u2029\u202a-\u202e"
-                     "\u2066-\u2069]")
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f/\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class LayoutError(ValueError):
@@ -92,18 +130,21 @@ def _parse_layout(layout: str) -> list[str | _Field]:
         if name is None:
             continue
         if spec or conv:
-            raise LayoutError(f"{{{name}{'!' + conv if conv else ''}:{spec}}}: fields are plain "
-                              "values: no format specs or conversions")
+            raise LayoutError(
+                f"{{{name}{'!' + conv if conv else ''}:{spec}}}: fields are plain "
+                "values: no format specs or conversions"
+            )
         field, bar, fallback = name.partition("|")
         if field not in FIELDS:
-            raise LayoutError(f"unknown field {{{field}}}; allowed: "
-                              + ", ".join(sorted(FIELDS)))
+            raise LayoutError(f"unknown field {{{field}}}; allowed: " + ", ".join(sorted(FIELDS)))
         if bar:
             if field not in TEXT_FIELDS:
                 raise LayoutError(f"{{{name}}}: only {', '.join(TEXT_FIELDS)} take a fallback")
             if not fallback or clean_component(fallback, FIELD_MAX) != fallback:
-                raise LayoutError(f"{{{name}}}: the fallback must be a plain, non-empty name "
-                                  "part (no '/', no leading dot, no control characters)")
+                raise LayoutError(
+                    f"{{{name}}}: the fallback must be a plain, non-empty name "
+                    "part (no '/', no leading dot, no control characters)"
+                )
         out.append(_Field(field, fallback if bar else None))
     return out
 
@@ -125,8 +166,14 @@ def render(layout: str, naming: Naming) -> str:
     """The relative library path `layout` gives for `naming`; LayoutError if it would not
     stay beneath the library (checked on the result, whatever the values were)."""
     c = naming.captured
-    dates = {"year": f"{c.year:04d}", "month": f"{c.month:02d}", "day": f"{c.day:02d}",
-             "hour": f"{c.hour:02d}", "minute": f"{c.minute:02d}", "second": f"{c.second:02d}"}
+    dates = {
+        "year": f"{c.year:04d}",
+        "month": f"{c.month:02d}",
+        "day": f"{c.day:02d}",
+        "hour": f"{c.hour:02d}",
+        "minute": f"{c.minute:02d}",
+        "second": f"{c.second:02d}",
+    }
     parts: list[str] = []
     for token in parse_layout(layout):
         if isinstance(token, str):
@@ -136,8 +183,9 @@ def render(layout: str, naming: Naming) -> str:
         elif token.name == "ext":
             parts.append(clean_ext(naming.ext))
         else:
-            value = clean_component(getattr(naming, token.name),
-                                    ORIGINAL_MAX if token.name == "original" else FIELD_MAX)
+            value = clean_component(
+                getattr(naming, token.name), ORIGINAL_MAX if token.name == "original" else FIELD_MAX
+            )
             parts.append(value or token.fallback or DEFAULT_FALLBACK)
     rel = "".join(parts)
     if (problem := unsafe_path(rel)) is not None:
@@ -173,14 +221,19 @@ def unsafe_path(rel: str) -> str | None:
 # Sample values config loading renders a layout with: ordinary, empty and hostile ones.
 _LONG = "\u00e9" * 300
 SAMPLES = (
-    Naming(datetime(2024, 6, 3, 9, 5, 7), ".jpg", "IMG_0001", "Canon", "Canon EOS R5",
-           "photo", "bob-phone"),
+    Naming(
+        datetime(2024, 6, 3, 9, 5, 7),
+        ".jpg",
+        "IMG_0001",
+        "Canon",
+        "Canon EOS R5",
+        "photo",
+        "bob-phone",
+    ),
     Naming(datetime(1, 1, 1), ".x", "", "", "", "", ""),
-    Naming(datetime(9999, 12, 31, 23, 59, 59), "." + "z" * 10, _LONG, _LONG, _LONG, _LONG,
-           _LONG),
+    Naming(datetime(9999, 12, 31, 23, 59, 59), "." + "z" * 10, _LONG, _LONG, _LONG, _LONG, _LONG),
     Naming(datetime(2020, 1, 1), ".mov", "../../etc/passwd", "/", "..", ".hidden", "."),
-    Naming(datetime(2020, 1, 1), ".jpg", "\x00\x1b[31m\n", " . ", "a/../../b", "\ud800",
-           "~/x"),
+    Naming(datetime(2020, 1, 1), ".jpg", "\x00\x1b[31m\n", " . ", "a/../../b", "\ud800", "~/x"),
     Naming(datetime(2020, 1, 1), ".jpg", " . .x", ".. ..", ". .", " .\u3000. ", "..."),
 )
 
@@ -230,8 +283,7 @@ def pairs_with(ext: str, other: str | None = None) -> bool:
     if other is None:
         return ext in RAW_EXTS or ext in STILL_EXTS
     other = clean_ext(other)
-    return (ext in RAW_EXTS and other in STILL_EXTS) or (ext in STILL_EXTS
-                                                        and other in RAW_EXTS)
+    return (ext in RAW_EXTS and other in STILL_EXTS) or (ext in STILL_EXTS and other in RAW_EXTS)
 
 
 def stem_of(path: str) -> str:

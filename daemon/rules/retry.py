@@ -45,8 +45,9 @@ class Trouble(enum.Enum):
         return self in _COUNTED
 
 
-_COUNTED = frozenset({Trouble.TOOL, Trouble.SYSTEM, Trouble.FULL, Trouble.CHANGED,
-                      Trouble.REOPENED})
+_COUNTED = frozenset(
+    {Trouble.TOOL, Trouble.SYSTEM, Trouble.FULL, Trouble.CHANGED, Trouble.REOPENED}
+)
 _RECORDED = _COUNTED | {Trouble.WRITER}
 
 
@@ -109,8 +110,9 @@ class Policy:
     backoff: Backoff = Backoff()
     patience: float = WRITER_PATIENCE
 
-    def decide(self, trouble: Trouble, attempts: int, *, age: float = 0.0,
-               settle: float = 0.0) -> Decision:
+    def decide(
+        self, trouble: Trouble, attempts: int, *, age: float = 0.0, settle: float = 0.0
+    ) -> Decision:
         """`attempts`: the failed attempts recorded, this one included; `age`: seconds
         since the job was recorded; `settle`: the config's settle_seconds."""
         gives_up = self.max_attempts is not None

@@ -71,8 +71,10 @@ def from_db(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
-_COLS = ("id, sha256, size, path, captured, date_source, original_name, job_id, missing_since,"
-         " utc_offset, confidence, content_id")
+_COLS = (
+    "id, sha256, size, path, captured, date_source, original_name, job_id, missing_since,"
+    " utc_offset, confidence, content_id"
+)
 
 
 def by_sha256(conn: apsw.Connection, sha256: str) -> Entry | None:
@@ -106,20 +108,33 @@ def filed_from(conn: apsw.Connection, prefix: bytes) -> list[tuple[bytes, Entry]
         f"SELECT j.source, {cols} FROM jobs j JOIN files f ON f.job_id = j.id"
         " WHERE j.source >= ? AND j.source < ?"
         f" UNION ALL SELECT j.source, {cols} FROM jobs j JOIN files f ON f.id = j.duplicate_of"
-        " WHERE j.source >= ? AND j.source < ?", (prefix, upper, prefix, upper)).fetchall()
+        " WHERE j.source >= ? AND j.source < ?",
+        (prefix, upper, prefix, upper),
+    ).fetchall()
     return [(bytes(r[0]), _entry(r[1:])) for r in rows]  # type: ignore[arg-type]
 
 
 def count_under(conn: apsw.Connection, folder: str) -> int:
     """Catalogued files whose path starts with `folder/`."""
-    ((n,),) = conn.execute("SELECT count(*) FROM files WHERE path >= ? AND path < ?",
-                           (folder + "/", folder + "0")).fetchall()
+    ((n,),) = conn.execute(
+        "SELECT count(*) FROM files WHERE path >= ? AND path < ?", (folder + "/", folder + "0")
+    ).fetchall()
     return n if isinstance(n, int) else 0
 
 
-def insert(conn: apsw.Connection, *, sha256: str, size: int, path: str, info: MediaInfo,
-           original_name: str, source: bytes, imported_at: str, job_id: int | None,
-           mtime_ns: int | None = None) -> int:
+def insert(
+    conn: apsw.Connection,
+    *,
+    sha256: str,
+    size: int,
+    path: str,
+    info: MediaInfo,
+    original_name: str,
+    source: bytes,
+    imported_at: str,
+    job_id: int | None,
+    mtime_ns: int | None = None,
+) -> int:
     """`mtime_ns`: the file's mtime as it is placed (verify --repair tells an edit from
     bit rot by it)."""
     conn.execute(
@@ -127,10 +142,27 @@ def insert(conn: apsw.Connection, *, sha256: str, size: int, path: str, info: Me
         " confidence, original_name, source_path, imported_at, file_type, mime, kind, job_id,"
         " mtime_ns, content_id, date_skipped)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (sha256, size, to_db(path), info.captured.isoformat(sep=" "), info.utc_offset,
-         info.date_source, info.date_raw, info.confidence, original_name, source, imported_at,
-         info.file_type, info.mime, info.kind, job_id, mtime_ns, info.content_id,
-         info.date_skipped))
+        (
+            sha256,
+            size,
+            to_db(path),
+            info.captured.isoformat(sep=" "),
+            info.utc_offset,
+            info.date_source,
+            info.date_raw,
+            info.confidence,
+            original_name,
+            source,
+            imported_at,
+            info.file_type,
+            info.mime,
+            info.kind,
+            job_id,
+            mtime_ns,
+            info.content_id,
+            info.date_skipped,
+        ),
+    )
     return conn.last_insert_rowid()
 
 
@@ -141,8 +173,9 @@ def rename(conn: apsw.Connection, file_id: int, path: str) -> None:
 def filed_stamp(conn: apsw.Connection, file_id: int) -> tuple[int | None, str]:
     """The file's mtime when catalogued (None in rows from before it was recorded) and
     when it was catalogued (UTC, ISO 8601)."""
-    rows: list[Any] = conn.execute("SELECT mtime_ns, imported_at FROM files WHERE id = ?",
-                                   (file_id,)).fetchall()
+    rows: list[Any] = conn.execute(
+        "SELECT mtime_ns, imported_at FROM files WHERE id = ?", (file_id,)
+    ).fetchall()
     return rows[0][0], rows[0][1]
 
 
@@ -150,20 +183,33 @@ def mark_missing(conn: apsw.Connection, path: str, when: str) -> None:
     conn.execute("UPDATE files SET missing_since = ? WHERE path = ?", (when, to_db(path)))
 
 
-def record_edit(conn: apsw.Connection, entry: Entry, *, sha256: str, size: int,
-                mtime_ns: int, when: str, reason: str) -> None:
+def record_edit(
+    conn: apsw.Connection,
+    entry: Entry,
+    *,
+    sha256: str,
+    size: int,
+    mtime_ns: int,
+    when: str,
+    reason: str,
+) -> None:
     """The row follows its edited file: the new hash, size and mtime; the old ones go to
     file_history."""
     remember(conn, entry, when, reason)
-    conn.execute("UPDATE files SET sha256 = ?, size = ?, mtime_ns = ? WHERE id = ?",
-                 (sha256, size, mtime_ns, entry.id))
+    conn.execute(
+        "UPDATE files SET sha256 = ?, size = ?, mtime_ns = ? WHERE id = ?",
+        (sha256, size, mtime_ns, entry.id),
+    )
 
 
 def remember(conn: apsw.Connection, entry: Entry, when: str, reason: str) -> None:
     """Keep what a row says (hash, size, mtime) in file_history before it changes or goes."""
-    conn.execute("INSERT INTO file_history (file_id, path, sha256, size, mtime_ns, "
-                 "replaced_at, reason) SELECT id, path, sha256, size, mtime_ns, ?, ? "
-                 "FROM files WHERE id = ?", (when, reason, entry.id))
+    conn.execute(
+        "INSERT INTO file_history (file_id, path, sha256, size, mtime_ns, "
+        "replaced_at, reason) SELECT id, path, sha256, size, mtime_ns, ?, ? "
+        "FROM files WHERE id = ?",
+        (when, reason, entry.id),
+    )
 
 
 def by_job(conn: apsw.Connection, job_id: int) -> Entry | None:
@@ -185,13 +231,15 @@ def delete(conn: apsw.Connection, file_id: int) -> None:
     """Remove a row; the `.N` its path held is free again for the names it counted in
     (name_free), so that a file filed again after a crash or an undo gets its number
     back rather than the next one."""
-    rows: list[Any] = conn.execute("DELETE FROM files WHERE id = ? RETURNING path",
-                                   (file_id,)).fetchall()
+    rows: list[Any] = conn.execute(
+        "DELETE FROM files WHERE id = ? RETURNING path", (file_id,)
+    ).fetchall()
     if rows:
         conn.executemany(
             "INSERT OR IGNORE INTO name_free (path, n) SELECT ?1, ?2 WHERE EXISTS "
             "(SELECT 1 FROM name_seq WHERE path = ?1 AND last >= ?2)",
-            [(to_db(key), n) for key, n in _readings(from_db(rows[0][0]))])
+            [(to_db(key), n) for key, n in _readings(from_db(rows[0][0]))],
+        )
 
 
 def _readings(path: str) -> list[tuple[str, int]]:

@@ -59,8 +59,11 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
                 fsync_dir(os.fsencode(path.parent))
         elif not path.exists():
             raise CatalogError(f"{path}: no catalog yet (nothing has been imported)")
-        flags = apsw.SQLITE_OPEN_READONLY if readonly else (
-            apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+        flags = (
+            apsw.SQLITE_OPEN_READONLY
+            if readonly
+            else (apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+        )
         conn = apsw.Connection(str(path), flags=flags)
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
         if not readonly:
@@ -70,14 +73,15 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
             conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         _set_up(conn, readonly)
         if readonly and user_version(conn) != len(MIGRATIONS):
-            raise CatalogError(f"{path}: catalog schema {user_version(conn)} is not "
-                               f"{len(MIGRATIONS)}; run a writing command first")
+            raise CatalogError(
+                f"{path}: catalog schema {user_version(conn)} is not "
+                f"{len(MIGRATIONS)}; run a writing command first"
+            )
         if not readonly:
             _group_readable(path)
         return conn
     except apsw.Error as e:
-        raise (as_error(e, path) or CatalogError(f"{path}: cannot open the catalog: {e}")
-               ) from None
+        raise (as_error(e, path) or CatalogError(f"{path}: cannot open the catalog: {e}")) from None
     except OSError as e:
         raise os_error(e, path, "cannot open the catalog") from None
 
@@ -134,8 +138,11 @@ def catalog_id(conn: apsw.Connection) -> str:
 
 def is_empty(conn: apsw.Connection) -> bool:
     """Nothing catalogued and no job ever recorded: a new (or lost and re-made) catalog."""
-    return not first(conn.execute("SELECT EXISTS (SELECT 1 FROM files) "
-                                   "OR EXISTS (SELECT 1 FROM jobs)").fetchall())
+    return not first(
+        conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM files) OR EXISTS (SELECT 1 FROM jobs)"
+        ).fetchall()
+    )
 
 
 def integrity_problems(conn: apsw.Connection, limit: int = 20) -> list[str]:
@@ -177,7 +184,7 @@ def state_trouble(path: Path) -> str | None:
 
 
 def state_blocked(e: BaseException, path: Path) -> str | None:
-    """"full" or "read-only" when `e` is the catalog's filesystem refusing writes (said as
+    """ "full" or "read-only" when `e` is the catalog's filesystem refusing writes (said as
     such, or as an I/O error on a full or read-only disk), else None."""
     if isinstance(e, apsw.FullError):
         return "full"
@@ -205,23 +212,28 @@ def as_error(e: BaseException, path: Path) -> MediasortError | None:
     if not isinstance(e, apsw.Error):
         return None
     where = f"catalog {path}"
-    trouble = state_trouble(path) if isinstance(e, (apsw.IOError, apsw.CantOpenError)) \
-        else None
+    trouble = state_trouble(path) if isinstance(e, (apsw.IOError, apsw.CantOpenError)) else None
     if trouble == "read-only":
         e = apsw.ReadOnlyError(str(e))
     if isinstance(e, apsw.FullError) or trouble == "full":
-        return StateFullError(f"{where}: its filesystem ({path.parent}) is full: {e}; free "
-                              "some space there and run the command again")
+        return StateFullError(
+            f"{where}: its filesystem ({path.parent}) is full: {e}; free "
+            "some space there and run the command again"
+        )
     if isinstance(e, (apsw.ReadOnlyError, apsw.CantOpenError, apsw.PermissionsError)):
-        return StateReadOnlyError(f"{where}: cannot be opened or written ({type(e).__name__}: "
-                                  f"{e}); is {path.parent} read-only or not ours (or is the "
-                                  "process out of file descriptors)?")
+        return StateReadOnlyError(
+            f"{where}: cannot be opened or written ({type(e).__name__}: "
+            f"{e}); is {path.parent} read-only or not ours (or is the "
+            "process out of file descriptors)?"
+        )
     if isinstance(e, apsw.BusyError):
         return LockedError(f"{where}: locked by another process for too long: {e}")
     if isinstance(e, (apsw.CorruptError, apsw.NotADBError)):
-        return CatalogError(f"{where} is damaged ({e}): `mediasortd verify --deep` says where; "
-                            "restore it from a backup, or move it aside and rebuild it from "
-                            "the library with `mediasortd verify --repair`")
+        return CatalogError(
+            f"{where} is damaged ({e}): `mediasortd verify --deep` says where; "
+            "restore it from a backup, or move it aside and rebuild it from "
+            "the library with `mediasortd verify --repair`"
+        )
     return CatalogError(f"{where}: {type(e).__name__}: {e}")
 
 
@@ -233,8 +245,9 @@ def migrate(conn: apsw.Connection) -> None:
     with transaction(conn):
         version = user_version(conn)
         if version > len(MIGRATIONS):
-            raise CatalogError(f"catalog schema {version} is newer than this mediasortd "
-                               f"({len(MIGRATIONS)})")
+            raise CatalogError(
+                f"catalog schema {version} is newer than this mediasortd ({len(MIGRATIONS)})"
+            )
         for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
             conn.execute(sql)
             conn.execute(f"PRAGMA user_version={i}")

@@ -30,8 +30,9 @@ def free_number(conn: apsw.Connection, library: bytes, preferred: Sequence[str])
     number of a deleted row (a crash's redo, an undo) is given again first (name_free);
     other gaps stay: numbers need not be dense."""
     one = len(preferred) == 1  # then the first candidate's look-up comes with the numbers
-    holes, n, probed = _numbers(conn, preferred[0], *((PROBE_NAME, (to_db(preferred[0]),))
-                                                      if one else ()))
+    holes, n, probed = _numbers(
+        conn, preferred[0], *((PROBE_NAME, (to_db(preferred[0]),)) if one else ())
+    )
     for hole in _forget(conn, preferred[0], holes):
         if all(is_free(conn, library, numbered(path, hole)) for path in preferred):
             return hole
@@ -51,33 +52,41 @@ def next_number(conn: apsw.Connection, key: str) -> int:
     """Where the search for a free `.N` starts for `key` (a preferred path, or
     stem_key's): one above the highest given (nothing reserved; the dry run counts from
     here too)."""
-    rows: list[Any] = conn.execute("SELECT last FROM name_seq WHERE path = ?",
-                                   (to_db(key),)).fetchall()
+    rows: list[Any] = conn.execute(
+        "SELECT last FROM name_seq WHERE path = ?", (to_db(key),)
+    ).fetchall()
     return int(rows[0][0]) + 1 if rows else 0
 
 
-_FRESH = ("CASE WHEN EXISTS (SELECT 1 FROM name_seq WHERE path = ?1) OR EXISTS (SELECT 1"
-          " FROM name_free WHERE path = ?1) THEN {no} ELSE {yes} END")
+_FRESH = (
+    "CASE WHEN EXISTS (SELECT 1 FROM name_seq WHERE path = ?1) OR EXISTS (SELECT 1"
+    " FROM name_free WHERE path = ?1) THEN {no} ELSE {yes} END"
+)
 # the look-up of a name's (?2) or stem's (?2 to ?3) first candidate, number 0, if its key
 # has no counter or freed number, else an empty range: the guard is in the range's bound,
 # computed once, so a stem many files share is not read row by row
 PROBE_NAME = "SELECT 2, path FROM files WHERE path = " + _FRESH.format(no="NULL", yes="?2")
-PROBE_STEM = ("SELECT 2, path FROM files WHERE path >= ?2 AND path < "
-              + _FRESH.format(no="?2", yes="?3"))
+PROBE_STEM = "SELECT 2, path FROM files WHERE path >= ?2 AND path < " + _FRESH.format(
+    no="?2", yes="?3"
+)
 
 
-def _numbers(conn: apsw.Connection, key: str, probe: str = "", args: tuple[Any, ...] = ()
-             ) -> tuple[list[int], int, list[Any] | None]:
+def _numbers(
+    conn: apsw.Connection, key: str, probe: str = "", args: tuple[Any, ...] = ()
+) -> tuple[list[int], int, list[Any] | None]:
     """The numbers of `key` freed by deletions (name_free, lowest first), where the
     search for a new one starts (next_number) and, with `probe` (PROBE_NAME or
     PROBE_STEM, values `args`), the catalog's rows for candidate 0 when nothing was
     counted or freed for `key` (else None): one statement."""
-    sql = ("SELECT 0, n FROM name_free WHERE path = ?1"
-           " UNION ALL SELECT 1, last + 1 FROM name_seq WHERE path = ?1")
+    sql = (
+        "SELECT 0, n FROM name_free WHERE path = ?1"
+        " UNION ALL SELECT 1, last + 1 FROM name_seq WHERE path = ?1"
+    )
     holes: list[int] = []
     start, rows, counted = 0, [], False
-    for tag, value in conn.execute(f"{sql} UNION ALL {probe}" if probe else sql,
-                                   (to_db(key), *args)):
+    for tag, value in conn.execute(
+        f"{sql} UNION ALL {probe}" if probe else sql, (to_db(key), *args)
+    ):
         if tag == 0:
             holes.append(int(value))
         elif tag == 1:
@@ -97,25 +106,32 @@ def _forget(conn: apsw.Connection, key: str, holes: list[int]) -> Iterator[int]:
 
 def first_number(conn: apsw.Connection, key: str) -> int:
     """The lowest number a reservation for `key` could give (the dry run starts there)."""
-    rows: list[Any] = conn.execute("SELECT min(n) FROM name_free WHERE path = ?",
-                                   (to_db(key),)).fetchall()
+    rows: list[Any] = conn.execute(
+        "SELECT min(n) FROM name_free WHERE path = ?", (to_db(key),)
+    ).fetchall()
     return rows[0][0] if rows and rows[0][0] is not None else next_number(conn, key)
 
 
 def _count(conn: apsw.Connection, keys: Sequence[str], n: int) -> None:
     """Remember `n` as given for each key (in the caller's transaction)."""
     if n:
-        conn.executemany("INSERT INTO name_seq (path, last) VALUES (?, ?) ON CONFLICT (path)"
-                         " DO UPDATE SET last = max(last, excluded.last)",
-                         [(to_db(key), n) for key in keys])
+        conn.executemany(
+            "INSERT INTO name_seq (path, last) VALUES (?, ?) ON CONFLICT (path)"
+            " DO UPDATE SET last = max(last, excluded.last)",
+            [(to_db(key), n) for key in keys],
+        )
 
 
-def is_free(conn: apsw.Connection, library: bytes, path: str,
-            rows: list[Any] | None = None) -> bool:
+def is_free(
+    conn: apsw.Connection, library: bytes, path: str, rows: list[Any] | None = None
+) -> bool:
     """`path` is taken neither in the catalog nor on disk; `rows`: the catalog's rows at
     `path`, when already read."""
-    taken = rows if rows is not None else conn.execute(
-        "SELECT 1 FROM files WHERE path = ?", (to_db(path),)).fetchall()
+    taken = (
+        rows
+        if rows is not None
+        else conn.execute("SELECT 1 FROM files WHERE path = ?", (to_db(path),)).fetchall()
+    )
     return not taken and not os.path.lexists(os.path.join(library, os.fsencode(path)))
 
 
@@ -142,14 +158,17 @@ def _stem_range(candidate: str) -> tuple[str, str]:
     return prefix, prefix[:-1] + "/"
 
 
-def _stem_free(conn: apsw.Connection, library: bytes, candidate: str,
-               rows: list[Any] | None = None) -> bool:
+def _stem_free(
+    conn: apsw.Connection, library: bytes, candidate: str, rows: list[Any] | None = None
+) -> bool:
     """No catalogued RAW, JPEG or HEIC has the candidate's stem, and it is free on disk;
     `rows`: the catalog's paths in the stem's range, when already read."""
     prefix = stem_of(candidate) + "."
     if rows is None:
-        rows = conn.execute("SELECT path FROM files WHERE path >= ? AND path < ?",
-                            _stem_range(candidate)).fetchall()
-    exts = (str(path)[len(prefix):] for (path,) in rows)
-    return not any("." not in ext and pairs_with("." + ext) for ext in exts) \
-        and not os.path.lexists(os.path.join(library, os.fsencode(candidate)))
+        rows = conn.execute(
+            "SELECT path FROM files WHERE path >= ? AND path < ?", _stem_range(candidate)
+        ).fetchall()
+    exts = (str(path)[len(prefix) :] for (path,) in rows)
+    return not any(
+        "." not in ext and pairs_with("." + ext) for ext in exts
+    ) and not os.path.lexists(os.path.join(library, os.fsencode(candidate)))

@@ -13,18 +13,55 @@ from typing import Any
 
 import apsw
 
-_FILE_COLS = ("f.id, substr(f.sha256, 1, 64), f.size, f.path, f.captured, f.utc_offset, "
-              "f.date_source, f.date_raw, f.confidence, f.original_name, f.source_path, "
-              "f.imported_at, f.file_type, f.kind, f.job_id, f.missing_since, j.batch, "
-              "j.finished_at, j.step, f.date_skipped")
-_FILE_KEYS = ("file_id", "sha256", "size", "path", "captured", "utc_offset", "date_source",
-              "date_raw", "confidence", "original_name", "source", "filed_at", "file_type",
-              "kind", "job", "missing_since", "batch", "finished_at", "step", "date_skipped")
-_JOB_COLS = ("j.id, j.batch, j.source, j.step, j.outcome, j.error, j.dest, j.sha256, j.bytes, "
-             "j.duplicate_of, j.created_at, j.finished_at, j.move, o.path, o.original_name")
-_JOB_KEYS = ("job", "batch", "source", "step", "outcome", "reason", "dest", "sha256", "size",
-             "duplicate_of", "created_at", "finished_at", "move", "original_path",
-             "original_original_name")
+_FILE_COLS = (
+    "f.id, substr(f.sha256, 1, 64), f.size, f.path, f.captured, f.utc_offset, "
+    "f.date_source, f.date_raw, f.confidence, f.original_name, f.source_path, "
+    "f.imported_at, f.file_type, f.kind, f.job_id, f.missing_since, j.batch, "
+    "j.finished_at, j.step, f.date_skipped"
+)
+_FILE_KEYS = (
+    "file_id",
+    "sha256",
+    "size",
+    "path",
+    "captured",
+    "utc_offset",
+    "date_source",
+    "date_raw",
+    "confidence",
+    "original_name",
+    "source",
+    "filed_at",
+    "file_type",
+    "kind",
+    "job",
+    "missing_since",
+    "batch",
+    "finished_at",
+    "step",
+    "date_skipped",
+)
+_JOB_COLS = (
+    "j.id, j.batch, j.source, j.step, j.outcome, j.error, j.dest, j.sha256, j.bytes, "
+    "j.duplicate_of, j.created_at, j.finished_at, j.move, o.path, o.original_name"
+)
+_JOB_KEYS = (
+    "job",
+    "batch",
+    "source",
+    "step",
+    "outcome",
+    "reason",
+    "dest",
+    "sha256",
+    "size",
+    "duplicate_of",
+    "created_at",
+    "finished_at",
+    "move",
+    "original_path",
+    "original_original_name",
+)
 # jobs that no current catalog row stands for: duplicates, rejects, failures, vanished
 # files, and filed files that were undone since
 _NOT_IN_CATALOG = "NOT EXISTS (SELECT 1 FROM files c WHERE c.job_id = j.id)"
@@ -34,8 +71,10 @@ DATE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
 # a job's source's base name, lowered, when the source is printable ASCII, else NULL:
 # the expression of the index jobs_lower_base (schema.MIGRATIONS), written the same
 _SRC = "CAST(source AS TEXT)"
-JOB_LOWER_BASE = (f"CASE WHEN {_SRC} NOT GLOB '*[^ -~]*' THEN lower(substr({_SRC}, "
-                  f"length(rtrim({_SRC}, replace({_SRC}, '/', ''))) + 1)) END")
+JOB_LOWER_BASE = (
+    f"CASE WHEN {_SRC} NOT GLOB '*[^ -~]*' THEN lower(substr({_SRC}, "
+    f"length(rtrim({_SRC}, replace({_SRC}, '/', ''))) + 1)) END"
+)
 
 
 def as_text(v: Any) -> Any:
@@ -51,27 +90,37 @@ def _scalar(conn: apsw.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:
     return rows[0][0] if rows else None
 
 
-def _rows(conn: apsw.Connection, sql: str, args: tuple[Any, ...],
-          keys: tuple[str, ...]) -> list[dict[str, Any]]:
+def _rows(
+    conn: apsw.Connection, sql: str, args: tuple[Any, ...], keys: tuple[str, ...]
+) -> list[dict[str, Any]]:
     return [dict(zip(keys, map(as_text, row), strict=True)) for row in conn.execute(sql, args)]
 
 
 # -- find -------------------------------------------------------------------------------
 
-def files_where(conn: apsw.Connection, where: str, args: tuple[Any, ...],
-                limit: int) -> list[dict[str, Any]]:
+
+def files_where(
+    conn: apsw.Connection, where: str, args: tuple[Any, ...], limit: int
+) -> list[dict[str, Any]]:
     """Catalog rows (newest first) with the job that filed them."""
-    return _rows(conn, f"SELECT {_FILE_COLS} FROM files f LEFT JOIN jobs j ON j.id = f.job_id "
-                 f"WHERE {where} ORDER BY f.imported_at DESC, f.id DESC LIMIT ?",
-                 (*args, limit), _FILE_KEYS)
+    return _rows(
+        conn,
+        f"SELECT {_FILE_COLS} FROM files f LEFT JOIN jobs j ON j.id = f.job_id "
+        f"WHERE {where} ORDER BY f.imported_at DESC, f.id DESC LIMIT ?",
+        (*args, limit),
+        _FILE_KEYS,
+    )
 
 
-def jobs_where(conn: apsw.Connection, where: str, args: tuple[Any, ...],
-               limit: int | None) -> list[dict[str, Any]]:
+def jobs_where(
+    conn: apsw.Connection, where: str, args: tuple[Any, ...], limit: int | None
+) -> list[dict[str, Any]]:
     """Jobs that no catalog row stands for (newest first), with the row a duplicate
     duplicated."""
-    sql = (f"SELECT {_JOB_COLS} FROM jobs j LEFT JOIN files o ON o.id = j.duplicate_of "
-           f"WHERE {_NOT_IN_CATALOG} AND ({where}) ORDER BY j.id DESC")
+    sql = (
+        f"SELECT {_JOB_COLS} FROM jobs j LEFT JOIN files o ON o.id = j.duplicate_of "
+        f"WHERE {_NOT_IN_CATALOG} AND ({where}) ORDER BY j.id DESC"
+    )
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return _rows(conn, sql, args, _JOB_KEYS)
@@ -79,22 +128,30 @@ def jobs_where(conn: apsw.Connection, where: str, args: tuple[Any, ...],
 
 def find_sha256(conn: apsw.Connection, sha256: str, limit: int) -> list[dict[str, Any]]:
     """Exact content: the catalog row and every other job that saw these bytes."""
-    return (files_where(conn, "(f.sha256 = ? OR (f.sha256 > ? AND f.sha256 < ?))",
-                        (sha256, sha256 + ":", sha256 + ";"), limit)  # companions' keys too
-            + jobs_where(conn, "j.sha256 = ?", (sha256,), limit))
+    return (
+        files_where(
+            conn,
+            "(f.sha256 = ? OR (f.sha256 > ? AND f.sha256 < ?))",
+            (sha256, sha256 + ":", sha256 + ";"),
+            limit,
+        )  # companions' keys too
+        + jobs_where(conn, "j.sha256 = ?", (sha256,), limit)
+    )
 
 
 def find_sha_prefix(conn: apsw.Connection, prefix: str, limit: int) -> list[dict[str, Any]]:
     lo = prefix.lower()
     hi = lo + "g"  # every hex string with this prefix sorts between lo and lo + 'g'
-    return (files_where(conn, "f.sha256 >= ? AND f.sha256 < ?", (lo, hi), limit)
-            + jobs_where(conn, "j.sha256 >= ? AND j.sha256 < ?", (lo, hi), limit))
+    return files_where(conn, "f.sha256 >= ? AND f.sha256 < ?", (lo, hi), limit) + jobs_where(
+        conn, "j.sha256 >= ? AND j.sha256 < ?", (lo, hi), limit
+    )
 
 
 def find_date(conn: apsw.Connection, day_or_month: str, limit: int) -> list[dict[str, Any]]:
     """Files captured on a day (2024-06-03) or in a month (2024-06), local wall time."""
-    return files_where(conn, "f.captured >= ? AND f.captured < ?",
-                       (day_or_month, day_or_month + "\x7f"), limit)
+    return files_where(
+        conn, "f.captured >= ? AND f.captured < ?", (day_or_month, day_or_month + "\x7f"), limit
+    )
 
 
 def _ascii_prefix_range(pat: str) -> tuple[str, str] | None:
@@ -128,25 +185,34 @@ def find_name(conn: apsw.Connection, pattern: str, limit: int) -> list[dict[str,
         files = files_where(conn, "+lower(f.original_name) GLOB ?", (pat,), limit)
         jobs_in = jobs_where(conn, "1", (), None)
     else:
-        files = files_where(conn, "lower(f.original_name) >= ? AND lower(f.original_name) < ?"
-                            " AND +lower(f.original_name) GLOB ?", (*rng, pat), limit)
+        files = files_where(
+            conn,
+            "lower(f.original_name) >= ? AND lower(f.original_name) < ?"
+            " AND +lower(f.original_name) GLOB ?",
+            (*rng, pat),
+            limit,
+        )
         base = JOB_LOWER_BASE
         jobs_in = jobs_where(conn, f"({base} >= ? AND {base} < ?) OR {base} IS NULL", rng, None)
-    jobs = [j for j in jobs_in
-            if fnmatch.fnmatchcase(os.path.basename(j["source"]).lower(), pat)][:limit]
+    jobs = [j for j in jobs_in if fnmatch.fnmatchcase(os.path.basename(j["source"]).lower(), pat)][
+        :limit
+    ]
     return files + jobs
 
 
 def find_source(conn: apsw.Connection, source: bytes, limit: int) -> list[dict[str, Any]]:
     """Files and jobs that came from a path (a glob when it has * ? or [)."""
     if not any(c in source for c in b"*?["):
-        return (files_where(conn, "f.source_path = ?", (source,), limit)
-                + jobs_where(conn, "j.source = ?", (source,), limit))
+        return files_where(conn, "f.source_path = ?", (source,), limit) + jobs_where(
+            conn, "j.source = ?", (source,), limit
+        )
     text = source.decode("utf-8", "backslashreplace")
-    files = [f for f in files_where(conn, "1", (), 1 << 62)
-             if fnmatch.fnmatchcase(f["source"], text)][:limit]
-    jobs = [j for j in jobs_where(conn, "1", (), None)
-            if fnmatch.fnmatchcase(j["source"], text)][:limit]
+    files = [
+        f for f in files_where(conn, "1", (), 1 << 62) if fnmatch.fnmatchcase(f["source"], text)
+    ][:limit]
+    jobs = [j for j in jobs_where(conn, "1", (), None) if fnmatch.fnmatchcase(j["source"], text)][
+        :limit
+    ]
     return files + jobs
 
 
@@ -154,11 +220,15 @@ def undos_of(conn: apsw.Connection, job_ids: list[int]) -> dict[int, dict[str, A
     """The latest undo of each of these jobs, if any."""
     out: dict[int, dict[str, Any]] = {}
     for i in range(0, len(job_ids), 500):
-        chunk = job_ids[i:i + 500]
-        for row in _rows(conn, "SELECT job_id, id, batch, step, outcome, dest, error, "
-                         "coalesce(finished_at, updated_at) FROM undos WHERE job_id IN "
-                         f"({', '.join('?' * len(chunk))}) ORDER BY id", tuple(chunk),
-                         ("job", "undo", "batch", "step", "outcome", "dest", "reason", "when")):
+        chunk = job_ids[i : i + 500]
+        for row in _rows(
+            conn,
+            "SELECT job_id, id, batch, step, outcome, dest, error, "
+            "coalesce(finished_at, updated_at) FROM undos WHERE job_id IN "
+            f"({', '.join('?' * len(chunk))}) ORDER BY id",
+            tuple(chunk),
+            ("job", "undo", "batch", "step", "outcome", "dest", "reason", "when"),
+        ):
             out[row.pop("job")] = row
     return out
 
@@ -170,21 +240,29 @@ def file_by_id(conn: apsw.Connection, file_id: int) -> dict[str, Any] | None:
 
 # -- status and metrics -----------------------------------------------------------------
 
+
 def latest_batch(conn: apsw.Connection) -> dict[str, Any] | None:
     """The batch of the newest job: its id, when it started, its counts."""
     rows = conn.execute("SELECT batch FROM jobs ORDER BY id DESC LIMIT 1").fetchall()
     if not rows:
         return None
     batch = rows[0][0]
-    started = _scalar(conn, "SELECT created_at FROM jobs WHERE batch = ? ORDER BY id LIMIT 1",
-                      (batch,))
-    last = _scalar(conn, "SELECT finished_at FROM jobs WHERE batch = ? AND step = 'done' "
-                   "ORDER BY id DESC LIMIT 1", (batch,))
-    counts = dict(conn.execute(
-        "SELECT outcome, n FROM tally_batch WHERE batch = ?", (batch,)))
+    started = _scalar(
+        conn, "SELECT created_at FROM jobs WHERE batch = ? ORDER BY id LIMIT 1", (batch,)
+    )
+    last = _scalar(
+        conn,
+        "SELECT finished_at FROM jobs WHERE batch = ? AND step = 'done' ORDER BY id DESC LIMIT 1",
+        (batch,),
+    )
+    counts = dict(conn.execute("SELECT outcome, n FROM tally_batch WHERE batch = ?", (batch,)))
     # through the partial index of unfinished jobs (the batch index would count them all)
-    pending = _scalar(conn, "SELECT count(*) FROM jobs INDEXED BY jobs_active_source "
-                      "WHERE step != 'done' AND batch = ?", (batch,))
+    pending = _scalar(
+        conn,
+        "SELECT count(*) FROM jobs INDEXED BY jobs_active_source "
+        "WHERE step != 'done' AND batch = ?",
+        (batch,),
+    )
     if pending:
         counts["pending"] = pending
     return {"batch": batch, "started": started, "last_finished": last, "counts": counts}
@@ -201,18 +279,34 @@ def last_finished(conn: apsw.Connection, outcome: str | None = None) -> str | No
 
 def latest_job_for(conn: apsw.Connection, source: bytes) -> dict[str, Any] | None:
     """The newest job for a source path (why a file is still in the inbox)."""
-    rows = _rows(conn, "SELECT id, step, outcome, error, attempts, dev, ino, size, mtime_ns, "
-                 "move, coalesce(finished_at, updated_at) FROM jobs WHERE source = ? "
-                 "ORDER BY id DESC LIMIT 1", (source,),
-                 ("job", "step", "outcome", "reason", "attempts", "dev", "ino", "size",
-                  "mtime_ns", "move", "when"))
+    rows = _rows(
+        conn,
+        "SELECT id, step, outcome, error, attempts, dev, ino, size, mtime_ns, "
+        "move, coalesce(finished_at, updated_at) FROM jobs WHERE source = ? "
+        "ORDER BY id DESC LIMIT 1",
+        (source,),
+        (
+            "job",
+            "step",
+            "outcome",
+            "reason",
+            "attempts",
+            "dev",
+            "ino",
+            "size",
+            "mtime_ns",
+            "move",
+            "when",
+        ),
+    )
     return rows[0] if rows else None
 
 
 def filed_bytes(conn: apsw.Connection) -> int:
     """Bytes of every file ever filed (undone ones included: a counter never goes down)."""
-    return int(_scalar(conn, "SELECT coalesce(sum(bytes), 0) FROM tally_hour "
-                           "WHERE outcome = 'filed'"))
+    return int(
+        _scalar(conn, "SELECT coalesce(sum(bytes), 0) FROM tally_hour WHERE outcome = 'filed'")
+    )
 
 
 def pending_jobs(conn: apsw.Connection) -> int:

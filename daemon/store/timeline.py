@@ -11,12 +11,26 @@ import apsw
 
 from .query import as_text
 
-HISTORY_OUTCOMES = ("filed", "duplicate", "rejected", "failed", "vanished", "pending",
-                    "undone", "not-undone")
+HISTORY_OUTCOMES = (
+    "filed",
+    "duplicate",
+    "rejected",
+    "failed",
+    "vanished",
+    "pending",
+    "undone",
+    "not-undone",
+)
 
 
-def history(conn: apsw.Connection, *, since: str | None = None, outcomes: list[str] | None = None,
-            batches: list[str] | None = None, limit: int | None = 100) -> list[dict[str, Any]]:
+def history(
+    conn: apsw.Connection,
+    *,
+    since: str | None = None,
+    outcomes: list[str] | None = None,
+    batches: list[str] | None = None,
+    limit: int | None = 100,
+) -> list[dict[str, Any]]:
     """The journal, newest first: one row per job (what happened to a file) and one per
     undone file. `outcome` is one of HISTORY_OUTCOMES.
 
@@ -28,10 +42,14 @@ def history(conn: apsw.Connection, *, since: str | None = None, outcomes: list[s
     job_outcomes = [o for o in (outcomes or []) if o not in ("pending", "undone", "not-undone")]
 
     def jobs(where: str, args: tuple[Any, ...], order: str) -> None:
-        more, more_args = _and_filters(("coalesce(j.finished_at, j.updated_at)", since),
-                                       ("j.batch", batches))
-        rows.extend(conn.execute(f"{_HISTORY_JOBS} WHERE {where}{more} ORDER BY {order}{cap}",
-                                 (*args, *more_args)))
+        more, more_args = _and_filters(
+            ("coalesce(j.finished_at, j.updated_at)", since), ("j.batch", batches)
+        )
+        rows.extend(
+            conn.execute(
+                f"{_HISTORY_JOBS} WHERE {where}{more} ORDER BY {order}{cap}", (*args, *more_args)
+            )
+        )
 
     # a done job always has finished_at (the tallies' triggers need it)
     newest = "j.finished_at DESC, j.id DESC"
@@ -43,13 +61,30 @@ def history(conn: apsw.Connection, *, since: str | None = None, outcomes: list[s
         jobs("j.step != 'done'", (), "j.updated_at DESC, j.id DESC")
     if not outcomes or len(job_outcomes) < len(outcomes):
         more, args = _and_filters(("at", since), ("outcome", outcomes), ("batch", batches))
-        rows.extend(conn.execute(f"SELECT * FROM ({_HISTORY_UNDOS}) WHERE 1{more}"
-                                 f" ORDER BY at DESC, job DESC{cap}", tuple(args)))
+        rows.extend(
+            conn.execute(
+                f"SELECT * FROM ({_HISTORY_UNDOS}) WHERE 1{more} ORDER BY at DESC, job DESC{cap}",
+                tuple(args),
+            )
+        )
     rows.sort(key=lambda r: (r[11], r[0], r[1]), reverse=True)  # at, kind, job: newest first
     if limit:
-        rows = rows[:int(limit)]
-    keys = ("kind", "job", "undo", "batch", "outcome", "step", "source", "dest", "reason",
-            "sha256", "size", "when", "action")
+        rows = rows[: int(limit)]
+    keys = (
+        "kind",
+        "job",
+        "undo",
+        "batch",
+        "outcome",
+        "step",
+        "source",
+        "dest",
+        "reason",
+        "sha256",
+        "size",
+        "when",
+        "action",
+    )
     return [dict(zip(keys, map(as_text, row), strict=True)) for row in rows]
 
 

@@ -33,8 +33,10 @@ def parse_when(text: str, now: datetime | None = None) -> str:
     try:
         dt = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(f"{text!r}: not a time; use e.g. 2h, 30m, 7d, today, yesterday, "
-                         "2024-06-03 or '2024-06-03 14:00'") from None
+        raise ValueError(
+            f"{text!r}: not a time; use e.g. 2h, 30m, 7d, today, yesterday, "
+            "2024-06-03 or '2024-06-03 14:00'"
+        ) from None
     if dt.tzinfo is None:
         dt = dt.astimezone()  # a naive time is local
     return utc_iso(dt)

@@ -33,8 +33,12 @@ from daemon.app import cli
 from daemon.engine import steps
 from daemon.files import copy, dirs
 
-STEP_OF = {"staging": "copy_all", "place": "place_all", "move": "_move_entry",
-           "retire": "retire_all"}
+STEP_OF = {
+    "staging": "copy_all",
+    "place": "place_all",
+    "move": "_move_entry",
+    "retire": "retire_all",
+}
 _in_step = threading.local()
 
 

@@ -71,13 +71,30 @@ class PowerFS:
         (self.ctl / "fired").unlink(missing_ok=True)
         self.log = open(self.ctl / "server.log", "ab")  # noqa: SIM115 - the server's, until _reap
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.powerfs", "--store", str(self.store),
-             "--ctl", str(self.ctl), "--device", self.devices[-1], str(self.mnt)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "tests.faults.powerfs",
+                "--store",
+                str(self.store),
+                "--ctl",
+                str(self.ctl),
+                "--device",
+                self.devices[-1],
+                str(self.mnt),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
         proc = self.proc
-        wait_for(lambda: os.path.ismount(self.mnt) or proc.poll() is not None, timeout,
-                 "powerfs to mount")
+        wait_for(
+            lambda: os.path.ismount(self.mnt) or proc.poll() is not None,
+            timeout,
+            "powerfs to mount",
+        )
         if proc.poll() is not None:
             self._reap()
             raise AssertionError(f"powerfs did not start:\n{self.server_log()}")
@@ -107,8 +124,9 @@ class PowerFS:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # -- control ------------------------------------------------------------------------
@@ -198,8 +216,9 @@ class PowerFS:
         disk = self.root / f"disk-{len(self.devices)}"
         with open(disk, "wb") as f:
             f.truncate(1 << 20)  # never read: fuseblk only claims the device
-        out = subprocess.run(["losetup", "--find", "--show", str(disk)], check=True,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["losetup", "--find", "--show", str(disk)], check=True, capture_output=True, text=True
+        )
         self.devices.append(out.stdout.strip())
 
     def _unmount_dead(self, timeout: float = 30) -> None:
@@ -210,8 +229,7 @@ class PowerFS:
         def unmounted() -> bool:
             if not (os.path.ismount(self.mnt) or _dead_mount(self.mnt)):
                 return True
-            subprocess.run(["fusermount3", "-u", str(self.mnt)], capture_output=True,
-                           check=False)
+            subprocess.run(["fusermount3", "-u", str(self.mnt)], capture_output=True, check=False)
             return False
 
         wait_for(unmounted, timeout, f"{self.mnt} to unmount")

@@ -166,8 +166,11 @@ class PowerFS(pyfuse3.Operations):
 
     def volatile(self) -> dict[str, int]:
         files = sum(1 for n in self.nodes.values() if n.dirty or n.shrunk is not None)
-        dirs = sum(1 for n in self.nodes.values()
-                   if n.is_dir and self.store.entries.get(n.ino) != n.entries)
+        dirs = sum(
+            1
+            for n in self.nodes.values()
+            if n.is_dir and self.store.entries.get(n.ino) != n.entries
+        )
         return {"files_with_unsynced_bytes": files, "dirs_with_unsynced_entries": dirs}
 
     def control(self, line: str) -> dict[str, Any]:
@@ -188,9 +191,16 @@ class PowerFS(pyfuse3.Operations):
             self.frozen = True
         elif cmd != "stats":
             return {"error": f"unknown command {line!r}"}
-        return {"ops": self.ops, "armed": self.armed, "fired": self.fired,
-                "frozen": self.frozen, "leak": self.leak_p, "leaks": self.leaks,
-                "inodes": len(self.nodes), **self.volatile()}
+        return {
+            "ops": self.ops,
+            "armed": self.armed,
+            "fired": self.fired,
+            "frozen": self.frozen,
+            "leak": self.leak_p,
+            "leaks": self.leaks,
+            "inodes": len(self.nodes),
+            **self.volatile(),
+        }
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -285,8 +295,9 @@ class PowerFS(pyfuse3.Operations):
         return self.attrs(self.node(inode))
 
     @handler
-    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None,
-                      ctx: Any) -> pyfuse3.EntryAttributes:
+    async def setattr(
+        self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         if inode == CTL_INO:
             return self.ctl_attrs()
         await self.gate("setattr")
@@ -341,8 +352,9 @@ class PowerFS(pyfuse3.Operations):
     # -- directory entries --------------------------------------------------------------
 
     @handler
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
-                    ctx: Any) -> pyfuse3.EntryAttributes:
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         await self.gate("mknod")
         d = self.dir(parent_inode)
         n = self.new_node(d, name, mode, ctx, rdev)
@@ -351,8 +363,9 @@ class PowerFS(pyfuse3.Operations):
         return self.attrs(n)
 
     @handler
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
-                    ctx: Any) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         await self.gate("mkdir")
         d = self.dir(parent_inode)
         n = self.new_node(d, name, stat.S_IFDIR | stat.S_IMODE(mode), ctx)
@@ -361,8 +374,9 @@ class PowerFS(pyfuse3.Operations):
         return self.attrs(n)
 
     @handler
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
-                      ctx: Any) -> pyfuse3.EntryAttributes:
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         await self.gate("symlink")
         d = self.dir(parent_inode)
         n = self.new_node(d, name, stat.S_IFLNK | 0o777, ctx)
@@ -372,8 +386,9 @@ class PowerFS(pyfuse3.Operations):
         return self.attrs(n)
 
     @handler
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
-                   ctx: Any) -> pyfuse3.EntryAttributes:
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         await self.gate("link")
         d = self.dir(new_parent_inode)
         n = self.node(inode)
@@ -419,8 +434,15 @@ class PowerFS(pyfuse3.Operations):
             self.store.set_entry(d, name, None)
 
     @handler
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: Any) -> None:
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: Any,
+    ) -> None:
         await self.gate("rename")
         src, dst = self.dir(parent_inode_old), self.dir(parent_inode_new)
         if name_old not in src.entries:
@@ -492,8 +514,9 @@ class PowerFS(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=self.new_fh(n.ino), keep_cache=True)
 
     @handler
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         await self.gate("create")
         d = self.dir(parent_inode)
         n = self.new_node(d, name, stat.S_IFREG | stat.S_IMODE(mode), ctx)
@@ -507,7 +530,7 @@ class PowerFS(pyfuse3.Operations):
         if ino == CTL_INO:
             return b""
         await self.gate()
-        return bytes(self.node(ino).data[off:off + size])
+        return bytes(self.node(ino).data[off : off + size])
 
     @handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -579,8 +602,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="powerfs", description=__doc__.splitlines()[0])
     p.add_argument("--store", type=Path, required=True, help="the durable state (a directory)")
     p.add_argument("--ctl", type=Path, required=True, help="where replies and `fired` go")
-    p.add_argument("--device", help="a block device to name as the source (fuseblk): its "
-                   "number becomes st_dev, the same at every mount")
+    p.add_argument(
+        "--device",
+        help="a block device to name as the source (fuseblk): its "
+        "number becomes st_dev, the same at every mount",
+    )
     p.add_argument("mountpoint", type=Path)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -95,9 +95,15 @@ class Store:
     # -- writing the durable state ------------------------------------------------------
 
     def put_meta(self, node: Node) -> None:
-        rec: dict[str, Any] = {"mode": node.mode, "uid": node.uid, "gid": node.gid,
-                               "rdev": node.rdev, "atime": node.atime, "mtime": node.mtime,
-                               "ctime": node.ctime}
+        rec: dict[str, Any] = {
+            "mode": node.mode,
+            "uid": node.uid,
+            "gid": node.gid,
+            "rdev": node.rdev,
+            "atime": node.atime,
+            "mtime": node.mtime,
+            "ctime": node.ctime,
+        }
         if node.is_dir:
             rec["entries"] = {_name(k): v for k, v in self.entries.setdefault(node.ino, {}).items()}
         if stat.S_ISLNK(node.mode):
@@ -137,7 +143,7 @@ class Store:
             if node.shrunk is not None:
                 os.ftruncate(fd, min(node.shrunk, os.fstat(fd).st_size))
             for page in sorted(node.dirty):
-                chunk = node.data[page * PAGE:(page + 1) * PAGE]
+                chunk = node.data[page * PAGE : (page + 1) * PAGE]
                 if chunk:
                     os.pwrite(fd, chunk, page * PAGE)
             os.ftruncate(fd, len(node.data))
@@ -222,6 +228,7 @@ class Store:
             self.data_path(ino).unlink(missing_ok=True)
         for ino, node in nodes.items():
             if node.is_dir and records[ino].get("entries", {}) != {
-                    _name(k): v for k, v in node.entries.items()}:
+                _name(k): v for k, v in node.entries.items()
+            }:
                 self.put_meta(node)  # fsck dropped an entry: write what is kept
         return nodes

@@ -17,8 +17,10 @@ import pytest
 from tests.faults.powercut import PowerFS, unavailable
 from tests.helpers import ROOT
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(unavailable() is not None, reason=str(unavailable())),
+]
 
 ASK = """
 import os, sys
@@ -43,7 +45,8 @@ def fs(tmp_path: Path) -> Iterator[PowerFS]:
 
 
 def test_a_frozen_mount_elsewhere_does_not_freeze_the_writer_check(
-        fs: PowerFS, tmp_path: Path) -> None:
+    fs: PowerFS, tmp_path: Path
+) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     ours = inbox / "photo.jpg"
@@ -51,14 +54,20 @@ def test_a_frozen_mount_elsewhere_does_not_freeze_the_writer_check(
     # one writer on the frozen mount, one on our inbox file
     writer = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(fs.mnt / "elsewhere.bin"), str(ours)],
-        stdout=subprocess.PIPE, start_new_session=True)
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
     asker: subprocess.Popen[bytes] | None = None
     try:
         assert writer.stdout is not None and writer.stdout.readline() == b"open\n"
         fs.freeze()
-        asker = subprocess.Popen([sys.executable, "-c", ASK, str(ours)], cwd=ROOT,
-                                 env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        asker = subprocess.Popen(
+            [sys.executable, "-c", ASK, str(ours)],
+            cwd=ROOT,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             asker.wait(30)
         except subprocess.TimeoutExpired:

@@ -34,13 +34,18 @@ from daemon.store import db
 from tests.faults.powercut import PowerFS, unavailable
 from tests.helpers import ROOT, check_consistent, jpeg_bytes, make_config, tree_hashes, wait_for
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(unavailable() is not None, reason=str(unavailable())),
+]
 
 BASE = datetime(2022, 7, 1, 8, 0, 0)
 PHOTOS = 10  # pairs share a second: names "HH.MM.SS.jpg" and "HH.MM.SS.1.jpg"
-EXPECTED_NAMES = {f"2022-07/2022-07-01 {(BASE + timedelta(seconds=s)).strftime('%H.%M.%S')}"
-                  f"{suffix}.jpg" for s in range(PHOTOS // 2) for suffix in ("", ".1")}
+EXPECTED_NAMES = {
+    f"2022-07/2022-07-01 {(BASE + timedelta(seconds=s)).strftime('%H.%M.%S')}{suffix}.jpg"
+    for s in range(PHOTOS // 2)
+    for suffix in ("", ".1")
+}
 SPECIALS = ("odd/link.jpg", "odd/pipe.jpg")  # rejected, moved as entries (renameat2)
 
 
@@ -59,8 +64,16 @@ class Chain:
     fired: list[str] = field(default_factory=list)
 
     @classmethod
-    def create(cls, fs: PowerFS, name: str, logs: Path, *, folders: bool = True,
-               skip_fsync: str | None = None, daemon: bool = False) -> Chain:
+    def create(
+        cls,
+        fs: PowerFS,
+        name: str,
+        logs: Path,
+        *,
+        folders: bool = True,
+        skip_fsync: str | None = None,
+        daemon: bool = False,
+    ) -> Chain:
         """Inputs in a fresh inbox, all durable; with `folders`, the library and the state
         folder exist (durably) before mediasortd first runs, as a package would make them."""
         base = fs.mnt / name
@@ -95,11 +108,17 @@ class Chain:
         with open(self.logs / f"run-{self.runs}.log", "wb") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", module, "--config", str(self.cfg_path), *command],
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)  # its own process group: the cut kills ExifTool too
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )  # its own process group: the cut kills ExifTool too
 
-    def run(self, cut_at: int | None = None, leak: float = 0.0, seed: int = 0, *,
-            cut: bool = True) -> int | None:
+    def run(
+        self, cut_at: int | None = None, leak: float = 0.0, seed: int = 0, *, cut: bool = True
+    ) -> int | None:
         """One run; with `cut_at`, the power goes at that request if the run gets that
         far. Returns the run's number of mutating requests if it finished, else None.
         The power is then cut (unless `cut` is False) and the filesystem mounted again."""
@@ -109,12 +128,18 @@ class Chain:
         proc = self.start()
         emptied = self.watch_inbox() if self.daemon else threading.Event()
         try:
-            wait_for(lambda: proc.poll() is not None or self.fs.fired() or emptied.is_set(),
-                     120, "the run or the cut")
+            wait_for(
+                lambda: proc.poll() is not None or self.fs.fired() or emptied.is_set(),
+                120,
+                "the run or the cut",
+            )
             if self.daemon and proc.poll() is None and not self.fs.fired():
                 proc.terminate()  # the inbox is empty: stopped as systemd stops it
-                wait_for(lambda: proc.poll() is not None or self.fs.fired(), 60,
-                         "the daemon to stop or the cut")
+                wait_for(
+                    lambda: proc.poll() is not None or self.fs.fired(),
+                    60,
+                    "the daemon to stop or the cut",
+                )
         except BaseException:
             self.fs.cut(proc)  # reaps it: no process outlives the test
             raise
@@ -140,8 +165,9 @@ class Chain:
         def state() -> str | None:
             if self.runs != run or self.fs.fired():
                 return "over"
-            if b'"daemon.ready"' in log.read_bytes() \
-                    and not any(os.path.lexists(p) for p in inputs):
+            if b'"daemon.ready"' in log.read_bytes() and not any(
+                os.path.lexists(p) for p in inputs
+            ):
                 return "emptied"
             return None
 
@@ -173,10 +199,12 @@ class Chain:
         conn = db.connect(cfg.catalog)
         try:
             for source, outcome, dest in conn.execute(
-                    "SELECT source, outcome, dest FROM jobs WHERE step = 'done'"):
+                "SELECT source, outcome, dest FROM jobs WHERE step = 'done'"
+            ):
                 if dest is not None:
-                    assert os.path.lexists(dest), \
+                    assert os.path.lexists(dest), (
                         f"{os.fsdecode(source)}: {outcome}, but {os.fsdecode(dest)} is not there"
+                    )
         finally:
             conn.close()
         left = [str(p) for p in self.files if os.path.lexists(p)]
@@ -194,8 +222,9 @@ def fs(tmp_path: Path) -> Iterator[PowerFS]:
         yield f
 
 
-def cut_run_to_the_end(chain: Chain, rng: random.Random, length: int, cuts: int,
-                       leak: float) -> None:
+def cut_run_to_the_end(
+    chain: Chain, rng: random.Random, length: int, cuts: int, leak: float
+) -> None:
     """Cut `chain`'s runs at random moments (`cuts` at most), then let one finish (and
     cut the power after it too)."""
     remaining = length
@@ -226,8 +255,9 @@ def test_power_cut_at_random_moments_loses_nothing(fs: PowerFS, tmp_path: Path) 
         try:
             chain.restart_and_check()
         except AssertionError as e:
-            raise AssertionError(f"chain {chains} (leak {leak}), cuts at {chain.fired}, "
-                                 f"st_dev {fs.devs}: {e}") from e
+            raise AssertionError(
+                f"chain {chains} (leak {leak}), cuts at {chain.fired}, st_dev {fs.devs}: {e}"
+            ) from e
         total += len(chain.fired)
         assert chains < 20, "the cuts keep missing the runs"
     print(f"{total} cuts in {chains} chains, {time.monotonic() - started:.1f}s")
@@ -247,8 +277,9 @@ def test_power_cut_while_the_daemon_files_loses_nothing(fs: PowerFS, tmp_path: P
     while total < 10:
         chains += 1
         chain = Chain.create(fs, f"daemon-{chains}", tmp_path / f"logs-{chains}", daemon=True)
-        cut_run_to_the_end(chain, rng, length, cuts=rng.randint(2, 4),
-                           leak=0.0 if chains % 2 else 0.3)
+        cut_run_to_the_end(
+            chain, rng, length, cuts=rng.randint(2, 4), leak=0.0 if chains % 2 else 0.3
+        )
         try:
             chain.restart_and_check()
         except AssertionError as e:

@@ -21,8 +21,10 @@ from daemon.store import db
 from tests.faults.powercut import PowerFS, unavailable
 from tests.helpers import ROOT, wait_for
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(unavailable() is not None, reason=str(unavailable())),
+]
 
 
 @pytest.fixture
@@ -53,6 +55,7 @@ def durable_dir(fs: PowerFS, name: str = "d") -> Path:
 
 
 # -- new files ------------------------------------------------------------------------------
+
 
 def test_a_file_never_fsynced_is_gone(fs: PowerFS) -> None:
     d = durable_dir(fs)
@@ -113,6 +116,7 @@ def test_a_new_folder_needs_its_parent_synced(fs: PowerFS) -> None:
 
 # -- changes to existing files ---------------------------------------------------------------
 
+
 def test_unsynced_overwrite_reverts_and_synced_one_stays(fs: PowerFS) -> None:
     d = durable_dir(fs)
     p = d / "a"
@@ -151,6 +155,7 @@ def test_o_trunc_without_fsync_reverts(fs: PowerFS) -> None:
 
 
 # -- entries: unlink, rename, link ------------------------------------------------------------
+
 
 def durable_file(d: Path, name: str, data: bytes) -> Path:
     (d / name).write_bytes(data)
@@ -257,6 +262,7 @@ def test_hard_links_share_an_inode_and_need_their_folder_synced(fs: PowerFS) -> 
 
 # -- everything else the daemon and SQLite use ----------------------------------------------
 
+
 def test_posix_surface(fs: PowerFS) -> None:
     d = durable_dir(fs)
     fd = os.open(d / "x", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o640)
@@ -316,14 +322,20 @@ def test_leak_one_persists_everything_unsynced(fs: PowerFS) -> None:
 def test_an_armed_cut_freezes_before_the_nth_change(fs: PowerFS) -> None:
     d = durable_dir(fs)
     fs.arm(3)
-    code = ("import os, sys\n"
-            "d = sys.argv[1]\n"
-            "os.mkdir(d + '/one')\n"                      # 1
-            "fd = os.open(d, os.O_RDONLY); os.fsync(fd)\n"  # 2
-            "os.mkdir(d + '/two')\n"                      # 3: frozen before it
-            "print('not reached', flush=True)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(d)], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    code = (
+        "import os, sys\n"
+        "d = sys.argv[1]\n"
+        "os.mkdir(d + '/one')\n"  # 1
+        "fd = os.open(d, os.O_RDONLY); os.fsync(fd)\n"  # 2
+        "os.mkdir(d + '/two')\n"  # 3: frozen before it
+        "print('not reached', flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(d)],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(fs.fired, 30, "the cut to fire")
         assert proc.poll() is None  # blocked in mkdir
@@ -375,8 +387,12 @@ def test_sqlite_wal_keeps_every_committed_transaction(fs: PowerFS) -> None:
         before = fs.stats()["ops"]
         out = fs.root / f"out-{i}.txt"
         with open(out, "wb") as o:
-            proc = subprocess.Popen([sys.executable, str(writer), str(catalog)], cwd=ROOT,
-                                    stdout=o, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, str(writer), str(catalog)],
+                cwd=ROOT,
+                stdout=o,
+                start_new_session=True,
+            )
             try:
                 wait_for(functools.partial(ended_or_fired, proc, fs), 60, "writer or cut")
             except BaseException:

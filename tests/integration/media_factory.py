@@ -20,12 +20,25 @@ from pathlib import Path
 from PIL import Image
 
 # Pillow's format for each suffix we make; the format may be forced to lie about it.
-FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF",
-           ".tif": "TIFF", ".tiff": "TIFF"}
+FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".gif": "GIF",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 
 
-def photo(when: datetime | None, seed: int, *, make: str | None = None,
-          model: str | None = None, subsec: str | None = None) -> bytes:
+def photo(
+    when: datetime | None,
+    seed: int,
+    *,
+    make: str | None = None,
+    model: str | None = None,
+    subsec: str | None = None,
+) -> bytes:
     """A small real JPEG with the EXIF a camera writes (date, sub-second, make, model)."""
     rng = random.Random(seed)
     img = Image.new("RGB", (16, 16), (rng.randrange(256), rng.randrange(256), seed % 256))
@@ -54,9 +67,25 @@ def image(path: Path, fmt: str | None = None, color: str = "red") -> Path:
 def video(path: Path, container: str | None = None) -> Path:
     """A 0.2 s, 16x16 video (MPEG-4 Part 2: the fastest encoder to start) at `path`."""
     container = container or path.suffix.lstrip(".").lower()
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
-                    "-i", "color=c=blue:s=16x16:r=5:d=0.2", "-c:v", "mpeg4",
-                    "-f", container, str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=blue:s=16x16:r=5:d=0.2",
+            "-c:v",
+            "mpeg4",
+            "-f",
+            container,
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
@@ -88,8 +117,8 @@ def large_video(src: Path, dst: Path, gap: int = 3 * 1024**3) -> Path:
     of disk."""
     data, atoms, at = src.read_bytes(), {}, 0
     while at < len(data):
-        size, kind = struct.unpack(">I4s", data[at:at + 8])
-        atoms[kind] = data[at:at + size]
+        size, kind = struct.unpack(">I4s", data[at : at + 8])
+        atoms[kind] = data[at : at + size]
         at += size
     with open(dst, "wb") as f:
         f.write(atoms[b"ftyp"])
@@ -111,9 +140,13 @@ def write_tags(files: Mapping[Path, Mapping[str, str]]) -> None:
         lines.append("-overwrite_original")
         lines += [f"-{name}={value}" for name, value in tags.items()]
         lines += [os.fspath(path), "-execute"]
-    done = subprocess.run(["exiftool", "-config", "", "-q", "-@", "-"],
-                          input="\n".join(lines) + "\n", capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        ["exiftool", "-config", "", "-q", "-@", "-"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0 or done.stderr.strip():
         raise RuntimeError(f"exiftool could not write test tags: {done.stderr.strip()}")
 
@@ -129,8 +162,9 @@ def apple_maker_note(content_id: str) -> bytes:
     return b"Apple iOS\0" + b"\0\x01" + b"MM" + ifd + struct.pack(">I", 0) + value
 
 
-def apple_still(path: Path, taken: str, content_id: str | None, offset: str | None = None,
-                color: str = "red") -> Path:
+def apple_still(
+    path: Path, taken: str, content_id: str | None, offset: str | None = None, color: str = "red"
+) -> Path:
     """An iPhone-like JPEG: Make Apple, DateTimeOriginal `taken` (EXIF form), its zone,
     and (when given) the Live Photo identifier in an Apple maker note."""
     exif = Image.Exif()
@@ -151,10 +185,28 @@ def apple_video(path: Path, created: str, content_id: str | None) -> Path:
     meta = ["-metadata", f"com.apple.quicktime.creationdate={created}"]
     if content_id is not None:
         meta += ["-metadata", f"com.apple.quicktime.content.identifier={content_id}"]
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
-                    "-i", "color=c=blue:s=16x16:r=5:d=0.2", "-c:v", "mpeg4",
-                    "-movflags", "use_metadata_tags", *meta, "-f", "mov", str(path)],
-                   check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=blue:s=16x16:r=5:d=0.2",
+            "-c:v",
+            "mpeg4",
+            "-movflags",
+            "use_metadata_tags",
+            *meta,
+            "-f",
+            "mov",
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
@@ -183,6 +235,7 @@ def with_riff_chunk(src: Path, dst: Path, fourcc: bytes, body: bytes) -> Path:
 def png_text(path: Path, text: Mapping[str, str]) -> Path:
     """An 8x8 PNG with tEXt chunks (e.g. {"Creation Time": "2018:03:04 05:06:07"})."""
     from PIL import PngImagePlugin
+
     info = PngImagePlugin.PngInfo()
     for key, value in text.items():
         info.add_text(key, value)
@@ -190,11 +243,33 @@ def png_text(path: Path, text: Mapping[str, str]) -> Path:
     return path
 
 
-def ffmpeg_video(path: Path, fmt: str, codec: str = "mpeg4",
-                 metadata: Mapping[str, str] | None = None, rate: int = 5) -> Path:
+def ffmpeg_video(
+    path: Path,
+    fmt: str,
+    codec: str = "mpeg4",
+    metadata: Mapping[str, str] | None = None,
+    rate: int = 5,
+) -> Path:
     """A 0.2 s 16x16 video in container `fmt` with `codec`, and ffmpeg metadata."""
     meta = [a for k, v in (metadata or {}).items() for a in ("-metadata", f"{k}={v}")]
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
-                    "-i", f"color=c=blue:s=16x16:r={rate}:d=0.2", "-c:v", codec, *meta,
-                    "-f", fmt, str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c=blue:s=16x16:r={rate}:d=0.2",
+            "-c:v",
+            codec,
+            *meta,
+            "-f",
+            fmt,
+            str(path),
+        ],
+        check=True,
+    )
     return path

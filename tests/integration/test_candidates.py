@@ -40,8 +40,27 @@ def test_a_candidate_survives_emfile(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "IMG_1.JPG").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 100 + b"\xff\xd9")
-    out = subprocess.run([sys.executable, "-c", CHILD, str(inbox)], check=False, cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(inbox)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ['[0,', '0,', '0,', '0,', '0,', '1,', '0,', '0,', '0,', '0,',
-                                  '0,', '1]', 'True'], out.stdout
+    assert out.stdout.split() == [
+        "[0,",
+        "0,",
+        "0,",
+        "0,",
+        "0,",
+        "1,",
+        "0,",
+        "0,",
+        "0,",
+        "0,",
+        "0,",
+        "1]",
+        "True",
+    ], out.stdout

@@ -43,16 +43,22 @@ def test_a_failing_transaction_is_rolled_back_alone(tmp_path: Path) -> None:
     path = tmp_path / "catalog.db"
     committer = db.Committer(path)
     try:
+
         def bad(conn: apsw.Connection) -> None:
             conn.execute("INSERT INTO tally_batch VALUES ('x', 'filed', 1)")
             conn.execute("INSERT INTO tally_batch VALUES ('x', 'filed', 1)")  # UNIQUE
 
-        assert committer.run(lambda conn: conn.execute(
-            "INSERT INTO tally_batch VALUES ('ok', 'filed', 1)") and 7) == 7
+        assert (
+            committer.run(
+                lambda conn: conn.execute("INSERT INTO tally_batch VALUES ('ok', 'filed', 1)") and 7
+            )
+            == 7
+        )
         with pytest.raises(apsw.ConstraintError):
             committer.run(bad)
-        assert committer.run(lambda conn: conn.execute(
-            "SELECT batch FROM tally_batch ORDER BY batch").fetchall()) == [("ok",)]
+        assert committer.run(
+            lambda conn: conn.execute("SELECT batch FROM tally_batch ORDER BY batch").fetchall()
+        ) == [("ok",)]
     finally:
         committer.close()
 
@@ -60,10 +66,12 @@ def test_a_failing_transaction_is_rolled_back_alone(tmp_path: Path) -> None:
 def test_one_failing_transaction_of_a_group_leaves_the_others_committed(tmp_path: Path) -> None:
     committer = db.Committer(tmp_path / "catalog.db")
     try:
+
         def insert(name: str) -> Callable[[apsw.Connection], str]:
             def fn(conn: apsw.Connection) -> str:
                 conn.execute("INSERT INTO tally_batch VALUES (?, 'filed', 1)", (name,))
                 return name
+
             return fn
 
         def bad(conn: apsw.Connection) -> None:
@@ -72,8 +80,9 @@ def test_one_failing_transaction_of_a_group_leaves_the_others_committed(tmp_path
 
         out = committer.run_many([insert("a"), bad, insert("b")])
         assert out[0] == "a" and out[2] == "b" and isinstance(out[1], apsw.ConstraintError)
-        assert committer.run(lambda conn: conn.execute(
-            "SELECT batch FROM tally_batch ORDER BY batch").fetchall()) == [("a",), ("b",)]
+        assert committer.run(
+            lambda conn: conn.execute("SELECT batch FROM tally_batch ORDER BY batch").fetchall()
+        ) == [("a",), ("b",)]
         # and a group where nothing fails goes through as it is; an empty one returns
         assert committer.run_many([insert("c"), insert("d")]) == ["c", "d"]
         assert committer.run_many([]) == []
@@ -82,7 +91,8 @@ def test_one_failing_transaction_of_a_group_leaves_the_others_committed(tmp_path
 
 
 def test_a_catalog_locked_past_the_busy_timeout_defers_the_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Another process holds the write lock longer than the busy timeout: the worker
     does not die; the path is looked at again and filed once the lock is gone."""
     from datetime import datetime
@@ -98,8 +108,14 @@ def test_a_catalog_locked_past_the_busy_timeout_defers_the_file(
     cfg, _ = make_config(tmp_path)
     photo = write(cfg.inbox / "a.jpg", jpeg_bytes(datetime(2024, 1, 2, 3, 4, 5), 1))
     blocker = db.connect(cfg.catalog)
-    pool = Pool(cfg, move=True, batch="t", log=logs.get(),
-                make_reader=lambda: Reader(timezone="UTC"), workers=1)
+    pool = Pool(
+        cfg,
+        move=True,
+        batch="t",
+        log=logs.get(),
+        make_reader=lambda: Reader(timezone="UTC"),
+        workers=1,
+    )
     pool.start()
     started = pool.beats[0]
     try:  # the worker has its own connection open (and migrated) before the lock is taken
@@ -124,8 +140,11 @@ def test_many_connections_opening_a_new_catalog_together_all_succeed(tmp_path: P
         barrier = threading.Barrier(6)
         errors: list[BaseException] = []
 
-        def open_it(path: Path = path, barrier: threading.Barrier = barrier,
-                    errors: list[BaseException] = errors) -> None:
+        def open_it(
+            path: Path = path,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
             barrier.wait()
             try:
                 conn = db.connect(path)
@@ -157,8 +176,12 @@ def test_a_batch_taken_in_lockstep_shares_its_commits(tmp_path: Path) -> None:
     logs.configure("warning", "json")
     cfg, _ = make_config(tmp_path)
     when = datetime(2024, 1, 2, 3, 4, 5)
-    files = {write(cfg.inbox / f"p{i}.jpg", jpeg_bytes(when + timedelta(seconds=i), i)):
-             jpeg_bytes(when + timedelta(seconds=i), i) for i in range(16)}
+    files = {
+        write(cfg.inbox / f"p{i}.jpg", jpeg_bytes(when + timedelta(seconds=i), i)): jpeg_bytes(
+            when + timedelta(seconds=i), i
+        )
+        for i in range(16)
+    }
     with ingestor(cfg) as ing:
         results = ing.take_many([bytes(p) for p in files], move=True)
     assert all(isinstance(r, Finished) and r.job.outcome is Outcome.FILED for _, r in results)

@@ -99,7 +99,8 @@ def watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_FsyncWat
 
 
 def test_a_folder_another_worker_is_making_is_durable_before_use(
-        tmp_path: Path, watch: _FsyncWatch) -> None:
+    tmp_path: Path, watch: _FsyncWatch
+) -> None:
     """Worker A makes library/2024-06 and is held before fsyncing library; worker B then
     finds the folder there. B must not return (and link a file into it) until the
     folder's entry is durable: the old make_dirs returned at once (it exists)."""
@@ -118,8 +119,11 @@ def test_a_folder_another_worker_is_making_is_durable_before_use(
 
         b = threading.Thread(target=worker_b)
         b.start()
-        holds(lambda: not returned.is_set(), 0.5,
-              "B returned while the folder's entry was not durable")
+        holds(
+            lambda: not returned.is_set(),
+            0.5,
+            "B returned while the folder's entry was not durable",
+        )
         assert watch.synced.count(library) == 0
     finally:
         watch.go.set()
@@ -132,7 +136,8 @@ def test_a_folder_another_worker_is_making_is_durable_before_use(
 
 
 def test_a_folder_found_existing_has_its_parent_fsynced_once(
-        tmp_path: Path, watch: _FsyncWatch) -> None:
+    tmp_path: Path, watch: _FsyncWatch
+) -> None:
     """A folder this process did not make (another process, or before a crash, made it
     and may not have fsynced its parent) gets its parent fsynced before first use, once
     per process: not once per file."""

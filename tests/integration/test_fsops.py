@@ -67,8 +67,9 @@ def test_copy_hands_back_the_head_it_copied(tmp_path: Path, size: int) -> None:
     expected = big_file(src, size)
     fd = os.open(src, os.O_RDONLY)
     try:
-        got = copy_and_hash(fd, os.fsencode(tmp_path / "dst"), 0o640,
-                                  head=lambda first: bytes(first[:4096]))
+        got = copy_and_hash(
+            fd, os.fsencode(tmp_path / "dst"), 0o640, head=lambda first: bytes(first[:4096])
+        )
         plain = copy_and_hash(fd, os.fsencode(tmp_path / "dst2"), 0o640)
     finally:
         os.close(fd)

@@ -54,8 +54,13 @@ def mixed_inbox(inbox: Path) -> dict[Path, bytes]:
     return files
 
 
-def run_all(cfg: Config, paths: Iterable[Path], *, move: bool,
-            hook: Callable[[Job], None] = lambda job: None) -> list[Result]:
+def run_all(
+    cfg: Config,
+    paths: Iterable[Path],
+    *,
+    move: bool,
+    hook: Callable[[Job], None] = lambda job: None,
+) -> list[Result]:
     with ingestor(cfg, log=LOG, hooks=AfterStep(hook)) as ing:
         # one batch, as a worker takes its share of a full queue
         return [r for _, r in ing.take_many([os.fsencode(p) for p in sorted(paths)], move)]
@@ -78,14 +83,19 @@ def test_names_duplicates_and_rejects(tmp_path: Path) -> None:
     results = run_all(cfg, files, move=True)
     outcomes = {job_of(r).source.decode().rsplit("/", 1)[1]: job_of(r).outcome for r in results}
     assert outcomes == {  # taken in sorted order: IMG_0001 before "copy of IMG_0001"
-        "IMG_0001.JPG": Outcome.FILED, "IMG_0002.JPG": Outcome.FILED,
-        "IMG_0003.jpeg": Outcome.FILED, "copy of IMG_0001.JPG": Outcome.DUPLICATE,
-        "notes.txt": Outcome.REJECTED, "empty.jpg": Outcome.REJECTED,
+        "IMG_0001.JPG": Outcome.FILED,
+        "IMG_0002.JPG": Outcome.FILED,
+        "IMG_0003.jpeg": Outcome.FILED,
+        "copy of IMG_0001.JPG": Outcome.DUPLICATE,
+        "notes.txt": Outcome.REJECTED,
+        "empty.jpg": Outcome.REJECTED,
     }
     library = tree_hashes(cfg.library)
-    assert sorted(library) == ["2023-12/2023-12-31 23.59.58.jpeg",  # its own extension
-                               "2024-06/2024-06-03 10.11.12.1.jpg",
-                               "2024-06/2024-06-03 10.11.12.jpg"]
+    assert sorted(library) == [
+        "2023-12/2023-12-31 23.59.58.jpeg",  # its own extension
+        "2024-06/2024-06-03 10.11.12.1.jpg",
+        "2024-06/2024-06-03 10.11.12.jpg",
+    ]
     assert sorted(os.listdir(cfg.rejected)) == ["empty.jpg", "notes.txt"]
     assert len(os.listdir(cfg.duplicates)) == 1
     assert not any(p.exists() for p in files), "the inbox was not emptied"
@@ -153,8 +163,9 @@ def test_hooks_see_every_step_of_every_job_and_one_result_each(tmp_path: Path) -
     assert text == [Step.RECORDED, Step.COPIED, Step.DECIDED, Step.PLACED, Step.DONE]
     # lockstep: every job is decided before any is placed
     order = [s for _, s in hooks.steps]
-    assert max(i for i, s in enumerate(order) if s is Step.DECIDED) < \
-        min(i for i, s in enumerate(order) if s is Step.PLACED)
+    assert max(i for i, s in enumerate(order) if s is Step.DECIDED) < min(
+        i for i, s in enumerate(order) if s is Step.PLACED
+    )
     assert len(hooks.results) == len(paths)
     assert sum(isinstance(r, Skipped) for r in hooks.results) == 1  # gone.jpg
     assert all(isinstance(r, Finished) for r in hooks.results if not isinstance(r, Skipped))
@@ -171,6 +182,7 @@ def test_source_changed_during_copy_is_copied_again(tmp_path: Path) -> None:
     def grow(job: Job) -> None:
         if job.step is Step.RECORDED:
             src.write_bytes(final)  # rewritten after the job was recorded
+
     [r] = run_all(cfg, [src], move=True, hook=grow)
     assert isinstance(r, Finished) and r.job.outcome is Outcome.FILED
     assert r.job.sha256 == sha(final)
@@ -182,10 +194,12 @@ STEPS = [Step.RECORDED, Step.COPIED, Step.DECIDED, Step.PLACED]
 
 @pytest.mark.parametrize("move", [True, False], ids=["move", "copy"])
 @pytest.mark.parametrize("step", STEPS, ids=[s.value for s in STEPS])
-@pytest.mark.parametrize("victim", ["IMG_0002.JPG", "copy of IMG_0001.JPG", "notes.txt",
-                                    "empty.jpg"])
-def test_crash_at_every_step_then_replay(tmp_path: Path, step: Step, victim: str,
-                                         move: bool) -> None:
+@pytest.mark.parametrize(
+    "victim", ["IMG_0002.JPG", "copy of IMG_0001.JPG", "notes.txt", "empty.jpg"]
+)
+def test_crash_at_every_step_then_replay(
+    tmp_path: Path, step: Step, victim: str, move: bool
+) -> None:
     """Crash right after `step` is committed for one file, restart (replay, then take the
     inbox again, as the daemon's start-up scan does): consistent, and replaying twice
     changes nothing."""
@@ -235,20 +249,27 @@ def test_races_identical_content_and_identical_seconds(tmp_path: Path) -> None:
     library = tree_hashes(cfg.library)
     assert len(library) == 10 and len(set(library.values())) == 10
     assert sorted(library) == sorted(
-        ["2024-06/2024-06-03 10.11.12.jpg"] + [f"2024-06/2024-06-03 10.11.12.{n}.jpg"
-                                               for n in range(1, 10)])
+        ["2024-06/2024-06-03 10.11.12.jpg"]
+        + [f"2024-06/2024-06-03 10.11.12.{n}.jpg" for n in range(1, 10)]
+    )
     check_consistent(cfg, files, move=True)
 
 
 def test_a_bad_file_never_blocks_the_others(tmp_path: Path) -> None:
     cfg, _ = make_config(tmp_path)
-    files = {write(cfg.inbox / "junk.jpg", b"\x00\x01 garbage \x02"): b"\x00\x01 garbage \x02",
-             write(cfg.inbox / "dup1.jpg", jpeg_bytes(WHEN, 5)): jpeg_bytes(WHEN, 5),
-             write(cfg.inbox / "dup2.jpg", jpeg_bytes(WHEN, 5)): jpeg_bytes(WHEN, 5),
-             write(cfg.inbox / "good.jpg", jpeg_bytes(WHEN, 6)): jpeg_bytes(WHEN, 6)}
+    files = {
+        write(cfg.inbox / "junk.jpg", b"\x00\x01 garbage \x02"): b"\x00\x01 garbage \x02",
+        write(cfg.inbox / "dup1.jpg", jpeg_bytes(WHEN, 5)): jpeg_bytes(WHEN, 5),
+        write(cfg.inbox / "dup2.jpg", jpeg_bytes(WHEN, 5)): jpeg_bytes(WHEN, 5),
+        write(cfg.inbox / "good.jpg", jpeg_bytes(WHEN, 6)): jpeg_bytes(WHEN, 6),
+    }
     results = run_all(cfg, files, move=True)
-    assert [job_of(r).outcome for r in results] == [Outcome.FILED, Outcome.DUPLICATE,
-                                                Outcome.FILED, Outcome.REJECTED]
+    assert [job_of(r).outcome for r in results] == [
+        Outcome.FILED,
+        Outcome.DUPLICATE,
+        Outcome.FILED,
+        Outcome.REJECTED,
+    ]
     check_consistent(cfg, files, move=True)
     conn = db.connect(cfg.catalog)
     try:
@@ -258,7 +279,8 @@ def test_a_bad_file_never_blocks_the_others(tmp_path: Path) -> None:
 
 
 def test_a_layout_that_would_leave_the_library_fails_the_file_not_the_library(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Config loading refuses such a layout; should one get past it anyway, every path
     is checked before it is reserved: the job fails, the source stays, nothing is
     written outside the library (issue 16.2)."""

@@ -52,22 +52,29 @@ def test_stops_what_it_started(tmp_path: Path) -> None:
 """
 
 
-def test_a_leaked_thread_or_exiftool_fails_the_test(pytester: pytest.Pytester,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_leaked_thread_or_exiftool_fails_the_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    pytester.makeconftest("import tests.conftest\n"
-                          "from tests.conftest import *  # noqa: F403\n"
-                          "tests.conftest.STOPPING_SECONDS = 1.0\n")
+    pytester.makeconftest(
+        "import tests.conftest\n"
+        "from tests.conftest import *  # noqa: F403\n"
+        "tests.conftest.STOPPING_SECONDS = 1.0\n"
+    )
     pytester.makepyfile(test_leaky=LEAKY)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=4, errors=2)
-    result.stdout.fnmatch_lines([
-        "*test_leaves_a_thread left running what it started:",
-        "thread 'left-behind' (daemon=False), at:",
-    ])
-    result.stdout.fnmatch_lines([
-        "*test_leaves_an_exiftool left running what it started:",
-        "exiftool process *exiftool*-stay_open*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leaves_a_thread left running what it started:",
+            "thread 'left-behind' (daemon=False), at:",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leaves_an_exiftool left running what it started:",
+            "exiftool process *exiftool*-stay_open*",
+        ]
+    )
     assert "test_says_it_leaves_a_thread left" not in result.stdout.str()
     assert "test_stops_what_it_started left" not in result.stdout.str()

@@ -56,8 +56,15 @@ def test_real_results_render_as_valid_prometheus_text(tmp_path: Path) -> None:
     m = Metrics({"filed": 10, "rejected": 1}, 1000, start_time=1_700_000_000.5)
     for r in [*results, retry]:
         m.observe(r)
-    gauges = Gauges(queue_depth=4, inbox_waiting=2, jobs_pending=1, library_full=False,
-                    library_free_bytes=123_456, exiftool_restarts=1, workers=3)
+    gauges = Gauges(
+        queue_depth=4,
+        inbox_waiting=2,
+        jobs_pending=1,
+        library_full=False,
+        library_free_bytes=123_456,
+        exiftool_restarts=1,
+        workers=3,
+    )
     out = tmp_path / "node" / "mediasortd.prom"
     out.parent.mkdir()
     os.umask(0o077)  # the unit's UMask is 0027; the node exporter must still read it
@@ -75,28 +82,49 @@ def test_real_results_render_as_valid_prometheus_text(tmp_path: Path) -> None:
     assert sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="rejected") == 2
     # the three photos, filed (outcome="filed" above is 10 + 3)
     filed_bytes = sum(r.job.size or 0 for r in results[:3] if isinstance(r, Finished))
-    assert sample(fams, "mediasortd_filed_bytes", "mediasortd_filed_bytes_total") == \
-        1000 + filed_bytes
-    assert sample(fams, "mediasortd_step_failures", "mediasortd_step_failures_total",
-                  step="copy") == 1
-    assert sample(fams, "mediasortd_exiftool_restarts",
-                  "mediasortd_exiftool_restarts_total") == 1
-    for name, value in (("mediasortd_queue_depth", 4), ("mediasortd_inbox_waiting", 2),
-                        ("mediasortd_jobs_pending", 1), ("mediasortd_library_full", 0),
-                        ("mediasortd_library_free_bytes", 123_456), ("mediasortd_workers", 3),
-                        ("mediasortd_start_time_seconds", 1_700_000_000.5)):
+    assert (
+        sample(fams, "mediasortd_filed_bytes", "mediasortd_filed_bytes_total") == 1000 + filed_bytes
+    )
+    assert (
+        sample(fams, "mediasortd_step_failures", "mediasortd_step_failures_total", step="copy") == 1
+    )
+    assert sample(fams, "mediasortd_exiftool_restarts", "mediasortd_exiftool_restarts_total") == 1
+    for name, value in (
+        ("mediasortd_queue_depth", 4),
+        ("mediasortd_inbox_waiting", 2),
+        ("mediasortd_jobs_pending", 1),
+        ("mediasortd_library_full", 0),
+        ("mediasortd_library_free_bytes", 123_456),
+        ("mediasortd_workers", 3),
+        ("mediasortd_start_time_seconds", 1_700_000_000.5),
+    ):
         assert fams[name].type == "gauge" and sample(fams, name) == value
     hist = fams["mediasortd_ingest_duration_seconds"]
     assert hist.type == "histogram"
-    buckets = [s for s in hist.samples if s.name.endswith("_bucket")
-               and s.labels["outcome"] == "filed"]
+    buckets = [
+        s for s in hist.samples if s.name.endswith("_bucket") and s.labels["outcome"] == "filed"
+    ]
     assert [s.labels["le"] for s in buckets] == [*(str(float(b)) for b in BUCKETS), "+Inf"]
     counts = [s.value for s in buckets]
     assert counts == sorted(counts) and counts[-1] == 3  # cumulative, all three filed
-    assert sample(fams, "mediasortd_ingest_duration_seconds",
-                  "mediasortd_ingest_duration_seconds_count", outcome="filed") == 3
-    assert sample(fams, "mediasortd_ingest_duration_seconds",
-                  "mediasortd_ingest_duration_seconds_sum", outcome="filed") > 0
+    assert (
+        sample(
+            fams,
+            "mediasortd_ingest_duration_seconds",
+            "mediasortd_ingest_duration_seconds_count",
+            outcome="filed",
+        )
+        == 3
+    )
+    assert (
+        sample(
+            fams,
+            "mediasortd_ingest_duration_seconds",
+            "mediasortd_ingest_duration_seconds_sum",
+            outcome="filed",
+        )
+        > 0
+    )
 
 
 def test_the_daemon_writes_its_textfile_atomically_every_interval(tmp_path: Path) -> None:
@@ -120,14 +148,26 @@ def test_the_daemon_writes_its_textfile_atomically_every_interval(tmp_path: Path
             # every read sees a whole file (written to a temporary, renamed over it)
             fams = families(prom.read_text())
             filed = sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="filed")
-            return fams if filed == 3 and sample(
-                fams, "mediasortd_files", "mediasortd_files_total", outcome="rejected") == 1 \
-                and sample(fams, "mediasortd_jobs_pending") == 0 else None
+            return (
+                fams
+                if filed == 3
+                and sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="rejected")
+                == 1
+                and sample(fams, "mediasortd_jobs_pending") == 0
+                else None
+            )
+
         fams = wait_for(counted, 20, "3 filed, 1 rejected in the metrics")
-        assert sample(fams, "mediasortd_files", "mediasortd_files_total",
-                      outcome="duplicate") == 1
-        assert sample(fams, "mediasortd_ingest_duration_seconds",
-                      "mediasortd_ingest_duration_seconds_count", outcome="filed") == 3
+        assert sample(fams, "mediasortd_files", "mediasortd_files_total", outcome="duplicate") == 1
+        assert (
+            sample(
+                fams,
+                "mediasortd_ingest_duration_seconds",
+                "mediasortd_ingest_duration_seconds_count",
+                outcome="filed",
+            )
+            == 3
+        )
         assert sample(fams, "mediasortd_library_free_bytes") > 0
         assert sample(fams, "mediasortd_start_time_seconds") <= time.time()
         seen = {prom.stat().st_ino}
@@ -150,13 +190,23 @@ def test_only_a_metrics_file_of_ours_is_ever_replaced(tmp_path: Path) -> None:
     from daemon.app.metrics import HEADER, NotOurs
 
     m = Metrics({}, 0, start_time=1.0)
-    g = Gauges(queue_depth=0, inbox_waiting=0, jobs_pending=0, library_full=False,
-               library_free_bytes=None, exiftool_restarts=0, workers=1)
+    g = Gauges(
+        queue_depth=0,
+        inbox_waiting=0,
+        jobs_pending=0,
+        library_full=False,
+        library_free_bytes=None,
+        exiftool_restarts=0,
+        workers=1,
+    )
     node = tmp_path / "node"
     node.mkdir()
-    theirs = {"photo.prom": jpeg_bytes(WHEN, 1), "empty.prom": b"",
-              "other.prom": b"# HELP node_x something\nnode_x 1\n",
-              "almost.prom": HEADER.encode()[:-1] + b"\n"}
+    theirs = {
+        "photo.prom": jpeg_bytes(WHEN, 1),
+        "empty.prom": b"",
+        "other.prom": b"# HELP node_x something\nnode_x 1\n",
+        "almost.prom": HEADER.encode()[:-1] + b"\n",
+    }
     for name, data in theirs.items():
         write(node / name, data)
     (node / "target.jpg").write_bytes(b"precious")
@@ -185,8 +235,7 @@ def test_only_a_metrics_file_of_ours_is_ever_replaced(tmp_path: Path) -> None:
     assert "mediasortd_workers" in families(ours.read_text())
 
 
-def test_the_daemon_never_overwrites_a_foreign_file_at_its_textfile_path(
-        tmp_path: Path) -> None:
+def test_the_daemon_never_overwrites_a_foreign_file_at_its_textfile_path(tmp_path: Path) -> None:
     cfg, cfg_path = make_config(tmp_path, settle_seconds=0.2)
     prom = tmp_path / "node" / "mediasortd.prom"
     write(prom, b"# someone else's metrics\nnode_thing 1\n")
@@ -196,8 +245,14 @@ def test_the_daemon_never_overwrites_a_foreign_file_at_its_textfile_path(
     try:
         d.ready()
         write(cfg.inbox / "IMG_1.JPG", jpeg_bytes(WHEN, 7))
-        wait_for(lambda: "metrics.write_failed" in (tmp_path / "daemon.log").read_text()
-                 and not any(cfg.inbox.iterdir()), 20, "the refusal logged, the photo filed")
+        wait_for(
+            lambda: (
+                "metrics.write_failed" in (tmp_path / "daemon.log").read_text()
+                and not any(cfg.inbox.iterdir())
+            ),
+            20,
+            "the refusal logged, the photo filed",
+        )
         assert d.terminate() == 0
     finally:
         d.close()

@@ -39,10 +39,14 @@ def during_copy(staging: Path, action: Callable[[], object]) -> Iterator[None]:
 
     def run() -> None:
         while not stop.is_set():
-            if (staging.exists() and any(p.stat().st_size > 0 for p in staging.iterdir())
-                    and action()):
+            if (
+                staging.exists()
+                and any(p.stat().st_size > 0 for p in staging.iterdir())
+                and action()
+            ):
                 return
             stop.wait(0.001)  # a tight poll of the copy's progress, ended by `stop`
+
     t = threading.Thread(target=run)
     t.start()
     try:
@@ -80,8 +84,9 @@ def test_source_grows_during_copy(tmp_path: Path) -> None:
         result, retries = ingest_until_done(cfg, src)
     assert retries >= 1, "the change during the copy was not noticed"
     final = result.job
-    assert final.outcome is Outcome.FILED and final.size == BIG + len(jpeg_bytes(
-        datetime(2024, 1, 1, 12, 0, 0), 1)) + 4 * len(appended)
+    assert final.outcome is Outcome.FILED and final.size == BIG + len(
+        jpeg_bytes(datetime(2024, 1, 1, 12, 0, 0), 1)
+    ) + 4 * len(appended)
     [placed] = list(cfg.library.rglob("*.jpg"))
     assert placed.stat().st_size == final.size
     assert not src.exists()

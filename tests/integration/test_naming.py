@@ -25,23 +25,40 @@ logs.configure("warning", "json")
 LOG = logs.get()
 WHEN = datetime(2024, 6, 3, 10, 11, 12)
 P = "2024-06/2024-06-03 10.11.12.jpg"
-INFO = MediaInfo(captured=WHEN, utc_offset=None, date_source="test", date_raw="",
-                 confidence="high", file_type="JPEG", mime="image/jpeg", kind="image",
-                 ext=".jpg")
+INFO = MediaInfo(
+    captured=WHEN,
+    utc_offset=None,
+    date_source="test",
+    date_raw="",
+    confidence="high",
+    file_type="JPEG",
+    mime="image/jpeg",
+    kind="image",
+    ext=".jpg",
+)
 
 
 Reserve = Callable[[apsw.Connection, bytes, str], str]  # names.free_name or free_stem
 
 
-def _reserve(conn: apsw.Connection, library: Path, preferred: str, i: int,
-             reserve: Reserve = names.free_name) -> str:
+def _reserve(
+    conn: apsw.Connection, library: Path, preferred: str, i: int, reserve: Reserve = names.free_name
+) -> str:
     """Reserve a name and insert its row in one transaction, as ingest's decision does
     (free_name; free_stem for a RAW, JPEG or HEIC)."""
     with transaction(conn):
         rel = reserve(conn, os.fsencode(library), preferred)
-        catalog.insert(conn, sha256=f"{i:064x}", size=1, path=rel, info=INFO,
-                       original_name=f"IMG_{i}.JPG", source=b"/in/%d" % i,
-                       imported_at=journal.now(), job_id=None)
+        catalog.insert(
+            conn,
+            sha256=f"{i:064x}",
+            size=1,
+            path=rel,
+            info=INFO,
+            original_name=f"IMG_{i}.JPG",
+            source=b"/in/%d" % i,
+            imported_at=journal.now(),
+            job_id=None,
+        )
     return rel
 
 
@@ -60,8 +77,7 @@ def _statements(conn: apsw.Connection, fn: Callable[[], str]) -> tuple[str, int]
 
 
 @pytest.mark.parametrize("reserve", [names.free_name, names.free_stem])
-def test_shared_name_costs_the_same_for_the_1000th_file(tmp_path: Path,
-                                                         reserve: Reserve) -> None:
+def test_shared_name_costs_the_same_for_the_1000th_file(tmp_path: Path, reserve: Reserve) -> None:
     """The `.N` of the n-th file sharing a name (or a JPEG stem) takes as many
     statements as the 2nd (it took n before: quadratic over a day of WhatsApp images
     all at 00:00:00)."""
@@ -121,8 +137,17 @@ def test_deleted_numbers_come_back_and_rows_put_there_are_skipped(tmp_path: Path
         assert entry is not None
         catalog.delete(conn, entry.id)
     with transaction(conn):  # adopt catalogues a file that sits at P.4
-        catalog.insert(conn, sha256="f" * 64, size=1, path=numbered(P, 4), info=INFO,
-                       original_name="x", source=b"/x", imported_at=journal.now(), job_id=None)
+        catalog.insert(
+            conn,
+            sha256="f" * 64,
+            size=1,
+            path=numbered(P, 4),
+            info=INFO,
+            original_name="x",
+            source=b"/x",
+            imported_at=journal.now(),
+            job_id=None,
+        )
     try:
         with transaction(conn):
             names.free_name(conn, os.fsencode(library), P)  # would be P.2
@@ -130,7 +155,10 @@ def test_deleted_numbers_come_back_and_rows_put_there_are_skipped(tmp_path: Path
     except RuntimeError:
         pass
     assert [_reserve(conn, library, P, 10 + i) for i in range(3)] == [
-        numbered(P, 2), numbered(P, 3), numbered(P, 5)]
+        numbered(P, 2),
+        numbered(P, 3),
+        numbered(P, 5),
+    ]
 
 
 def test_one_number_for_a_set_of_extensions(tmp_path: Path) -> None:
@@ -161,19 +189,36 @@ def test_migration_counts_the_numbers_already_in_an_old_catalog(tmp_path: Path) 
         old.execute(f"PRAGMA user_version={before}")
     other = "2024-06/2024-06-03 10.11.13.jpg"
     noext = "2024-06/2024-06-03 10.11.14"
-    rows = ([numbered(P, n) for n in (0, 1, 2, 7)] + [numbered(other, n) for n in (0, 12)]
-            + [numbered(noext, n) for n in (0, 3)] + ["2024-06/orphan.4.jpg",
-                                                       "2024-06/2024-06-03 10.11.15.jpg"])
+    rows = (
+        [numbered(P, n) for n in (0, 1, 2, 7)]
+        + [numbered(other, n) for n in (0, 12)]
+        + [numbered(noext, n) for n in (0, 3)]
+        + ["2024-06/orphan.4.jpg", "2024-06/2024-06-03 10.11.15.jpg"]
+    )
     with transaction(old):
         for i, rel in enumerate(rows):
-            catalog.insert(old, sha256=f"{i:064x}", size=1, path=rel, info=INFO,
-                           original_name="x", source=b"/x", imported_at="t", job_id=None)
+            catalog.insert(
+                old,
+                sha256=f"{i:064x}",
+                size=1,
+                path=rel,
+                info=INFO,
+                original_name="x",
+                source=b"/x",
+                imported_at="t",
+                job_id=None,
+            )
     old.close()
     conn = db.connect(path)
     seq = {row[0]: row[1] for row in conn.execute("SELECT path, last FROM name_seq")}
     assert seq == {
-        P: 7, other: 12, noext: 3,  # orphan.jpg is in no row; 10.11.15 is not numbered
-        catalog.stem_key(P): 7, catalog.stem_key(other): 12, catalog.stem_key(noext): 3}
+        P: 7,
+        other: 12,
+        noext: 3,  # orphan.jpg is in no row; 10.11.15 is not numbered
+        catalog.stem_key(P): 7,
+        catalog.stem_key(other): 12,
+        catalog.stem_key(noext): 3,
+    }
     library = tmp_path / "library"
     library.mkdir()
     assert _reserve(conn, library, P, 100) == numbered(P, 8)

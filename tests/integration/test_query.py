@@ -37,9 +37,11 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> Library:
     tmp = tmp_path_factory.mktemp("query")
     cfg, cfg_path = make_config(tmp, workers=1)  # files taken in name order: no races
     data = {
-        "IMG_0001.JPG": jpeg_bytes(JUNE, 1), "IMG_0002.JPG": jpeg_bytes(JUNE, 2),
+        "IMG_0001.JPG": jpeg_bytes(JUNE, 1),
+        "IMG_0002.JPG": jpeg_bytes(JUNE, 2),
         "IMG_0010.jpg": jpeg_bytes(datetime(2024, 7, 1, 9, 0, 0), 10),
-        "copy.JPG": jpeg_bytes(JUNE, 1), "notes.txt": b"not a photo\n",
+        "copy.JPG": jpeg_bytes(JUNE, 1),
+        "notes.txt": b"not a photo\n",
         "DSC_0100.JPG": jpeg_bytes(datetime(2023, 12, 31, 23, 59, 58), 100),
         "again.jpg": jpeg_bytes(JUNE, 1),
     }
@@ -121,13 +123,16 @@ def test_find_by_sha256_prefix(lib: Library) -> None:
     assert find(lib, "0" * 6 + "f" * 6).results == []
 
 
-@pytest.mark.parametrize("date, names", [
-    ("2024-06-03", {"IMG_0001.JPG", "IMG_0002.JPG"}),
-    ("2024-06", {"IMG_0001.JPG", "IMG_0002.JPG"}),
-    ("2024-07", {"IMG_0010.jpg"}),
-    ("2023-12-31", {"DSC_0100.JPG"}),
-    ("2022-01", set()),
-])
+@pytest.mark.parametrize(
+    "date, names",
+    [
+        ("2024-06-03", {"IMG_0001.JPG", "IMG_0002.JPG"}),
+        ("2024-06", {"IMG_0001.JPG", "IMG_0002.JPG"}),
+        ("2024-07", {"IMG_0010.jpg"}),
+        ("2023-12-31", {"DSC_0100.JPG"}),
+        ("2022-01", set()),
+    ],
+)
 def test_find_by_capture_date(lib: Library, date: str, names: set[str]) -> None:
     found = find(lib, date)
     assert found.kind == "date"
@@ -144,7 +149,12 @@ def test_find_by_a_source_path_that_is_gone(lib: Library) -> None:
     everything = find(lib, str(lib.tmp / "card1") + "/*")
     assert everything.kind == "source"
     assert {os.path.basename(a["source"]) for a in everything.results} == {
-        "IMG_0001.JPG", "IMG_0002.JPG", "IMG_0010.jpg", "copy.JPG", "notes.txt"}
+        "IMG_0001.JPG",
+        "IMG_0002.JPG",
+        "IMG_0010.jpg",
+        "copy.JPG",
+        "notes.txt",
+    }
 
 
 def test_find_limit_and_cli_text_and_json(lib: Library) -> None:
@@ -182,8 +192,10 @@ def test_history_newest_first_with_filters(lib: Library) -> None:
     assert {r["batch"] for r in rows[:2]} == {lib.batches[1]}  # the second import is newer
     conn = db.connect(lib.cfg.catalog, readonly=True)
     try:
+
         def h(**kw: Any) -> list[dict[str, Any]]:
             return lookup.history(conn, **kw)
+
         [reject] = h(outcomes=["rejected"])
         assert reject["source"].endswith("card1/notes.txt") and "not a photo" in reject["reason"]
         assert reject["dest"] == str(lib.cfg.rejected / "notes.txt")
@@ -196,22 +208,42 @@ def test_history_newest_first_with_filters(lib: Library) -> None:
         assert len(h(limit=2)) == 2
     finally:
         conn.close()
-    combined = history(lib, "--outcome", "filed,duplicate", "--outcome", "rejected",
-                       "--since", "1h", "--batch", lib.batches[0])
-    assert sorted(r["outcome"] for r in combined) == ["duplicate", "filed", "filed", "filed",
-                                                      "rejected"]
+    combined = history(
+        lib,
+        "--outcome",
+        "filed,duplicate",
+        "--outcome",
+        "rejected",
+        "--since",
+        "1h",
+        "--batch",
+        lib.batches[0],
+    )
+    assert sorted(r["outcome"] for r in combined) == [
+        "duplicate",
+        "filed",
+        "filed",
+        "filed",
+        "rejected",
+    ]
 
 
 def test_history_text_and_bad_arguments(lib: Library) -> None:
     r = cli(lib.cfg_path, "history")
     assert r.returncode == 0
     lines = r.stdout.splitlines()
-    assert lines[0] == f"batch {lib.batches[1]}: 1 filed, 1 duplicate" or \
-        lines[0] == f"batch {lib.batches[1]}: 1 duplicate, 1 filed"
-    assert any(" rejected   " in line and "notes.txt -> .rejected/notes.txt: not a photo"
-               in line for line in lines)
-    assert any(" filed      " in line and "IMG_0010.jpg -> 2024-07/2024-07-01 09.00.00.jpg"
-               in line for line in lines)
+    assert (
+        lines[0] == f"batch {lib.batches[1]}: 1 filed, 1 duplicate"
+        or lines[0] == f"batch {lib.batches[1]}: 1 duplicate, 1 filed"
+    )
+    assert any(
+        " rejected   " in line and "notes.txt -> .rejected/notes.txt: not a photo" in line
+        for line in lines
+    )
+    assert any(
+        " filed      " in line and "IMG_0010.jpg -> 2024-07/2024-07-01 09.00.00.jpg" in line
+        for line in lines
+    )
     bad = cli(lib.cfg_path, "history", "--outcome", "lost")
     assert bad.returncode == 64 and "'lost': not an outcome" in bad.stderr
     worse = cli(lib.cfg_path, "history", "--since", "last tuesday")
@@ -240,8 +272,9 @@ def test_status_reads_like_a_dashboard(tmp_path: Path) -> None:
     write(card / "readme.txt", b"hello")
     assert cli(cfg_path, "import", str(card)).returncode == 0
     write(tmp_path / "more" / "late.jpg", jpeg_bytes(JUNE, 600))
-    killed = cli(cfg_path, "import", str(tmp_path / "more"),
-                 env={"MEDIASORTD_TEST_KILL_AT": "copied"})
+    killed = cli(
+        cfg_path, "import", str(tmp_path / "more"), env={"MEDIASORTD_TEST_KILL_AT": "copied"}
+    )
     assert killed.returncode == -signal.SIGKILL
     waiting = write(cfg.inbox / "phone" / "IMG_9.JPG", jpeg_bytes(JUNE, 700))
     write(cfg.inbox / "IMG_10.JPG.part", b"half")  # a partial name: not waiting
@@ -252,11 +285,20 @@ def test_status_reads_like_a_dashboard(tmp_path: Path) -> None:
     print(r.stdout)  # what the user sees (pytest -s)
     lines = r.stdout.splitlines()
     heads = [line.split()[0] for line in lines if not line.startswith(" ")]
-    assert heads == ["now", "last", "batch", "today", "all", "library", "disk", "inbox",
-                     "oldest", "problems"]
+    assert heads == [
+        "now",
+        "last",
+        "batch",
+        "today",
+        "all",
+        "library",
+        "disk",
+        "inbox",
+        "oldest",
+        "problems",
+    ]
     text = r.stdout
-    assert "now        no mediasortd is running; 1 unfinished job(s) resume when it starts" \
-        in text
+    assert "now        no mediasortd is running; 1 unfinished job(s) resume when it starts" in text
     assert "today      3 filed, 0 duplicates, 1 rejected, 0 failed" in text
     assert f"library    {cfg.library}: 3 files, " in text
     assert "% free)" in text and "disk       " in text
@@ -314,23 +356,55 @@ def test_history_through_indexes_equals_the_plain_union(tmp_path: Path) -> None:
                 "INSERT INTO jobs (id, batch, source, dev, ino, size, mtime_ns, move, step,"
                 " outcome, error, created_at, updated_at, finished_at)"
                 " VALUES (?, ?, ?, 1, ?, 1, 1, 1, ?, ?, ?, ?, ?, ?)",
-                (i, f"b{i % 5}", f"/in/{i}".encode(), i, step,
-                 outcome if step == "done" else None, None, t(0),
-                 t(at + rng.randrange(0, 3000, 5)), finished))
+                (
+                    i,
+                    f"b{i % 5}",
+                    f"/in/{i}".encode(),
+                    i,
+                    step,
+                    outcome if step == "done" else None,
+                    None,
+                    t(0),
+                    t(at + rng.randrange(0, 3000, 5)),
+                    finished,
+                ),
+            )
         for u in range(1, 81):
             step = rng.choice(["done", "done", "recorded"])
             conn.execute(
                 "INSERT INTO undos (id, batch, job_id, keep_origin, target, step, outcome,"
                 " created_at, updated_at, finished_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
-                (u, f"u{u % 3}", rng.randrange(1, 601), b"/t", step,
-                 rng.choice(["restored", "removed", "kept"]), t(0),
-                 t(rng.randrange(0, 20000, 5)), t(rng.randrange(0, 20000, 5))
-                 if step == "done" else None))
-    keys = ("kind", "job", "undo", "batch", "outcome", "step", "source", "dest", "reason",
-            "sha256", "size", "when", "action")
+                (
+                    u,
+                    f"u{u % 3}",
+                    rng.randrange(1, 601),
+                    b"/t",
+                    step,
+                    rng.choice(["restored", "removed", "kept"]),
+                    t(0),
+                    t(rng.randrange(0, 20000, 5)),
+                    t(rng.randrange(0, 20000, 5)) if step == "done" else None,
+                ),
+            )
+    keys = (
+        "kind",
+        "job",
+        "undo",
+        "batch",
+        "outcome",
+        "step",
+        "source",
+        "dest",
+        "reason",
+        "sha256",
+        "size",
+        "when",
+        "action",
+    )
 
-    def oracle(since: str | None, outcomes: list[str] | None, batches: list[str] | None,
-               limit: int | None) -> list[tuple[Any, ...]]:
+    def oracle(
+        since: str | None, outcomes: list[str] | None, batches: list[str] | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
         sql, args = _UNION, []
         if since is not None:
             sql += " AND at >= ?"
@@ -346,18 +420,25 @@ def test_history_through_indexes_equals_the_plain_union(tmp_path: Path) -> None:
 
     try:
         for since in (None, t(9000)):
-            for outcomes in (None, ["filed"], ["pending"], ["failed", "undone"],
-                             ["not-undone", "vanished", "duplicate"], ["pending", "rejected"]):
+            for outcomes in (
+                None,
+                ["filed"],
+                ["pending"],
+                ["failed", "undone"],
+                ["not-undone", "vanished", "duplicate"],
+                ["pending", "rejected"],
+            ):
                 for batches in (None, ["b1"], ["b2", "u1"]):
                     for limit in (None, 1, 7, 100):
                         want = oracle(since, outcomes, batches, limit)
-                        got = timeline.history(conn, since=since, outcomes=outcomes,
-                                            batches=batches, limit=limit)
+                        got = timeline.history(
+                            conn, since=since, outcomes=outcomes, batches=batches, limit=limit
+                        )
                         # ties in (at, kind, job) may come in either order: compare sorted
                         # sets of whole rows, and the order of the sort key
                         assert [r["when"] for r in got] == [w[11] for w in want]
-                        assert sorted(tuple(str(r[k]) for k in keys) for r in got) == \
-                            sorted(tuple(str(query.as_text(v)) for v in w) for w in want), \
-                            (since, outcomes, batches, limit)
+                        assert sorted(tuple(str(r[k]) for k in keys) for r in got) == sorted(
+                            tuple(str(query.as_text(v)) for v in w) for w in want
+                        ), (since, outcomes, batches, limit)
     finally:
         conn.close()

@@ -26,37 +26,51 @@ TAGGED: dict[str, dict[str, str]] = {
     "dto": {"DateTimeOriginal": "2020:01:02 03:04:05"},
     "dto_subsec": {"DateTimeOriginal": "2020:01:02 03:04:05", "SubSecTimeOriginal": "123"},
     "dto_zone": {"DateTimeOriginal": "2020:01:02 03:04:05", "OffsetTimeOriginal": "-05:30"},
-    "dto_camera": {"DateTimeOriginal": "2020:01:02 03:04:05", "Make": "Canon ",
-                   "Model": "Canon EOS R5"},  # the camera, for the layout's {make} {model}
-    "dto_all": {"DateTimeOriginal": "2020:01:02 03:04:05", "SubSecTimeOriginal": "07",
-                "OffsetTimeOriginal": "+09:00", "CreateDate": "2020:01:02 03:04:06",
-                "SubSecTimeDigitized": "5", "OffsetTimeDigitized": "+09:00"},
-    "dto_zero": {"DateTimeOriginal#": "0000:00:00 00:00:00",
-                 "CreateDate": "2019:05:06 07:08:09"},
-    "dto_blank": {"DateTimeOriginal#": "    :  :     :  :  ",
-                  "CreateDate": "2019:05:06 07:08:09"},
+    "dto_camera": {
+        "DateTimeOriginal": "2020:01:02 03:04:05",
+        "Make": "Canon ",
+        "Model": "Canon EOS R5",
+    },  # the camera, for the layout's {make} {model}
+    "dto_all": {
+        "DateTimeOriginal": "2020:01:02 03:04:05",
+        "SubSecTimeOriginal": "07",
+        "OffsetTimeOriginal": "+09:00",
+        "CreateDate": "2020:01:02 03:04:06",
+        "SubSecTimeDigitized": "5",
+        "OffsetTimeDigitized": "+09:00",
+    },
+    "dto_zero": {"DateTimeOriginal#": "0000:00:00 00:00:00", "CreateDate": "2019:05:06 07:08:09"},
+    "dto_blank": {"DateTimeOriginal#": "    :  :     :  :  ", "CreateDate": "2019:05:06 07:08:09"},
     "dto_future": {"DateTimeOriginal": "2099:01:01 00:00:00"},
-    "dto_future_create": {"DateTimeOriginal": "2099:01:01 00:00:00", "SubSecTimeOriginal": "5",
-                          "CreateDate": "2019:05:06 07:08:09"},  # the skip is recorded
+    "dto_future_create": {
+        "DateTimeOriginal": "2099:01:01 00:00:00",
+        "SubSecTimeOriginal": "5",
+        "CreateDate": "2019:05:06 07:08:09",
+    },  # the skip is recorded
     "dto_1970": {"DateTimeOriginal": "1970:01:01 00:00:00", "ModifyDate": "2018:01:01 01:01:01"},
     "dto_bad_day": {"DateTimeOriginal#": "2020:02:31 10:00:00"},
     "create_only": {"CreateDate": "2019:05:06 07:08:09", "OffsetTimeDigitized": "+01:00"},
     "create_subsec": {"CreateDate": "2019:05:06 07:08:09", "SubSecTimeDigitized": "999"},
     "modify_only": {"ModifyDate": "2018:01:01 01:01:01", "OffsetTime": "+02:00"},
     "xmp_only": {"XMP-exif:DateTimeOriginal": "2017:03:04 05:06:07+01:00"},
-    "xmp_and_exif": {"XMP-exif:DateTimeOriginal": "2017:03:04 05:06:07+01:00",
-                     "DateTimeOriginal": "2016:01:01 00:00:01"},
+    "xmp_and_exif": {
+        "XMP-exif:DateTimeOriginal": "2017:03:04 05:06:07+01:00",
+        "DateTimeOriginal": "2016:01:01 00:00:01",
+    },
     "iptc": {"IPTC:DateCreated": "2015:06:07", "IPTC:TimeCreated": "08:09:10+02:00"},
-    "subsec_spaces": {"DateTimeOriginal": "2020:01:02 03:04:05",
-                      "SubSecTimeOriginal#": "12  "},
+    "subsec_spaces": {"DateTimeOriginal": "2020:01:02 03:04:05", "SubSecTimeOriginal#": "12  "},
     "zone_odd": {"DateTimeOriginal": "2020:01:02 03:04:05", "OffsetTimeOriginal#": "+5:00"},
     "dto_dashes": {"DateTimeOriginal#": "2020-01-02 03:04:05"},
     "ifd0_dto": {"IFD0:DateTimeOriginal": "2014:01:01 01:01:01"},
     "mpf": {"DateTimeOriginal": "2020:01:02 03:04:05"},  # and an MPF segment, added below
     "plain": {},
 }
-NAMES = {"dto": "IMG_20000101_000000.jpg", "plain": "IMG_20000101_000000.JPG",
-         "xmp_only": "photo.jpeg", "create_only": "PXL_20200101_101010123.jpg"}
+NAMES = {
+    "dto": "IMG_20000101_000000.jpg",
+    "plain": "IMG_20000101_000000.JPG",
+    "xmp_only": "photo.jpeg",
+    "create_only": "PXL_20200101_101010123.jpg",
+}
 
 
 def _with_segment(data: bytes, marker: int, body: bytes) -> bytes:
@@ -87,19 +101,18 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     files.append(d / "pillow_undated.jpg")
     files[-1].write_bytes(jpeg_bytes(None, seed=9))
     # iPhone stills: a Live Photo's (its identifier in an Apple maker note) and a plain one
-    files.append(make.apple_still(d / "apple_live.jpg", "2021:03:04 05:06:07", "CID-7",
-                                  "+01:00"))
-    files.append(make.apple_still(d / "apple_plain.jpg", "2021:03:04 05:06:07", None,
-                                  "+01:00", color="blue"))
+    files.append(make.apple_still(d / "apple_live.jpg", "2021:03:04 05:06:07", "CID-7", "+01:00"))
+    files.append(
+        make.apple_still(d / "apple_plain.jpg", "2021:03:04 05:06:07", None, "+01:00", color="blue")
+    )
     # Two EXIF blocks; a JPEG-named PNG; a file cut short at every interesting place
     dated = (d / "dto_all.jpg").read_bytes()
     exif_at = dated.index(b"Exif\0\0") - 4
-    (length,) = struct.unpack(">H", dated[exif_at + 2:exif_at + 4])
+    (length,) = struct.unpack(">H", dated[exif_at + 2 : exif_at + 4])
     files.append(d / "two_exif.jpg")
-    files[-1].write_bytes(dated[:2] + dated[exif_at:exif_at + 2 + length] + dated[2:])
+    files[-1].write_bytes(dated[:2] + dated[exif_at : exif_at + 2 + length] + dated[2:])
     files.append(make.image(d / "png_named.jpg", fmt="PNG"))
-    for cut in (3, 20, exif_at + 10, exif_at + length - 4, exif_at + length + 40,
-                len(dated) - 100):
+    for cut in (3, 20, exif_at + 10, exif_at + length - 4, exif_at + length + 40, len(dated) - 100):
         files.append(d / f"cut{cut}.jpg")
         files[-1].write_bytes(dated[:cut])
     # Fuzzed: bytes of the header changed at random, repeatably
@@ -133,24 +146,51 @@ def test_in_process_answers_equal_exiftools(corpus: list[Path]) -> None:
         heads = [quickmeta.header(memoryview(p.read_bytes())) for p in corpus]
         assert reader.describe_many(items, heads) == truth
     # It must answer for the ordinary case, or the fast path is dead code.
-    for name in ("dto_subsec.jpg", "dto_zone.jpg", "dto_all.jpg", "IMG_20000101_000000.jpg",
-                 "dto_zero.jpg", "dto_blank.jpg", "PXL_20200101_101010123.jpg",
-                 "create_subsec.jpg", "xmp_and_exif.jpg", "pillow0.jpg", "pillow3.jpg",
-                 "apple_plain.jpg", "dto_future_create.jpg"):
+    for name in (
+        "dto_subsec.jpg",
+        "dto_zone.jpg",
+        "dto_all.jpg",
+        "IMG_20000101_000000.jpg",
+        "dto_zero.jpg",
+        "dto_blank.jpg",
+        "PXL_20200101_101010123.jpg",
+        "create_subsec.jpg",
+        "xmp_and_exif.jpg",
+        "pillow0.jpg",
+        "pillow3.jpg",
+        "apple_plain.jpg",
+        "dto_future_create.jpg",
+    ):
         assert name in answered, name
     assert (answered["dto_camera.jpg"].make, answered["dto_camera.jpg"].model) == (
-        "Canon", "Canon EOS R5")
+        "Canon",
+        "Canon EOS R5",
+    )
     assert answered["dto_all.jpg"].date_source == "Composite:SubSecDateTimeOriginal"
     assert answered["dto_all.jpg"].date_raw == "2020:01:02 03:04:05.07+09:00"
     assert answered["dto_future_create.jpg"].date_skipped == (
         "Composite:SubSecDateTimeOriginal = '2099:01:01 00:00:00.5': in the future (after now "
         "+ 1 day); ExifIFD:DateTimeOriginal = '2099:01:01 00:00:00': in the future (after now "
-        "+ 1 day)")
+        "+ 1 day)"
+    )
     # ...and leave to ExifTool what it cannot be sure of
-    for name in ("mpf.jpg", "two_exif.jpg", "png_named.jpg", "IMG_20000101_000000.JPG",
-                 "photo.jpeg", "iptc.jpg", "modify_only.jpg", "pillow_undated.jpg",
-                 "dto_future.jpg", "zone_odd.jpg", "dto_dashes.jpg",
-                 "ifd0_dto.jpg", "cut3.jpg", "cut20.jpg", "apple_live.jpg"):
+    for name in (
+        "mpf.jpg",
+        "two_exif.jpg",
+        "png_named.jpg",
+        "IMG_20000101_000000.JPG",
+        "photo.jpeg",
+        "iptc.jpg",
+        "modify_only.jpg",
+        "pillow_undated.jpg",
+        "dto_future.jpg",
+        "zone_odd.jpg",
+        "dto_dashes.jpg",
+        "ifd0_dto.jpg",
+        "cut3.jpg",
+        "cut20.jpg",
+        "apple_live.jpg",
+    ):
         assert name not in answered, name
     assert sum(name.startswith("fuzz") for name in answered) > 20
 

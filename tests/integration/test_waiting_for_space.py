@@ -60,20 +60,32 @@ def test_the_migration_flags_jobs_an_older_version_left_waiting(tmp_path: Path) 
             old.execute(sql)
         old.execute(f"PRAGMA user_version={before}")
         t = journal.now()
-        for name, step, error in [(b"full.jpg", "recorded", FULL_WORDS),
-                                  (b"eio.jpg", "recorded", "copy failed: EIO"),
-                                  (b"done.jpg", "done", FULL_WORDS)]:
-            old.execute("INSERT INTO jobs (batch, source, dev, ino, size, mtime_ns, move, "
-                        "step, outcome, error, created_at, updated_at, finished_at) VALUES "
-                        "('t', ?, 1, 2, 3, 4, 1, ?, ?, ?, ?, ?, ?)",
-                        (b"/inbox/" + name, step, "failed" if step == "done" else None, error,
-                         t, t, t if step == "done" else None))
+        for name, step, error in [
+            (b"full.jpg", "recorded", FULL_WORDS),
+            (b"eio.jpg", "recorded", "copy failed: EIO"),
+            (b"done.jpg", "done", FULL_WORDS),
+        ]:
+            old.execute(
+                "INSERT INTO jobs (batch, source, dev, ino, size, mtime_ns, move, "
+                "step, outcome, error, created_at, updated_at, finished_at) VALUES "
+                "('t', ?, 1, 2, 3, 4, 1, ?, ?, ?, ?, ?, ?)",
+                (
+                    b"/inbox/" + name,
+                    step,
+                    "failed" if step == "done" else None,
+                    error,
+                    t,
+                    t,
+                    t if step == "done" else None,
+                ),
+            )
     old.close()
     conn = db.connect(path)
     try:
         assert db.user_version(conn) == len(schema.MIGRATIONS)
         assert conn.execute("SELECT source FROM jobs WHERE library_full").fetchall() == [
-            (b"/inbox/full.jpg",)]
+            (b"/inbox/full.jpg",)
+        ]
         assert journal.waiting_for_space(conn) == 1
     finally:
         conn.close()

@@ -86,8 +86,17 @@ def installed(
     t0 = time.monotonic()
     wheelhouse = tmp_path_factory.mktemp("wheelhouse")
     run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
-         "-w", str(wheelhouse), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--disable-pip-version-check",
+            "-w",
+            str(wheelhouse),
+            str(REPO),
+        ],
         timeout=600,
     )
     t1 = time.monotonic()
@@ -183,8 +192,9 @@ def service(configured: Configured) -> Configured:
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A folder both users can reach (pytest's tmp_path is private to root)."""
-    d = reachable_dir("mediasortd-safepaths-",
-                      "needs root to run the daemon and a writer as two other users")
+    d = reachable_dir(
+        "mediasortd-safepaths-", "needs root to run the daemon and a writer as two other users"
+    )
     yield d
     subprocess.run(["umount", "-l", str(d / "inbox")], check=False, capture_output=True)
     shutil.rmtree(d, ignore_errors=True)

@@ -13,19 +13,32 @@ from tests.helpers import ROOT, wait_for
 
 
 class Daemon:
-    def __init__(self, tmp: Path, cfg_path: Path, watchdog_usec: int = 1_000_000,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        cfg_path: Path,
+        watchdog_usec: int = 1_000_000,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.notify = Listener(tmp / f"notify-{len(os.listdir(tmp))}.sock")
         self.log = open(tmp / "daemon.log", "ab")  # noqa: SIM115 (the daemon's life long)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "--config", str(cfg_path), "run"], cwd=ROOT,
-            env={**os.environ, "NOTIFY_SOCKET": str(self.notify.path),
-                 "WATCHDOG_USEC": str(watchdog_usec), **(env or {})},
-            stdout=self.log, stderr=self.log)
+            [sys.executable, "-m", "daemon", "--config", str(cfg_path), "run"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "NOTIFY_SOCKET": str(self.notify.path),
+                "WATCHDOG_USEC": str(watchdog_usec),
+                **(env or {}),
+            },
+            stdout=self.log,
+            stderr=self.log,
+        )
 
     def ready(self, timeout: float = 30) -> None:
-        wait_for(lambda: self.notify.seen("READY=1") or self.proc.poll() is not None,
-                 timeout, "READY=1")
+        wait_for(
+            lambda: self.notify.seen("READY=1") or self.proc.poll() is not None, timeout, "READY=1"
+        )
         assert self.proc.poll() is None, f"daemon exited with {self.proc.returncode}"
 
     def status(self) -> str:

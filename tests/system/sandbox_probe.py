@@ -150,12 +150,14 @@ def _files() -> str:
     return h.hexdigest()[:12]
 
 
-@check("openat2 RESOLVE_BENEATH|NO_SYMLINKS, fstatat/openat/unlinkat on a folder fd, "
-       "mknodat FIFO")
+@check("openat2 RESOLVE_BENEATH|NO_SYMLINKS, fstatat/openat/unlinkat on a folder fd, mknodat FIFO")
 def _beneath() -> str:
     class OpenHow(ctypes.Structure):
-        _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                    ("resolve", ctypes.c_uint64)]
+        _fields_ = [
+            ("flags", ctypes.c_uint64),
+            ("mode", ctypes.c_uint64),
+            ("resolve", ctypes.c_uint64),
+        ]
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.syscall.restype = ctypes.c_long
@@ -165,16 +167,20 @@ def _beneath() -> str:
     root = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY)
     try:
         how = OpenHow(os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0, 0x02 | 0x04 | 0x08)
-        fd = libc.syscall(ctypes.c_long(437), ctypes.c_int(root), ctypes.c_char_p(b"probe-sub"),
-                          ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        fd = libc.syscall(
+            ctypes.c_long(437),
+            ctypes.c_int(root),
+            ctypes.c_char_p(b"probe-sub"),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )
         how_opened = "openat2"
         if fd < 0:
             err = ctypes.get_errno()
             if err not in (errno.ENOSYS, errno.EPERM):  # the daemon falls back on these
                 raise OSError(err, f"openat2: {os.strerror(err)}")
             how_opened = f"openat2 refused ({errno.errorcode[err]}): O_NOFOLLOW walk"
-            fd = os.open("probe-sub", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-                         dir_fd=root)
+            fd = os.open("probe-sub", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
         os.stat("f", dir_fd=fd, follow_symlinks=False)
         os.close(os.open("f", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd))
         os.mknod("fifo", 0o600 | 0o010000, dir_fd=fd)

@@ -18,9 +18,14 @@ def on_terminal(cfg_path: Path, *args: str, timeout: float = 60) -> tuple[int, s
     """Run the real CLI with stdin, stdout and stderr on a pseudo-terminal; its exit
     status and everything it wrote (read until it closes, against a deadline)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(cfg_path), *args],
-                            stdin=slave, stdout=slave, stderr=slave, cwd=ROOT,
-                            env={**os.environ, "COLUMNS": "120"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "--config", str(cfg_path), *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     os.close(slave)
     out = b""
     deadline = time.monotonic() + timeout

@@ -45,15 +45,17 @@ def test_adopt_moves_and_deletes_nothing(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert tree(cfg.library) == before, "adopt moved, removed or changed a file"
     assert "adopted: 3 catalogued, 3 companion, 1 copy, 3 left" in r.stdout, r.stdout
-    assert "copy         Albums/Trip/IMG_1 copy.JPG: same content as 2019/05/IMG_1.JPG" \
-        in r.stdout
+    assert "copy         Albums/Trip/IMG_1 copy.JPG: same content as 2019/05/IMG_1.JPG" in r.stdout
     for left in ("notes.txt", "orphan.xmp", "empty.jpg"):
         assert f"left         2019/05/{left}:" in r.stdout
-    companions = dict(rows(cfg, "SELECT path, date_source FROM files WHERE date_source "
-                               "LIKE 'partner:%'"))
-    assert companions == {"2019/05/IMG_1.JPG.xmp": "partner:2019/05/IMG_1.JPG",
-                          "2019/05/IMG_2.xmp": "partner:2019/05/IMG_2.jpg",
-                          "2019/05/IMG_3.jpg.json": "partner:2019/05/IMG_3.jpg"}
+    companions = dict(
+        rows(cfg, "SELECT path, date_source FROM files WHERE date_source LIKE 'partner:%'")
+    )
+    assert companions == {
+        "2019/05/IMG_1.JPG.xmp": "partner:2019/05/IMG_1.JPG",
+        "2019/05/IMG_2.xmp": "partner:2019/05/IMG_2.jpg",
+        "2019/05/IMG_3.jpg.json": "partner:2019/05/IMG_3.jpg",
+    }
     # kept files are no strays: verify is content, repair has nothing to do
     deep = cli(cfg_path, "verify", "--deep")
     assert deep.returncode == 0, deep.stdout
@@ -108,8 +110,9 @@ def test_repair_tells_an_edit_from_bit_rot(tmp_path: Path, old_rows: bool) -> No
     rated, same_size, rotten, untouched = (cfg.library / p for p in lib)
     xmp = cfg.library / (lib[0] + ".xmp")
     # a rating written with ExifTool (size and mtime change)
-    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP:Rating=5", str(rated)],
-                   check=True)
+    subprocess.run(
+        ["exiftool", "-q", "-overwrite_original", "-XMP:Rating=5", str(rated)], check=True
+    )
     later(rated)
     # bytes changed in place by a program, size the same, mtime new
     data = bytearray(same_size.read_bytes())
@@ -146,15 +149,17 @@ def test_repair_tells_an_edit_from_bit_rot(tmp_path: Path, old_rows: bool) -> No
     assert os.fsencode(rot_rel) not in after
     assert (cfg.rejected / "bitrot" / rot_rel).exists()
     history = rows(cfg, "SELECT path, sha256 FROM file_history ORDER BY path")
-    assert [h[0] for h in history] == sorted(str(e.relative_to(cfg.library))
-                                             for e in (rated, same_size, xmp))
+    assert [h[0] for h in history] == sorted(
+        str(e.relative_to(cfg.library)) for e in (rated, same_size, xmp)
+    )
     filed = {str(r[3]): r[1] for r in catalog_before}
     assert all(h[1] == filed[h[0]] for h in history)
     verify = json.loads(cli(cfg_path, "verify", "--deep", "--json").stdout)
     assert verify["ok"], verify
     status = json.loads(cli(cfg_path, "status", "--json").stdout)
-    assert status["library_bytes"] == sum(r[0] for r in rows(
-        cfg, "SELECT size FROM files"))  # the tally follows edited sizes
+    assert status["library_bytes"] == sum(
+        r[0] for r in rows(cfg, "SELECT size FROM files")
+    )  # the tally follows edited sizes
 
 
 @pytest.fixture
@@ -168,18 +173,24 @@ def other_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["rm", "-rf", str(folder)], check=True)
 
 
-def test_non_utf8_names_and_quarantine_on_another_filesystem(tmp_path: Path,
-                                                            other_fs: Path) -> None:
+def test_non_utf8_names_and_quarantine_on_another_filesystem(
+    tmp_path: Path, other_fs: Path
+) -> None:
     cfg, cfg_path = make_config(tmp_path)
     text = cfg_path.read_text().replace(
-        "[paths]\n", f'[paths]\nduplicates = "{other_fs}/dups"\nrejected = "{other_fs}/rej"\n')
+        "[paths]\n", f'[paths]\nduplicates = "{other_fs}/dups"\nrejected = "{other_fs}/rej"\n'
+    )
     cfg_path.write_text(text)
     lib = os.fsencode(cfg.library)
     folder = os.path.join(lib, b"2019 \xe9t\xe9")
     os.makedirs(folder)
-    names = {b"caf\xe9.jpg": jpeg_bytes(BASE, 50), b"\xff\xfe.jpg": jpeg_bytes(BASE, 51),
-             b"r\xe9sum\xe9.txt": b"latin-1 notes", b"caf\xe9.jpg.xmp": b"<x:xmpmeta/>",
-             b"copy \xe9.jpg": jpeg_bytes(BASE, 50)}
+    names = {
+        b"caf\xe9.jpg": jpeg_bytes(BASE, 50),
+        b"\xff\xfe.jpg": jpeg_bytes(BASE, 51),
+        b"r\xe9sum\xe9.txt": b"latin-1 notes",
+        b"caf\xe9.jpg.xmp": b"<x:xmpmeta/>",
+        b"copy \xe9.jpg": jpeg_bytes(BASE, 50),
+    }
     for name, data in names.items():
         with open(os.path.join(folder, name), "wb") as f:
             f.write(data)
@@ -212,13 +223,15 @@ def test_non_utf8_names_and_quarantine_on_another_filesystem(tmp_path: Path,
     assert os.path.exists(os.path.join(dest, b"rej/2019 \xe9t\xe9/junk \xe0.bin"))
     for gone in (b"\xff\xfe.jpg", b"dup \xe0.jpg", b"junk \xe0.bin"):
         assert not os.path.lexists(os.path.join(folder, gone))
-    assert not [n for n in os.listdir(os.path.join(dest, b"dups/2019 \xe9t\xe9"))
-                if n.startswith(b".mediasortd")]
+    assert not [
+        n
+        for n in os.listdir(os.path.join(dest, b"dups/2019 \xe9t\xe9"))
+        if n.startswith(b".mediasortd")
+    ]
     assert cli(cfg_path, "verify", "--deep").returncode == 0
 
 
-def test_rot_in_a_file_with_an_album_copy_leaves_the_row_on_the_intact_copy(
-        tmp_path: Path) -> None:
+def test_rot_in_a_file_with_an_album_copy_leaves_the_row_on_the_intact_copy(tmp_path: Path) -> None:
     cfg, cfg_path = make_config(tmp_path)
     sorted_library(cfg)
     assert cli(cfg_path, "adopt", str(cfg.library)).returncode == 0
@@ -228,6 +241,7 @@ def test_rot_in_a_file_with_an_album_copy_leaves_the_row_on_the_intact_copy(
     assert "its row now stands for the intact copy Albums/Trip/IMG_1 copy.JPG" in r.stdout
     assert (cfg.rejected / "bitrot/2019/05/IMG_1.JPG").exists()
     assert (cfg.library / "Albums/Trip/IMG_1 copy.JPG").read_bytes() == jpeg_bytes(BASE, 1)
-    assert rows(cfg, "SELECT path, missing_since FROM files WHERE sha256 = "
-                f"'{sha(jpeg_bytes(BASE, 1))}'") == [("Albums/Trip/IMG_1 copy.JPG", None)]
+    assert rows(
+        cfg, f"SELECT path, missing_since FROM files WHERE sha256 = '{sha(jpeg_bytes(BASE, 1))}'"
+    ) == [("Albums/Trip/IMG_1 copy.JPG", None)]
     assert cli(cfg_path, "verify", "--deep").returncode == 0

@@ -16,9 +16,23 @@ from tests.helpers import ROOT
 @pytest.mark.slow
 def test_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    p = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--workdir",
-                        str(tmp_path / "work"), "--json", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     ours = [r for r in rows if r["kind"] == "ours"]
@@ -29,10 +43,27 @@ def test_bench_smoke(tmp_path: Path) -> None:
 def test_scaling_smoke(tmp_path: Path) -> None:
     """bench.scaling runs its pieces end to end (tiny sizes, one shape)."""
     out = tmp_path / "scaling.json"
-    p = subprocess.run([sys.executable, "-m", "bench.scaling", "--smoke", "--shapes", "shared",
-                        "--only", "import,daemon,status", "--workdir", str(tmp_path / "work"),
-                        "--json", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scaling",
+            "--smoke",
+            "--shapes",
+            "shared",
+            "--only",
+            "import,daemon,status",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 10 and all(r["status"] == "ok" for r in rows), rows

@@ -109,8 +109,13 @@ def _corrupt_index(catalog: Path) -> None:
     conn = db.connect(catalog, readonly=True)
     try:
         page_size = int(db.first(conn.execute("PRAGMA page_size").fetchall()))
-        root = int(db.first(conn.execute("SELECT rootpage FROM sqlite_master WHERE name = "
-                                         "'files_original_name'").fetchall()))
+        root = int(
+            db.first(
+                conn.execute(
+                    "SELECT rootpage FROM sqlite_master WHERE name = 'files_original_name'"
+                ).fetchall()
+            )
+        )
     finally:
         conn.close()
     with open(catalog, "r+b") as f:
@@ -124,8 +129,13 @@ def test_damaged_index_page_is_reported_never_traced_back(tmp_path: Path) -> Non
     deep = cli(cfg_path, "verify", "--deep")
     assert deep.returncode == 1, deep.stdout + deep.stderr
     assert "catalog_damaged" in deep.stdout
-    for args in (["find", "IMG_1.JPG"], ["status"], ["history"],
-                 ["import", str(card)], ["verify", "--deep", "--json"]):
+    for args in (
+        ["find", "IMG_1.JPG"],
+        ["status"],
+        ["history"],
+        ["import", str(card)],
+        ["verify", "--deep", "--json"],
+    ):
         res = cli(cfg_path, *args)
         assert "Traceback" not in res.stderr, (args, res.stderr)
         if res.returncode not in (0, 1):

@@ -85,6 +85,7 @@ def test_verify_finds_strays_rot_and_missing(tmp_path: Path) -> None:
 def test_import_refuses_a_second_writer(tmp_path: Path) -> None:
     cfg, cfg_path = make_config(tmp_path)
     from daemon.app.lock import StateLock
+
     lock = StateLock(cfg)
     try:
         r = cli(cfg_path, "import", str(tmp_path))
@@ -94,14 +95,20 @@ def test_import_refuses_a_second_writer(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("nth", [1, 7])
-@pytest.mark.parametrize("step", [Step.RECORDED, Step.COPIED, Step.DECIDED, Step.PLACED],
-                         ids=lambda s: s.value)
+@pytest.mark.parametrize(
+    "step", [Step.RECORDED, Step.COPIED, Step.DECIDED, Step.PLACED], ids=lambda s: s.value
+)
 def test_sigkill_at_each_step_then_run_again(tmp_path: Path, step: Step, nth: int) -> None:
     cfg, cfg_path = make_config(tmp_path)
     src = tmp_path / "card"
     files = mixed(src)
-    killed = cli(cfg_path, "import", "--move", str(src),
-                 env={"MEDIASORTD_TEST_KILL_AT": f"{step.value}:{nth}"})
+    killed = cli(
+        cfg_path,
+        "import",
+        "--move",
+        str(src),
+        env={"MEDIASORTD_TEST_KILL_AT": f"{step.value}:{nth}"},
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     again = cli(cfg_path, "import", "--move", str(src))
     assert again.returncode == 0, again.stderr
@@ -120,13 +127,27 @@ def test_import_move_killed_a_dozen_times_at_random(tmp_path: Path) -> None:
     targets = sorted(rng.sample(range(5, 195), 12))  # kill once this many are in place
     kills = 0
     for target in targets:
-        proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(cfg_path),
-                                 "import", "--move", str(src)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "--config",
+                str(cfg_path),
+                "import",
+                "--move",
+                str(src),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            wait_for(lambda: proc.poll() is not None or placed(cfg) >= target,  # noqa: B023
-                     120,
-                     f"{target} files placed")
+            wait_for(
+                lambda: proc.poll() is not None or placed(cfg) >= target,  # noqa: B023
+                120,
+                f"{target} files placed",
+            )
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
@@ -138,16 +159,22 @@ def test_import_move_killed_a_dozen_times_at_random(tmp_path: Path) -> None:
     check_consistent(cfg, files, move=True)
     names = tree_hashes(cfg.library)
     assert len(names) == 200
-    expected = {f"2022-07/2022-07-01 {(BASE + timedelta(seconds=s)).strftime('%H.%M.%S')}"
-                f"{suffix}.jpg" for s in range(100) for suffix in ("", ".1")}
+    expected = {
+        f"2022-07/2022-07-01 {(BASE + timedelta(seconds=s)).strftime('%H.%M.%S')}{suffix}.jpg"
+        for s in range(100)
+        for suffix in ("", ".1")
+    }
     assert set(names) == expected
 
 
 def placed(cfg: Config) -> int:
     """Files in the library's date folders (a cheap count, for pacing kills)."""
     try:
-        return sum(len(os.listdir(d)) for d in os.scandir(cfg.library)
-                   if d.is_dir() and not d.name.startswith("."))
+        return sum(
+            len(os.listdir(d))
+            for d in os.scandir(cfg.library)
+            if d.is_dir() and not d.name.startswith(".")
+        )
     except OSError:
         return 0
 

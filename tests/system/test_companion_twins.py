@@ -37,8 +37,11 @@ def idle(catalog: Path) -> bool:
 
 
 def sidecars(library: Path) -> list[str]:
-    return sorted(p.name for p in library.rglob("*.xmp")
-                  if not any(part.startswith(".") for part in p.relative_to(library).parts))
+    return sorted(
+        p.name
+        for p in library.rglob("*.xmp")
+        if not any(part.startswith(".") for part in p.relative_to(library).parts)
+    )
 
 
 def test_identical_sidecars_each_stay_with_their_photo(tmp_path: Path) -> None:
@@ -63,14 +66,19 @@ def test_identical_sidecars_each_stay_with_their_photo(tmp_path: Path) -> None:
     assert found.stdout.count(".jpg.xmp") >= 3, found.stdout
 
 
-def test_daemon_keeps_each_photos_sidecar(tmp_path: Path,
-                                          start_daemon: Callable[..., Daemon]) -> None:
+def test_daemon_keeps_each_photos_sidecar(
+    tmp_path: Path, start_daemon: Callable[..., Daemon]
+) -> None:
     cfg, cfg_path = make_config(tmp_path)
     d = start_daemon(cfg_path)
     files = twins(cfg.inbox / "phone")
-    wait_for(lambda: len([n for n in sidecars(cfg.library) if n.endswith(".jpg.xmp")]) == 3,
-             30, lambda: f"three sidecars filed: {sidecars(cfg.library)}")
-    wait_for(lambda: not any(p.exists() for p in files) and idle(cfg.catalog), 60,
-             "every file handled")
+    wait_for(
+        lambda: len([n for n in sidecars(cfg.library) if n.endswith(".jpg.xmp")]) == 3,
+        30,
+        lambda: f"three sidecars filed: {sidecars(cfg.library)}",
+    )
+    wait_for(
+        lambda: not any(p.exists() for p in files) and idle(cfg.catalog), 60, "every file handled"
+    )
     assert d.terminate() == 0
     check_consistent(cfg, {p: v for p, v in files.items() if v}, move=True)

@@ -19,10 +19,25 @@ XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>\n'
 
 
 def mov(path: Path, utc: str) -> bytes:
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "color=c=blue:s=16x16:d=0.1", "-pix_fmt", "yuv420p", str(path)], check=True)
-    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-QuickTime:CreateDate={utc}",
-                    str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=blue:s=16x16:d=0.1",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        ["exiftool", "-q", "-overwrite_original", f"-QuickTime:CreateDate={utc}", str(path)],
+        check=True,
+    )
     return path.read_bytes()
 
 
@@ -39,8 +54,12 @@ def test_sidecars_live_photos_and_takeout_json(tmp_path: Path) -> None:
     mov(src / "IMG_0003.MOV", "2023:08:09 11:00:02")
     # Google Takeout: a photo with no date of its own, dated by its JSON
     write(src / "takeout" / "PXL_photo.jpg", jpeg_bytes(None, 4))
-    write(src / "takeout" / "PXL_photo.jpg.supplemental-metadata.json", json.dumps(
-        {"title": "PXL_photo.jpg", "photoTakenTime": {"timestamp": "1600000000"}}).encode())
+    write(
+        src / "takeout" / "PXL_photo.jpg.supplemental-metadata.json",
+        json.dumps(
+            {"title": "PXL_photo.jpg", "photoTakenTime": {"timestamp": "1600000000"}}
+        ).encode(),
+    )
     write(src / "lonely.xmp", XMP + b"lonely")  # its photo is nowhere
     r = cli(cfg_path, "import", "--move", str(src))
     assert r.returncode == 0, r.stderr
@@ -52,12 +71,23 @@ def test_sidecars_live_photos_and_takeout_json(tmp_path: Path) -> None:
         conn.close()
     # IMG_0001 and IMG_0002 share a second: which gets ".1" depends on the workers' race
     assert {where["IMG_0001.JPG"], where["IMG_0002.JPG"]} == {
-        "2023-08/2023-08-09 10.11.12.jpg", "2023-08/2023-08-09 10.11.12.1.jpg"}
+        "2023-08/2023-08-09 10.11.12.jpg",
+        "2023-08/2023-08-09 10.11.12.1.jpg",
+    }
     one, two = where["IMG_0001.JPG"][:-4], where["IMG_0002.JPG"][:-4]
-    assert sorted(tree_hashes(cfg.library)) == sorted([
-        f"{one}.jpg", f"{one}.jpg.xmp", f"{one}.aae", f"{two}.jpg", f"{two}.xmp",
-        "2023-08/2023-08-09 11.00.00.jpg", "2023-08/2023-08-09 11.00.00.mov",
-        f"{taken}.jpg", f"{taken}.jpg.json"])
+    assert sorted(tree_hashes(cfg.library)) == sorted(
+        [
+            f"{one}.jpg",
+            f"{one}.jpg.xmp",
+            f"{one}.aae",
+            f"{two}.jpg",
+            f"{two}.xmp",
+            "2023-08/2023-08-09 11.00.00.jpg",
+            "2023-08/2023-08-09 11.00.00.mov",
+            f"{taken}.jpg",
+            f"{taken}.jpg.json",
+        ]
+    )
     assert (cfg.rejected / "lonely.xmp").exists()
     conn = db.connect(cfg.catalog)
     try:
@@ -81,15 +111,24 @@ def test_daemon_waits_for_a_photo_whose_sidecar_came_first(tmp_path: Path) -> No
         def waiting() -> bool:
             conn = db.connect(cfg.catalog)
             try:
-                return bool(conn.execute("SELECT 1 FROM jobs WHERE error LIKE 'waiting for%' "
-                                         "OR step = 'copied'").fetchall())
+                return bool(
+                    conn.execute(
+                        "SELECT 1 FROM jobs WHERE error LIKE 'waiting for%' OR step = 'copied'"
+                    ).fetchall()
+                )
             finally:
                 conn.close()
+
         wait_for(waiting, 15, "the sidecar to wait for its photo")
         write(cfg.inbox / "DSC_9.JPG", jpeg_bytes(WHEN, 9))
-        wait_for(lambda: sorted(tree_hashes(cfg.library)) == [
-            "2023-08/2023-08-09 10.11.12.jpg", "2023-08/2023-08-09 10.11.12.jpg.xmp"], 30,
-            "photo and sidecar filed together")
+        wait_for(
+            lambda: (
+                sorted(tree_hashes(cfg.library))
+                == ["2023-08/2023-08-09 10.11.12.jpg", "2023-08/2023-08-09 10.11.12.jpg.xmp"]
+            ),
+            30,
+            "photo and sidecar filed together",
+        )
         assert d.terminate() == 0
     finally:
         d.close()

@@ -81,8 +81,10 @@ def test_every_way_a_file_arrives(setup: Setup, tmp_path: Path) -> None:
     files[write(folder / "x.jpg", data[3])] = data[3]
     files[write(folder / "deeper" / "y.jpg", data[4])] = data[4]
     os.rename(folder, cfg.inbox / "trip")
-    files = {cfg.inbox / p.relative_to(outside) if outside in p.parents else p: d
-             for p, d in files.items()}
+    files = {
+        cfg.inbox / p.relative_to(outside) if outside in p.parents else p: d
+        for p, d in files.items()
+    }
     # nested folders created in place
     files[write(cfg.inbox / "a" / "b" / "c" / "z.jpg", data[5])] = data[5]
     wait_for(lambda: library_count(cfg) == 6, 20, "six files filed")
@@ -102,7 +104,7 @@ def test_slow_writer_is_never_taken_half_written(setup: Setup) -> None:
     target = cfg.inbox / "slow.jpg"
     with open(target, "wb") as f:
         for i in range(0, len(data), max(1, len(data) // 12)):
-            f.write(data[i:i + max(1, len(data) // 12)])
+            f.write(data[i : i + max(1, len(data) // 12)])
             f.flush()
             os.fsync(f.fileno())
             deadline = time.monotonic() + 0.2  # paced writer: pause < settle_seconds (0.3)
@@ -111,6 +113,7 @@ def test_slow_writer_is_never_taken_half_written(setup: Setup) -> None:
     wait_for(lambda: library_count(cfg) == 1, 15, "the slow file filed")
     [(_name, h)] = tree_hashes(cfg.library).items()
     from tests.helpers import sha
+
     assert h == sha(data)
     assert "1 filed" in d.status() or wait_for(lambda: "1 filed" in d.status(), 5)
 
@@ -145,8 +148,10 @@ def test_partial_names_wait_until_renamed(setup: Setup) -> None:
 
 def test_files_that_arrived_while_stopped_and_sigterm_with_work_in_flight(setup: Setup) -> None:
     cfg, start = setup
-    files = {write(cfg.inbox / f"early{i}.jpg", jpeg_bytes(BASE, 100 + i)):
-             jpeg_bytes(BASE, 100 + i) for i in range(5)}
+    files = {
+        write(cfg.inbox / f"early{i}.jpg", jpeg_bytes(BASE, 100 + i)): jpeg_bytes(BASE, 100 + i)
+        for i in range(5)
+    }
     d = start()
     wait_for(lambda: library_count(cfg) == 5, 20, "files from before start filed")
     for i in range(60):
@@ -206,6 +211,7 @@ def test_burst_of_files_queue_bounded_memory_flat(tmp_path: Path) -> None:
                 queued = int(line.split(": ")[1].split(" ")[0].replace(",", ""))
                 max_queued = max(max_queued, queued)
             return f"{n:,} filed" in line
+
         wait_for(done, 900, f"{n} files filed")
         assert max_queued <= 10 * 200 + 200, max_queued
         assert peak - base_rss < 60_000, f"RSS grew by {peak - base_rss} KiB"
@@ -218,6 +224,7 @@ def test_a_file_appended_to_forever_is_never_taken_and_status_says_why(setup: Se
     cfg, start = setup
     start()
     from tests.helpers import cli
+
     target = write(cfg.inbox / "growing.jpg", jpeg_bytes(BASE, 77))
     stop = threading.Event()
 

@@ -53,10 +53,19 @@ EXIF_CASES: dict[str, dict[int, str]] = {
 
 # name bytes that are legal in a file name: every control byte, DEL, lone UTF-8
 # continuation and lead bytes, the bytes of an escape sequence, a name of 255 bytes
-ODD_NAMES = [b"ctl-" + bytes(range(1, 32)) + b".jpg", b"del\x7f.jpg",
-             b"latin1-\xe9\xff\x80.jpg", b"esc\x1b[2J\x1b]0;x\x07.jpg",
-             b"nl\nfiled  etc-passwd.jpg", b"back\\slash%s.jpg", b"-dash.jpg",
-             b"x" * 251 + b".jpg", b" .jpg", b"..jpg", b"\xc0\xaf.jpg"]
+ODD_NAMES = [
+    b"ctl-" + bytes(range(1, 32)) + b".jpg",
+    b"del\x7f.jpg",
+    b"latin1-\xe9\xff\x80.jpg",
+    b"esc\x1b[2J\x1b]0;x\x07.jpg",
+    b"nl\nfiled  etc-passwd.jpg",
+    b"back\\slash%s.jpg",
+    b"-dash.jpg",
+    b"x" * 251 + b".jpg",
+    b" .jpg",
+    b"..jpg",
+    b"\xc0\xaf.jpg",
+]
 
 
 def make_extremes(root: Path) -> dict[bytes, bytes]:
@@ -78,14 +87,23 @@ def make_extremes(root: Path) -> dict[bytes, bytes]:
         out[path] = data
 
     plain = datetime(2021, 3, 4, 5, 6, 7)
-    for label, mtime in [("mtime2300", 330 * YEAR), ("mtime2262max", 2**63 - 1),
-                         ("mtime2263", 2**63 + NS), ("mtime_far", 2**64 + 12345),
-                         ("mtime1900", -70 * YEAR), ("mtime_neg_max", -(2**63)),
-                         ("mtime_before_min", -(2**63) - NS), ("mtime_zero", 0)]:
+    for label, mtime in [
+        ("mtime2300", 330 * YEAR),
+        ("mtime2262max", 2**63 - 1),
+        ("mtime2263", 2**63 + NS),
+        ("mtime_far", 2**64 + 12345),
+        ("mtime1900", -70 * YEAR),
+        ("mtime_neg_max", -(2**63)),
+        ("mtime_before_min", -(2**63) - NS),
+        ("mtime_zero", 0),
+    ]:
         seed += 1
         # one with an EXIF date, one whose only date is the mtime
-        put(f"{label}_exif.jpg".encode(), exif_jpeg(seed, {DTO: plain.strftime(
-            "%Y:%m:%d %H:%M:%S")}), mtime)
+        put(
+            f"{label}_exif.jpg".encode(),
+            exif_jpeg(seed, {DTO: plain.strftime("%Y:%m:%d %H:%M:%S")}),
+            mtime,
+        )
         seed += 1
         put(f"{label}_nodate.jpg".encode(), exif_jpeg(seed, {}), mtime)
         seed += 1
@@ -110,14 +128,19 @@ def make_extremes(root: Path) -> dict[bytes, bytes]:
 def outcomes(catalog: Path) -> dict[bytes, tuple[str, str | None]]:
     conn = db.connect(catalog, readonly=True)
     try:
-        return {bytes(s): (o, e) for s, o, e in conn.execute(
-            "SELECT source, outcome, error FROM jobs WHERE step = 'done'")}
+        return {
+            bytes(s): (o, e)
+            for s, o, e in conn.execute(
+                "SELECT source, outcome, error FROM jobs WHERE step = 'done'"
+            )
+        }
     finally:
         conn.close()
 
 
-def check_all_handled(found: dict[bytes, tuple[str, str | None]],
-                      inputs: dict[bytes, bytes]) -> None:
+def check_all_handled(
+    found: dict[bytes, tuple[str, str | None]], inputs: dict[bytes, bytes]
+) -> None:
     missing = set(inputs) - set(found)
     assert not missing, f"never handled: {sorted(missing)}"
     bad = {p: oe for p, oe in found.items() if oe[0] not in ("filed", "rejected", "duplicate")}
@@ -138,24 +161,31 @@ def test_import_survives_every_extreme(tmp_path: Path) -> None:
     check_all_handled(outcomes(cfg.catalog), inputs)
     assert not any(p.name.startswith("2262") for p in cfg.library.iterdir())  # no future
     # every read-only command reads these rows back without a traceback
-    for args in (["status"], ["status", "--json"], ["history", "--limit", "0"],
-                 ["history", "--json"], ["find", "*"], ["find", "--json", "*"],
-                 ["verify"]):
+    for args in (
+        ["status"],
+        ["status", "--json"],
+        ["history", "--limit", "0"],
+        ["history", "--json"],
+        ["find", "*"],
+        ["find", "--json", "*"],
+        ["verify"],
+    ):
         out = cli(cfg_path, *args)
         assert "Traceback" not in out.stderr, (args, out.stderr)
         assert out.returncode == 0, (args, out.stdout, out.stderr)
     json.loads(cli(cfg_path, "history", "--json", "--limit", "0").stdout)
 
 
-def test_daemon_survives_every_extreme(tmp_path: Path,
-                                      start_daemon: Callable[..., Daemon]) -> None:
+def test_daemon_survives_every_extreme(tmp_path: Path, start_daemon: Callable[..., Daemon]) -> None:
     cfg, cfg_path = make_config(tmp_path)
     d = start_daemon(cfg_path)
     inputs = make_extremes(cfg.inbox / "drop")
     inputs = {p: v for p, v in inputs.items() if not os.path.basename(p).startswith(b".")}
-    wait_for(lambda: d.proc.poll() is not None
-             or len(outcomes(cfg.catalog)) >= len(inputs), 60,
-             lambda: f"{len(outcomes(cfg.catalog))} of {len(inputs)} handled")
+    wait_for(
+        lambda: d.proc.poll() is not None or len(outcomes(cfg.catalog)) >= len(inputs),
+        60,
+        lambda: f"{len(outcomes(cfg.catalog))} of {len(inputs)} handled",
+    )
     assert d.proc.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
     check_all_handled(outcomes(cfg.catalog), inputs)
     assert os.listdir(cfg.inbox / "drop") == ["..jpg"]  # hidden names are not taken
@@ -171,22 +201,38 @@ def test_names_cannot_forge_output_lines(tmp_path: Path) -> None:
     terminal (JSON escapes them itself)."""
     _cfg, cfg_path = make_config(tmp_path)
     card = tmp_path / "card"
-    names = [b"a\nfiled     FORGED.jpg", b"b\x1b[2J\x1b]0;owned\x07.jpg", b"c\xe2\x80\xaegpj.txt",
-             b"d\r\x85FORGED.txt"]
+    names = [
+        b"a\nfiled     FORGED.jpg",
+        b"b\x1b[2J\x1b]0;owned\x07.jpg",
+        b"c\xe2\x80\xaegpj.txt",
+        b"d\r\x85FORGED.txt",
+    ]
     for i, name in enumerate(names):
         os.makedirs(card, exist_ok=True)
         with open(os.fsencode(card) + b"/" + name, "wb") as f:
-            f.write(exif_jpeg(500 + i, {DTO: "2018:01:01 00:00:00"}) if name.endswith(b".jpg")
-                    else b"not media %d" % i)
+            f.write(
+                exif_jpeg(500 + i, {DTO: "2018:01:01 00:00:00"})
+                if name.endswith(b".jpg")
+                else b"not media %d" % i
+            )
     assert cli(cfg_path, "import", str(card)).returncode == 0
-    bad = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, 0x202E)
-           if c != 0x0A]
-    for args in (["history"], ["status"], ["find", "*"], ["find", "a*"],
-                 ["import", "--dry-run", str(card)]):
+    bad = [
+        chr(c)
+        for c in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, 0x202E)
+        if c != 0x0A
+    ]
+    for args in (
+        ["history"],
+        ["status"],
+        ["find", "*"],
+        ["find", "a*"],
+        ["import", "--dry-run", str(card)],
+    ):
         out = cli(cfg_path, *args).stdout
         assert not [c for c in bad if c in out], (args, out)
-        assert not any(line.startswith(("filed     FORGED", "FORGED"))
-                       for line in out.splitlines()), (args, out)
+        assert not any(
+            line.startswith(("filed     FORGED", "FORGED")) for line in out.splitlines()
+        ), (args, out)
     raw = cli(cfg_path, "history", "--json").stdout
     assert "a\\nfiled     FORGED.jpg" in raw  # JSON: the name as it is, escaped by JSON
     json.loads(raw)

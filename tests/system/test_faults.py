@@ -41,18 +41,22 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 def test_library_filesystem_full_waits_then_resumes(tmp_path: Path, small_fs: Path) -> None:
     cfg, cfg_path = make_config(tmp_path)
-    text = cfg_path.read_text().replace(f'library = "{tmp_path}/library"',
-                                        f'library = "{small_fs}/library"')
+    text = cfg_path.read_text().replace(
+        f'library = "{tmp_path}/library"', f'library = "{small_fs}/library"'
+    )
     cfg_path.write_text(text)
     from daemon import config
+
     cfg = config.load(str(cfg_path))
     filler = small_fs / "filler"
     filler.write_bytes(os.urandom(4 << 20))  # leaves about 2 MiB
     d = Daemon(tmp_path, cfg_path)
     try:
         d.ready()
-        small = {write(cfg.inbox / f"s{i}.jpg", jpeg_bytes(BASE + timedelta(seconds=i), i)):
-                 None for i in range(3)}
+        small = {
+            write(cfg.inbox / f"s{i}.jpg", jpeg_bytes(BASE + timedelta(seconds=i), i)): None
+            for i in range(3)
+        }
         big_data = jpeg_bytes(BASE + timedelta(minutes=5), 99) + os.urandom(3 << 20)
         big = write(cfg.inbox / "big.jpg", big_data)
         wait_for(lambda: len(tree_hashes(cfg.library)) == 3, 20, "the small files filed")
@@ -83,8 +87,12 @@ def test_catalog_locked_by_another_process_for_a_while(tmp_path: Path) -> None:
     files = {write(src / f"p{i}.jpg", jpeg_bytes(BASE, i)): jpeg_bytes(BASE, i) for i in range(5)}
     conn = db.connect(cfg.catalog)  # creates and migrates it
     conn.execute("BEGIN IMMEDIATE")  # hold the write lock
-    importer = subprocess.Popen(cli_argv(cfg_path, "import", str(src)), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    importer = subprocess.Popen(
+        cli_argv(cfg_path, "import", str(src)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert not _wait_quietly(importer, 2.0), "import finished while the catalog was locked"
         assert not cfg.library.exists() or tree_hashes(cfg.library) == {}
@@ -106,8 +114,9 @@ def _wait_quietly(proc: subprocess.Popen[Any], seconds: float) -> bool:
 
 
 def exiftool_children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "exiftool"], capture_output=True,
-                         text=True, check=False).stdout
+    out = subprocess.run(
+        ["pgrep", "-P", str(pid), "-f", "exiftool"], capture_output=True, text=True, check=False
+    ).stdout
     return [int(p) for p in out.split()]
 
 
@@ -118,8 +127,9 @@ def test_exiftool_killed_while_filing(tmp_path: Path) -> None:
     try:
         d.ready()
         for i in range(60):  # undated JPEGs, dated by name: ExifTool reads every one
-            files[write(cfg.inbox / f"IMG_20200101_1200{i:02d}.jpg", jpeg_bytes(None, i))] \
-                = jpeg_bytes(None, i)
+            files[write(cfg.inbox / f"IMG_20200101_1200{i:02d}.jpg", jpeg_bytes(None, i))] = (
+                jpeg_bytes(None, i)
+            )
         kills = 0
 
         def kill_some() -> bool:
@@ -131,6 +141,7 @@ def test_exiftool_killed_while_filing(tmp_path: Path) -> None:
                 except ProcessLookupError:
                     pass
             return len(tree_hashes(cfg.library)) >= 30 or kills >= 5
+
         wait_for(kill_some, 30, "ExifTool killed a few times")
         wait_for(lambda: len(tree_hashes(cfg.library)) == 60, 60, "all 60 filed")
         assert kills >= 1

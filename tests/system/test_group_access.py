@@ -20,18 +20,29 @@ from tests.helpers import cli_argv, jpeg_bytes, write
 SERVICE, MEMBER, STRANGER = 64301, 64302, 64303  # uids no one uses; the group is SERVICE's
 WHEN = datetime(2023, 3, 4, 5, 6, 7)
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
+    ),
+]
 
 
-def as_uid(uid: int, cfg: Path, *args: str, groups: tuple[int, ...] = ()
-           ) -> subprocess.CompletedProcess[str]:
+def as_uid(
+    uid: int, cfg: Path, *args: str, groups: tuple[int, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """`mediasortd` as `uid` (primary group: itself), with these supplementary groups."""
     ids = ["--reuid", str(uid), "--regid", str(uid)]
     ids += ["--groups", ",".join(map(str, groups))] if groups else ["--clear-groups"]
-    return subprocess.run(["setpriv", *ids, "--", *cli_argv(cfg, *args)], capture_output=True,
-                          text=True, timeout=120, check=False, cwd="/",
-                          env={**os.environ, "HOME": "/"})
+    return subprocess.run(
+        ["setpriv", *ids, "--", *cli_argv(cfg, *args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd="/",
+        env={**os.environ, "HOME": "/"},
+    )
 
 
 @pytest.fixture
@@ -46,15 +57,15 @@ def home() -> Iterator[Path]:
     (top / "src").mkdir(mode=0o755)
     (top / "config.toml").write_text(
         f'[paths]\ninbox = "{top}/inbox"\nlibrary = "{top}/library"\n'
-        f'state_dir = "{top}/state"\n[logging]\nformat = "json"\n')
+        f'state_dir = "{top}/state"\n[logging]\nformat = "json"\n'
+    )
     try:
         yield top
     finally:
         shutil.rmtree(top)
 
 
-def test_members_read_the_catalog_strangers_do_not_root_leaves_nothing_behind(home: Path
-                                                                              ) -> None:
+def test_members_read_the_catalog_strangers_do_not_root_leaves_nothing_behind(home: Path) -> None:
     cfg = home / "config.toml"
     old = os.umask(0o027)  # the unit's UMask=
     try:
@@ -81,12 +92,24 @@ def test_members_read_the_catalog_strangers_do_not_root_leaves_nothing_behind(ho
     assert denied.returncode != 0 and "catalog" in denied.stderr, denied
 
     # root imports into a new month folder, then the service's user goes on there
-    r = subprocess.run(cli_argv(cfg, "import", str(home / "src" / "1.jpg")), capture_output=True,
-                       text=True, timeout=120, check=False)
+    r = subprocess.run(
+        cli_argv(cfg, "import", str(home / "src" / "1.jpg")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
-    rooted = [str(p) for p in [home / "state", home / "library",
-                               *(home / "state").rglob("*"), *(home / "library").rglob("*")]
-              if p.lstat().st_uid == 0 or p.lstat().st_gid == 0]
+    rooted = [
+        str(p)
+        for p in [
+            home / "state",
+            home / "library",
+            *(home / "state").rglob("*"),
+            *(home / "library").rglob("*"),
+        ]
+        if p.lstat().st_uid == 0 or p.lstat().st_gid == 0
+    ]
     assert not rooted, rooted
     assert (home / "library" / "2023-04").stat().st_mode & 0o2000, "the setgid bit was lost"
     r = as_uid(SERVICE, cfg, "import", str(home / "src" / "2.jpg"))

@@ -38,8 +38,12 @@ WHEN = datetime(2020, 2, 29, 12, 0, 0)
 def jobs(cfg: Config) -> dict[bytes, tuple[str, str | None, bytes | None]]:
     conn = db.connect(cfg.catalog)
     try:
-        return {bytes(s): (o, e, bytes(d) if d else None) for s, o, e, d in conn.execute(
-            "SELECT source, outcome, error, dest FROM jobs WHERE step = 'done'")}
+        return {
+            bytes(s): (o, e, bytes(d) if d else None)
+            for s, o, e, d in conn.execute(
+                "SELECT source, outcome, error, dest FROM jobs WHERE step = 'done'"
+            )
+        }
     finally:
         conn.close()
 
@@ -64,8 +68,14 @@ def test_special_entries_are_rejected_without_being_opened(tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr
     done = jobs(cfg)
     by_name = {os.path.basename(k).decode(): v for k, v in done.items()}
-    for name in ("pipe.jpg", "sock.jpg", "link-to-photo.jpg", "shadow.jpg", "dangling.jpg",
-                 "empty.jpg") + (("null.jpg",) if os.geteuid() == 0 else ()):
+    for name in (
+        "pipe.jpg",
+        "sock.jpg",
+        "link-to-photo.jpg",
+        "shadow.jpg",
+        "dangling.jpg",
+        "empty.jpg",
+    ) + (("null.jpg",) if os.geteuid() == 0 else ()):
         outcome, error, dest = by_name[name]
         assert outcome == "rejected", (name, outcome, error)
         assert dest is not None and os.path.lexists(dest), name
@@ -75,8 +85,7 @@ def test_special_entries_are_rejected_without_being_opened(tmp_path: Path) -> No
     # the links were moved as links: no byte of /etc/shadow or the photo was copied
     assert os.path.islink(cfg.rejected / "shadow.jpg")
     assert os.readlink(cfg.rejected / "shadow.jpg") == "/etc/shadow"
-    assert photo.exists() and list(tree_hashes(cfg.library).values()) == [
-        sha(jpeg_bytes(WHEN, 2))]
+    assert photo.exists() and list(tree_hashes(cfg.library).values()) == [sha(jpeg_bytes(WHEN, 2))]
     shadow = Path("/etc/shadow")
     if shadow.exists():
         secret = sha(shadow.read_bytes())
@@ -86,9 +95,15 @@ def test_special_entries_are_rejected_without_being_opened(tmp_path: Path) -> No
 
 def test_awkward_names_are_filed(tmp_path: Path) -> None:
     cfg, cfg_path = make_config(tmp_path)
-    names = [b"new\nline.jpg", b"bad-\xff\xfe-utf8.jpg",
-             unicodedata.normalize("NFD", "café.jpg").encode(), b"-leading-dash.jpg",
-             b"x" * 251 + b".jpg", b" spaced .JPG", b"$(rm -rf ~).jpg"]
+    names = [
+        b"new\nline.jpg",
+        b"bad-\xff\xfe-utf8.jpg",
+        unicodedata.normalize("NFD", "café.jpg").encode(),
+        b"-leading-dash.jpg",
+        b"x" * 251 + b".jpg",
+        b" spaced .JPG",
+        b"$(rm -rf ~).jpg",
+    ]
     files = {}
     for i, name in enumerate(names):
         path = os.path.join(os.fsencode(cfg.inbox), name)
@@ -99,8 +114,9 @@ def test_awkward_names_are_filed(tmp_path: Path) -> None:
     r = cli(cfg_path, "import", "--move", str(cfg.inbox))
     assert r.returncode == 0, r.stderr
     assert f"{len(names)} filed" in r.stdout
-    assert sorted(tree_hashes(cfg.library)) == [f"2020-03/2020-03-01 00.00.0{i}.jpg"
-                                                for i in range(len(names))]
+    assert sorted(tree_hashes(cfg.library)) == [
+        f"2020-03/2020-03-01 00.00.0{i}.jpg" for i in range(len(names))
+    ]
     check_consistent(cfg, files, move=True)
     status = json.loads(cli(cfg_path, "status", "--json").stdout)
     assert status["outcomes"]["filed"] == len(names)
@@ -119,14 +135,28 @@ def test_hard_links_in_the_inbox(tmp_path: Path) -> None:
 
 def test_crafted_metadata_never_reaches_a_path(tmp_path: Path) -> None:
     # the camera's own make and model in the layout (issue 13.1), dated by mtime
-    cfg, cfg_path = make_config(tmp_path, undated="mtime", layout="{make}/{model}/{year}-"
-                                "{month}/{year}-{month}-{day} {hour}.{minute}.{second}{ext}")
+    cfg, cfg_path = make_config(
+        tmp_path,
+        undated="mtime",
+        layout="{make}/{model}/{year}-{month}/{year}-{month}-{day} {hour}.{minute}.{second}{ext}",
+    )
     photo = write(cfg.inbox / "crafted.jpg", jpeg_bytes(None, 30))
     long = "A" * 10_000
-    subprocess.run(["exiftool", "-q", "-overwrite_original",
-                    "-DateTimeOriginal=../../../../etc/passwd", "-CreateDate=0000:00:00 00:00:00",
-                    f"-Make={long}", "-Model=../../x", "-XMP-dc:Title=..\\..\\x",
-                    f"-XMP-dc:Description={long}", str(photo)], check=True)
+    subprocess.run(
+        [
+            "exiftool",
+            "-q",
+            "-overwrite_original",
+            "-DateTimeOriginal=../../../../etc/passwd",
+            "-CreateDate=0000:00:00 00:00:00",
+            f"-Make={long}",
+            "-Model=../../x",
+            "-XMP-dc:Title=..\\..\\x",
+            f"-XMP-dc:Description={long}",
+            str(photo),
+        ],
+        check=True,
+    )
     os.utime(photo, (1_600_000_000, 1_600_000_000))
     r = cli(cfg_path, "import", "--move", str(cfg.inbox))
     assert r.returncode == 0, r.stderr
@@ -144,8 +174,21 @@ def test_truncated_and_fuzzed_media_never_crash(tmp_path: Path) -> None:
     rng = random.Random(99)
     base = jpeg_bytes(WHEN, 40, size=64)
     mp4 = tmp_path / "clip.mp4"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "color=c=red:s=32x32:d=0.2", "-pix_fmt", "yuv420p", str(mp4)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=red:s=32x32:d=0.2",
+            "-pix_fmt",
+            "yuv420p",
+            str(mp4),
+        ],
+        check=True,
+    )
     samples = [base, mp4.read_bytes()]
     files = {}
     for i in range(40):
@@ -156,8 +199,9 @@ def test_truncated_and_fuzzed_media_never_crash(tmp_path: Path) -> None:
             for _ in range(rng.randrange(1, 50)):  # bit flips
                 data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
         data += i.to_bytes(2, "big")
-        files[write(cfg.inbox / f"fuzz{i:02d}{'.jpg' if i % 2 == 0 else '.mp4'}",
-                    bytes(data))] = bytes(data)
+        files[write(cfg.inbox / f"fuzz{i:02d}{'.jpg' if i % 2 == 0 else '.mp4'}", bytes(data))] = (
+            bytes(data)
+        )
     r = cli(cfg_path, "import", "--move", str(cfg.inbox), timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "failed" not in r.stdout
@@ -182,9 +226,22 @@ def test_unreadable_file_as_a_normal_user(nobody_dir: Path) -> None:
     for p in [tmp_path, *tmp_path.rglob("*")]:
         os.chown(p, 65534, 65534, follow_symlinks=False)
     os.chown(secret, 0, 0)
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        *cli_argv(cfg_path), "import", "--move", str(cfg.inbox)],
-                       capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            *cli_argv(cfg_path),
+            "import",
+            "--move",
+            str(cfg.inbox),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 filed, 1 rejected" in r.stdout
     assert (cfg.rejected / "secret.jpg").exists()
@@ -203,8 +260,11 @@ def test_ten_gib_sparse_file_in_constant_memory(tmp_path: Path) -> None:
         f.truncate(10 << 30)
     out_path = tmp_path / "out.txt"
     with open(out_path, "w") as out_file:
-        proc = subprocess.Popen([*cli_argv(cfg_path), "import", "--move", str(cfg.inbox)],
-                                stdout=out_file, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*cli_argv(cfg_path), "import", "--move", str(cfg.inbox)],
+            stdout=out_file,
+            stderr=subprocess.DEVNULL,
+        )
         peak = 0
         while proc.poll() is None:  # VmHWM: this process's own peak (not its parent's)
             peak = max(peak, vm_hwm_kib(proc.pid))
@@ -232,8 +292,12 @@ def test_library_folder_unwritable_then_writable_again(nobody_dir: Path) -> None
     """As a normal user: the library refuses new folders; the import reports the files
     as failed (exit 1) and leaves every source as it was; once writable, all is filed."""
     cfg, cfg_path = make_config(nobody_dir)
-    files = {write(cfg.inbox / f"u{i}.jpg", jpeg_bytes(datetime(2021, 1, 1, 0, 0, i), 60 + i)):
-             jpeg_bytes(datetime(2021, 1, 1, 0, 0, i), 60 + i) for i in range(3)}
+    files = {
+        write(
+            cfg.inbox / f"u{i}.jpg", jpeg_bytes(datetime(2021, 1, 1, 0, 0, i), 60 + i)
+        ): jpeg_bytes(datetime(2021, 1, 1, 0, 0, i), 60 + i)
+        for i in range(3)
+    }
     cfg.library.mkdir()
     cfg.staging.mkdir(mode=0o700)
     for p in [nobody_dir, *nobody_dir.rglob("*")]:
@@ -241,16 +305,25 @@ def test_library_folder_unwritable_then_writable_again(nobody_dir: Path) -> None
     cfg.library.chmod(0o555)  # staging exists, but no new folder can be made for a date
     user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     # the five attempts each file is given, without the real backoff's 15 s between them
-    r = subprocess.run([*user, *cli_argv(cfg_path, "import", "--move", str(cfg.inbox),
-                                         backoff=0.01)],
-                       capture_output=True, text=True, timeout=120, check=False)
+    r = subprocess.run(
+        [*user, *cli_argv(cfg_path, "import", "--move", str(cfg.inbox), backoff=0.01)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "3 failed" in r.stdout
     assert all("(gave up after 5 attempts)" in (e or "") for _, e, _ in jobs(cfg).values())
     assert all(p.read_bytes() == d for p, d in files.items()), "a source was touched"
     assert os.listdir(cfg.staging) == []
     cfg.library.chmod(0o750)
-    r = subprocess.run([*user, *cli_argv(cfg_path, "import", "--move", str(cfg.inbox))],
-                       capture_output=True, text=True, timeout=120, check=False)
+    r = subprocess.run(
+        [*user, *cli_argv(cfg_path, "import", "--move", str(cfg.inbox))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0 and "3 filed" in r.stdout, r.stdout + r.stderr
     check_consistent(cfg, files, move=True)

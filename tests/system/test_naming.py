@@ -27,9 +27,16 @@ def raws(paths: list[Path], when: datetime, seed: int = 0) -> dict[Path, bytes]:
         tif = p.with_suffix(".tif")
         Image.new("RGB", (8, 8), (i * 40 % 256, seed, 9)).save(tif, format="TIFF")
         tif.rename(p)
-    media_factory.write_tags({p: {"DNGVersion": "1.4.0.0", "Make": "Canon",
-                                  "DateTimeOriginal": when.strftime("%Y:%m:%d %H:%M:%S")}
-                              for p in paths})
+    media_factory.write_tags(
+        {
+            p: {
+                "DNGVersion": "1.4.0.0",
+                "Make": "Canon",
+                "DateTimeOriginal": when.strftime("%Y:%m:%d %H:%M:%S"),
+            }
+            for p in paths
+        }
+    )
     return {p: p.read_bytes() for p in paths}
 
 
@@ -37,20 +44,27 @@ def catalog_paths(cfg_path: Path) -> dict[str, str]:
     """original name -> library path, from `find --json`."""
     out = cli(cfg_path, "find", "--json", "--limit", "1000", "*")
     assert out.returncode == 0, out.stderr
-    return {r["original_name"]: r["path"] for f in json.loads(out.stdout)
-            for r in f["results"] if r["outcome"] == "filed"}
+    return {
+        r["original_name"]: r["path"]
+        for f in json.loads(out.stdout)
+        for r in f["results"]
+        if r["outcome"] == "filed"
+    }
 
 
 def test_layout_fields_are_plain_cleaned_values(tmp_path: Path) -> None:
     cfg, cfg_path = make_config(
-        tmp_path, layout="{source|elsewhere}/{make|nocam}/{model}/{kind}/{original}{ext}",
-        undated="mtime")  # the video ffmpeg makes has no date
+        tmp_path,
+        layout="{source|elsewhere}/{make|nocam}/{model}/{kind}/{original}{ext}",
+        undated="mtime",
+    )  # the video ffmpeg makes has no date
     inbox = tmp_path / "inbox"
     files = {
         inbox / "bob-phone" / "IMG_1.JPG": photo(WHEN, 1, make="Canon", model="EOS R5"),
         # hostile camera tags and names: '/', '..', control bytes, leading dots, length
-        inbox / "bob-phone" / "..\x1b[31mevil.jpg": photo(WHEN, 2, make="../../etc",
-                                                          model="\x01." + "é" * 200),
+        inbox / "bob-phone" / "..\x1b[31mevil.jpg": photo(
+            WHEN, 2, make="../../etc", model="\x01." + "é" * 200
+        ),
         inbox / "bob-phone" / ".hidden.jpg": photo(WHEN, 3),
         inbox / "top.jpg": photo(WHEN, 4, make="/", model=".."),
     }
@@ -119,16 +133,21 @@ def test_a_burst_is_numbered_in_sub_second_order(tmp_path: Path) -> None:
     assert cli(cfg_path, "import", str(src)).returncode == 0
     names = catalog_paths(cfg_path)
     assert [names[n] for n in ("z.jpg", "m.jpg", "a.jpg")] == [
-        f"{STEM}.jpg", f"{STEM}.1.jpg", f"{STEM}.2.jpg"]
+        f"{STEM}.jpg",
+        f"{STEM}.1.jpg",
+        f"{STEM}.2.jpg",
+    ]
 
 
 def test_undated_files_go_to_their_own_folder(tmp_path: Path) -> None:
     cfg, cfg_path = make_config(tmp_path)
     src = tmp_path / "scans"
-    files = {write(src / "1998" / "scan001.jpg", photo(None, 1)): b"",
-             write(src / "other" / "scan001.jpg", photo(None, 2)): b"",
-             write(src / "IMG_20200101_101010.jpg", photo(None, 3)): b"",  # dated by name
-             write(src / "dated.jpg", photo(WHEN, 4)): b""}
+    files = {
+        write(src / "1998" / "scan001.jpg", photo(None, 1)): b"",
+        write(src / "other" / "scan001.jpg", photo(None, 2)): b"",
+        write(src / "IMG_20200101_101010.jpg", photo(None, 3)): b"",  # dated by name
+        write(src / "dated.jpg", photo(WHEN, 4)): b"",
+    }
     files = {p: p.read_bytes() for p in files}
     done = cli(cfg_path, "import", str(src))
     assert done.returncode == 0, done.stderr
@@ -160,13 +179,22 @@ def test_undated_mtime_and_reject(tmp_path: Path) -> None:
 
 
 def test_dangerous_layouts_are_refused_at_load(tmp_path: Path) -> None:
-    for i, layout in enumerate(("{month:/>1.0}{day:.>2.0}{ext}", "{year}/{camera}{ext}",
-                                "{year}/../{ext}", "{year}/{original}", "{year}/{ext}",
-                                "/abs/{year}{ext}", "{year}/{model|a/b}{ext}")):
+    for i, layout in enumerate(
+        (
+            "{month:/>1.0}{day:.>2.0}{ext}",
+            "{year}/{camera}{ext}",
+            "{year}/../{ext}",
+            "{year}/{original}",
+            "{year}/{ext}",
+            "/abs/{year}{ext}",
+            "{year}/{model|a/b}{ext}",
+        )
+    ):
         (tmp_path / str(i)).mkdir()
         _, cfg_path = make_config(tmp_path / str(i))
-        text = cfg_path.read_text().replace("[ingest]", f"[ingest]\nlayout = {layout!r}"
-                                            .replace("'", '"'))
+        text = cfg_path.read_text().replace(
+            "[ingest]", f"[ingest]\nlayout = {layout!r}".replace("'", '"')
+        )
         cfg_path.write_text(text)
         out = cli(cfg_path, "status")
         assert out.returncode == 78, (layout, out.stderr)

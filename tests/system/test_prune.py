@@ -30,8 +30,9 @@ def start(tmp_path: Path) -> Iterator[Start]:
     def go(prune: bool = True) -> tuple[config.Config, Daemon]:
         _, path = make_config(tmp_path, settle_seconds=0.3)
         if not prune:
-            path.write_text(path.read_text().replace("[ingest]\n",
-                                                     "[ingest]\nprune_folders = false\n"))
+            path.write_text(
+                path.read_text().replace("[ingest]\n", "[ingest]\nprune_folders = false\n")
+            )
         d = Daemon(tmp_path, path)
         daemons.append(d)
         d.ready()
@@ -80,14 +81,23 @@ def test_dropped_folders_go_synced_folders_stay(start: Start) -> None:
     (inbox / "bob-phone" / ".stfolder").mkdir(parents=True)
     write(inbox / "bob-phone" / "DCIM" / "Camera" / "b.jpg", jpeg_bytes(BASE, 1))
     write(inbox / "carol" / "Pictures" / ".nomedia", b"")
-    write(inbox / "carol" / "Pictures" / "Shots" / "c.jpg",
-          jpeg_bytes(BASE + timedelta(seconds=1), 2))
+    write(
+        inbox / "carol" / "Pictures" / "Shots" / "c.jpg", jpeg_bytes(BASE + timedelta(seconds=1), 2)
+    )
     wait_for(filed(cfg, 2), 20, "bob's and carol's photos filed")
-    wait_for(lambda: not list((inbox / "bob-phone" / "DCIM" / "Camera").iterdir())
-             and not list((inbox / "carol" / "Pictures" / "Shots").iterdir()), 10,
-             "their folders emptied")
-    age(inbox / "bob-phone" / "DCIM" / "Camera", inbox / "bob-phone" / "DCIM",
-        inbox / "carol" / "Pictures" / "Shots")
+    wait_for(
+        lambda: (
+            not list((inbox / "bob-phone" / "DCIM" / "Camera").iterdir())
+            and not list((inbox / "carol" / "Pictures" / "Shots").iterdir())
+        ),
+        10,
+        "their folders emptied",
+    )
+    age(
+        inbox / "bob-phone" / "DCIM" / "Camera",
+        inbox / "bob-phone" / "DCIM",
+        inbox / "carol" / "Pictures" / "Shots",
+    )
     # Then a card dump: once it is gone, the daemon has judged the folders above too.
     write(inbox / "card" / "DCIM" / "100APPLE" / "d.jpg", jpeg_bytes(BASE + timedelta(2), 3))
     wait_for(filed(cfg, 3), 20, "the card's photo filed")
@@ -104,8 +114,9 @@ def test_prune_folders_false_keeps_every_folder(start: Start) -> None:
     inbox = cfg.inbox
     write(inbox / "card" / "DCIM" / "100APPLE" / "a.jpg", jpeg_bytes(BASE, 11))
     wait_for(filed(cfg, 1), 20, "the card's photo filed")
-    wait_for(lambda: not list((inbox / "card" / "DCIM" / "100APPLE").iterdir()), 10,
-             "the folder emptied")
+    wait_for(
+        lambda: not list((inbox / "card" / "DCIM" / "100APPLE").iterdir()), 10, "the folder emptied"
+    )
     age(inbox / "card" / "DCIM" / "100APPLE", inbox / "card" / "DCIM", inbox / "card")
     # another file filed: the daemon went round its loop (where it prunes) since
     write(inbox / "b.jpg", jpeg_bytes(BASE + timedelta(seconds=5), 12))

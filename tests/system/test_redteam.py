@@ -28,11 +28,12 @@ def test_values_that_clean_to_dots_still_file(tmp_path: Path) -> None:
     """A name or tag like ' . .x' or '.. ..' must not clean to a hidden, '.' or '..'
     part: stripping blanks and leading dots once left one of them behind, and the file
     failed instead of being filed."""
-    cfg, cfg_path = make_config(tmp_path, layout="{make}/{model}/{original}{ext}",
-                                undated="folder")
+    cfg, cfg_path = make_config(tmp_path, layout="{make}/{model}/{original}{ext}", undated="folder")
     src = tmp_path / "src"
-    files = {write(src / " . .x.jpg", photo(WHEN, 1, make=". .", model=".. ..")): b"",
-             write(src / " . .scan.jpg", photo(None, 2)): b""}  # undated: undated/{original}
+    files = {
+        write(src / " . .x.jpg", photo(WHEN, 1, make=". .", model=".. ..")): b"",
+        write(src / " . .scan.jpg", photo(None, 2)): b"",
+    }  # undated: undated/{original}
     files = {p: p.read_bytes() for p in files}
     done = cli(cfg_path, "import", str(src))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -47,8 +48,10 @@ def test_a_hostile_takeout_json_does_not_fail_its_photo(tmp_path: Path) -> None:
     being filed without the JSON's date."""
     cfg, cfg_path = make_config(tmp_path)
     src = tmp_path / "src"
-    files = {write(src / "IMG_1.JPG", photo(None, 1)): b"",
-             write(src / "IMG_1.JPG.json", b'{"photoTakenTime": ' + b"[" * 100_000): b""}
+    files = {
+        write(src / "IMG_1.JPG", photo(None, 1)): b"",
+        write(src / "IMG_1.JPG.json", b'{"photoTakenTime": ' + b"[" * 100_000): b"",
+    }
     files = {p: p.read_bytes() for p in files}
     done = cli(cfg_path, "import", str(src))
     assert "ingest.bug" not in done.stderr and "failed" not in done.stdout, done.stderr
@@ -69,8 +72,9 @@ def test_a_file_deleted_beside_its_album_copy_is_not_filed_twice(tmp_path: Path)
     assert "would move its row to the intact copy Albums/Trip/IMG_1 copy.JPG" in dry.stdout
     r = cli(cfg_path, "verify", "--repair")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert rows(cfg, "SELECT path, missing_since FROM files WHERE sha256 = "
-                f"'{sha(jpeg_bytes(BASE, 1))}'") == [("Albums/Trip/IMG_1 copy.JPG", None)]
+    assert rows(
+        cfg, f"SELECT path, missing_since FROM files WHERE sha256 = '{sha(jpeg_bytes(BASE, 1))}'"
+    ) == [("Albums/Trip/IMG_1 copy.JPG", None)]
     before = tree_hashes(cfg.library)
     write(tmp_path / "phone" / "IMG_1.JPG", jpeg_bytes(BASE, 1))
     done = cli(cfg_path, "import", str(tmp_path / "phone"))
@@ -132,8 +136,10 @@ def test_a_file_named_twice_is_counted_once(tmp_path: Path) -> None:
     reached its end and the summary did not add up."""
     cfg, cfg_path = make_config(tmp_path)
     src = tmp_path / "src"
-    files = {write(src / "a.jpg", jpeg_bytes(BASE, 1)): jpeg_bytes(BASE, 1),
-             write(src / "b.jpg", jpeg_bytes(BASE, 2)): jpeg_bytes(BASE, 2)}
+    files = {
+        write(src / "a.jpg", jpeg_bytes(BASE, 1)): jpeg_bytes(BASE, 1),
+        write(src / "b.jpg", jpeg_bytes(BASE, 2)): jpeg_bytes(BASE, 2),
+    }
     done = cli(cfg_path, "import", str(src), str(src / "a.jpg"), f"{src}/", f"{src}/./b.jpg")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("imported 2 file(s): 2 filed"), done.stdout
@@ -150,10 +156,10 @@ def test_import_does_not_wait_for_a_partner_it_was_not_given(tmp_path: Path) -> 
     media_factory.video(src / "IMG_1.MOV")
     write(src / "IMG_2.JPG", jpeg_bytes(BASE, 2))
     write(src / "IMG_2.JPG.xmp", b"<x:xmpmeta>rating 2</x:xmpmeta>")
-    done = cli(cfg_path, "import", str(src / "IMG_1.MOV"), str(src / "IMG_2.JPG.xmp"),
-               timeout=60)
-    assert done.stdout.startswith("imported 2 file(s): 1 filed, 1 rejected"), \
+    done = cli(cfg_path, "import", str(src / "IMG_1.MOV"), str(src / "IMG_2.JPG.xmp"), timeout=60)
+    assert done.stdout.startswith("imported 2 file(s): 1 filed, 1 rejected"), (
         done.stdout + done.stderr
+    )
     assert [p for p in tree_hashes(cfg.library) if p.endswith(".mov")]
     assert "a sidecar whose photo is not in the library" in done.stderr
 
@@ -172,8 +178,9 @@ def test_an_album_copy_replaced_by_another_photo_is_catalogued(tmp_path: Path) -
     r = cli(cfg_path, "verify", "--repair")
     assert r.returncode == 0, r.stdout + r.stderr
     assert copy.read_bytes() == jpeg_bytes(BASE, 42)  # where it stands
-    assert rows(cfg, f"SELECT path FROM files WHERE sha256 = '{sha(jpeg_bytes(BASE, 42))}'") \
-        == [("Albums/Trip/IMG_1 copy.JPG",)]
+    assert rows(cfg, f"SELECT path FROM files WHERE sha256 = '{sha(jpeg_bytes(BASE, 42))}'") == [
+        ("Albums/Trip/IMG_1 copy.JPG",)
+    ]
     assert cli(cfg_path, "verify", "--deep").returncode == 0
 
 
@@ -193,8 +200,7 @@ def test_names_cannot_drive_the_terminal_during_an_import(tmp_path: Path) -> Non
     assert "\nFAKE" not in out.replace("\r\n", "\n"), repr(out)
 
 
-def test_the_metrics_temporary_never_truncates_a_file_linked_at_its_name(
-        tmp_path: Path) -> None:
+def test_the_metrics_temporary_never_truncates_a_file_linked_at_its_name(tmp_path: Path) -> None:
     """The metrics textfile is written through a temporary with a predictable name
     (.NAME.PID.tmp) opened with O_TRUNC and without O_EXCL: a hard link left at that name
     in the (shared) textfile folder had its target truncated and rewritten."""
@@ -205,18 +211,25 @@ def test_the_metrics_temporary_never_truncates_a_file_linked_at_its_name(
     prom = tmp_path / "prom"
     prom.mkdir()
     textfile = prom / "mediasortd.prom"
-    cfg_path.write_text(cfg_path.read_text()
-                        + f'[metrics]\ntextfile = "{textfile}"\ninterval_seconds = 0.1\n')
+    cfg_path.write_text(
+        cfg_path.read_text() + f'[metrics]\ntextfile = "{textfile}"\ninterval_seconds = 0.1\n'
+    )
     canary = write(tmp_path / "canary.txt", b"precious bytes\n")
     daemon = Daemon(tmp_path, cfg_path)
     try:
         daemon.ready()
-        first = wait_for(lambda: textfile.exists() and os.stat(textfile).st_ino, 30,
-                         "the first metrics textfile")
+        first = wait_for(
+            lambda: textfile.exists() and os.stat(textfile).st_ino, 30, "the first metrics textfile"
+        )
         os.link(canary, prom / f".mediasortd.prom.{daemon.proc.pid}.tmp")
-        wait_for(lambda: os.stat(textfile).st_ino != first
-                 and os.stat(textfile).st_ino != os.stat(canary).st_ino, 30,
-                 "the textfile rewritten")
+        wait_for(
+            lambda: (
+                os.stat(textfile).st_ino != first
+                and os.stat(textfile).st_ino != os.stat(canary).st_ino
+            ),
+            30,
+            "the textfile rewritten",
+        )
         assert canary.read_bytes() == b"precious bytes\n"
         assert daemon.terminate() == 0
     finally:
@@ -235,9 +248,12 @@ def test_import_dry_run_files_sidecars_beside_their_photo(tmp_path: Path) -> Non
     dry = cli(cfg_path, "import", "--dry-run", str(src))
     assert dry.returncode == 0, dry.stderr
     said = {line.split()[1]: line.split()[0] for line in dry.stdout.splitlines()[:-1]}
-    assert said == {str(src / "IMG_1.JPG"): "filed", str(src / "IMG_1.JPG.xmp"): "filed",
-                    str(src / "IMG_1.AAE"): "filed", str(src / "lonely.jpg.xmp"): "rejected"}, \
-        dry.stdout
+    assert said == {
+        str(src / "IMG_1.JPG"): "filed",
+        str(src / "IMG_1.JPG.xmp"): "filed",
+        str(src / "IMG_1.AAE"): "filed",
+        str(src / "lonely.jpg.xmp"): "rejected",
+    }, dry.stdout
     assert "2019-05/2019-05-06 07.08.09.jpg.xmp" in dry.stdout
     assert "2019-05/2019-05-06 07.08.09.aae" in dry.stdout
     done = cli(cfg_path, "import", str(src))
@@ -259,8 +275,11 @@ def test_the_daemon_files_hostile_source_folders_and_names(tmp_path: Path) -> No
         write(inbox / ".. .." / "b.jpg", photo(WHEN, 2))
         write(inbox / " . .x" / "c.jpg", photo(None, 3))  # undated: undated/{original}
         want = {"unknown/a.jpg", "unknown/b.jpg", "undated/c.jpg"}
-        wait_for(lambda: set(tree_hashes(cfg.library)) == want, 30,
-                 lambda: f"library {sorted(tree_hashes(cfg.library))}")
+        wait_for(
+            lambda: set(tree_hashes(cfg.library)) == want,
+            30,
+            lambda: f"library {sorted(tree_hashes(cfg.library))}",
+        )
         assert daemon.terminate() == 0
     finally:
         daemon.close()
@@ -308,6 +327,7 @@ def test_a_kept_non_media_file_replaced_by_a_photo_is_catalogued(tmp_path: Path)
     assert v.returncode == 1 and "2019/05/notes.txt" in v.stdout, v.stdout
     r = cli(cfg_path, "verify", "--repair")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert rows(cfg, f"SELECT path FROM files WHERE sha256 = '{sha(jpeg_bytes(BASE, 43))}'") \
-        == [("2019/05/notes.txt",)]
+    assert rows(cfg, f"SELECT path FROM files WHERE sha256 = '{sha(jpeg_bytes(BASE, 43))}'") == [
+        ("2019/05/notes.txt",)
+    ]
     assert cli(cfg_path, "verify", "--deep").returncode == 0

@@ -34,15 +34,24 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, Daemon]]:
 
 
 def cli(cfg_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg_path), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(cfg_path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def reload(d: Daemon) -> None:
     n = len(d.notify.seen("READY=1"))
     d.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: len(d.notify.seen("READY=1")) > n or d.proc.poll() is not None, 10,
-             "READY=1 after the reload")
+    wait_for(
+        lambda: len(d.notify.seen("READY=1")) > n or d.proc.poll() is not None,
+        10,
+        "READY=1 after the reload",
+    )
     assert d.proc.poll() is None, "SIGHUP stopped the daemon"
 
 
@@ -53,7 +62,8 @@ def edit(cfg_path: Path, old: str, new: str) -> None:
 
 
 def test_sighup_applies_a_new_layout_and_inbox_to_the_next_file(
-        daemon: tuple[Path, Daemon]) -> None:
+    daemon: tuple[Path, Daemon],
+) -> None:
     cfg_path, d = daemon
     cfg = load(str(cfg_path))
     write(cfg.inbox / "a.jpg", jpeg_bytes(BASE, 1))
@@ -61,19 +71,23 @@ def test_sighup_applies_a_new_layout_and_inbox_to_the_next_file(
     assert (cfg.library / "2021-05" / "2021-05-06 07.08.09.jpg").exists()
 
     new_inbox = cfg.inbox.parent / "inbox2"
-    edit(cfg_path, "[ingest]",
-         '[ingest]\nlayout = "{year}/{month}{day}-{hour}{minute}{second}{ext}"')
+    edit(
+        cfg_path, "[ingest]", '[ingest]\nlayout = "{year}/{month}{day}-{hour}{minute}{second}{ext}"'
+    )
     edit(cfg_path, f'inbox = "{cfg.inbox}"', f'inbox = "{new_inbox}"')
     reload(d)
     msgs = [m for _, m in d.notify.messages]
     i = msgs.index("RELOADING=1")
-    assert re.fullmatch(r"MONOTONIC_USEC=\d+", msgs[i + 1]), msgs[i:i + 3]
+    assert re.fullmatch(r"MONOTONIC_USEC=\d+", msgs[i + 1]), msgs[i : i + 3]
     assert "READY=1" in msgs[i:]
     assert d.status().startswith(f"STATUS=watching {new_inbox}:"), d.status()
 
     write(new_inbox / "b.jpg", jpeg_bytes(BASE, 2))
-    wait_for((cfg.library / "2021" / "0506-070809.jpg").exists, 15,
-             "the next file filed under the new layout, from the new inbox")
+    wait_for(
+        (cfg.library / "2021" / "0506-070809.jpg").exists,
+        15,
+        "the next file filed under the new layout, from the new inbox",
+    )
     write(cfg.inbox / "c.jpg", jpeg_bytes(BASE, 3))  # the old inbox is no longer watched
     assert d.proc.poll() is None
     assert d.terminate() == 0
@@ -107,8 +121,9 @@ def test_a_bad_config_on_reload_keeps_the_old_one_and_says_so(daemon: tuple[Path
     assert '"event": "daemon.reload_failed"' in log and "daemon.reload_needs_restart" in log
 
 
-def test_removing_the_lock_file_lets_no_second_writer_in(daemon: tuple[Path, Daemon],
-                                                         tmp_path: Path) -> None:
+def test_removing_the_lock_file_lets_no_second_writer_in(
+    daemon: tuple[Path, Daemon], tmp_path: Path
+) -> None:
     cfg_path, d = daemon
     cfg = load(str(cfg_path))
     holder = report.writer(cfg)
@@ -124,8 +139,11 @@ def test_removing_the_lock_file_lets_no_second_writer_in(daemon: tuple[Path, Dae
     finally:
         second.close()
     # the daemon makes its lock file again (checked every second), status sees it again
-    wait_for(lambda: report.writer(cfg) == {"pid": d.proc.pid, "command": "run"}, 10,
-             "the lock file made again")
+    wait_for(
+        lambda: report.writer(cfg) == {"pid": d.proc.pid, "command": "run"},
+        10,
+        "the lock file made again",
+    )
     write(cfg.inbox / "x.jpg", jpeg_bytes(BASE, 9))
     wait_for(lambda: "1 filed" in d.status(), 15, "the file filed once, by the daemon")
     assert len(tree_hashes(cfg.library)) == 1
@@ -137,8 +155,9 @@ def test_a_folder_it_cannot_write_stops_the_start_with_78(tmp_path: Path) -> Non
     _, cfg_path = make_config(tmp_path)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    text = cfg_path.read_text().replace(f'library = "{tmp_path}/library"',
-                                        f'library = "{blocker}/library"')
+    text = cfg_path.read_text().replace(
+        f'library = "{tmp_path}/library"', f'library = "{blocker}/library"'
+    )
     cfg_path.write_text(text)
     out = cli(cfg_path, "run")
     assert out.returncode == 78, out.stderr

@@ -24,8 +24,12 @@ BASE = datetime(2018, 1, 2, 3, 4, 5)
 def imported(tmp_path: Path, n: int = 5) -> tuple[Config, Path, dict[Path, bytes]]:
     cfg, cfg_path = make_config(tmp_path)
     src = tmp_path / "card"
-    files = {write(src / f"p{i}.jpg", jpeg_bytes(BASE + timedelta(seconds=i), i)):
-             jpeg_bytes(BASE + timedelta(seconds=i), i) for i in range(n)}
+    files = {
+        write(src / f"p{i}.jpg", jpeg_bytes(BASE + timedelta(seconds=i), i)): jpeg_bytes(
+            BASE + timedelta(seconds=i), i
+        )
+        for i in range(n)
+    }
     assert cli(cfg_path, "import", str(src)).returncode == 0
     return cfg, cfg_path, files
 
@@ -66,8 +70,9 @@ def test_adopt_an_existing_sorted_library_in_place(tmp_path: Path) -> None:
     for i in range(6):
         p = cfg.library / "2017" / f"holiday {i}.jpg"
         existing[p] = write(p, jpeg_bytes(BASE + timedelta(days=i), 100 + i)).read_bytes()
-    write(cfg.library / "2017" / "holiday copy.jpg",
-          existing[cfg.library / "2017" / "holiday 0.jpg"])
+    write(
+        cfg.library / "2017" / "holiday copy.jpg", existing[cfg.library / "2017" / "holiday 0.jpg"]
+    )
     write(cfg.library / "2017" / "readme.txt", b"gosort was here")
     before = tree_hashes(cfg.library)
     r = cli(cfg_path, "adopt", str(cfg.library))

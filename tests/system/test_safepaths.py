@@ -109,8 +109,10 @@ def test_symlink_swapped_folders_never_reach_outside(
     for i in range(3):
         write(canary / f"c{i}.jpg", jpeg_bytes(BASE + timedelta(minutes=i), 100 + i))
     d = start_daemon(cfg_path)
-    photos = {write(cfg.inbox / f"p{i}.jpg", jpeg_bytes(BASE + timedelta(hours=i), i)): None
-              for i in range(3)}
+    photos = {
+        write(cfg.inbox / f"p{i}.jpg", jpeg_bytes(BASE + timedelta(hours=i), i)): None
+        for i in range(3)
+    }
     wait_for(lambda: not any(p.exists() for p in photos) and idle(cfg), 30, "photos filed")
     before_library = tree_hashes(cfg.library)
     month = next(p.parent for p in cfg.library.rglob("*.jpg") if ".staging" not in str(p))
@@ -137,6 +139,7 @@ def test_symlink_swapped_folders_never_reach_outside(
 
 # -- the daemon as an unprivileged user (as under the unit), other users' writers ---------
 
+
 def test_a_stalled_writer_of_another_user_is_waited_for(shared_dir: Path) -> None:
     """Another user's writer (invisible to the daemon's /proc look) stalls 3 x settle
     with half of the photo written: nothing is filed and the source stays while it has
@@ -151,14 +154,25 @@ def test_a_stalled_writer_of_another_user_is_waited_for(shared_dir: Path) -> Non
         w, stalled = half_written(path, data)
         # held back by the first check that sees it: inotify's writes without a close
         # (the watcher), else the read lease (the worker); `status` says why
-        wait_for(lambda: any(why in cli(cfg_path, "status").stdout for why in
-                             ("still open for writing", "not closed since")), 30,
-                 "the daemon to see the writer")
-        holds(lambda: path.exists() and not list(cfg.library.glob("20*/*")),  # the stall
-              stalled + 3 * 0.5 - time.monotonic(), "filed mid-write")
+        wait_for(
+            lambda: any(
+                why in cli(cfg_path, "status").stdout
+                for why in ("still open for writing", "not closed since")
+            ),
+            30,
+            "the daemon to see the writer",
+        )
+        holds(
+            lambda: path.exists() and not list(cfg.library.glob("20*/*")),  # the stall
+            stalled + 3 * 0.5 - time.monotonic(),
+            "filed mid-write",
+        )
         assert release(w) == 0
-        wait_for(lambda: not path.exists() and idle(cfg), 30,
-                 lambda: f"the photo to be filed: {user_jobs(cfg)}\n{d.text()[-3000:]}")
+        wait_for(
+            lambda: not path.exists() and idle(cfg),
+            30,
+            lambda: f"the photo to be filed: {user_jobs(cfg)}\n{d.text()[-3000:]}",
+        )
         filed = list(cfg.library.glob("20*/*"))
         assert [p.read_bytes() for p in filed] == [data]
     finally:
@@ -174,8 +188,7 @@ def test_a_writer_that_reopens_between_chunks_is_not_cut(shared_dir: Path) -> No
     d = UserDaemon(shared_dir, cfg_path)
     try:
         d.ready()
-        writers = [writer(cfg.inbox / f"r{i}.jpg", data, 8, "reopen")
-                   for i, data in photos.items()]
+        writers = [writer(cfg.inbox / f"r{i}.jpg", data, 8, "reopen") for i, data in photos.items()]
         for _ in range(7):
             for w in writers:
                 go_on(w)
@@ -197,8 +210,7 @@ def test_entries_leave_an_inbox_on_another_filesystem(shared_dir: Path) -> None:
     retried, over several rescans."""
     import socket
 
-    cfg, cfg_path = user_setup(shared_dir, inbox_tmpfs=True, settle_seconds=0.2,
-                               rescan_seconds=1.0)
+    cfg, cfg_path = user_setup(shared_dir, inbox_tmpfs=True, settle_seconds=0.2, rescan_seconds=1.0)
     photo, secret = jpeg_bytes(BASE, 30), jpeg_bytes(BASE + timedelta(days=1), 31)
     d = UserDaemon(shared_dir, cfg_path)
     try:
@@ -214,8 +226,11 @@ def test_entries_leave_an_inbox_on_another_filesystem(shared_dir: Path) -> None:
         os.mknod(cfg.inbox / "null.jpg", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
         write(cfg.inbox / "secret.jpg", secret).chmod(0o600)  # root's: nobody cannot read
         gone = ["again.jpg", "link.jpg", "pipe.jpg", "sock.jpg"]
-        wait_for(lambda: not any(os.path.lexists(cfg.inbox / n) for n in gone)
-                 and idle(cfg), 30, lambda: f"{os.listdir(cfg.inbox)} {user_jobs(cfg)}")
+        wait_for(
+            lambda: not any(os.path.lexists(cfg.inbox / n) for n in gone) and idle(cfg),
+            30,
+            lambda: f"{os.listdir(cfg.inbox)} {user_jobs(cfg)}",
+        )
         assert os.readlink(cfg.rejected / "link.jpg") == "/etc/passwd"
         assert stat.S_ISFIFO(os.lstat(cfg.rejected / "pipe.jpg").st_mode)
         assert stat.S_ISSOCK(os.lstat(cfg.rejected / "sock.jpg").st_mode)
@@ -229,8 +244,11 @@ def test_entries_leave_an_inbox_on_another_filesystem(shared_dir: Path) -> None:
         [waiting] = [j for j in jobs if j[0].endswith(b"/secret.jpg")]
         assert "filed once it is readable" in (waiting[2] or ""), waiting
         (cfg.inbox / "secret.jpg").chmod(0o644)
-        wait_for(lambda: not (cfg.inbox / "secret.jpg").exists() and idle(cfg), 30,
-                 "the readable file to be filed")
+        wait_for(
+            lambda: not (cfg.inbox / "secret.jpg").exists() and idle(cfg),
+            30,
+            "the readable file to be filed",
+        )
         assert secret in [p.read_bytes() for p in cfg.library.glob("20*/*")]
         assert os.listdir(cfg.inbox) == ["null.jpg"]
         assert [j[0] for j in user_jobs(cfg)].count(null[0]) == 1, "the device was retried"
@@ -264,10 +282,14 @@ def test_a_path_longer_than_path_max_is_filed(
     data = jpeg_bytes(BASE, 44)
     fd = deep_photo(cfg.inbox, "x", data)
     try:
-        wait_for(lambda: [p.read_bytes() for p in cfg.library.glob("20*/*")] == [data], 30,
-                 "the deep photo to be filed")
-        wait_for(lambda: "deep.jpg" not in os.listdir(fd) and idle(cfg), 30,
-                 "its source to be removed")
+        wait_for(
+            lambda: [p.read_bytes() for p in cfg.library.glob("20*/*")] == [data],
+            30,
+            "the deep photo to be filed",
+        )
+        wait_for(
+            lambda: "deep.jpg" not in os.listdir(fd) and idle(cfg), 30, "its source to be removed"
+        )
     finally:
         os.close(fd)
     assert d.terminate() == 0

@@ -53,8 +53,10 @@ def fill(mnt: Path) -> Path:
 
 
 def photos(folder: Path, n: int, seed: int = 0) -> dict[Path, bytes]:
-    out = {folder / f"IMG_{seed + i}.JPG": jpeg_bytes(BASE + timedelta(seconds=seed + i),
-                                                       seed + i) for i in range(n)}
+    out = {
+        folder / f"IMG_{seed + i}.JPG": jpeg_bytes(BASE + timedelta(seconds=seed + i), seed + i)
+        for i in range(n)
+    }
     for p, d in out.items():
         write(p, d)
     return out
@@ -82,13 +84,20 @@ def test_state_dir_read_only_says_so(tmp_path: Path, small_state: Path) -> None:
     assert cli(cfg_path, "import", str(tmp_path / "card")).returncode == 0
     subprocess.run(["mount", "-o", "remount,ro", str(small_state)], check=True)
     try:
-        for args in (["import", str(tmp_path / "card")], ["run"], ["undo", "x"],
-                     ["verify", "--repair"]):
+        for args in (
+            ["import", str(tmp_path / "card")],
+            ["run"],
+            ["undo", "x"],
+            ["verify", "--repair"],
+        ):
             res = cli(cfg_path, *args, timeout=60)
             assert "Traceback" not in res.stderr, (args, res.stderr[-3000:])
             # `run` checks its writable paths first (the unit's self-check: exit 78)
             assert res.returncode in ((73, 78) if args == ["run"] else (73,)), (
-                args, res.returncode, res.stderr[-2000:])
+                args,
+                res.returncode,
+                res.stderr[-2000:],
+            )
             assert str(small_state) in res.stderr, (args, res.stderr)
         st = cli(cfg_path, "status")
         assert "Traceback" not in st.stderr, st.stderr
@@ -105,8 +114,11 @@ def test_daemon_waits_while_the_state_dir_is_full(tmp_path: Path, small_state: P
         d.ready()
         filler = fill(small_state)
         files = photos(cfg.inbox, 40)
-        wait_for(lambda: "catalog's filesystem full" in d.status()
-                 or d.proc.poll() is not None, 30, "STATUS= says the catalog is full")
+        wait_for(
+            lambda: "catalog's filesystem full" in d.status() or d.proc.poll() is not None,
+            30,
+            "STATUS= says the catalog is full",
+        )
         assert d.proc.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
         info = json.loads(cli(cfg_path, "status", "--json").stdout)
         assert info["state_full"] is True
@@ -119,4 +131,3 @@ def test_daemon_waits_while_the_state_dir_is_full(tmp_path: Path, small_state: P
         d.close()
     check_consistent(cfg, files, move=True)
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
-

@@ -19,9 +19,12 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 def lines(text: str) -> list[str]:
     """What a person sees: each line as last drawn (a progress line redrawn with \\r)."""
-    return [ANSI.sub("", line.split("\r")[-1] or (line.split("\r")[-2] if "\r" in line
-                                                   else "")).rstrip()
-            for line in text.replace("\r\n", "\n").split("\n")]
+    return [
+        ANSI.sub(
+            "", line.split("\r")[-1] or (line.split("\r")[-2] if "\r" in line else "")
+        ).rstrip()
+        for line in text.replace("\r\n", "\n").split("\n")
+    ]
 
 
 def files(src: Path, n: int) -> None:
@@ -83,8 +86,10 @@ def test_verbose_quiet_and_off_a_terminal(tmp_path: Path) -> None:
 def test_adopt_on_a_terminal_has_no_spurious_import(tmp_path: Path) -> None:
     cfg_path = terminal_config(tmp_path)
     for i in range(3):
-        write(tmp_path / "library" / "2020-01" / f"old{i}.jpg",
-              jpeg_bytes(datetime(2020, 1, 1, 9, 0, i), 50 + i))
+        write(
+            tmp_path / "library" / "2020-01" / f"old{i}.jpg",
+            jpeg_bytes(datetime(2020, 1, 1, 9, 0, i), 50 + i),
+        )
     rc, out = on_terminal(cfg_path, "adopt", str(tmp_path / "library"))
     assert rc == 0, out
     assert "import.started" not in out and "0/0" not in out, out
@@ -102,9 +107,17 @@ def test_find_shows_an_mtime_date_as_a_date(tmp_path: Path) -> None:
 
 
 def test_help_describes_run_status_and_verify() -> None:
-    for command, words in (("run", "watch the"), ("status", "dashboard"),
-                           ("verify", "Check the catalog")):
-        out = subprocess.run([sys.executable, "-m", "daemon", command, "--help"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
+    for command, words in (
+        ("run", "watch the"),
+        ("status", "dashboard"),
+        ("verify", "Check the catalog"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "daemon", command, "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         body = out.split("\n\n", 1)[1]  # after the usage lines
         assert words in body and not body.startswith("options:"), out

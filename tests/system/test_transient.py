@@ -41,13 +41,19 @@ def test_too_many_open_files_is_retried_never_rejected(tmp_path: Path) -> None:
         held = len(os.listdir(f"/proc/{pid}/fd"))
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (held + SPARE, hard))
-        data = {cfg.inbox / f"IMG_{i}.JPG": jpeg_bytes(BASE + timedelta(seconds=i), i)
-                for i in range(N)}
+        data = {
+            cfg.inbox / f"IMG_{i}.JPG": jpeg_bytes(BASE + timedelta(seconds=i), i) for i in range(N)
+        }
         for p, v in data.items():
             write(p, v)
         log = tmp_path / "daemon.log"
-        wait_for(lambda: '"ingest.deferred"' in log.read_text()
-                 and "Too many open files" in log.read_text(), 30, "a file to meet EMFILE")
+        wait_for(
+            lambda: (
+                '"ingest.deferred"' in log.read_text() and "Too many open files" in log.read_text()
+            ),
+            30,
+            "a file to meet EMFILE",
+        )
         assert d.proc.poll() is None, log.read_text()[-3000:]
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
         wait_for(lambda: not any(p.exists() for p in data), 150, "every photo filed")  # backoff
@@ -66,8 +72,13 @@ def test_source_folder_removed_between_decide_and_retire(tmp_path: Path) -> None
     data = {src / f"IMG_{i}.JPG": jpeg_bytes(BASE + timedelta(seconds=i), i) for i in range(N)}
     for p, d in data.items():
         write(p, d)
-    killed = cli(cfg_path, "import", "--move", str(tmp_path / "card"),
-                 env={"MEDIASORTD_TEST_KILL_AT": "decided:1"})
+    killed = cli(
+        cfg_path,
+        "import",
+        "--move",
+        str(tmp_path / "card"),
+        env={"MEDIASORTD_TEST_KILL_AT": "decided:1"},
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     shutil.rmtree(src)  # the card's folder is gone before the import is run again
     (tmp_path / "empty").mkdir()

@@ -34,8 +34,10 @@ OLD_MTIME_NS = 1_600_000_000 * 10**9
 def card(root: Path, n: int = 6) -> dict[Path, bytes]:
     """Photos (pairs share a second), a duplicate of the first, a text file, an empty file;
     each with an old mtime that undo must give back."""
-    files = {root / "cam" / f"DSC_{i:04d}.JPG": jpeg_bytes(BASE + timedelta(seconds=i // 2), i)
-             for i in range(n)}
+    files = {
+        root / "cam" / f"DSC_{i:04d}.JPG": jpeg_bytes(BASE + timedelta(seconds=i // 2), i)
+        for i in range(n)
+    }
     files[root / "again" / "DSC_0000.JPG"] = jpeg_bytes(BASE, 0)
     files[root / "readme.txt"] = b"hello"
     files[root / "zero.jpg"] = b""
@@ -158,24 +160,27 @@ def test_undo_plain_imports_since_when(tmp_path: Path) -> None:
 
     r = cli(cfg_path, "undo", "--since", "1h")
     assert r.returncode == 0, r.stderr
-    assert "2 put back, 3 library copy removed (the source still had it), 3 nothing to undo" \
-        in r.stdout, r.stdout
+    assert (
+        "2 put back, 3 library copy removed (the source still had it), 3 nothing to undo"
+        in r.stdout
+    ), r.stdout
     all_back({**plain, **moved})
     assert all(p.stat().st_ino == ino for p, ino in inodes.items() if p != gone)
     library_empty(cfg)
     assert verify(cfg).ok
     assert cli(cfg_path, "undo", "--since", "2999-01-01").stdout.count("nothing to undo") == 1
-    cases: list[tuple[tuple[str, ...], str]] = [((), "give BATCH... or --since WHEN"),
-                                                (("import-1999",), "no such batch"),
-                                                (("--since", "whenever"), "not a time")]
+    cases: list[tuple[tuple[str, ...], str]] = [
+        ((), "give BATCH... or --since WHEN"),
+        (("import-1999",), "no such batch"),
+        (("--since", "whenever"), "not a time"),
+    ]
     for args, msg in cases:
         r = cli(cfg_path, "undo", *args)
         assert r.returncode == 64 and msg in r.stderr, r.stderr
 
 
 def unfinished_undo(cfg: config.Config) -> bool:
-    return any(p.kind == "unfinished" and "undo of job" in p.detail
-               for p in verify(cfg).problems)
+    return any(p.kind == "unfinished" and "undo of job" in p.detail for p in verify(cfg).problems)
 
 
 def test_undo_killed_at_every_point_then_resumed(tmp_path: Path) -> None:
@@ -200,8 +205,9 @@ def test_undo_killed_at_every_point_then_resumed(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     final = cli(cfg_path, "undo", batch)
     assert final.returncode == 0, final.stderr
-    assert "nothing to undo" in final.stdout and "9 file(s) of it were undone before" \
-        in final.stdout
+    assert (
+        "nothing to undo" in final.stdout and "9 file(s) of it were undone before" in final.stdout
+    )
     all_back(files)
     library_empty(cfg)
     verify_clean(cfg_path)
@@ -211,13 +217,16 @@ def test_undo_killed_at_every_point_then_resumed(tmp_path: Path) -> None:
 
 
 def test_daemon_bursts_get_their_own_batch_and_undo_keeps_them_out_of_the_inbox(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     cfg, cfg_path = make_config(tmp_path, settle_seconds=0.2, batch_idle_seconds=0.5)
     d = Daemon(tmp_path, cfg_path)
     try:
         d.ready()
-        first = {write(cfg.inbox / f"a{i}.jpg", jpeg_bytes(BASE, 200 + i)): jpeg_bytes(
-            BASE, 200 + i) for i in range(3)}
+        first = {
+            write(cfg.inbox / f"a{i}.jpg", jpeg_bytes(BASE, 200 + i)): jpeg_bytes(BASE, 200 + i)
+            for i in range(3)
+        }
         wait_for(lambda: len(tree_hashes(cfg.library)) == 3, 20, "first burst filed")
         info = json.loads(cli(cfg_path, "status", "--json").stdout)
         assert info["now"]["writer"] == {"pid": d.proc.pid, "command": "run"}
@@ -225,17 +234,24 @@ def test_daemon_bursts_get_their_own_batch_and_undo_keeps_them_out_of_the_inbox(
         def quiet_for(seconds: float) -> bool:  # the journal's last word is old enough
             last = json.loads(cli(cfg_path, "status", "--json").stdout)["now"]["last_finished"]
             return time.time() - datetime.fromisoformat(last).timestamp() > seconds
+
         wait_for(lambda: quiet_for(1.0), 10, "a quiet inbox")
-        second = {write(cfg.inbox / "trip" / f"b{i}.jpg", jpeg_bytes(BASE, 300 + i)):
-                  jpeg_bytes(BASE, 300 + i) for i in range(2)}
+        second = {
+            write(cfg.inbox / "trip" / f"b{i}.jpg", jpeg_bytes(BASE, 300 + i)): jpeg_bytes(
+                BASE, 300 + i
+            )
+            for i in range(2)
+        }
         wait_for(lambda: len(tree_hashes(cfg.library)) == 5, 20, "second burst filed")
         assert d.terminate() == 0
     finally:
         d.close()
     run1, run2 = batches(cfg)
     assert run1.startswith("run-") and run2.startswith("run-")
-    assert sorted(os.path.basename(r["source"]) for r in history(cfg, batches=[run2])) == \
-        ["b0.jpg", "b1.jpg"]
+    assert sorted(os.path.basename(r["source"]) for r in history(cfg, batches=[run2])) == [
+        "b0.jpg",
+        "b1.jpg",
+    ]
     log = (tmp_path / "daemon.log").read_text()
     assert f'"batch": "{run2}"' in log and "daemon.batch_started" in log
 

@@ -207,8 +207,16 @@ def test_dropped_files_are_filed_and_logged(service: Configured) -> None:
 
     # The story of one file, from journald (which ingests asynchronously: poll).
     name, digest = next(iter(want.items()))
-    fields = ("MEDIASORTD_EVENT", "MEDIASORTD_SOURCE", "SOURCE_NAME", "MEDIASORTD_DEST", "SHA256",
-              "MEDIASORTD_JOB_ID", "MEDIASORTD_OUTCOME", "MEDIASORTD_BATCH")
+    fields = (
+        "MEDIASORTD_EVENT",
+        "MEDIASORTD_SOURCE",
+        "SOURCE_NAME",
+        "MEDIASORTD_DEST",
+        "SHA256",
+        "MEDIASORTD_JOB_ID",
+        "MEDIASORTD_OUTCOME",
+        "MEDIASORTD_BATCH",
+    )
 
     def finished() -> list[dict[str, Any]]:
         return [

@@ -44,13 +44,17 @@ def hostile(configured: Configured) -> Iterator[Configured]:
     by a drop-in of its own); put back afterwards."""
     box = configured.box
     test_toml = (box.root / "etc/mediasortd/test.toml").read_text()
-    (box.root / CONFIG.lstrip("/")).write_text(set_toml_keys(
-        test_toml, {"ingest": {"on_duplicate": "delete", "settle_seconds": SETTLE,
-                               "rescan_seconds": 2.0}}))
+    (box.root / CONFIG.lstrip("/")).write_text(
+        set_toml_keys(
+            test_toml,
+            {"ingest": {"on_duplicate": "delete", "settle_seconds": SETTLE, "rescan_seconds": 2.0}},
+        )
+    )
     dropin = box.root / "run/systemd/system" / f"{UNIT}.d" / "zz-hostile.conf"
     dropin.parent.mkdir(parents=True, exist_ok=True)
-    dropin.write_text("[Service]\nExecStart=\nExecStart=/opt/mediasortd/bin/mediasortd "
-                      f"--config {CONFIG} run\n")
+    dropin.write_text(
+        f"[Service]\nExecStart=\nExecStart=/opt/mediasortd/bin/mediasortd --config {CONFIG} run\n"
+    )
     box.sx("systemctl", "daemon-reload")
     box.sx("systemctl", "reset-failed", UNIT, check=False)
     box.sx("systemctl", "restart", UNIT, timeout=60)
@@ -81,8 +85,7 @@ def test_symlink_swap_loop_under_the_unit(hostile: Configured) -> None:
     for i in range(3):
         (canary / f"c{i}.jpg").write_bytes(make_jpeg(5000 + i, datetime(2018, 1, 2, 3, 4, i)))
     before_canary = {p.name: sha256(p) for p in canary.iterdir()}
-    photos = {f"swap-{i}.jpg": make_jpeg(5100 + i, datetime(2018, 2, 3, 4, 5, i))
-              for i in range(2)}
+    photos = {f"swap-{i}.jpg": make_jpeg(5100 + i, datetime(2018, 2, 3, 4, 5, i)) for i in range(2)}
     for name, data in photos.items():
         (inbox / name).write_bytes(data)
     wait_for(lambda: inbox_settled(inbox, list(photos)), 30, "the photos to be filed")
@@ -119,8 +122,11 @@ def test_symlink_swap_loop_under_the_unit(hostile: Configured) -> None:
         except OSError:
             pass
     assert links > 8
-    wait_for(lambda: not os.path.lexists(inbox / "d") or not (inbox / "d").is_symlink(), 30,
-             "the last link handled")
+    wait_for(
+        lambda: not os.path.lexists(inbox / "d") or not (inbox / "d").is_symlink(),
+        30,
+        "the last link handled",
+    )
     assert box.sx("systemctl", "is-active", UNIT, check=False).stdout.strip() == "active"
     after = inbox / "swap-after.jpg"
     after.write_bytes(make_jpeg(5150, datetime(2018, 2, 3, 4, 6, 0)))
@@ -151,13 +157,21 @@ def test_rejects_leave_the_inbox_across_bind_mounts(hostile: Configured) -> None
     secret.write_bytes(data)
     secret.chmod(0o600)  # root's: the service's user cannot read it
     os.chown(secret, 0, 0)
-    wait_for(lambda: inbox_settled(inbox, ["hostile-link.jpg", "hostile-fifo.jpg"]), 30,
-             lambda: f"the link and the FIFO to leave the inbox: {os.listdir(inbox)}; "
-             + box.sx("journalctl", "-u", UNIT, "-n", "20", "--no-pager", check=False).stdout)
+    wait_for(
+        lambda: inbox_settled(inbox, ["hostile-link.jpg", "hostile-fifo.jpg"]),
+        30,
+        lambda: (
+            f"the link and the FIFO to leave the inbox: {os.listdir(inbox)}; "
+            + box.sx("journalctl", "-u", UNIT, "-n", "20", "--no-pager", check=False).stdout
+        ),
+    )
     assert os.readlink(rejected / "hostile-link.jpg") == "/etc/shadow"
     assert stat.S_ISFIFO(os.lstat(rejected / "hostile-fifo.jpg").st_mode)
-    wait_for(lambda: any(says(e, "filed once it is readable", "hostile-secret")
-                         for e in box.journal()), 30, "the unreadable file to be reported")
+    wait_for(
+        lambda: any(says(e, "filed once it is readable", "hostile-secret") for e in box.journal()),
+        30,
+        "the unreadable file to be reported",
+    )
     assert secret.exists()
     secret.chmod(0o644)
     wait_for(lambda: not secret.exists(), 30, "the readable file to be filed")
@@ -173,9 +187,23 @@ def test_a_stalled_writer_of_another_user_under_the_unit(hostile: Configured) ->
     gid = inbox.stat().st_gid  # the inbox's group may write there
     data = make_jpeg(5300, datetime(2016, 7, 8, 9, 10, 11)) + os.urandom(200_000)
     path = inbox / "hostile-slow.jpg"
-    w = subprocess.Popen(["setpriv", "--reuid=4242", f"--regid={gid}", "--clear-groups",
-                          sys.executable, "-c", WRITER, str(path), "2", str(len(data)),
-                          "stall"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    w = subprocess.Popen(
+        [
+            "setpriv",
+            "--reuid=4242",
+            f"--regid={gid}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            WRITER,
+            str(path),
+            "2",
+            str(len(data)),
+            "stall",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     assert w.stdin is not None and w.stdout is not None
     try:
         w.stdin.write(data)
@@ -184,13 +212,21 @@ def test_a_stalled_writer_of_another_user_under_the_unit(hostile: Configured) ->
         stalled = time.monotonic()
         # held by the first check that sees it: inotify's writes without a close (the
         # watcher), else the read lease (the worker)
-        wait_for(lambda: any(says(e, "still open for writing", "hostile-slow")
-                             or says(e, "not closed since", "hostile-slow")
-                             for e in box.journal()),
-                 30, lambda: "the service to see the writer: " + box.sx(
-                     "journalctl", "-u", UNIT, "-n", "20", "--no-pager", check=False).stdout)
-        holds(path.exists, stalled + 3 * SETTLE - time.monotonic(),
-              "the source was taken mid-write")
+        wait_for(
+            lambda: any(
+                says(e, "still open for writing", "hostile-slow")
+                or says(e, "not closed since", "hostile-slow")
+                for e in box.journal()
+            ),
+            30,
+            lambda: (
+                "the service to see the writer: "
+                + box.sx("journalctl", "-u", UNIT, "-n", "20", "--no-pager", check=False).stdout
+            ),
+        )
+        holds(
+            path.exists, stalled + 3 * SETTLE - time.monotonic(), "the source was taken mid-write"
+        )
         assert release(w) == 0
     finally:
         if w.poll() is None:
@@ -198,7 +234,7 @@ def test_a_stalled_writer_of_another_user_under_the_unit(hostile: Configured) ->
             finish(w)
     wait_for(lambda: not path.exists(), 30, "the whole photo to be filed")
     assert hashlib.sha256(data).hexdigest() in [sha256(p) for p in library_files(library)]
-    half = hashlib.sha256(data[:-(-len(data) // 2)]).hexdigest()
-    assert half not in [sha256(p) for p in files_under(library)
-                        if p.is_file() and not p.is_symlink()], "half of it was filed"
-
+    half = hashlib.sha256(data[: -(-len(data) // 2)]).hexdigest()
+    assert half not in [
+        sha256(p) for p in files_under(library) if p.is_file() and not p.is_symlink()
+    ], "half of it was filed"

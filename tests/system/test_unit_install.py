@@ -46,8 +46,12 @@ INSTALL = (f"{INSTALL_DIR}/src/packaging/install.sh", "--no-apt")
 WHEELHOUSE = ("--wheelhouse", f"{INSTALL_DIR}/wheelhouse")
 
 
-def cli(box: Box, *args: str, user: str | None = None, check: bool = True,
-        ) -> subprocess.CompletedProcess[str]:
+def cli(
+    box: Box,
+    *args: str,
+    user: str | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
     cmd = (CLI, "--config", TEST_CONFIG, *args)
     if user is not None:
         cmd = ("runuser", "-u", user, "--", *cmd)
@@ -102,8 +106,7 @@ def test_group_member_drops_files_and_reads_without_root(service: Configured) ->
     src.write_bytes(data)
     src.chmod(0o644)
     # The member copies it in as themself (their umask, their uid), like a Samba share would.
-    box.sx("runuser", "-u", MEMBER, "--", "cp", "/var/tmp/household.jpg",
-           f"{inbox}/household.jpg")
+    box.sx("runuser", "-u", MEMBER, "--", "cp", "/var/tmp/household.jpg", f"{inbox}/household.jpg")
     filed = library / library_name(taken)
     wait_for(filed.exists, 30, lambda: f"{filed} (inbox: {files_under(inbox)})")
     wait_for(lambda: not (inbox / "household.jpg").exists(), 10, "the inbox to be emptied")
@@ -142,8 +145,10 @@ def test_root_import_and_undo_then_the_service_files_on(service: Configured) -> 
     file and folder they make is the service's, and the service files into them after."""
     box, inbox, library = service.box, service.inbox, service.library
     month = datetime(2016, 7, 1, 9, 0, 0)
-    shots = {f"root-{i}.jpg": (month.replace(day=1 + i), make_jpeg(7100 + i, month.replace(
-        day=1 + i))) for i in range(3)}
+    shots = {
+        f"root-{i}.jpg": (month.replace(day=1 + i), make_jpeg(7100 + i, month.replace(day=1 + i)))
+        for i in range(3)
+    }
     src = in_box(box, "/var/tmp/root-import")
     src.mkdir(exist_ok=True)
     for name, (_, data) in shots.items():
@@ -163,12 +168,16 @@ def test_root_import_and_undo_then_the_service_files_on(service: Configured) -> 
     taken, data = shots["root-2.jpg"]
     (inbox / "root-2.jpg").write_bytes(data)
     filed = library / library_name(taken)
-    wait_for(filed.exists, 30, lambda: f"{filed}; the journal says "
-             f"{[e.get('MESSAGE') for e in box.journal()[-5:]]}")
+    wait_for(
+        filed.exists,
+        30,
+        lambda: f"{filed}; the journal says {[e.get('MESSAGE') for e in box.journal()[-5:]]}",
+    )
     assert sha256(filed) == hashlib.sha256(data).hexdigest()
     wait_for(lambda: not (inbox / "root-2.jpg").exists(), 10, "the inbox to be emptied")
-    leftovers = owned_by_root(in_box(box, TEST_STATE), library / taken.strftime("%Y-%m"),
-                              library / ".staging")
+    leftovers = owned_by_root(
+        in_box(box, TEST_STATE), library / taken.strftime("%Y-%m"), library / ".staging"
+    )
     assert not leftovers, f"root-owned files the service may not be able to use: {leftovers}"
     assert box.prop("ActiveState") == "active"
 
@@ -177,13 +186,23 @@ def test_root_import_and_undo_then_the_service_files_on(service: Configured) -> 
 
 
 def test_install_help_exits_0() -> None:
-    p = subprocess.run(["bash", str(REPO / "packaging/install.sh"), "--help"],
-                       check=False, capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        ["bash", str(REPO / "packaging/install.sh"), "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 0, p.stderr
     for word in ("--wheelhouse", "--uninstall", "--purge", "/usr/local/bin/mediasortd"):
         assert word in p.stdout, p.stdout
-    bad = subprocess.run(["bash", str(REPO / "packaging/install.sh"), "--bogus"],
-                         check=False, capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(
+        ["bash", str(REPO / "packaging/install.sh"), "--bogus"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert bad.returncode == 2 and "unknown argument: --bogus" in bad.stderr
 
 
@@ -218,15 +237,24 @@ def test_upgrade_swaps_the_program_and_restarts_the_service(service: Configured)
     new_release = os.readlink(in_box(box, "/opt/mediasortd"))
     assert new_release != old_release and new_release.startswith("/opt/mediasortd.d/")
     assert not in_box(box, old_release).exists(), "the old release was not removed"
-    wait_for(lambda: box.prop("ActiveState") == "active" and box.prop("MainPID") not in (
-        "0", old_pid), 30, "the service to run again with a new pid")
+    wait_for(
+        lambda: box.prop("ActiveState") == "active" and box.prop("MainPID") not in ("0", old_pid),
+        30,
+        "the service to run again with a new pid",
+    )
     # on PATH, and the shell completes its subcommands
     assert box.sx("mediasortd", "--version").stdout.startswith("mediasortd ")
-    offered = box.sx("bash", "--norc", "-c", "source /usr/share/bash-completion/completions/"
-                     "mediasortd; COMP_WORDS=(mediasortd ''); COMP_CWORD=1; _mediasortd; "
-                     "printf '%s\\n' \"${COMPREPLY[@]}\"").stdout.split()
+    offered = box.sx(
+        "bash",
+        "--norc",
+        "-c",
+        "source /usr/share/bash-completion/completions/"
+        "mediasortd; COMP_WORDS=(mediasortd ''); COMP_CWORD=1; _mediasortd; "
+        "printf '%s\\n' \"${COMPREPLY[@]}\"",
+    ).stdout.split()
     assert {"run", "import", "status", "find", "history", "undo", "verify", "adopt"} <= set(
-        offered), offered
+        offered
+    ), offered
     taken = datetime(2015, 3, 3, 3, 3, 3)
     data = make_jpeg(3303, taken)
     (inbox / "after-upgrade.jpg").write_bytes(data)
@@ -239,13 +267,26 @@ def test_uninstall_keeps_the_data_and_a_reinstall_picks_it_up(configured: Config
     box = configured.box
     was_active = box.prop("ActiveState") == "active"
     uid, gid = uid_of(box, "mediasortd"), int(box.sx("id", "-g", "mediasortd").stdout)
-    kept = [in_box(box, p) for p in ("/etc/mediasortd/config.toml", TEST_CONFIG,
-                                     f"{TEST_STATE}/catalog.db", TEST_DROPIN)]
-    gone = [in_box(box, p) for p in ("/opt/mediasortd", "/opt/mediasortd.d",
-                                     "/usr/local/bin/mediasortd",
-                                     "/usr/share/bash-completion/completions/mediasortd",
-                                     f"/etc/systemd/system/{UNIT}",
-                                     "/usr/lib/sysusers.d/mediasortd.conf")]
+    kept = [
+        in_box(box, p)
+        for p in (
+            "/etc/mediasortd/config.toml",
+            TEST_CONFIG,
+            f"{TEST_STATE}/catalog.db",
+            TEST_DROPIN,
+        )
+    ]
+    gone = [
+        in_box(box, p)
+        for p in (
+            "/opt/mediasortd",
+            "/opt/mediasortd.d",
+            "/usr/local/bin/mediasortd",
+            "/usr/share/bash-completion/completions/mediasortd",
+            f"/etc/systemd/system/{UNIT}",
+            "/usr/lib/sysusers.d/mediasortd.conf",
+        )
+    ]
     assert all(p.exists() or p.is_symlink() for p in kept + gone)
     try:
         out = box.sx(*INSTALL, "--uninstall", timeout=120)

@@ -201,5 +201,3 @@ def drop(inbox: Path, files: dict[str, bytes]) -> None:
     """Drop files into the inbox the way a copy does: written, then closed."""
     for name, data in files.items():
         (inbox / name).write_bytes(data)
-
-

@@ -43,13 +43,17 @@ class UserDaemon:
     """The real `mediasortd run` as the user nobody, with CAP_LEASE alone (as the unit
     grants it), or with no capability at all (`lease=False`); `env`: more environment."""
 
-    def __init__(self, base: Path, cfg_path: Path, *, lease: bool = True,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, base: Path, cfg_path: Path, *, lease: bool = True, env: dict[str, str] | None = None
+    ) -> None:
         self.log_path = base / "daemon.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by close()
-        self.proc = subprocess.Popen(as_user(DAEMON_UID, [*cli_argv(cfg_path), "run"],
-                                             lease=lease), env={**os.environ, **(env or {})},
-                                     stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(
+            as_user(DAEMON_UID, [*cli_argv(cfg_path), "run"], lease=lease),
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=self.log,
+        )
 
     def text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -64,14 +68,15 @@ class UserDaemon:
         self.log.close()
 
 
-def user_setup(base: Path, inbox_tmpfs: bool,
-               **ingest: Any) -> tuple[config.Config, Path]:
+def user_setup(base: Path, inbox_tmpfs: bool, **ingest: Any) -> tuple[config.Config, Path]:
     """Config, inbox (a tmpfs when asked: another filesystem than the library's),
     library and state owned by the daemon's user; the inbox writable by everyone."""
     if inbox_tmpfs:
         (base / "inbox").mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0777", "tmpfs",
-                        str(base / "inbox")], check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m,mode=0777", "tmpfs", str(base / "inbox")],
+            check=True,
+        )
     cfg, cfg_path = make_config(base, **ingest)
     cfg_path.write_text(cfg_path.read_text().replace('level = "info"', 'level = "debug"'))
     for p in (cfg.library, cfg.state_dir):
@@ -84,8 +89,12 @@ def user_setup(base: Path, inbox_tmpfs: bool,
 def user_jobs(cfg: config.Config) -> list[tuple[bytes, str | None, str | None, bytes | None, str]]:
     conn = db.connect(cfg.catalog)
     try:
-        return [(bytes(s), o, e, bytes(d) if d else None, st) for s, o, e, d, st in
-                conn.execute("SELECT source, outcome, error, dest, step FROM jobs ORDER BY id")]
+        return [
+            (bytes(s), o, e, bytes(d) if d else None, st)
+            for s, o, e, d, st in conn.execute(
+                "SELECT source, outcome, error, dest, step FROM jobs ORDER BY id"
+            )
+        ]
     finally:
         conn.close()
 
@@ -112,9 +121,13 @@ if not reopen:
 
 
 def writer(path: Path, data: bytes, pieces: int, mode: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(as_user(WRITER_UID, [sys.executable, "-c", WRITER, str(path),
-                                                 str(pieces), str(len(data)), mode]),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        as_user(
+            WRITER_UID, [sys.executable, "-c", WRITER, str(path), str(pieces), str(len(data)), mode]
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     assert proc.stdin is not None
     proc.stdin.write(data)
     proc.stdin.flush()

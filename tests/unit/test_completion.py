@@ -18,10 +18,17 @@ def complete(script: Path, line: str, cwd: Path | None = None) -> list[str]:
     """What bash offers for the last word of `line` (a trailing space: a new word)."""
     words = line.split(" ")
     array = " ".join(f"'{w}'" for w in words)
-    code = (f"source '{script}'\nCOMP_WORDS=({array}); COMP_CWORD={len(words) - 1}\n"
-            "_mediasortd; printf '%s\\n' \"${COMPREPLY[@]}\"\n")
-    out = subprocess.run(["bash", "--norc", "--noprofile", "-c", code], capture_output=True,
-                         text=True, check=True, cwd=cwd).stdout
+    code = (
+        f"source '{script}'\nCOMP_WORDS=({array}); COMP_CWORD={len(words) - 1}\n"
+        "_mediasortd; printf '%s\\n' \"${COMPREPLY[@]}\"\n"
+    )
+    out = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=cwd,
+    ).stdout
     return sorted(w for w in out.splitlines() if w)
 
 
@@ -50,8 +57,9 @@ def test_offers_each_subcommands_options(script: Path) -> None:
     assert complete(script, "mediasortd --") == ["--config", "--help", "--version"]
 
 
-def test_files_where_a_path_goes_and_nothing_after_other_values(script: Path,
-                                                               tmp_path: Path) -> None:
+def test_files_where_a_path_goes_and_nothing_after_other_values(
+    script: Path, tmp_path: Path
+) -> None:
     (tmp_path / "photo.jpg").write_bytes(b"x")
     (tmp_path / "conf.toml").write_text("")
     assert complete(script, "mediasortd status --config co", tmp_path) == ["conf.toml"]

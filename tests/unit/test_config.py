@@ -46,21 +46,24 @@ def test_example_config_documents_every_default() -> None:
             assert f"{key} =" in example, f"{section}.{key} is not documented"
 
 
-@pytest.mark.parametrize("text, key", [
-    ('[paths]\ninbox = "/in"\n', "paths.library"),
-    (MINIMAL + '[ingest]\nworkers = "4"\n', "ingest.workers"),
-    (MINIMAL + '[ingest]\nworkers = true\n', "ingest.workers"),
-    (MINIMAL + '[ingest]\nworkerz = 4\n', "ingest.workerz"),
-    (MINIMAL + '[ingets]\nworkers = 4\n', "ingets"),
-    ('[paths]\ninbox = "in"\nlibrary = "/lib"\n', "paths.inbox"),
-    (MINIMAL + '[ingest]\non_duplicate = "shred"\n', "ingest.on_duplicate"),
-    (MINIMAL + '[ingest]\ntimezone = "Mars/Olympus"\n', "ingest.timezone"),
-    (MINIMAL + '[ingest]\nlayout = "{year}/../{ext}"\n', "ingest.layout"),
-    (MINIMAL + '[ingest]\nlayout = "{year}/{camera}{ext}"\n', "ingest.layout"),
-    (MINIMAL + '[ingest]\nfile_mode = "0666"\n', "ingest.file_mode"),
-    (MINIMAL + '[logging]\nformat = "xml"\n', "logging.format"),
-    ('[paths]\ninbox = "/lib/inbox"\nlibrary = "/lib"\n', "paths.inbox"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('[paths]\ninbox = "/in"\n', "paths.library"),
+        (MINIMAL + '[ingest]\nworkers = "4"\n', "ingest.workers"),
+        (MINIMAL + "[ingest]\nworkers = true\n", "ingest.workers"),
+        (MINIMAL + "[ingest]\nworkerz = 4\n", "ingest.workerz"),
+        (MINIMAL + "[ingets]\nworkers = 4\n", "ingets"),
+        ('[paths]\ninbox = "in"\nlibrary = "/lib"\n', "paths.inbox"),
+        (MINIMAL + '[ingest]\non_duplicate = "shred"\n', "ingest.on_duplicate"),
+        (MINIMAL + '[ingest]\ntimezone = "Mars/Olympus"\n', "ingest.timezone"),
+        (MINIMAL + '[ingest]\nlayout = "{year}/../{ext}"\n', "ingest.layout"),
+        (MINIMAL + '[ingest]\nlayout = "{year}/{camera}{ext}"\n', "ingest.layout"),
+        (MINIMAL + '[ingest]\nfile_mode = "0666"\n', "ingest.file_mode"),
+        (MINIMAL + '[logging]\nformat = "xml"\n', "logging.format"),
+        ('[paths]\ninbox = "/lib/inbox"\nlibrary = "/lib"\n', "paths.inbox"),
+    ],
+)
 def test_errors_name_file_and_key(text: str, key: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse(text)
@@ -78,14 +81,23 @@ def test_config_is_found_from_flag_then_env_then_default(monkeypatch: pytest.Mon
 
 def test_cli_exits_78_on_bad_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text(MINIMAL + '[ingest]\nworkers = 0\n')
-    r = subprocess.run([sys.executable, "-m", "daemon", "--config", str(bad), "status"],
-                       capture_output=True, text=True, cwd=ROOT, check=False)
+    bad.write_text(MINIMAL + "[ingest]\nworkers = 0\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(bad), "status"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     assert r.returncode == 78
     assert f"{bad}: ingest.workers: must be at least 1" in r.stderr
-    missing = subprocess.run([sys.executable, "-m", "daemon", "status", "--config",
-                              str(tmp_path / "nope.toml")], capture_output=True, text=True,
-                             cwd=ROOT, check=False)
+    missing = subprocess.run(
+        [sys.executable, "-m", "daemon", "status", "--config", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     assert missing.returncode == 78 and "no such config file" in missing.stderr
 
 
@@ -96,8 +108,14 @@ def test_inbox_is_one_path_or_a_list() -> None:
     assert two.inboxes == (Path("/in/bob"), Path("/in2/alice")) and two.inbox == Path("/in/bob")
     assert two.inbox_of(b"/in2/alice/DCIM/x.jpg") == Path("/in2/alice")
     assert two.inbox_of(b"/in2/alicex/y.jpg") is None
-    for bad in ('[]', '["/in", "/in/sub"]', '["/in", "/in"]', '["/in", "/lib/x"]',
-                '["/in", "rel"]', '["/in", 3]'):
+    for bad in (
+        "[]",
+        '["/in", "/in/sub"]',
+        '["/in", "/in"]',
+        '["/in", "/lib/x"]',
+        '["/in", "rel"]',
+        '["/in", 3]',
+    ):
         with pytest.raises(ConfigError) as e:
             parse(f'[paths]\ninbox = {bad}\nlibrary = "/lib"\n')
         assert str(e.value).startswith("test.toml: paths.inbox:"), bad
@@ -114,6 +132,7 @@ def test_undated_key() -> None:
 
 def test_hostile_layout_is_refused_with_exit_78() -> None:
     with pytest.raises(ConfigError, match=r"ingest\.layout") as e:
-        config.parse(tomllib.loads(MINIMAL + '[ingest]\nlayout = "{month:/>1.0}{day:.>2.0}'
-                                   '{ext}"\n'), "t")
+        config.parse(
+            tomllib.loads(MINIMAL + '[ingest]\nlayout = "{month:/>1.0}{day:.>2.0}{ext}"\n'), "t"
+        )
     assert e.value.exit_code == 78

@@ -11,11 +11,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _local_config(cwd: Path) -> subprocess.CompletedProcess[str]:
-    script = (f'HERE={shlex.quote(str(cwd))}; '
-              f'eval "$(sed -n "/^toml_str() /p;/^local_config() {{/,/^}}/p" "{ROOT}/dev")"; '
-              "local_config")
-    return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True,
-                          check=True)
+    script = (
+        f"HERE={shlex.quote(str(cwd))}; "
+        f'eval "$(sed -n "/^toml_str() /p;/^local_config() {{/,/^}}/p" "{ROOT}/dev")"; '
+        "local_config"
+    )
+    return subprocess.run(
+        ["bash", "-c", script], cwd=cwd, capture_output=True, text=True, check=True
+    )
 
 
 def test_dev_run_keeps_an_edited_config(tmp_path: Path) -> None:

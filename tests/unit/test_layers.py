@@ -183,8 +183,11 @@ def test_the_cli_loads_no_watchdog_logging_or_systemd() -> None:
     """`status`, `find`, `history` answer in a fraction of a second: importing the CLI
     loads no watchdog (report scans the inbox through inbox.scan, not the watchdog
     adapter), and neither structlog nor systemd (each command imports what it uses)."""
-    code = ("import sys, daemon.app.cli; "
-            "print(*sorted({'watchdog', 'structlog', 'systemd'} & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=PACKAGE.parent, check=True).stdout.split()
+    code = (
+        "import sys, daemon.app.cli; "
+        "print(*sorted({'watchdog', 'structlog', 'systemd'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent, check=True
+    ).stdout.split()
     assert out == [], out

@@ -25,37 +25,43 @@ from daemon.rules.retry import (
 T = Trouble
 
 
-@pytest.mark.parametrize(("error", "catalog", "kind"), [
-    (OSError(errno.ENOSPC, "No space left on device"), None, T.FULL),
-    (OSError(errno.EDQUOT, "Disk quota exceeded"), None, T.FULL),
-    (OSError(errno.EMFILE, "Too many open files"), None, T.SYSTEM),
-    (OSError(errno.EIO, "Input/output error"), None, T.SYSTEM),
-    (PermissionError(errno.EACCES, "Permission denied"), None, T.SYSTEM),
-    (OSError("no errno"), None, T.SYSTEM),
-    (ToolError("exiftool died"), None, T.TOOL),
-    (ValueError("ours"), None, T.BUG),
-    (ConfigError("not a file's"), None, T.BUG),
-    # the store's word on SQLite's errors comes first
-    (RuntimeError("database is locked"), T.LOCKED, T.LOCKED),
-    (RuntimeError("disk I/O error"), T.STATE, T.STATE),
-    (RuntimeError("database disk image is malformed"), T.BROKEN, T.BROKEN),
-])
+@pytest.mark.parametrize(
+    ("error", "catalog", "kind"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), None, T.FULL),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), None, T.FULL),
+        (OSError(errno.EMFILE, "Too many open files"), None, T.SYSTEM),
+        (OSError(errno.EIO, "Input/output error"), None, T.SYSTEM),
+        (PermissionError(errno.EACCES, "Permission denied"), None, T.SYSTEM),
+        (OSError("no errno"), None, T.SYSTEM),
+        (ToolError("exiftool died"), None, T.TOOL),
+        (ValueError("ours"), None, T.BUG),
+        (ConfigError("not a file's"), None, T.BUG),
+        # the store's word on SQLite's errors comes first
+        (RuntimeError("database is locked"), T.LOCKED, T.LOCKED),
+        (RuntimeError("disk I/O error"), T.STATE, T.STATE),
+        (RuntimeError("database disk image is malformed"), T.BROKEN, T.BROKEN),
+    ],
+)
 def test_classify(error: BaseException, catalog: Trouble | None, kind: Trouble) -> None:
     assert classify(error, catalog) is kind
 
 
-@pytest.mark.parametrize(("kind", "records", "counts"), [
-    (T.LOCKED, False, False),  # the journal cannot be written meanwhile
-    (T.STATE, False, False),
-    (T.BROKEN, False, False),
-    (T.BUG, False, False),  # failed at once
-    (T.TOOL, True, True),
-    (T.SYSTEM, True, True),
-    (T.FULL, True, True),
-    (T.CHANGED, True, True),
-    (T.REOPENED, True, True),
-    (T.WRITER, True, False),  # waiting for a writer is not a failed attempt
-])
+@pytest.mark.parametrize(
+    ("kind", "records", "counts"),
+    [
+        (T.LOCKED, False, False),  # the journal cannot be written meanwhile
+        (T.STATE, False, False),
+        (T.BROKEN, False, False),
+        (T.BUG, False, False),  # failed at once
+        (T.TOOL, True, True),
+        (T.SYSTEM, True, True),
+        (T.FULL, True, True),
+        (T.CHANGED, True, True),
+        (T.REOPENED, True, True),
+        (T.WRITER, True, False),  # waiting for a writer is not a failed attempt
+    ],
+)
 def test_what_is_recorded_and_counted(kind: Trouble, records: bool, counts: bool) -> None:
     assert (kind.records, kind.counts) == (records, counts)
 
@@ -77,8 +83,7 @@ CASES: list[tuple[Policy, Trouble, int, float, float, Decision]] = [
     (DAEMON, T.SYSTEM, 6, 0, 2, Again(32.0)),
     (DAEMON, T.SYSTEM, 7, 0, 2, Again(60.0)),
     (DAEMON, T.TOOL, 1000, 0, 2, Again(60.0)),
-    (Policy(max_attempts=None, backoff=Backoff(cap=1e9)), T.SYSTEM, 1000, 0, 2,
-     Again(64.0)),
+    (Policy(max_attempts=None, backoff=Backoff(cap=1e9)), T.SYSTEM, 1000, 0, 2, Again(64.0)),
     # a full library: looked at again every 5 s at most, an import gives up at 10
     (ONESHOT, T.FULL, 1, 0, 2, Again(1.0)),
     (ONESHOT, T.FULL, 3, 0, 2, Again(4.0)),
@@ -126,8 +131,9 @@ CASES: list[tuple[Policy, Trouble, int, float, float, Decision]] = [
 
 
 @pytest.mark.parametrize(("policy", "kind", "attempts", "age", "settle", "decision"), CASES)
-def test_decide(policy: Policy, kind: Trouble, attempts: int, age: float, settle: float,
-                decision: Decision) -> None:
+def test_decide(
+    policy: Policy, kind: Trouble, attempts: int, age: float, settle: float, decision: Decision
+) -> None:
     assert policy.decide(kind, attempts, age=age, settle=settle) == decision
 
 

@@ -24,9 +24,12 @@ def imported(path: Path) -> set[str]:
 
 
 def test_no_test_imports_the_benchmark() -> None:
-    found = {str(p.relative_to(TESTS)): sorted(n for n in imported(p)
-                                             if n == "bench" or n.startswith("bench."))
-             for p in sorted(TESTS.rglob("*.py"))}
+    found = {
+        str(p.relative_to(TESTS)): sorted(
+            n for n in imported(p) if n == "bench" or n.startswith("bench.")
+        )
+        for p in sorted(TESTS.rglob("*.py"))
+    }
     assert {p: n for p, n in found.items() if n} == {}
 
 
@@ -35,6 +38,8 @@ def test_no_module_imports_a_test_module() -> None:
         parts = name.split(".")
         return parts[0] == "tests" and any(part.startswith("test_") for part in parts)
 
-    found = {str(p.relative_to(TESTS)): sorted(n for n in imported(p) if is_test_module(n))
-             for p in sorted(TESTS.rglob("*.py"))}
+    found = {
+        str(p.relative_to(TESTS)): sorted(n for n in imported(p) if is_test_module(n))
+        for p in sorted(TESTS.rglob("*.py"))
+    }
     assert {p: n for p, n in found.items() if n} == {}
