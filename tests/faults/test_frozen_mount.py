@@ -30,10 +30,10 @@ print(sorted(open_for_writing({(st.st_dev, st.st_ino)})), flush=True)
 """
 
 HOLD = """
-import sys, time
+import sys
 a, b = open(sys.argv[1], "ab"), open(sys.argv[2], "ab")
 print("open", flush=True)
-time.sleep(600)
+sys.stdin.read()  # holds both open until the test closes its end (or kills it)
 """
 
 
@@ -54,6 +54,7 @@ def test_a_frozen_mount_elsewhere_does_not_freeze_the_writer_check(
     # one writer on the frozen mount, one on our inbox file
     writer = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(fs.mnt / "elsewhere.bin"), str(ours)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         start_new_session=True,
     )
@@ -77,7 +78,8 @@ def test_a_frozen_mount_elsewhere_does_not_freeze_the_writer_check(
         fs.cut(writer)  # a frozen request ends only when the server dies
         if asker is not None:
             asker.wait(30)
-        assert writer.stdout is not None
+        assert writer.stdin is not None and writer.stdout is not None
+        writer.stdin.close()
         writer.stdout.close()
     assert finished, "asking which files are open for writing hung on a frozen mount"
     out, err = asker.communicate()

@@ -13,7 +13,7 @@ import random
 import shutil
 import struct
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -66,27 +66,7 @@ def image(path: Path, fmt: str | None = None, color: str = "red") -> Path:
 
 def video(path: Path, container: str | None = None) -> Path:
     """A 0.2 s, 16x16 video (MPEG-4 Part 2: the fastest encoder to start) at `path`."""
-    container = container or path.suffix.lstrip(".").lower()
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=blue:s=16x16:r=5:d=0.2",
-            "-c:v",
-            "mpeg4",
-            "-f",
-            container,
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+    return ffmpeg_video(path, container or path.suffix.lstrip(".").lower())
 
 
 def copy(src: Path, dst: Path) -> Path:
@@ -182,32 +162,10 @@ def apple_still(
 def apple_video(path: Path, created: str, content_id: str | None) -> Path:
     """A Live Photo-like MOV: Keys CreationDate `created` (ISO 8601 with its zone) and
     (when given) Keys ContentIdentifier, written as QuickTime 'mdta' keys by ffmpeg."""
-    meta = ["-metadata", f"com.apple.quicktime.creationdate={created}"]
+    meta = {"com.apple.quicktime.creationdate": created}
     if content_id is not None:
-        meta += ["-metadata", f"com.apple.quicktime.content.identifier={content_id}"]
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=blue:s=16x16:r=5:d=0.2",
-            "-c:v",
-            "mpeg4",
-            "-movflags",
-            "use_metadata_tags",
-            *meta,
-            "-f",
-            "mov",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+        meta["com.apple.quicktime.content.identifier"] = content_id
+    return ffmpeg_video(path, "mov", metadata=meta, extra=("-movflags", "use_metadata_tags"))
 
 
 def psd(path: Path, big: bool = False, size: int = 4) -> Path:
@@ -249,8 +207,10 @@ def ffmpeg_video(
     codec: str = "mpeg4",
     metadata: Mapping[str, str] | None = None,
     rate: int = 5,
+    extra: Sequence[str] = (),
 ) -> Path:
-    """A 0.2 s 16x16 video in container `fmt` with `codec`, and ffmpeg metadata."""
+    """A 0.2 s 16x16 video in container `fmt` with `codec`, ffmpeg metadata and `extra`
+    output options."""
     meta = [a for k, v in (metadata or {}).items() for a in ("-metadata", f"{k}={v}")]
     subprocess.run(
         [
@@ -265,6 +225,7 @@ def ffmpeg_video(
             f"color=c=blue:s=16x16:r={rate}:d=0.2",
             "-c:v",
             codec,
+            *extra,
             *meta,
             "-f",
             fmt,
